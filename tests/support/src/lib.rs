@@ -1,0 +1,256 @@
+//! Test helpers shared by every crate's tests.
+//!
+//! Tests never mock the servers: they read the endpoints `dev/services up`
+//! wrote to `$TRIBUTARY_DEV_DIR/services.env` (default
+//! `<repo>/target/dev-services/services.env`). A test whose server is missing
+//! or unreachable fails — it never skips — with the command that starts it.
+
+use std::collections::HashMap;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The repository root (two levels above this crate).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+}
+
+/// Where `dev/services` keeps its state and the env file.
+pub fn dev_dir() -> PathBuf {
+    match std::env::var_os("TRIBUTARY_DEV_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => repo_root().join("target/dev-services"),
+    }
+}
+
+/// A name no other test (or earlier run) uses: `prefix_<pid>_<time>_<n>`,
+/// valid as a database, table, topic or bucket name (lower case, digits, `_`).
+pub fn unique_name(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() % 1_000_000_000;
+    format!("{prefix}_{}_{t}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+#[derive(Debug, Clone)]
+pub struct MariaDb {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    /// `mysql://user@host:port` (no password in the dev setup).
+    pub url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClickHouse {
+    /// HTTP endpoints, one per shard server.
+    pub urls: Vec<String>,
+    /// Name of the two-shard cluster in `system.clusters`.
+    pub cluster: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct S3 {
+    pub endpoint: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+/// The endpoints of the running dev services.
+#[derive(Debug, Clone)]
+pub struct DevServices {
+    vars: HashMap<String, String>,
+    source: PathBuf,
+}
+
+impl DevServices {
+    /// Reads the env file; panics with the fix if it is missing.
+    pub fn load() -> DevServices {
+        Self::from_file(&dev_dir().join("services.env")).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn from_file(path: &Path) -> Result<DevServices, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "cannot read {} ({e}): the dev services are not set up; run `dev/services up`",
+                path.display()
+            )
+        })?;
+        let vars = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        Ok(DevServices { vars, source: path.to_path_buf() })
+    }
+
+    fn var(&self, service: &str, key: &str) -> Result<&str, String> {
+        self.vars.get(key).map(String::as_str).ok_or_else(|| {
+            format!(
+                "{service} is not up ({key} missing from {}); start it with `dev/services up {service}`",
+                self.source.display()
+            )
+        })
+    }
+
+    fn reachable(&self, service: &str, addr: &str) -> Result<(), String> {
+        let unreachable = |why: String| {
+            format!("{service} is not reachable at {addr} ({why}); start it with `dev/services up {service}`")
+        };
+        let sock = addr
+            .to_socket_addrs()
+            .map_err(|e| unreachable(e.to_string()))?
+            .next()
+            .ok_or_else(|| unreachable("no address".into()))?;
+        TcpStream::connect_timeout(&sock, Duration::from_secs(3))
+            .map(drop)
+            .map_err(|e| unreachable(e.to_string()))
+    }
+
+    pub fn try_mariadb(&self) -> Result<MariaDb, String> {
+        let host = self.var("mariadb", "TRIBUTARY_MARIADB_HOST")?.to_string();
+        let port: u16 = self.var("mariadb", "TRIBUTARY_MARIADB_PORT")?.parse().map_err(|e| format!("{e}"))?;
+        self.reachable("mariadb", &format!("{host}:{port}"))?;
+        Ok(MariaDb {
+            user: self.var("mariadb", "TRIBUTARY_MARIADB_USER")?.to_string(),
+            url: self.var("mariadb", "TRIBUTARY_MARIADB_URL")?.to_string(),
+            host,
+            port,
+        })
+    }
+
+    pub fn try_clickhouse(&self) -> Result<ClickHouse, String> {
+        let urls: Vec<String> =
+            self.var("clickhouse", "TRIBUTARY_CLICKHOUSE_URLS")?.split(',').map(str::to_string).collect();
+        for u in &urls {
+            self.reachable("clickhouse", u.trim_start_matches("http://"))?;
+        }
+        let cluster = self.var("clickhouse", "TRIBUTARY_CLICKHOUSE_CLUSTER")?.to_string();
+        Ok(ClickHouse { urls, cluster })
+    }
+
+    /// Bootstrap servers of the Kafka-protocol broker.
+    pub fn try_kafka(&self) -> Result<String, String> {
+        let brokers = self.var("kafka", "TRIBUTARY_KAFKA_BROKERS")?.to_string();
+        self.reachable("kafka", &brokers)?;
+        Ok(brokers)
+    }
+
+    /// `host:port` of the Hive Metastore thrift endpoint.
+    pub fn try_hms(&self) -> Result<String, String> {
+        let addr = self.var("hms", "TRIBUTARY_HMS_ADDR")?.to_string();
+        self.reachable("hms", &addr)?;
+        Ok(addr)
+    }
+
+    pub fn try_s3(&self) -> Result<S3, String> {
+        let endpoint = self.var("s3", "TRIBUTARY_S3_ENDPOINT")?.to_string();
+        self.reachable("s3", endpoint.trim_start_matches("http://"))?;
+        Ok(S3 {
+            endpoint,
+            region: self.var("s3", "TRIBUTARY_S3_REGION")?.to_string(),
+            access_key_id: self.var("s3", "TRIBUTARY_S3_ACCESS_KEY_ID")?.to_string(),
+            secret_access_key: self.var("s3", "TRIBUTARY_S3_SECRET_ACCESS_KEY")?.to_string(),
+        })
+    }
+
+    /// The venv's Python, with pyiceberg for independent reads.
+    pub fn try_python(&self) -> Result<PathBuf, String> {
+        let py = PathBuf::from(self.var("pyiceberg", "TRIBUTARY_PYTHON")?);
+        if !py.exists() {
+            return Err(format!(
+                "{} does not exist; run `dev/services up pyiceberg`",
+                py.display()
+            ));
+        }
+        Ok(py)
+    }
+
+    pub fn mariadb(&self) -> MariaDb {
+        self.try_mariadb().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn clickhouse(&self) -> ClickHouse {
+        self.try_clickhouse().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn kafka(&self) -> String {
+        self.try_kafka().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn hms(&self) -> String {
+        self.try_hms().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn s3(&self) -> S3 {
+        self.try_s3().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn python(&self) -> PathBuf {
+        self.try_python().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Runs a Python script with the venv's interpreter; returns stdout, or
+    /// panics with stderr.
+    pub fn run_python(&self, script: &str, args: &[&str]) -> String {
+        let out = Command::new(self.python())
+            .arg("-c")
+            .arg(script)
+            .args(args)
+            .output()
+            .expect("start python");
+        assert!(
+            out.status.success(),
+            "python failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_env(contents: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("{}.env", unique_name("testkit")));
+        std::fs::write(&p, contents).unwrap();
+        p
+    }
+
+    #[test]
+    fn missing_env_file_names_the_setup_command() {
+        let e = DevServices::from_file(Path::new("/nonexistent/services.env")).unwrap_err();
+        assert!(e.contains("run `dev/services up`"), "{e}");
+    }
+
+    #[test]
+    fn service_not_up_names_its_start_command() {
+        let s = DevServices::from_file(&write_env("TRIBUTARY_DEV_DIR=/x\n")).unwrap();
+        let e = s.try_kafka().unwrap_err();
+        assert!(e.contains("`dev/services up kafka`"), "{e}");
+        let e = s.try_s3().unwrap_err();
+        assert!(e.contains("`dev/services up s3`"), "{e}");
+    }
+
+    #[test]
+    fn unreachable_service_names_its_start_command() {
+        // Bind then drop a listener: the port is (almost certainly) closed now.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let env = format!(
+            "TRIBUTARY_MARIADB_HOST=127.0.0.1\nTRIBUTARY_MARIADB_PORT={port}\nTRIBUTARY_MARIADB_USER=root\nTRIBUTARY_MARIADB_URL=x\n"
+        );
+        let s = DevServices::from_file(&write_env(&env)).unwrap();
+        let e = s.try_mariadb().unwrap_err();
+        assert!(e.contains("not reachable") && e.contains("`dev/services up mariadb`"), "{e}");
+    }
+
+    #[test]
+    fn unique_names_differ() {
+        assert_ne!(unique_name("t"), unique_name("t"));
+    }
+}
