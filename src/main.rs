@@ -13,5 +13,8 @@ struct Cli {}
 
 fn main() {
     let _cli = Cli::parse();
-    println!("tributary {}: no pipelines are available in this build yet; see --help", env!("CARGO_PKG_VERSION"));
+    println!(
+        "tributary {}: no pipelines are available in this build yet; see --help",
+        env!("CARGO_PKG_VERSION")
+    );
 }

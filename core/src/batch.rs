@@ -112,7 +112,10 @@ impl ChangeBatch {
     pub fn row(&self, image: Image, row: usize) -> Option<Row> {
         let arr = self.image(image).filter(|a| a.is_valid(row))?;
         let cols = self.schema.columns.iter().zip(arr.columns());
-        Some(cols.map(|(c, a)| value_at(&c.data_type, a.as_ref(), row)).collect())
+        Some(
+            cols.map(|(c, a)| value_at(&c.data_type, a.as_ref(), row))
+                .collect(),
+        )
     }
 
     pub fn event(&self, row: usize) -> ChangeEvent {
@@ -192,14 +195,20 @@ impl ChangeBatchBuilder {
 
     /// Starts a transaction; the rows after it belong to it.
     pub fn begin_txn(&mut self, position: Option<SourcePosition>, commit_ts_micros: i64) {
-        self.txns.push(TxnMeta { position, commit_ts_micros });
+        self.txns.push(TxnMeta {
+            position,
+            commit_ts_micros,
+        });
     }
 
     /// Opens a row. Push the op's images (before for update/delete, after for
     /// read/insert/update) before [`end_row`](Self::end_row).
     pub fn begin_row(&mut self, op: Op) -> Result<()> {
         if let Some(open) = self.open_row {
-            return Err(Error::new(ErrorKind::Unexpected, format!("a {open:?} row is still open")));
+            return Err(Error::new(
+                ErrorKind::Unexpected,
+                format!("a {open:?} row is still open"),
+            ));
         }
         if self.txns.is_empty() {
             self.begin_txn(None, 0);
@@ -234,7 +243,12 @@ impl ChangeBatchBuilder {
 
     /// Appends one row from values; nothing is appended if a value does not
     /// fit its column.
-    pub fn push_row(&mut self, op: Op, before: Option<&[Value]>, after: Option<&[Value]>) -> Result<()> {
+    pub fn push_row(
+        &mut self,
+        op: Op,
+        before: Option<&[Value]>,
+        after: Option<&[Value]>,
+    ) -> Result<()> {
         let (want_before, want_after) = op.images();
         if want_before != before.is_some() || want_after != after.is_some() {
             return Err(Error::invalid_data(format!(
@@ -278,7 +292,10 @@ impl ChangeBatchBuilder {
     /// Takes the rows built so far as a batch; the builder starts empty again.
     pub fn finish(&mut self) -> Result<ChangeBatch> {
         if self.open_row.is_some() {
-            return Err(Error::new(ErrorKind::Unexpected, "finish with a row still open"));
+            return Err(Error::new(
+                ErrorKind::Unexpected,
+                "finish with a row still open",
+            ));
         }
         let fields = self.schema.arrow_fields();
         let n = self.ops.len();
@@ -298,7 +315,12 @@ fn check_row(schema: &TableSchema, row: &[Value]) -> Result<()> {
     if row.len() != schema.columns.len() {
         return Err(Error::new(
             ErrorKind::SchemaMismatch,
-            format!("row has {} values, {} has {} columns", row.len(), schema.table, schema.columns.len()),
+            format!(
+                "row has {} values, {} has {} columns",
+                row.len(),
+                schema.table,
+                schema.columns.len()
+            ),
         ));
     }
     for (c, v) in schema.columns.iter().zip(row) {
@@ -383,7 +405,11 @@ pub struct RowImageBuilder {
 impl RowImageBuilder {
     fn new(schema: &TableSchema, rows: usize) -> Self {
         RowImageBuilder {
-            columns: schema.columns.iter().map(|c| ColumnBuilder::new(&c.data_type, rows)).collect(),
+            columns: schema
+                .columns
+                .iter()
+                .map(|c| ColumnBuilder::new(&c.data_type, rows))
+                .collect(),
             nullable: schema.columns.iter().map(|c| c.nullable).collect(),
             present: BooleanBufferBuilder::new(rows),
             pending_absent: 0,
@@ -450,9 +476,12 @@ impl RowImageBuilder {
 
     /// Next column of the open row, or an error if the row is complete/closed.
     fn next_column(&mut self) -> Result<(usize, &mut ColumnBuilder)> {
-        let i = self
-            .cursor
-            .ok_or_else(|| Error::new(ErrorKind::Unexpected, "push into an image the open row does not have"))?;
+        let i = self.cursor.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unexpected,
+                "push into an image the open row does not have",
+            )
+        })?;
         let col = self
             .columns
             .get_mut(i)
@@ -466,13 +495,21 @@ impl RowImageBuilder {
         }
     }
 
-    fn typed<T>(&mut self, what: &str, v: T, f: impl FnOnce(&mut ColumnBuilder, T) -> bool) -> Result<()> {
+    fn typed<T>(
+        &mut self,
+        what: &str,
+        v: T,
+        f: impl FnOnce(&mut ColumnBuilder, T) -> bool,
+    ) -> Result<()> {
         let (i, col) = self.next_column()?;
         if f(col, v) {
             self.advance();
             Ok(())
         } else {
-            Err(Error::invalid_data(format!("column {i} ({}) does not take {what}", col.kind_name())))
+            Err(Error::invalid_data(format!(
+                "column {i} ({}) does not take {what}",
+                col.kind_name()
+            )))
         }
     }
 
@@ -556,9 +593,7 @@ impl RowImageBuilder {
 
     /// DATETIME (wall clock) or TIMESTAMP (UTC) as epoch microseconds.
     pub fn push_timestamp_micros(&mut self, micros: i64) -> Result<()> {
-        self.typed("a datetime", micros, |c, v| {
-            put!(c, Timestamp, v)
-        })
+        self.typed("a datetime", micros, |c, v| put!(c, Timestamp, v))
     }
 
     /// Any value whose variant the column takes (see the module docs).
@@ -670,9 +705,9 @@ impl ColumnBuilder {
             C::Date => Self::Date32(Date32Builder::with_capacity(rows)),
             C::Time { .. } => Self::Duration(DurationMicrosecondBuilder::with_capacity(rows)),
             C::DateTime { .. } => Self::Timestamp(TimestampMicrosecondBuilder::with_capacity(rows)),
-            C::Timestamp { .. } => {
-                Self::Timestamp(TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"))
-            }
+            C::Timestamp { .. } => Self::Timestamp(
+                TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            ),
         }
     }
 
@@ -680,7 +715,9 @@ impl ColumnBuilder {
         match self {
             Self::Bool(_) => "bool",
             Self::Int8(_) | Self::Int16(_) | Self::Int32(_) | Self::Int64(_) => "signed integer",
-            Self::UInt8(_) | Self::UInt16(_) | Self::UInt32(_) | Self::UInt64(_) => "unsigned integer",
+            Self::UInt8(_) | Self::UInt16(_) | Self::UInt32(_) | Self::UInt64(_) => {
+                "unsigned integer"
+            }
             Self::Float32(_) | Self::Float64(_) => "float",
             Self::Decimal128(..) | Self::Decimal256(..) => "decimal",
             Self::Utf8(_) => "string",
@@ -725,7 +762,8 @@ impl ColumnBuilder {
 
     fn append_decimal(&mut self, d: &Decimal) -> bool {
         let fit = |d: &Decimal, precision: u8, scale: u8| {
-            d.rescale(scale).filter(|d| d.digits() <= u32::from(precision))
+            d.rescale(scale)
+                .filter(|d| d.digits() <= u32::from(precision))
         };
         match self {
             Self::Decimal128(b, p, s) => match fit(d, *p, *s).and_then(|d| d.unscaled_i128()) {
@@ -768,12 +806,14 @@ pub fn value_at(t: &ColumnType, array: &dyn Array, i: usize) -> Value {
         C::Bit { .. } => Value::Bit(a.as_primitive::<UInt64Type>().value(i)),
         C::Float => Value::Float(a.as_primitive::<Float32Type>().value(i)),
         C::Double => Value::Double(a.as_primitive::<Float64Type>().value(i)),
-        C::Decimal { precision, scale } if *precision <= 38 => {
-            Value::Decimal(Decimal::from_i128(a.as_primitive::<Decimal128Type>().value(i), *scale))
-        }
-        C::Decimal { scale, .. } => {
-            Value::Decimal(Decimal::new(a.as_primitive::<Decimal256Type>().value(i), *scale))
-        }
+        C::Decimal { precision, scale } if *precision <= 38 => Value::Decimal(Decimal::from_i128(
+            a.as_primitive::<Decimal128Type>().value(i),
+            *scale,
+        )),
+        C::Decimal { scale, .. } => Value::Decimal(Decimal::new(
+            a.as_primitive::<Decimal256Type>().value(i),
+            *scale,
+        )),
         C::String { .. } => Value::String(a.as_string::<i32>().value(i).to_string()),
         C::Enum { .. } => Value::Enum(a.as_string::<i32>().value(i).to_string()),
         C::Set { .. } => Value::Set(a.as_string::<i32>().value(i).to_string()),
@@ -781,7 +821,11 @@ pub fn value_at(t: &ColumnType, array: &dyn Array, i: usize) -> Value {
         C::Bytes { .. } => Value::Bytes(a.as_binary::<i32>().value(i).to_vec()),
         C::Date => Value::Date(a.as_primitive::<Date32Type>().value(i)),
         C::Time { .. } => Value::Time(a.as_primitive::<DurationMicrosecondType>().value(i)),
-        C::DateTime { .. } => Value::DateTime(a.as_primitive::<TimestampMicrosecondType>().value(i)),
-        C::Timestamp { .. } => Value::Timestamp(a.as_primitive::<TimestampMicrosecondType>().value(i)),
+        C::DateTime { .. } => {
+            Value::DateTime(a.as_primitive::<TimestampMicrosecondType>().value(i))
+        }
+        C::Timestamp { .. } => {
+            Value::Timestamp(a.as_primitive::<TimestampMicrosecondType>().value(i))
+        }
     }
 }

@@ -78,7 +78,9 @@ pub enum SchemaChangeKind {
     Drop,
     Truncate,
     /// The table was renamed from `from` to the change's `table`.
-    Rename { from: TableId },
+    Rename {
+        from: TableId,
+    },
 }
 
 /// A table's schema changed at `position`. Rows after it use `after`.
@@ -103,7 +105,11 @@ pub struct SchemaChange {
 
 impl SchemaChange {
     /// A change between two schema versions, with the column diff filled in.
-    pub fn between(kind: SchemaChangeKind, before: Option<TableSchema>, after: Option<TableSchema>) -> Self {
+    pub fn between(
+        kind: SchemaChangeKind,
+        before: Option<TableSchema>,
+        after: Option<TableSchema>,
+    ) -> Self {
         let table = after
             .as_ref()
             .or(before.as_ref())

@@ -19,7 +19,9 @@ pub mod value;
 pub use batch::{ChangeBatch, ChangeBatchBuilder, Image, RowImageBuilder, TxnMeta};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{ChangeEvent, Op, Row, SchemaChange, SchemaChangeKind};
-pub use position::{BinlogFilePos, Checkpoint, MariaDbGtid, MariaDbGtidList, MySqlGtidSet, SourcePosition};
+pub use position::{
+    BinlogFilePos, Checkpoint, MariaDbGtid, MariaDbGtidList, MySqlGtidSet, SourcePosition,
+};
 pub use schema::{Column, ColumnChange, ColumnType, DefaultValue, TableId, TableSchema};
 pub use traits::{Sink, Source, SourceRecord};
 pub use value::{Decimal, Value};

@@ -23,7 +23,10 @@ pub struct BinlogFilePos {
 
 impl BinlogFilePos {
     pub fn new(file: impl Into<String>, pos: u64) -> Self {
-        BinlogFilePos { file: file.into(), pos }
+        BinlogFilePos {
+            file: file.into(),
+            pos,
+        }
     }
 
     /// The numeric suffix of `mysql-bin.000042` (42); files of one server sort by it.
@@ -115,7 +118,9 @@ impl MySqlGtidSet {
     /// Every transaction of `self` is in `other`.
     pub fn is_subset(&self, other: &MySqlGtidSet) -> bool {
         self.sets.iter().all(|(src, ivs)| {
-            let Some(theirs) = other.sets.get(src) else { return false };
+            let Some(theirs) = other.sets.get(src) else {
+                return false;
+            };
             ivs.iter()
                 .all(|&(s, e)| theirs.iter().any(|&(ts, te)| ts <= s && e <= te))
         })
@@ -219,13 +224,21 @@ impl FromStr for MariaDbGtid {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || Error::invalid_data(format!("bad MariaDB GTID {s:?}: expected domain-server-seq"));
+        let bad = || {
+            Error::invalid_data(format!(
+                "bad MariaDB GTID {s:?}: expected domain-server-seq"
+            ))
+        };
         let mut it = s.trim().splitn(3, '-');
         let mut next = || it.next().ok_or_else(bad);
         let domain = next()?.parse().map_err(|_| bad())?;
         let server_id = next()?.parse().map_err(|_| bad())?;
         let seq = next()?.parse().map_err(|_| bad())?;
-        Ok(MariaDbGtid { domain, server_id, seq })
+        Ok(MariaDbGtid {
+            domain,
+            server_id,
+            seq,
+        })
     }
 }
 
@@ -286,7 +299,10 @@ impl FromStr for MariaDbGtidList {
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let g: MariaDbGtid = part.parse()?;
             if list.domains.contains_key(&g.domain) {
-                return Err(Error::invalid_data(format!("MariaDB GTID list {s:?} names domain {} twice", g.domain)));
+                return Err(Error::invalid_data(format!(
+                    "MariaDB GTID list {s:?} names domain {} twice",
+                    g.domain
+                )));
             }
             list.update(g);
         }
@@ -335,9 +351,8 @@ impl SourcePosition {
     pub fn file_pos(&self) -> Option<&BinlogFilePos> {
         match self {
             SourcePosition::FilePos(p) => Some(p),
-            SourcePosition::MySqlGtid { file_pos, .. } | SourcePosition::MariaDbGtid { file_pos, .. } => {
-                file_pos.as_ref()
-            }
+            SourcePosition::MySqlGtid { file_pos, .. }
+            | SourcePosition::MariaDbGtid { file_pos, .. } => file_pos.as_ref(),
         }
     }
 }
@@ -348,8 +363,12 @@ impl PartialOrd for SourcePosition {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         use SourcePosition as P;
         let by_gtid = match (self, other) {
-            (P::MySqlGtid { gtid_set: a, .. }, P::MySqlGtid { gtid_set: b, .. }) => Some(a.partial_cmp(b)),
-            (P::MariaDbGtid { gtid_list: a, .. }, P::MariaDbGtid { gtid_list: b, .. }) => Some(a.partial_cmp(b)),
+            (P::MySqlGtid { gtid_set: a, .. }, P::MySqlGtid { gtid_set: b, .. }) => {
+                Some(a.partial_cmp(b))
+            }
+            (P::MariaDbGtid { gtid_list: a, .. }, P::MariaDbGtid { gtid_list: b, .. }) => {
+                Some(a.partial_cmp(b))
+            }
             _ => None,
         };
         let by_file = match (self.file_pos(), other.file_pos()) {
@@ -408,7 +427,9 @@ mod tests {
 
     #[test]
     fn mysql_gtid_sets_parse_merge_and_compare() {
-        let s: MySqlGtidSet = format!("{},{U2}:1-3", U1.to_uppercase() + ":1-5:7:6").parse().unwrap();
+        let s: MySqlGtidSet = format!("{},{U2}:1-3", U1.to_uppercase() + ":1-5:7:6")
+            .parse()
+            .unwrap();
         assert_eq!(s.to_string(), format!("{U1}:1-7,{U2}:1-3"));
         assert!(s.contains(U1, 6) && !s.contains(U1, 8));
         let smaller: MySqlGtidSet = format!("{U1}:1-5").parse().unwrap();
@@ -418,7 +439,7 @@ mod tests {
         let tagged: MySqlGtidSet = format!("{U1}:1-2:etl:1-4").parse().unwrap();
         assert!(tagged.contains(&format!("{U1}:etl"), 3));
         assert!(tagged.contains(U1, 2) && !tagged.contains(U1, 3));
-        for bad in ["nope:1", &format!("{U1}"), &format!("{U1}:0"), &format!("{U1}:5-2")] {
+        for bad in ["nope:1", U1, &format!("{U1}:0"), &format!("{U1}:5-2")] {
             assert!(bad.parse::<MySqlGtidSet>().is_err(), "{bad}");
         }
     }
@@ -449,6 +470,9 @@ mod tests {
             r#"{"kind":"mariadb_gtid","gtid_list":"0-1-42","file_pos":{"file":"mysql-bin.000001","pos":1234}}"#
         );
         assert_eq!(serde_json::from_str::<SourcePosition>(&json).unwrap(), p);
-        assert!(serde_json::from_str::<SourcePosition>(r#"{"kind":"mariadb_gtid","gtid_list":"x"}"#).is_err());
+        assert!(
+            serde_json::from_str::<SourcePosition>(r#"{"kind":"mariadb_gtid","gtid_list":"x"}"#)
+                .is_err()
+        );
     }
 }

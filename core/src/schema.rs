@@ -50,21 +50,40 @@ pub enum ColumnType {
     UInt64,
     Float,
     Double,
-    Decimal { precision: u8, scale: u8 },
+    Decimal {
+        precision: u8,
+        scale: u8,
+    },
     /// CHAR/VARCHAR/TEXT, decoded to UTF-8; `max_len` in characters if known.
-    String { max_len: Option<u32> },
+    String {
+        max_len: Option<u32>,
+    },
     /// BINARY/VARBINARY/BLOB; `max_len` in bytes if known.
-    Bytes { max_len: Option<u32> },
+    Bytes {
+        max_len: Option<u32>,
+    },
     Date,
     /// `fsp`: fractional-second digits (0–6).
-    Time { fsp: u8 },
-    DateTime { fsp: u8 },
-    Timestamp { fsp: u8 },
+    Time {
+        fsp: u8,
+    },
+    DateTime {
+        fsp: u8,
+    },
+    Timestamp {
+        fsp: u8,
+    },
     Year,
     /// BIT(width), width 1–64.
-    Bit { width: u8 },
-    Enum { labels: Vec<String> },
-    Set { labels: Vec<String> },
+    Bit {
+        width: u8,
+    },
+    Enum {
+        labels: Vec<String>,
+    },
+    Set {
+        labels: Vec<String>,
+    },
     Json,
 }
 
@@ -124,8 +143,14 @@ impl ColumnType {
             (a, b) if a == b => true,
             (C::Float, C::Double) => true,
             (
-                C::Decimal { precision: p1, scale: s1 },
-                C::Decimal { precision: p2, scale: s2 },
+                C::Decimal {
+                    precision: p1,
+                    scale: s1,
+                },
+                C::Decimal {
+                    precision: p2,
+                    scale: s2,
+                },
             ) => s1 == s2 && p2 >= p1,
             (C::String { max_len: a }, C::String { max_len: b })
             | (C::Bytes { max_len: a }, C::Bytes { max_len: b }) => match (a, b) {
@@ -133,7 +158,12 @@ impl ColumnType {
                 (Some(a), Some(b)) => b >= a,
                 (None, Some(_)) => false,
             },
-            _ => match (signed_rank(self), signed_rank(to), unsigned_rank(self), unsigned_rank(to)) {
+            _ => match (
+                signed_rank(self),
+                signed_rank(to),
+                unsigned_rank(self),
+                unsigned_rank(to),
+            ) {
                 (Some(a), Some(b), _, _) => b >= a,
                 (_, _, Some(a), Some(b)) => b >= a,
                 // An unsigned value fits a signed type of the next rank up.
@@ -144,26 +174,27 @@ impl ColumnType {
     }
 
     fn validate(&self) -> Result<()> {
-        match self {
-            ColumnType::Decimal { precision, scale } => {
-                if *precision == 0 || *precision > MAX_DECIMAL_PRECISION || scale > precision {
-                    return Err(Error::new(
-                        ErrorKind::SchemaMismatch,
-                        format!("DECIMAL({precision},{scale}) is out of range (precision 1–76, scale ≤ precision)"),
-                    ));
-                }
+        let problem = match self {
+            ColumnType::Decimal { precision, scale }
+                if *precision == 0 || *precision > MAX_DECIMAL_PRECISION || scale > precision =>
+            {
+                format!(
+                    "DECIMAL({precision},{scale}) is out of range (precision 1–76, scale ≤ precision)"
+                )
             }
             ColumnType::Bit { width } if *width == 0 || *width > 64 => {
-                return Err(Error::new(ErrorKind::SchemaMismatch, format!("BIT({width}) is out of range 1–64")));
+                format!("BIT({width}) is out of range 1–64")
             }
-            ColumnType::Time { fsp } | ColumnType::DateTime { fsp } | ColumnType::Timestamp { fsp }
+            ColumnType::Time { fsp }
+            | ColumnType::DateTime { fsp }
+            | ColumnType::Timestamp { fsp }
                 if *fsp > 6 =>
             {
-                return Err(Error::new(ErrorKind::SchemaMismatch, format!("fractional-second precision {fsp} is over 6")));
+                format!("fractional-second precision {fsp} is over 6")
             }
-            _ => {}
-        }
-        Ok(())
+            _ => return Ok(()),
+        };
+        Err(Error::new(ErrorKind::SchemaMismatch, problem))
     }
 }
 
@@ -207,7 +238,10 @@ impl Column {
     pub fn arrow_field(&self) -> Field {
         let field = Field::new(&self.name, self.data_type.arrow_type(), self.nullable);
         if self.data_type == ColumnType::Json {
-            let meta = HashMap::from([("ARROW:extension:name".to_string(), ARROW_JSON_EXTENSION.to_string())]);
+            let meta = HashMap::from([(
+                "ARROW:extension:name".to_string(),
+                ARROW_JSON_EXTENSION.to_string(),
+            )]);
             field.with_metadata(meta)
         } else {
             field
@@ -229,14 +263,22 @@ pub struct TableSchema {
 impl TableSchema {
     /// Builds and validates a schema: unique column names, key columns that
     /// exist, are unique and are not nullable, valid type parameters.
-    pub fn new(table: TableId, columns: Vec<Column>, primary_key: &[&str], version: u64) -> Result<Self> {
-        let mismatch = |msg: String| Error::new(ErrorKind::SchemaMismatch, msg).with_context("table", &table);
+    pub fn new(
+        table: TableId,
+        columns: Vec<Column>,
+        primary_key: &[&str],
+        version: u64,
+    ) -> Result<Self> {
+        let mismatch =
+            |msg: String| Error::new(ErrorKind::SchemaMismatch, msg).with_context("table", &table);
         let mut seen = HashMap::new();
         for (i, c) in columns.iter().enumerate() {
             if seen.insert(c.name.as_str(), i).is_some() {
                 return Err(mismatch(format!("column {:?} appears twice", c.name)));
             }
-            c.data_type.validate().map_err(|e| e.with_context("column", &c.name))?;
+            c.data_type
+                .validate()
+                .map_err(|e| e.with_context("column", &c.name))?;
         }
         let mut key = Vec::with_capacity(primary_key.len());
         for name in primary_key {
@@ -251,7 +293,12 @@ impl TableSchema {
             }
             key.push(i);
         }
-        Ok(TableSchema { table, columns, primary_key: key, version })
+        Ok(TableSchema {
+            table,
+            columns,
+            primary_key: key,
+            version,
+        })
     }
 
     pub fn column_index(&self, name: &str) -> Option<usize> {
@@ -259,7 +306,10 @@ impl TableSchema {
     }
 
     pub fn primary_key_names(&self) -> Vec<&str> {
-        self.primary_key.iter().map(|&i| self.columns[i].name.as_str()).collect()
+        self.primary_key
+            .iter()
+            .map(|&i| self.columns[i].name.as_str())
+            .collect()
     }
 
     /// The Arrow schema of one row image (the columns, in order).
@@ -284,7 +334,9 @@ impl TableSchema {
         let mut changes = Vec::new();
         for old in &self.columns {
             match new.columns.iter().find(|c| c.name == old.name) {
-                None => changes.push(ColumnChange::Dropped { name: old.name.clone() }),
+                None => changes.push(ColumnChange::Dropped {
+                    name: old.name.clone(),
+                }),
                 Some(c) if c != old => changes.push(ColumnChange::Modified {
                     before: old.clone(),
                     after: c.clone(),
@@ -294,13 +346,24 @@ impl TableSchema {
         }
         for (index, c) in new.columns.iter().enumerate() {
             if self.column_index(&c.name).is_none() {
-                changes.push(ColumnChange::Added { column: c.clone(), index });
+                changes.push(ColumnChange::Added {
+                    column: c.clone(),
+                    index,
+                });
             }
         }
         if self.primary_key_names() != new.primary_key_names() {
             changes.push(ColumnChange::PrimaryKeyChanged {
-                before: self.primary_key_names().iter().map(|s| s.to_string()).collect(),
-                after: new.primary_key_names().iter().map(|s| s.to_string()).collect(),
+                before: self
+                    .primary_key_names()
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                after: new
+                    .primary_key_names()
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
             });
         }
         changes
@@ -311,11 +374,22 @@ impl TableSchema {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "change", rename_all = "snake_case")]
 pub enum ColumnChange {
-    Added { column: Column, index: usize },
-    Dropped { name: String },
+    Added {
+        column: Column,
+        index: usize,
+    },
+    Dropped {
+        name: String,
+    },
     /// Type, nullability, default or source type changed.
-    Modified { before: Column, after: Column },
-    PrimaryKeyChanged { before: Vec<String>, after: Vec<String> },
+    Modified {
+        before: Column,
+        after: Column,
+    },
+    PrimaryKeyChanged {
+        before: Vec<String>,
+        after: Vec<String>,
+    },
 }
 
 #[cfg(test)]
@@ -343,7 +417,14 @@ mod tests {
         let nullable = Column::new("k", ColumnType::Int32, true);
         let e = TableSchema::new(t.clone(), vec![nullable], &["k"], 1).unwrap_err();
         assert!(e.to_string().contains("nullable"));
-        let dec = Column::new("d", ColumnType::Decimal { precision: 80, scale: 2 }, true);
+        let dec = Column::new(
+            "d",
+            ColumnType::Decimal {
+                precision: 80,
+                scale: 2,
+            },
+            true,
+        );
         assert!(TableSchema::new(t, vec![id, dec], &["id"], 1).is_err());
     }
 
@@ -354,7 +435,11 @@ mod tests {
         let b = users(2, Some(Column::new("email", ColumnType::Json, true)));
         assert_ne!(a.fingerprint(), b.fingerprint());
         // Stable across processes and releases: pinned value.
-        assert_eq!(a.fingerprint(), 15_894_543_021_057_877_984, "pinned fingerprint changed");
+        assert_eq!(
+            a.fingerprint(),
+            15_894_543_021_057_877_984,
+            "pinned fingerprint changed"
+        );
     }
 
     #[test]
@@ -366,7 +451,9 @@ mod tests {
         let changes = a.diff(&b);
         assert_eq!(changes.len(), 3, "{changes:?}");
         assert!(matches!(&changes[0], ColumnChange::Dropped { name } if name == "name"));
-        assert!(matches!(&changes[1], ColumnChange::Modified { after, .. } if after.data_type == ColumnType::Int64));
+        assert!(
+            matches!(&changes[1], ColumnChange::Modified { after, .. } if after.data_type == ColumnType::Int64)
+        );
         assert!(matches!(&changes[2], ColumnChange::Added { index: 2, .. }));
     }
 
@@ -378,7 +465,10 @@ mod tests {
         assert!(C::UInt32.widens_to(&C::Int64));
         assert!(!C::UInt64.widens_to(&C::Int64));
         assert!(C::Float.widens_to(&C::Double));
-        let d = |p, s| C::Decimal { precision: p, scale: s };
+        let d = |p, s| C::Decimal {
+            precision: p,
+            scale: s,
+        };
         assert!(d(10, 2).widens_to(&d(12, 2)));
         assert!(!d(10, 2).widens_to(&d(12, 3)));
         assert!(!C::Int32.widens_to(&C::String { max_len: None }));
@@ -387,9 +477,26 @@ mod tests {
     #[test]
     fn arrow_types_follow_the_documented_mapping() {
         use ColumnType as C;
-        assert_eq!(C::Decimal { precision: 38, scale: 10 }.arrow_type(), DataType::Decimal128(38, 10));
-        assert_eq!(C::Decimal { precision: 65, scale: 30 }.arrow_type(), DataType::Decimal256(65, 30));
-        assert_eq!(C::Time { fsp: 6 }.arrow_type(), DataType::Duration(TimeUnit::Microsecond));
+        assert_eq!(
+            C::Decimal {
+                precision: 38,
+                scale: 10
+            }
+            .arrow_type(),
+            DataType::Decimal128(38, 10)
+        );
+        assert_eq!(
+            C::Decimal {
+                precision: 65,
+                scale: 30
+            }
+            .arrow_type(),
+            DataType::Decimal256(65, 30)
+        );
+        assert_eq!(
+            C::Time { fsp: 6 }.arrow_type(),
+            DataType::Duration(TimeUnit::Microsecond)
+        );
         let json = Column::new("j", C::Json, true).arrow_field();
         assert_eq!(json.metadata()["ARROW:extension:name"], "arrow.json");
     }

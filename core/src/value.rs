@@ -87,9 +87,8 @@ impl Value {
 }
 
 fn micros_from_fields(ymd: (i32, u32, u32), hms: (u32, u32, u32), micros: u32) -> Option<i64> {
-    let dt = NaiveDate::from_ymd_opt(ymd.0, ymd.1, ymd.2)?.and_hms_micro_opt(
-        hms.0, hms.1, hms.2, micros,
-    )?;
+    let dt = NaiveDate::from_ymd_opt(ymd.0, ymd.1, ymd.2)?
+        .and_hms_micro_opt(hms.0, hms.1, hms.2, micros)?;
     Some(dt.and_utc().timestamp_micros())
 }
 
@@ -276,7 +275,11 @@ impl FromStr for Decimal {
             return Err(bad());
         }
         let digits = format!("{}{int}{frac}", if neg { "-" } else { "" });
-        let digits = if int.is_empty() && frac.is_empty() { "0".into() } else { digits };
+        let digits = if int.is_empty() && frac.is_empty() {
+            "0".into()
+        } else {
+            digits
+        };
         if digits.trim_start_matches('-').len() > MAX_DECIMAL_PRECISION as usize {
             return Err(bad());
         }
@@ -334,7 +337,10 @@ mod tests {
 
     #[test]
     fn time_and_date_text() {
-        assert_eq!(format_time(-(838 * 3600 + 59 * 60 + 59) * 1_000_000 - 999_999), "-838:59:59.999999");
+        assert_eq!(
+            format_time(-(838 * 3600 + 59 * 60 + 59) * 1_000_000 - 999_999),
+            "-838:59:59.999999"
+        );
         assert_eq!(format_time(3_600_000_000), "01:00:00");
         assert_eq!(Value::date(1970, 1, 2), Some(Value::Date(1)));
         assert_eq!(format_date(-719_162), "0001-01-01");

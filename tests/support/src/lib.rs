@@ -14,7 +14,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The repository root (two levels above this crate).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
 }
 
 /// Where `dev/services` keeps its state and the env file.
@@ -29,8 +32,16 @@ pub fn dev_dir() -> PathBuf {
 /// valid as a database, table, topic or bucket name (lower case, digits, `_`).
 pub fn unique_name(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() % 1_000_000_000;
-    format!("{prefix}_{}_{t}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        % 1_000_000_000;
+    format!(
+        "{prefix}_{}_{t}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -84,7 +95,10 @@ impl DevServices {
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
             .collect();
-        Ok(DevServices { vars, source: path.to_path_buf() })
+        Ok(DevServices {
+            vars,
+            source: path.to_path_buf(),
+        })
     }
 
     fn var(&self, service: &str, key: &str) -> Result<&str, String> {
@@ -98,7 +112,9 @@ impl DevServices {
 
     fn reachable(&self, service: &str, addr: &str) -> Result<(), String> {
         let unreachable = |why: String| {
-            format!("{service} is not reachable at {addr} ({why}); start it with `dev/services up {service}`")
+            format!(
+                "{service} is not reachable at {addr} ({why}); start it with `dev/services up {service}`"
+            )
         };
         let sock = addr
             .to_socket_addrs()
@@ -112,7 +128,10 @@ impl DevServices {
 
     pub fn try_mariadb(&self) -> Result<MariaDb, String> {
         let host = self.var("mariadb", "TRIBUTARY_MARIADB_HOST")?.to_string();
-        let port: u16 = self.var("mariadb", "TRIBUTARY_MARIADB_PORT")?.parse().map_err(|e| format!("{e}"))?;
+        let port: u16 = self
+            .var("mariadb", "TRIBUTARY_MARIADB_PORT")?
+            .parse()
+            .map_err(|e| format!("{e}"))?;
         self.reachable("mariadb", &format!("{host}:{port}"))?;
         Ok(MariaDb {
             user: self.var("mariadb", "TRIBUTARY_MARIADB_USER")?.to_string(),
@@ -123,12 +142,17 @@ impl DevServices {
     }
 
     pub fn try_clickhouse(&self) -> Result<ClickHouse, String> {
-        let urls: Vec<String> =
-            self.var("clickhouse", "TRIBUTARY_CLICKHOUSE_URLS")?.split(',').map(str::to_string).collect();
+        let urls: Vec<String> = self
+            .var("clickhouse", "TRIBUTARY_CLICKHOUSE_URLS")?
+            .split(',')
+            .map(str::to_string)
+            .collect();
         for u in &urls {
             self.reachable("clickhouse", u.trim_start_matches("http://"))?;
         }
-        let cluster = self.var("clickhouse", "TRIBUTARY_CLICKHOUSE_CLUSTER")?.to_string();
+        let cluster = self
+            .var("clickhouse", "TRIBUTARY_CLICKHOUSE_CLUSTER")?
+            .to_string();
         Ok(ClickHouse { urls, cluster })
     }
 
@@ -153,7 +177,9 @@ impl DevServices {
             endpoint,
             region: self.var("s3", "TRIBUTARY_S3_REGION")?.to_string(),
             access_key_id: self.var("s3", "TRIBUTARY_S3_ACCESS_KEY_ID")?.to_string(),
-            secret_access_key: self.var("s3", "TRIBUTARY_S3_SECRET_ACCESS_KEY")?.to_string(),
+            secret_access_key: self
+                .var("s3", "TRIBUTARY_S3_SECRET_ACCESS_KEY")?
+                .to_string(),
         })
     }
 
@@ -240,13 +266,20 @@ mod tests {
     #[test]
     fn unreachable_service_names_its_start_command() {
         // Bind then drop a listener: the port is (almost certainly) closed now.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let env = format!(
             "TRIBUTARY_MARIADB_HOST=127.0.0.1\nTRIBUTARY_MARIADB_PORT={port}\nTRIBUTARY_MARIADB_USER=root\nTRIBUTARY_MARIADB_URL=x\n"
         );
         let s = DevServices::from_file(&write_env(&env)).unwrap();
         let e = s.try_mariadb().unwrap_err();
-        assert!(e.contains("not reachable") && e.contains("`dev/services up mariadb`"), "{e}");
+        assert!(
+            e.contains("not reachable") && e.contains("`dev/services up mariadb`"),
+            "{e}"
+        );
     }
 
     #[test]
