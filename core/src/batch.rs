@@ -201,6 +201,17 @@ impl ChangeBatchBuilder {
         });
     }
 
+    /// Sets the position and commit time of the transaction begun last: a
+    /// reader learns a transaction's end position only after its rows.
+    pub fn close_txn(&mut self, position: Option<SourcePosition>, commit_ts_micros: i64) {
+        if let Some(t) = self.txns.last_mut() {
+            *t = TxnMeta {
+                position,
+                commit_ts_micros,
+            };
+        }
+    }
+
     /// Opens a row. Push the op's images (before for update/delete, after for
     /// read/insert/update) before [`end_row`](Self::end_row).
     pub fn begin_row(&mut self, op: Op) -> Result<()> {

@@ -1,0 +1,248 @@
+//! Source configuration, checked by `validate()` before anything connects.
+
+use std::time::Duration;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::{Deserialize, Serialize};
+use tributary_core::{Error, Result, SourcePosition, TableId};
+
+use crate::credentials::PasswordSource;
+
+/// How MySQL zero dates ('0000-00-00', zero month or day) are delivered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ZeroDates {
+    /// NULL in nullable columns; 1970-01-01 (the epoch) in NOT NULL columns,
+    /// which cannot hold NULL (Debezium's behaviour).
+    #[default]
+    Null,
+    /// Always the epoch.
+    Epoch,
+    /// Fail the reader with an error naming the column.
+    Fail,
+}
+
+/// Where a binlog reader starts when there is no checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum StartMode {
+    /// The oldest binlog the server still has.
+    Earliest,
+    /// The current end of the binlog.
+    #[default]
+    Latest,
+    /// An explicit position (file+pos, MySQL GTID set or MariaDB GTID list).
+    Position { position: SourcePosition },
+}
+
+/// Which tables a source reads: `database.table` globs (`*`, `?`, `[..]`).
+/// Exclusions win; system schemas are always excluded.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TableFilterConfig {
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TableFilter {
+    include: Option<GlobSet>,
+    exclude: GlobSet,
+}
+
+const SYSTEM_SCHEMAS: [&str; 4] = ["mysql", "information_schema", "performance_schema", "sys"];
+
+impl TableFilter {
+    pub fn new(config: &TableFilterConfig) -> Result<TableFilter> {
+        let build = |patterns: &[String]| -> Result<GlobSet> {
+            let mut b = GlobSetBuilder::new();
+            for p in patterns {
+                let glob = Glob::new(p).map_err(|e| {
+                    Error::invalid_config(format!("table filter {p:?} is not a valid glob: {e}"))
+                })?;
+                b.add(glob);
+            }
+            b.build()
+                .map_err(|e| Error::invalid_config(format!("table filters: {e}")))
+        };
+        let include = if config.include.is_empty() {
+            None
+        } else {
+            Some(build(&config.include)?)
+        };
+        Ok(TableFilter {
+            include,
+            exclude: build(&config.exclude)?,
+        })
+    }
+
+    /// Whether `database.table` is read. Cheap enough to call per table map.
+    pub fn matches(&self, database: &str, table: &str) -> bool {
+        if SYSTEM_SCHEMAS.contains(&database) {
+            return false;
+        }
+        let name = format!("{database}.{table}");
+        self.include.as_ref().is_none_or(|i| i.is_match(&name)) && !self.exclude.is_match(&name)
+    }
+
+    pub fn matches_id(&self, id: &TableId) -> bool {
+        self.matches(&id.database, &id.table)
+    }
+}
+
+/// Connection and behaviour of a MySQL/MariaDB source.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MySqlSourceConfig {
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    pub user: String,
+    #[serde(default)]
+    pub password: PasswordSource,
+    /// Replica server id of the binlog connection; unique among the server's replicas.
+    #[serde(default = "default_server_id")]
+    pub server_id: u32,
+    #[serde(default)]
+    pub tables: TableFilterConfig,
+    #[serde(default)]
+    pub start: StartMode,
+    #[serde(default)]
+    pub zero_dates: ZeroDates,
+    /// How often an idle server sends heartbeats (keeps positions and watermarks moving).
+    #[serde(default = "default_heartbeat", with = "secs")]
+    pub heartbeat_interval: Duration,
+    /// Rows buffered per batch before the reader hands them out.
+    #[serde(default = "default_batch_rows")]
+    pub max_batch_rows: usize,
+}
+
+fn default_port() -> u16 {
+    3306
+}
+fn default_server_id() -> u32 {
+    5_407_001
+}
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_batch_rows() -> usize {
+    8192
+}
+
+mod secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let v = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom)
+    }
+}
+
+impl MySqlSourceConfig {
+    /// A config with defaults for everything but the address and user.
+    pub fn new(host: impl Into<String>, port: u16, user: impl Into<String>) -> Self {
+        MySqlSourceConfig {
+            host: host.into(),
+            port,
+            user: user.into(),
+            password: PasswordSource::None,
+            server_id: default_server_id(),
+            tables: TableFilterConfig::default(),
+            start: StartMode::default(),
+            zero_dates: ZeroDates::default(),
+            heartbeat_interval: default_heartbeat(),
+            max_batch_rows: default_batch_rows(),
+        }
+    }
+
+    /// Checks everything that can be checked without a server.
+    pub fn validate(&self) -> Result<()> {
+        if self.host.trim().is_empty() {
+            return Err(Error::invalid_config(
+                "mysql.host is empty: set the server's host name or address",
+            ));
+        }
+        if self.user.trim().is_empty() {
+            return Err(Error::invalid_config(
+                "mysql.user is empty: set the replication user",
+            ));
+        }
+        if self.server_id == 0 {
+            return Err(Error::invalid_config(
+                "mysql.server_id is 0: the server refuses binlog dumps from id 0; pick an id unique among its replicas",
+            ));
+        }
+        if self.max_batch_rows == 0 {
+            return Err(Error::invalid_config(
+                "mysql.max_batch_rows must be at least 1",
+            ));
+        }
+        if self.heartbeat_interval.is_zero() || self.heartbeat_interval > Duration::from_secs(4_294)
+        {
+            return Err(Error::invalid_config(
+                "mysql.heartbeat_interval must be between 1 ms and 4294 s",
+            ));
+        }
+        self.password.validate()?;
+        TableFilter::new(&self.tables)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_use_globs_exclusions_win_and_system_schemas_never_match() {
+        let f = TableFilter::new(&TableFilterConfig {
+            include: vec!["shop.*".into(), "crm.customer?".into()],
+            exclude: vec!["shop.tmp_*".into()],
+        })
+        .unwrap();
+        assert!(f.matches("shop", "orders"));
+        assert!(!f.matches("shop", "tmp_x"));
+        assert!(f.matches("crm", "customers"));
+        assert!(!f.matches("crm", "customer_notes"));
+        assert!(!f.matches("mysql", "user"));
+        let all = TableFilter::new(&TableFilterConfig::default()).unwrap();
+        assert!(all.matches("any", "table") && !all.matches("sys", "x"));
+    }
+
+    #[test]
+    fn validate_names_the_setting_and_the_fix() {
+        let mut c = MySqlSourceConfig::new("db", 3306, "repl");
+        c.validate().unwrap();
+        c.server_id = 0;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("mysql.server_id")
+        );
+        c.server_id = 7;
+        c.tables.include = vec!["[".into()];
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("not a valid glob")
+        );
+    }
+
+    #[test]
+    fn config_reads_from_json_with_defaults() {
+        let c: MySqlSourceConfig = serde_json::from_str(
+            r#"{"host":"db","user":"repl","password":{"env":"DB_PASS"},"start":{"mode":"earliest"},"heartbeat_interval":1.5}"#,
+        )
+        .unwrap();
+        assert_eq!((c.port, c.start.clone()), (3306, StartMode::Earliest));
+        assert_eq!(c.heartbeat_interval, Duration::from_millis(1500));
+    }
+}

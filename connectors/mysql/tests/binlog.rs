@@ -1,0 +1,642 @@
+//! The binlog reader against the real MariaDB from `dev/services up mariadb`.
+
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts};
+use tributary_core::{
+    ChangeEvent, Checkpoint, ColumnType, Decimal, ErrorKind, Op, SchemaChangeKind, Source,
+    SourcePosition, SourceRecord, Value,
+};
+use tributary_mysql::{BinlogReader, MySqlSourceConfig, StartMode};
+use tributary_testkit::{DevServices, unique_name};
+
+struct Db {
+    conn: Conn,
+    name: String,
+    config: MySqlSourceConfig,
+}
+
+async fn database() -> Db {
+    let m = DevServices::load().mariadb();
+    let mut conn = Conn::new(Opts::from_url(&m.url).unwrap()).await.unwrap();
+    let name = unique_name("binlog");
+    conn.query_drop(format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    conn.query_drop("SET time_zone = '+00:00'").await.unwrap();
+    let mut config = MySqlSourceConfig::new(m.host, m.port, m.user);
+    config.tables.include = vec![format!("{name}.*")];
+    config.heartbeat_interval = Duration::from_millis(200);
+    config.server_id = 6000 + (std::process::id() % 1000);
+    Db { conn, name, config }
+}
+
+/// Reads records until `done` says enough, failing after 30 s.
+async fn read_until(
+    reader: &mut BinlogReader,
+    mut done: impl FnMut(&[SourceRecord]) -> bool,
+) -> Vec<SourceRecord> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut out = Vec::new();
+    while !done(&out) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "timed out; got {} records: {:#?}",
+            out.len(),
+            summary(&out)
+        );
+        match tokio::time::timeout(left, reader.next()).await {
+            Ok(r) => out.push(r.unwrap().expect("binlog never ends")),
+            Err(_) => panic!("timed out; got {:#?}", summary(&out)),
+        }
+    }
+    out
+}
+
+fn summary(records: &[SourceRecord]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| match r {
+            SourceRecord::Changes(b) => format!("{} rows of {}", b.len(), b.schema().table),
+            SourceRecord::SchemaChange(c) => format!("{:?} {}", c.kind, c.table),
+            SourceRecord::Checkpoint(c) => format!(
+                "checkpoint {:?}",
+                c.position.as_ref().map(|p| p.to_string())
+            ),
+        })
+        .collect()
+}
+
+fn events(records: &[SourceRecord]) -> Vec<ChangeEvent> {
+    records
+        .iter()
+        .filter_map(|r| match r {
+            SourceRecord::Changes(b) => Some(b.to_events()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn count_events(records: &[SourceRecord]) -> usize {
+    records
+        .iter()
+        .map(|r| {
+            if let SourceRecord::Changes(b) = r {
+                b.len()
+            } else {
+                0
+            }
+        })
+        .sum()
+}
+
+fn last_checkpoint(records: &[SourceRecord]) -> Option<Checkpoint> {
+    records.iter().rev().find_map(|r| match r {
+        SourceRecord::Checkpoint(c) => Some(c.clone()),
+        _ => None,
+    })
+}
+
+fn dec(s: &str) -> Value {
+    Value::Decimal(s.parse::<Decimal>().unwrap())
+}
+
+fn micros(ymd: (i32, u32, u32), hms: (u32, u32, u32), us: u32) -> i64 {
+    match Value::datetime(ymd, hms, us).unwrap() {
+        Value::DateTime(m) => m,
+        _ => unreachable!(),
+    }
+}
+
+fn date(y: i32, m: u32, d: u32) -> Value {
+    Value::date(y, m, d).unwrap()
+}
+
+const TYPES_DDL: &str = "
+  id INT NOT NULL PRIMARY KEY,
+  t TINYINT, tu TINYINT UNSIGNED, s SMALLINT, su SMALLINT UNSIGNED,
+  m MEDIUMINT, mu MEDIUMINT UNSIGNED, i INT, iu INT UNSIGNED, b BIGINT, bu BIGINT UNSIGNED,
+  f FLOAT, d DOUBLE, dec1 DECIMAL(10,2), dec2 DECIMAL(38,10), dec3 DECIMAL(65,30),
+  c CHAR(10), vc VARCHAR(300), tx TEXT, bn BINARY(4), vb VARBINARY(10), bl BLOB,
+  dt DATE, tm TIME, tm6 TIME(6), dtm DATETIME, dtm3 DATETIME(3), ts TIMESTAMP(6) NULL DEFAULT NULL,
+  y YEAR, b1 BIT(1), b64 BIT(64), e ENUM('small','médium','🚀'), st SET('a','b','c'),
+  j JSON, l1 VARCHAR(20) CHARACTER SET latin1";
+
+fn max_row() -> (String, Vec<Value>) {
+    let sql = "(1, 127, 255, 32767, 65535, 8388607, 16777215, 2147483647, 4294967295,
+        9223372036854775807, 18446744073709551615, 3.5, 1.7976931348623157e308, 99999999.99,
+        9999999999999999999999999999.9999999999,
+        -99999999999999999999999999999999999.999999999999999999999999999999,
+        'héllo', REPEAT('x', 300), '😀 𝄞 text', 'ab', X'DEADBEEF', X'00FF',
+        '9999-12-31', '838:59:59', '-838:59:59.999999', '9999-12-31 23:59:59', '1000-01-01 00:00:00.123',
+        '2038-01-19 03:14:07.999999', 2155, b'1', b'1111111111111111111111111111111111111111111111111111111111111111',
+        '🚀', 'c,a', '{\"k\": [1, 2.5, \"x\"]}', 'café')";
+    let values = vec![
+        Value::Int32(1),
+        Value::Int8(127),
+        Value::UInt8(255),
+        Value::Int16(32767),
+        Value::UInt16(65535),
+        Value::Int32(8388607),
+        Value::UInt32(16777215),
+        Value::Int32(i32::MAX),
+        Value::UInt32(u32::MAX),
+        Value::Int64(i64::MAX),
+        Value::UInt64(u64::MAX),
+        Value::Float(3.5),
+        Value::Double(1.7976931348623157e308),
+        dec("99999999.99"),
+        dec("9999999999999999999999999999.9999999999"),
+        dec("-99999999999999999999999999999999999.999999999999999999999999999999"),
+        Value::String("héllo".into()),
+        Value::String("x".repeat(300)),
+        Value::String("😀 𝄞 text".into()),
+        Value::Bytes(b"ab\0\0".to_vec()),
+        Value::Bytes(vec![0xDE, 0xAD, 0xBE, 0xEF]),
+        Value::Bytes(vec![0x00, 0xFF]),
+        date(9999, 12, 31),
+        Value::Time((838 * 3600 + 59 * 60 + 59) * 1_000_000),
+        Value::Time(-((838 * 3600 + 59 * 60 + 59) * 1_000_000 + 999_999)),
+        Value::DateTime(micros((9999, 12, 31), (23, 59, 59), 0)),
+        Value::DateTime(micros((1000, 1, 1), (0, 0, 0), 123_000)),
+        Value::Timestamp(2_147_483_647_999_999),
+        Value::Year(2155),
+        Value::Bit(1),
+        Value::Bit(u64::MAX),
+        Value::Enum("🚀".into()),
+        Value::Set("a,c".into()),
+        Value::String("{\"k\": [1, 2.5, \"x\"]}".into()),
+        Value::String("café".into()),
+    ];
+    (sql.into(), values)
+}
+
+fn min_row() -> (String, Vec<Value>) {
+    let sql = "(2, -128, 0, -32768, 0, -8388608, 0, -2147483648, 0, -9223372036854775808, 0,
+        -1.25, -2.5e-300, -99999999.99, -0.0000000001, 0.000000000000000000000000000001,
+        '', '', '', '', '', '', '1000-01-01', '-838:59:59', '00:00:00.000001', '1000-01-01 00:00:00',
+        '2024-02-29 12:34:56.789', '1970-01-01 00:00:01', 1901, b'0', b'0', 'small', '', 'null', '')";
+    let values = vec![
+        Value::Int32(2),
+        Value::Int8(-128),
+        Value::UInt8(0),
+        Value::Int16(-32768),
+        Value::UInt16(0),
+        Value::Int32(-8388608),
+        Value::UInt32(0),
+        Value::Int32(i32::MIN),
+        Value::UInt32(0),
+        Value::Int64(i64::MIN),
+        Value::UInt64(0),
+        Value::Float(-1.25),
+        Value::Double(-2.5e-300),
+        dec("-99999999.99"),
+        dec("-0.0000000001"),
+        dec("0.000000000000000000000000000001"),
+        Value::String(String::new()),
+        Value::String(String::new()),
+        Value::String(String::new()),
+        Value::Bytes(vec![0, 0, 0, 0]),
+        Value::Bytes(vec![]),
+        Value::Bytes(vec![]),
+        date(1000, 1, 1),
+        Value::Time(-(838 * 3600 + 59 * 60 + 59) * 1_000_000),
+        Value::Time(1),
+        Value::DateTime(micros((1000, 1, 1), (0, 0, 0), 0)),
+        Value::DateTime(micros((2024, 2, 29), (12, 34, 56), 789_000)),
+        Value::Timestamp(1_000_000),
+        Value::Year(1901),
+        Value::Bit(0),
+        Value::Bit(0),
+        Value::Enum("small".into()),
+        Value::Set(String::new()),
+        Value::String("null".into()),
+        Value::String(String::new()),
+    ];
+    (sql.into(), values)
+}
+
+#[tokio::test]
+async fn every_column_type_decodes_exactly_from_the_binlog() {
+    let mut db = database().await;
+    let table = format!("{}.types", db.name);
+    db.conn
+        .query_drop(format!("CREATE TABLE {table} ({TYPES_DDL})"))
+        .await
+        .unwrap();
+    db.config.start = StartMode::Latest;
+    let mut reader = BinlogReader::start(db.config.clone(), None).await.unwrap();
+
+    let (max_sql, max) = max_row();
+    let (min_sql, min) = min_row();
+    let nulls: Vec<Value> = std::iter::once(Value::Int32(3))
+        .chain(std::iter::repeat_n(Value::Null, max.len() - 1))
+        .collect();
+    db.conn
+        .query_drop(format!(
+            "INSERT INTO {table} VALUES {max_sql}, {min_sql}, (3{})",
+            ", NULL".repeat(max.len() - 1)
+        ))
+        .await
+        .unwrap();
+    // Zero dates need a permissive sql_mode; the default policy maps them to NULL.
+    db.conn
+        .query_drop("SET SESSION sql_mode = ''")
+        .await
+        .unwrap();
+    db.conn
+        .query_drop(format!(
+            "INSERT INTO {table} (id, dt, dtm) VALUES (4, '0000-00-00', '2020-00-10 00:00:00')"
+        ))
+        .await
+        .unwrap();
+    db.conn
+        .query_drop(format!(
+            "UPDATE {table} SET i = 42, vc = 'updated' WHERE id = 1"
+        ))
+        .await
+        .unwrap();
+    db.conn
+        .query_drop(format!("DELETE FROM {table} WHERE id = 2"))
+        .await
+        .unwrap();
+
+    let records = read_until(&mut reader, |r| {
+        count_events(r) >= 6 && matches!(r.last(), Some(SourceRecord::Checkpoint(_)))
+    })
+    .await;
+    let evs = events(&records);
+    assert_eq!(evs.len(), 6, "{:#?}", summary(&records));
+    let ops: Vec<Op> = evs.iter().map(|e| e.op).collect();
+    assert_eq!(
+        ops,
+        [
+            Op::Insert,
+            Op::Insert,
+            Op::Insert,
+            Op::Insert,
+            Op::Update,
+            Op::Delete
+        ]
+    );
+    for (got, want) in evs[0].after.as_ref().unwrap().iter().zip(&max) {
+        assert_eq!(got, want);
+    }
+    assert_eq!(evs[0].after.as_ref().unwrap(), &max);
+    assert_eq!(evs[1].after.as_ref().unwrap(), &min);
+    assert_eq!(evs[2].after.as_ref().unwrap(), &nulls);
+    let zero = evs[3].after.as_ref().unwrap();
+    assert_eq!(
+        (&zero[22], &zero[25]),
+        (&Value::Null, &Value::Null),
+        "zero dates map to NULL"
+    );
+    let mut updated = max.clone();
+    updated[7] = Value::Int32(42);
+    updated[17] = Value::String("updated".into());
+    assert_eq!(evs[4].before.as_ref().unwrap(), &max);
+    assert_eq!(evs[4].after.as_ref().unwrap(), &updated);
+    assert_eq!(evs[5].before.as_ref().unwrap(), &min);
+    assert!(evs[5].after.is_none());
+
+    // The schema comes from the table map: names, types, key, nullability.
+    let SourceRecord::Changes(batch) = records
+        .iter()
+        .find(|r| matches!(r, SourceRecord::Changes(_)))
+        .unwrap()
+    else {
+        unreachable!()
+    };
+    let schema = batch.schema();
+    assert_eq!(schema.primary_key_names(), ["id"]);
+    let col = |n: &str| schema.columns[schema.column_index(n).unwrap()].clone();
+    assert!(!col("id").nullable && col("vc").nullable);
+    assert_eq!(col("mu").data_type, ColumnType::UInt24);
+    assert_eq!(
+        col("dec3").data_type,
+        ColumnType::Decimal {
+            precision: 65,
+            scale: 30
+        }
+    );
+    assert_eq!(
+        col("vc").data_type,
+        ColumnType::String { max_len: Some(300) }
+    );
+    assert_eq!(col("bn").data_type, ColumnType::Bytes { max_len: Some(4) });
+    assert_eq!(col("tm6").data_type, ColumnType::Time { fsp: 6 });
+    assert_eq!(col("ts").data_type, ColumnType::Timestamp { fsp: 6 });
+    assert_eq!(col("b64").data_type, ColumnType::Bit { width: 64 });
+    assert_eq!(
+        col("e").data_type,
+        ColumnType::Enum {
+            labels: vec!["small".into(), "médium".into(), "🚀".into()]
+        }
+    );
+    // Every event carries its transaction's end position; positions only grow.
+    let positions: Vec<SourcePosition> = evs.iter().map(|e| e.position.clone().unwrap()).collect();
+    assert!(
+        positions
+            .windows(2)
+            .all(|w| w[0].partial_cmp(&w[1]) != Some(std::cmp::Ordering::Greater))
+    );
+    assert!(
+        matches!(positions[0], SourcePosition::MariaDbGtid { .. }),
+        "{:?}",
+        positions[0]
+    );
+    db.conn
+        .query_drop(format!("DROP DATABASE {}", db.name))
+        .await
+        .unwrap();
+}
+
+/// Runs `n` single-row transactions on `table` with ids from `start`.
+async fn insert_each(conn: &mut Conn, table: &str, ids: std::ops::Range<i32>) {
+    for id in ids {
+        conn.query_drop(format!("INSERT INTO {table} VALUES ({id}, 'v{id}')"))
+            .await
+            .unwrap();
+    }
+}
+
+fn ids(records: &[SourceRecord]) -> Vec<i32> {
+    events(records)
+        .iter()
+        .map(|e| match e.key_image().unwrap()[0] {
+            Value::Int32(i) => i,
+            ref v => panic!("{v:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn resume_from_gtid_and_file_checkpoints_loses_and_repeats_nothing() {
+    let mut db = database().await;
+    let table = format!("{}.kv", db.name);
+    db.conn
+        .query_drop(format!(
+            "CREATE TABLE {table} (id INT PRIMARY KEY, v VARCHAR(10))"
+        ))
+        .await
+        .unwrap();
+    db.config.start = StartMode::Latest;
+    db.config.max_batch_rows = 1; // a checkpoint after every transaction
+    let mut reader = BinlogReader::start(db.config.clone(), None).await.unwrap();
+    insert_each(&mut db.conn, &table, 0..10).await;
+    let first = read_until(&mut reader, |r| {
+        ids(r).len() >= 4 && matches!(r.last(), Some(SourceRecord::Checkpoint(_)))
+    })
+    .await;
+    let seen = ids(&first);
+    let cp = last_checkpoint(&first).unwrap();
+    drop(reader);
+    insert_each(&mut db.conn, &table, 10..15).await;
+
+    // GTID checkpoint (MariaDB's native form).
+    assert!(
+        matches!(cp.position, Some(SourcePosition::MariaDbGtid { .. })),
+        "{cp:?}"
+    );
+    let mut resumed = BinlogReader::start(db.config.clone(), Some(&cp))
+        .await
+        .unwrap();
+    let rest = read_until(&mut resumed, |r| ids(r).len() >= 15 - seen.len()).await;
+    let mut all = seen.clone();
+    all.extend(ids(&rest));
+    assert_eq!(
+        all,
+        (0..15).collect::<Vec<_>>(),
+        "no loss, no repeat (GTID resume)"
+    );
+
+    // The same checkpoint as a plain file position.
+    let file_pos = cp.position.as_ref().unwrap().file_pos().unwrap().clone();
+    let cp_file = Checkpoint {
+        position: Some(SourcePosition::FilePos(file_pos)),
+        ..cp.clone()
+    };
+    let mut resumed = BinlogReader::start(db.config.clone(), Some(&cp_file))
+        .await
+        .unwrap();
+    let rest = read_until(&mut resumed, |r| ids(r).len() >= 15 - seen.len()).await;
+    let mut all = seen;
+    all.extend(ids(&rest));
+    assert_eq!(
+        all,
+        (0..15).collect::<Vec<_>>(),
+        "no loss, no repeat (file resume)"
+    );
+    db.conn
+        .query_drop(format!("DROP DATABASE {}", db.name))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn ddl_mid_stream_produces_schema_changes_and_new_rows_use_the_new_schema() {
+    let mut db = database().await;
+    let table = format!("{}.evolving", db.name);
+    db.config.start = StartMode::Latest;
+    let mut reader = BinlogReader::start(db.config.clone(), None).await.unwrap();
+    db.conn
+        .query_drop(format!("CREATE TABLE {table} (id INT PRIMARY KEY, n INT)"))
+        .await
+        .unwrap();
+    db.conn
+        .query_drop(format!("INSERT INTO {table} VALUES (1, 10)"))
+        .await
+        .unwrap();
+    db.conn
+        .query_drop(format!(
+            "ALTER TABLE {table} ADD COLUMN note VARCHAR(20), MODIFY n BIGINT"
+        ))
+        .await
+        .unwrap();
+    db.conn
+        .query_drop(format!("INSERT INTO {table} VALUES (2, 20, 'hi')"))
+        .await
+        .unwrap();
+    db.conn
+        .query_drop(format!("TRUNCATE TABLE {table}"))
+        .await
+        .unwrap();
+    db.conn
+        .query_drop(format!("DROP TABLE {table}"))
+        .await
+        .unwrap();
+    let records = read_until(&mut reader, |r| {
+        r.iter()
+            .any(|x| matches!(x, SourceRecord::SchemaChange(c) if c.kind == SchemaChangeKind::Drop))
+    })
+    .await;
+    let changes: Vec<_> = records
+        .iter()
+        .filter_map(|r| {
+            if let SourceRecord::SchemaChange(c) = r {
+                Some(c)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let kinds: Vec<_> = changes.iter().map(|c| c.kind.clone()).collect();
+    assert_eq!(
+        kinds,
+        [
+            SchemaChangeKind::Create,
+            SchemaChangeKind::Alter,
+            SchemaChangeKind::Truncate,
+            SchemaChangeKind::Drop
+        ]
+    );
+    let alter = changes[1];
+    assert!(alter.ddl.as_deref().unwrap().contains("ADD COLUMN note"));
+    assert_eq!(alter.columns.len(), 2, "{:?}", alter.columns);
+    let evs = events(&records);
+    assert_eq!(
+        evs[0].after.as_ref().unwrap(),
+        &vec![Value::Int32(1), Value::Int32(10)]
+    );
+    assert_eq!(evs[0].schema_version, 1);
+    assert_eq!(
+        evs[1].after.as_ref().unwrap(),
+        &vec![
+            Value::Int32(2),
+            Value::Int64(20),
+            Value::String("hi".into())
+        ]
+    );
+    assert_eq!(evs[1].schema_version, 2);
+    // Order: the create before the first row, the alter between the rows.
+    let order: Vec<String> = summary(&records)
+        .into_iter()
+        .filter(|s| !s.starts_with("checkpoint"))
+        .collect();
+    assert_eq!(order[0], format!("Create {table}"));
+    assert_eq!(order[2], format!("Alter {table}"));
+    db.conn
+        .query_drop(format!("DROP DATABASE {}", db.name))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_idle_server_still_moves_the_checkpoint_watermark() {
+    let db = database().await;
+    let mut reader = BinlogReader::start(db.config.clone(), None).await.unwrap();
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    let records = read_until(&mut reader, |r| {
+        r.iter().filter(|x| matches!(x, SourceRecord::Checkpoint(c) if c.watermark_micros.unwrap_or(0) >= before)).count() >= 2
+    })
+    .await;
+    assert!(
+        records
+            .iter()
+            .all(|r| matches!(r, SourceRecord::Checkpoint(_))),
+        "{:?}",
+        summary(&records)
+    );
+}
+
+/// PURGE affects every reader of the server: this test is in the nextest
+/// group `mariadb-binlog` (one test at a time, see .config/nextest.toml).
+#[tokio::test]
+async fn resuming_from_a_purged_binlog_is_position_lost() {
+    let mut db = database().await;
+    let table = format!("{}.kv", db.name);
+    db.conn
+        .query_drop(format!(
+            "CREATE TABLE {table} (id INT PRIMARY KEY, v VARCHAR(10))"
+        ))
+        .await
+        .unwrap();
+    db.config.start = StartMode::Latest;
+    db.config.max_batch_rows = 1;
+    let mut reader = BinlogReader::start(db.config.clone(), None).await.unwrap();
+    insert_each(&mut db.conn, &table, 0..2).await;
+    let records = read_until(&mut reader, |r| ids(r).len() >= 2).await;
+    let cp = last_checkpoint(&records).unwrap();
+    reader.close().await.unwrap();
+    db.conn.query_drop("FLUSH BINARY LOGS").await.unwrap();
+    let newest: String = db
+        .conn
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .unwrap()
+        .map(|r: mysql_async::Row| r.get(0).unwrap())
+        .unwrap();
+    // The server keeps files a dump thread still has open; its thread for our
+    // closed reader ends at its next heartbeat. Purge until the old files are gone.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        db.conn
+            .query_drop(format!("PURGE BINARY LOGS TO '{newest}'"))
+            .await
+            .unwrap();
+        let logs: Vec<(String, u64)> = db.conn.query("SHOW BINARY LOGS").await.unwrap();
+        if logs.len() == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "old binlogs still in use: {logs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    insert_each(&mut db.conn, &table, 2..3).await;
+
+    let old = cp.position.as_ref().unwrap().file_pos().unwrap().clone();
+    assert_ne!(old.file, newest);
+    for position in [
+        SourcePosition::FilePos(old.clone()),
+        cp.position.clone().unwrap(),
+    ] {
+        let lost = Checkpoint {
+            position: Some(position.clone()),
+            ..Default::default()
+        };
+        let err = match BinlogReader::start(db.config.clone(), Some(&lost)).await {
+            Err(e) => e,
+            Ok(mut r) => tokio::time::timeout(Duration::from_secs(30), r.next())
+                .await
+                .unwrap()
+                .unwrap_err(),
+        };
+        assert_eq!(err.kind(), ErrorKind::PositionLost, "{position}: {err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("binlogs {newest}")),
+            "says what the server still has: {text}"
+        );
+    }
+    db.conn
+        .query_drop(format!("DROP DATABASE {}", db.name))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_binlog_file_that_never_existed_is_position_lost() {
+    let db = database().await;
+    let mut config = db.config.clone();
+    config.start = StartMode::Position {
+        position: SourcePosition::FilePos(tributary_core::BinlogFilePos::new(
+            "mysql-bin.999999",
+            4,
+        )),
+    };
+    let mut reader = BinlogReader::start(config, None).await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(30), reader.next())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PositionLost, "{err}");
+    assert!(err.to_string().contains("mysql-bin.999999"), "{err}");
+}
