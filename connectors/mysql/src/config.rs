@@ -35,6 +35,58 @@ pub enum StartMode {
     Position { position: SourcePosition },
 }
 
+/// Whether and how tables are read in full before (and while) streaming.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMode {
+    /// Snapshot every selected table, then stream the binlog (the default).
+    #[default]
+    Initial,
+    /// Stream the binlog only.
+    Never,
+    /// Snapshot only, for servers with binary logging off; never touches the
+    /// binlog. Each table is read in one consistent-snapshot transaction, so
+    /// it is exact as of that transaction's start (tables are not mutually
+    /// consistent with each other).
+    Only,
+}
+
+/// Snapshot chunking and flow control.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotConfig {
+    #[serde(default)]
+    pub mode: SnapshotMode,
+    /// Rows per chunk (one consistent-snapshot query each).
+    #[serde(default = "default_chunk_rows")]
+    pub chunk_rows: usize,
+    /// Upper bound on rows read per second (0: unlimited).
+    #[serde(default)]
+    pub max_rows_per_sec: u32,
+    /// Upper bound on bytes read per second (0: unlimited).
+    #[serde(default)]
+    pub max_bytes_per_sec: u32,
+    /// Key columns for tables without a primary key (`db.table` → columns,
+    /// a unique NOT NULL key); others are read as one full-scan chunk.
+    #[serde(default)]
+    pub key_columns: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+fn default_chunk_rows() -> usize {
+    8192
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            mode: SnapshotMode::default(),
+            chunk_rows: default_chunk_rows(),
+            max_rows_per_sec: 0,
+            max_bytes_per_sec: 0,
+            key_columns: Default::default(),
+        }
+    }
+}
+
 /// Which tables a source reads: `database.table` globs (`*`, `?`, `[..]`).
 /// Exclusions win; system schemas are always excluded.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -109,6 +161,8 @@ pub struct MySqlSourceConfig {
     pub start: StartMode,
     #[serde(default)]
     pub zero_dates: ZeroDates,
+    #[serde(default)]
+    pub snapshot: SnapshotConfig,
     /// How often an idle server sends heartbeats (keeps positions and watermarks moving).
     #[serde(default = "default_heartbeat", with = "secs")]
     pub heartbeat_interval: Duration,
@@ -156,6 +210,7 @@ impl MySqlSourceConfig {
             tables: TableFilterConfig::default(),
             start: StartMode::default(),
             zero_dates: ZeroDates::default(),
+            snapshot: SnapshotConfig::default(),
             heartbeat_interval: default_heartbeat(),
             max_batch_rows: default_batch_rows(),
         }
@@ -176,6 +231,11 @@ impl MySqlSourceConfig {
         if self.server_id == 0 {
             return Err(Error::invalid_config(
                 "mysql.server_id is 0: the server refuses binlog dumps from id 0; pick an id unique among its replicas",
+            ));
+        }
+        if self.snapshot.chunk_rows == 0 {
+            return Err(Error::invalid_config(
+                "mysql.snapshot.chunk_rows must be at least 1",
             ));
         }
         if self.max_batch_rows == 0 {

@@ -4,6 +4,9 @@
 //!   positions and GTID events), rows decoded straight into `ChangeBatch`es
 //!   with the schema of each row's own table map, checkpoints at transaction
 //!   ends, heartbeats on idle servers, typed `PositionLost` errors.
+//! - [`MySqlSource`]: chunked, lock-free snapshot (each chunk at an exact
+//!   binlog position, rate-limited, resumable) merged into the binlog stream;
+//!   snapshot-only mode for servers without a binlog.
 //! - [`MySqlSourceConfig`]: connection, table filters, start mode, zero-date
 //!   policy, validated before anything connects.
 //! - [`PasswordSource`]: password from env, file or command, re-read after an
@@ -18,9 +21,16 @@ pub mod check;
 pub mod config;
 pub mod conn;
 pub mod credentials;
+pub mod snapshot;
+mod source;
 
 pub use binlog::BinlogReader;
 pub use check::{Problem, ServerReport, check_server};
-pub use config::{MySqlSourceConfig, StartMode, TableFilter, TableFilterConfig, ZeroDates};
+pub use config::{
+    MySqlSourceConfig, SnapshotConfig, SnapshotMode, StartMode, TableFilter, TableFilterConfig,
+    ZeroDates,
+};
 pub use conn::Flavor;
 pub use credentials::{PasswordSource, Secret};
+pub use snapshot::SnapshotProgress;
+pub use source::MySqlSource;

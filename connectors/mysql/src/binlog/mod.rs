@@ -81,6 +81,9 @@ pub struct BinlogReader {
     txn_ts_micros: i64,
     /// A transaction ended since the last checkpoint was handed out.
     unflushed: bool,
+    /// The first event at or after a snapshot's position, held back until
+    /// the snapshot chunk has been handed out (see `next_before`).
+    held: Option<Event>,
     out: VecDeque<SourceRecord>,
 }
 
@@ -126,6 +129,7 @@ impl BinlogReader {
             txn_seq: 0,
             txn_ts_micros: 0,
             unflushed: false,
+            held: None,
             out: VecDeque::new(),
         })
     }
@@ -141,6 +145,69 @@ impl BinlogReader {
             .close()
             .await
             .map_err(|e| map_err("closing the binlog stream", e))
+    }
+
+    fn cursor_file_pos(&self) -> Option<BinlogFilePos> {
+        (!self.cursor.file.is_empty())
+            .then(|| BinlogFilePos::new(self.cursor.file.clone(), self.cursor.pos))
+    }
+
+    /// Like `next`, but hands out only what lies before `at`: `Ok(None)` once
+    /// everything before `at` is out, so a snapshot chunk taken at `at` can go
+    /// next. The first event at or after `at` is held until then.
+    pub(crate) async fn next_before(&mut self, at: &BinlogFilePos) -> Result<Option<SourceRecord>> {
+        loop {
+            if let Some(r) = self.out.pop_front() {
+                return Ok(Some(r));
+            }
+            let at_or_past = !self.in_txn && self.cursor_file_pos().is_some_and(|c| c >= *at);
+            if at_or_past && (self.held.is_some() || self.buffered_rows == 0) {
+                return Ok(None);
+            }
+            // An event held for an earlier snapshot position comes first.
+            if let Some(ev) = self.held.take() {
+                self.handle(ev)?;
+                continue;
+            }
+            let Some(ev) = self.next_event().await? else {
+                continue;
+            };
+            if at_or_past {
+                self.held = Some(ev);
+                let ts = self.txn_ts_micros;
+                self.flush(Some(ts))?;
+            } else {
+                self.handle(ev)?;
+            }
+        }
+    }
+
+    pub(crate) fn is_before(&self, at: &BinlogFilePos) -> bool {
+        match self.cursor_file_pos() {
+            None => true,
+            Some(c) => c < *at || (c == *at && !self.in_txn),
+        }
+    }
+
+    /// Makes `schema` (read by a snapshot) the reader's schema of its table,
+    /// reusing the reader's own when the shape is the same, so snapshot and
+    /// stream rows share one schema version.
+    pub(crate) fn adopt_schema(&mut self, schema: TableSchema) -> Arc<TableSchema> {
+        let table = schema.table.clone();
+        let adopted = match self.schemas.get(&table) {
+            Some(s) if s.fingerprint() == schema.fingerprint() => return s.clone(),
+            Some(s) => TableSchema {
+                version: s.version + 1,
+                ..schema
+            },
+            None => TableSchema {
+                version: 1,
+                ..schema
+            },
+        };
+        let adopted = Arc::new(adopted);
+        self.schemas.insert(table, adopted.clone());
+        adopted
     }
 
     /// The position after the last complete transaction handed out.
@@ -159,7 +226,7 @@ impl BinlogReader {
         }
     }
 
-    fn checkpoint(&self, watermark_micros: Option<i64>) -> Result<Checkpoint> {
+    pub(crate) fn checkpoint(&self, watermark_micros: Option<i64>) -> Result<Checkpoint> {
         let mut schemas: Vec<&TableSchema> = self.schemas.values().map(Arc::as_ref).collect();
         schemas.sort_by(|a, b| a.table.cmp(&b.table));
         let mut properties = std::collections::BTreeMap::new();
@@ -279,12 +346,12 @@ impl BinlogReader {
             }
             kind::MARIADB_GTID => {
                 let (gtid, _standalone) = events::mariadb_gtid(ev.data(), header.server_id())?;
-                self.begin_txn(ts_micros);
+                self.begin_txn(ts_micros)?;
                 self.cursor.mariadb.update(gtid);
             }
             kind::MYSQL_GTID => {
                 let (uuid, gno) = events::mysql_gtid(ev.data())?;
-                self.begin_txn(ts_micros);
+                self.begin_txn(ts_micros)?;
                 self.cursor.mysql.add(&uuid, gno);
             }
             kind::TABLE_MAP => self.table_map(&ev)?,
@@ -308,10 +375,11 @@ impl BinlogReader {
         Ok(())
     }
 
-    fn begin_txn(&mut self, ts_micros: i64) {
+    fn begin_txn(&mut self, ts_micros: i64) -> Result<()> {
         self.in_txn = true;
         self.txn_seq += 1;
         self.txn_ts_micros = ts_micros;
+        Ok(())
     }
 
     fn end_txn(&mut self, end_pos: u64) -> Result<()> {
@@ -355,6 +423,11 @@ impl BinlogReader {
         match &previous {
             Some(p) if p.fingerprint() == decoded.schema.fingerprint() => {
                 decoded.schema = p.clone()
+            }
+            // A snapshot's schema whose ENUM/SET labels lost 4-byte characters
+            // in information_schema: same shape, take the exact labels.
+            Some(p) if same_but_lossy_labels(p, &decoded.schema) => {
+                self.schemas.insert(table, decoded.schema.clone());
             }
             _ => {
                 let ddl = self.pending_ddl.remove(&table);
@@ -448,7 +521,7 @@ impl BinlogReader {
         let trimmed = sql.trim();
         if trimmed.eq_ignore_ascii_case("BEGIN") {
             if !self.in_txn {
-                self.begin_txn(ts_micros);
+                self.begin_txn(ts_micros)?;
             }
             return Ok(());
         }
@@ -495,7 +568,7 @@ impl BinlogReader {
             _ => {}
         }
         if !self.in_txn {
-            self.begin_txn(ts_micros);
+            self.begin_txn(ts_micros)?;
         }
         self.end_txn(end_pos)
     }
@@ -533,11 +606,40 @@ impl Source for BinlogReader {
             if let Some(r) = self.out.pop_front() {
                 return Ok(Some(r));
             }
+            if let Some(ev) = self.held.take() {
+                self.handle(ev)?;
+                continue;
+            }
             if let Some(ev) = self.next_event().await? {
                 self.handle(ev)?;
             }
         }
     }
+}
+
+/// Whether `lossy` equals `exact` except that ENUM/SET labels show `?` where
+/// `exact` has characters outside the BMP (MariaDB's information_schema is
+/// utf8mb3 and cannot hold them).
+fn same_but_lossy_labels(lossy: &TableSchema, exact: &TableSchema) -> bool {
+    use tributary_core::ColumnType as C;
+    fn mangle(labels: &[String]) -> Vec<String> {
+        labels
+            .iter()
+            .map(|l| {
+                l.chars()
+                    .map(|c| if c.len_utf8() == 4 { '?' } else { c })
+                    .collect()
+            })
+            .collect()
+    }
+    let mut exact = exact.clone();
+    for c in &mut exact.columns {
+        if let C::Enum { labels } | C::Set { labels } = &mut c.data_type {
+            *labels = mangle(labels);
+        }
+    }
+    exact.version = lossy.version;
+    exact == *lossy
 }
 
 fn now_micros() -> i64 {

@@ -227,7 +227,7 @@ fn days(y: i32, m: u32, d: u32) -> Option<i32> {
     NaiveDate::from_ymd_opt(y, m, d).map(|date| date.num_days_from_ce() - 719_163)
 }
 
-fn zero_date(
+pub(crate) fn zero_date(
     img: &mut RowImageBuilder,
     policy: ZeroDates,
     nullable: bool,
