@@ -115,6 +115,11 @@ impl MySqlGtidSet {
             .is_some_and(|ivs| ivs.iter().any(|&(s, e)| s <= gno && gno <= e))
     }
 
+    /// Each source (`uuid` or `uuid:tag`) with its inclusive intervals.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[(u64, u64)])> {
+        self.sets.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+
     /// Every transaction of `self` is in `other`.
     pub fn is_subset(&self, other: &MySqlGtidSet) -> bool {
         self.sets.iter().all(|(src, ivs)| {

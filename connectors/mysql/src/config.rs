@@ -33,6 +33,24 @@ pub enum StartMode {
     Latest,
     /// An explicit position (file+pos, MySQL GTID set or MariaDB GTID list).
     Position { position: SourcePosition },
+    /// The first transaction committed at or after this time (RFC 3339,
+    /// second precision like the binlog), found by scanning the binlogs.
+    Timestamp { at: String },
+}
+
+impl StartMode {
+    /// The time of a `Timestamp` start in microseconds since the epoch.
+    pub fn timestamp_micros(&self) -> Result<Option<i64>> {
+        let StartMode::Timestamp { at } = self else {
+            return Ok(None);
+        };
+        let t = chrono::DateTime::parse_from_rfc3339(at).map_err(|e| {
+            Error::invalid_config(format!(
+                "mysql.start.at {at:?} is not an RFC 3339 time (e.g. 2026-11-22T01:00:00Z): {e}"
+            ))
+        })?;
+        Ok(Some(t.timestamp_micros()))
+    }
 }
 
 /// Whether and how tables are read in full before (and while) streaming.
@@ -249,6 +267,7 @@ impl MySqlSourceConfig {
                 "mysql.heartbeat_interval must be between 1 ms and 4294 s",
             ));
         }
+        self.start.timestamp_micros()?;
         self.password.validate()?;
         TableFilter::new(&self.tables)?;
         Ok(())

@@ -437,3 +437,86 @@ async fn a_binlog_file_that_never_existed_is_position_lost() {
     assert_eq!(err.kind(), ErrorKind::PositionLost, "{err}");
     assert!(err.to_string().contains("mysql-bin.999999"), "{err}");
 }
+
+#[tokio::test]
+async fn a_timestamp_start_begins_at_the_first_transaction_at_or_after_it() {
+    let mut db = database().await;
+    let table = format!("{}.kv", db.name);
+    db.conn
+        .query_drop(format!(
+            "CREATE TABLE {table} (id INT PRIMARY KEY, v VARCHAR(10))"
+        ))
+        .await
+        .unwrap();
+    insert_each(&mut db.conn, &table, 1..2).await;
+    // Binlog timestamps have whole seconds: wait (polling the server clock)
+    // until the second after the first insert's.
+    let first: i64 = db
+        .conn
+        .query_first("SELECT UNIX_TIMESTAMP()")
+        .await
+        .unwrap()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let at = loop {
+        let now: i64 = db
+            .conn
+            .query_first("SELECT UNIX_TIMESTAMP()")
+            .await
+            .unwrap()
+            .unwrap();
+        if now > first {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server clock did not advance"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    insert_each(&mut db.conn, &table, 2..4).await;
+    let at = chrono::DateTime::from_timestamp(at, 0)
+        .unwrap()
+        .to_rfc3339();
+    db.config.start = StartMode::Timestamp { at };
+    let mut reader = BinlogReader::start(db.config.clone(), None).await.unwrap();
+    let records = read_until(&mut reader, |r| ids(r).len() >= 2).await;
+    assert_eq!(
+        ids(&records),
+        [2, 3],
+        "starts after the earlier transaction"
+    );
+    db.conn
+        .query_drop(format!("DROP DATABASE {}", db.name))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn excluded_tables_never_reach_the_output() {
+    let mut db = database().await;
+    let (kept, dropped) = (format!("{}.kept", db.name), format!("{}.skipped", db.name));
+    for t in [&kept, &dropped] {
+        db.conn
+            .query_drop(format!(
+                "CREATE TABLE {t} (id INT PRIMARY KEY, v VARCHAR(10))"
+            ))
+            .await
+            .unwrap();
+    }
+    db.config.tables.exclude = vec![format!("{}.skip*", db.name)];
+    db.config.start = StartMode::Latest;
+    let mut reader = BinlogReader::start(db.config.clone(), None).await.unwrap();
+    insert_each(&mut db.conn, &dropped, 0..5).await;
+    insert_each(&mut db.conn, &kept, 10..12).await;
+    let records = read_until(&mut reader, |r| ids(r).len() >= 2).await;
+    let tables: Vec<String> = events(&records)
+        .iter()
+        .map(|e| e.table.table.clone())
+        .collect();
+    assert_eq!(tables, ["kept", "kept"], "{:?}", summary(&records));
+    db.conn
+        .query_drop(format!("DROP DATABASE {}", db.name))
+        .await
+        .unwrap();
+}

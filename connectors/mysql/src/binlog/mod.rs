@@ -105,6 +105,10 @@ impl BinlogReader {
                 StartMode::Earliest => None,
                 StartMode::Latest => Some(current_position(&mut conn, flavor).await?),
                 StartMode::Position { position } => Some(position.clone()),
+                StartMode::Timestamp { .. } => {
+                    let at = config.start.timestamp_micros()?.expect("a timestamp start");
+                    Some(position_at_time(&config, flavor, at).await?)
+                }
             },
         };
         let schemas = checkpoint
@@ -648,6 +652,31 @@ fn now_micros() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mysql_gtid_sets_become_dump_sids_with_exclusive_ends() {
+        let set: MySqlGtidSet = "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7"
+            .parse()
+            .unwrap();
+        let sids = mysql_sids(&set).unwrap();
+        assert_eq!(sids.len(), 1);
+        assert_eq!(sids[0].uuid()[..2], [0x3e, 0x11]);
+        let ivs: Vec<(u64, u64)> = sids[0]
+            .intervals()
+            .iter()
+            .map(|i| (i.start(), i.end()))
+            .collect();
+        assert_eq!(ivs, [(1, 6), (7, 8)]);
+        let tagged: MySqlGtidSet = "3e11fa47-71ca-11e1-9e33-c80aa9429562:etl:1-2"
+            .parse()
+            .unwrap();
+        assert!(mysql_sids(&tagged).is_err());
+    }
+}
+
 fn restore_schemas(cp: &Checkpoint) -> Result<HashMap<TableId, Arc<TableSchema>>> {
     let Some(json) = cp.properties.get(SCHEMAS_PROPERTY) else {
         return Ok(HashMap::new());
@@ -729,29 +758,20 @@ async fn dump(
     let mut setup = vec![format!("SET @master_heartbeat_period = {heartbeat_ns}")];
     let mut file = String::new();
     let mut pos = 4u64;
+    let mut mysql_gtids = None;
     match (flavor, position) {
         (Flavor::MariaDb, Some(SourcePosition::MariaDbGtid { gtid_list, .. })) => {
             setup.push(format!("SET @slave_connect_state = '{gtid_list}'"));
             setup.push("SET @slave_gtid_strict_mode = 1".into());
             setup.push("SET @slave_gtid_ignore_duplicates = 0".into());
         }
-        (
-            Flavor::MySql,
-            Some(SourcePosition::MySqlGtid {
-                file_pos: Some(fp), ..
-            }),
-        )
-        | (_, Some(SourcePosition::FilePos(fp))) => {
+        (Flavor::MySql, Some(SourcePosition::MySqlGtid { gtid_set, .. })) => {
+            // COM_BINLOG_DUMP_GTID (untested: no MySQL server runs here).
+            mysql_gtids = Some(mysql_sids(gtid_set)?);
+        }
+        (_, Some(SourcePosition::FilePos(fp))) => {
             file = fp.file.clone();
             pos = fp.pos;
-        }
-        (Flavor::MySql, Some(SourcePosition::MySqlGtid { gtid_set, .. })) => {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                format!(
-                    "resuming MySQL from a GTID set without a file position is not implemented yet ({gtid_set})"
-                ),
-            ));
         }
         (_, Some(other)) => {
             return Err(Error::invalid_config(format!(
@@ -769,12 +789,117 @@ async fn dump(
             .await
             .map_err(|e| map_err(format!("binlog setup: {sql}"), e))?;
     }
-    let request = BinlogStreamRequest::new(config.server_id)
+    let mut request = BinlogStreamRequest::new(config.server_id)
         .with_filename(file.as_bytes())
         .with_pos(pos);
+    if let Some(sids) = mysql_gtids {
+        request = request.with_gtid().with_gtid_set(sids);
+    }
     conn.get_binlog_stream(request)
         .await
         .map_err(|e| map_err("cannot start the binlog dump", e))
+}
+
+/// The position of the first transaction whose binlog timestamp is at or
+/// after `at_micros`: scans the binlogs from the oldest (a non-blocking dump
+/// that ends at the current end). None later: the current end.
+async fn position_at_time(
+    config: &MySqlSourceConfig,
+    flavor: Flavor,
+    at_micros: i64,
+) -> Result<SourcePosition> {
+    let mut conn = connect(config).await?;
+    if flavor == Flavor::MariaDb {
+        conn.query_drop("SET @mariadb_slave_capability = 4")
+            .await
+            .map_err(|e| map_err("binlog setup", e))?;
+    }
+    let request = BinlogStreamRequest::new(config.server_id)
+        .with_filename(b"")
+        .with_pos(4u64)
+        .with_non_blocking();
+    let mut stream = conn
+        .get_binlog_stream(request)
+        .await
+        .map_err(|e| map_err("cannot start the binlog scan", e))?;
+    let mut cursor = Cursor::default();
+    let mut in_txn = false;
+    while let Some(ev) = stream.next().await {
+        let ev = ev.map_err(|e| map_err("scanning the binlog for a start time", e))?;
+        let header = ev.header();
+        let (code, end_pos) = (header.event_type_raw(), u64::from(header.log_pos()));
+        let starts_txn = matches!(code, kind::MARIADB_GTID | kind::MYSQL_GTID)
+            || (code == kind::QUERY && !in_txn && ev.data().ends_with(b"BEGIN"));
+        if starts_txn && i64::from(header.timestamp()) * 1_000_000 >= at_micros {
+            break;
+        }
+        match code {
+            kind::ROTATE if ev.data().len() >= 8 => {
+                cursor.file = events::file_name(&ev.data()[8..]);
+                cursor.pos = u64::from_le_bytes(ev.data()[..8].try_into().unwrap());
+                continue;
+            }
+            kind::MARIADB_GTID_LIST => events::mariadb_gtid_list(ev.data())?
+                .into_iter()
+                .for_each(|g| cursor.mariadb.update(g)),
+            kind::MARIADB_GTID => cursor
+                .mariadb
+                .update(events::mariadb_gtid(ev.data(), header.server_id())?.0),
+            kind::MYSQL_GTID => {
+                let (uuid, gno) = events::mysql_gtid(ev.data())?;
+                cursor.mysql.add(&uuid, gno);
+            }
+            kind::XID => in_txn = false,
+            _ => {}
+        }
+        in_txn |= starts_txn;
+        if code == kind::QUERY && !starts_txn {
+            in_txn = false; // COMMIT or a DDL statement ends its transaction
+        }
+        if !in_txn && end_pos > 0 {
+            cursor.pos = end_pos;
+        }
+    }
+    drop(stream);
+    let file_pos = BinlogFilePos::new(cursor.file, cursor.pos);
+    Ok(match flavor {
+        Flavor::MariaDb if !cursor.mariadb.is_empty() => SourcePosition::MariaDbGtid {
+            gtid_list: cursor.mariadb,
+            file_pos: Some(file_pos),
+        },
+        Flavor::MySql if !cursor.mysql.is_empty() => SourcePosition::MySqlGtid {
+            gtid_set: cursor.mysql,
+            file_pos: Some(file_pos),
+        },
+        _ => SourcePosition::FilePos(file_pos),
+    })
+}
+
+/// A MySQL GTID set in the dump command's form (intervals end-exclusive).
+fn mysql_sids(set: &MySqlGtidSet) -> Result<Vec<mysql_async::Sid<'static>>> {
+    set.iter()
+        .map(|(source, intervals)| {
+            let hex: String = source.chars().filter(|c| *c != '-').collect();
+            let uuid: Option<Vec<u8>> = (hex.len() == 32)
+                .then(|| {
+                    (0..16)
+                        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+                        .collect()
+                })
+                .flatten();
+            let uuid: [u8; 16] = uuid.and_then(|u| u.try_into().ok()).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Unsupported,
+                    format!("GTID source {source:?}: tagged GTIDs cannot be resumed yet"),
+                )
+            })?;
+            let intervals = intervals
+                .iter()
+                .map(|&(s, e)| mysql_async::GnoInterval::new(s, e + 1))
+                .collect();
+            Ok(mysql_async::Sid::new(uuid).with_intervals(intervals))
+        })
+        .collect()
 }
 
 /// "mysql-bin.000003 … mysql-bin.000007 (gtid 0-1-1…)" for PositionLost messages.
