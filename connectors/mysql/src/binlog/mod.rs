@@ -652,31 +652,6 @@ fn now_micros() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mysql_gtid_sets_become_dump_sids_with_exclusive_ends() {
-        let set: MySqlGtidSet = "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7"
-            .parse()
-            .unwrap();
-        let sids = mysql_sids(&set).unwrap();
-        assert_eq!(sids.len(), 1);
-        assert_eq!(sids[0].uuid()[..2], [0x3e, 0x11]);
-        let ivs: Vec<(u64, u64)> = sids[0]
-            .intervals()
-            .iter()
-            .map(|i| (i.start(), i.end()))
-            .collect();
-        assert_eq!(ivs, [(1, 6), (7, 8)]);
-        let tagged: MySqlGtidSet = "3e11fa47-71ca-11e1-9e33-c80aa9429562:etl:1-2"
-            .parse()
-            .unwrap();
-        assert!(mysql_sids(&tagged).is_err());
-    }
-}
-
 fn restore_schemas(cp: &Checkpoint) -> Result<HashMap<TableId, Arc<TableSchema>>> {
     let Some(json) = cp.properties.get(SCHEMAS_PROPERTY) else {
         return Ok(HashMap::new());
@@ -922,4 +897,29 @@ async fn available_binlogs(config: &MySqlSourceConfig) -> Result<String> {
         Some(g) if !g.is_empty() => format!("{range} (gtid_binlog_state {g})"),
         _ => range,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mysql_gtid_sets_become_dump_sids_with_exclusive_ends() {
+        let set: MySqlGtidSet = "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7"
+            .parse()
+            .unwrap();
+        let sids = mysql_sids(&set).unwrap();
+        assert_eq!(sids.len(), 1);
+        assert_eq!(sids[0].uuid()[..2], [0x3e, 0x11]);
+        let ivs: Vec<(u64, u64)> = sids[0]
+            .intervals()
+            .iter()
+            .map(|i| (i.start(), i.end()))
+            .collect();
+        assert_eq!(ivs, [(1, 6), (7, 8)]);
+        let tagged: MySqlGtidSet = "3e11fa47-71ca-11e1-9e33-c80aa9429562:etl:1-2"
+            .parse()
+            .unwrap();
+        assert!(mysql_sids(&tagged).is_err());
+    }
 }
