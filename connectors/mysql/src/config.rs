@@ -77,6 +77,9 @@ pub struct SnapshotConfig {
     /// Rows per chunk (one consistent-snapshot query each).
     #[serde(default = "default_chunk_rows")]
     pub chunk_rows: usize,
+    /// Snapshot connections reading chunks in parallel (at least 1).
+    #[serde(default = "default_snapshot_connections")]
+    pub max_connections: usize,
     /// Upper bound on rows read per second (0: unlimited).
     #[serde(default)]
     pub max_rows_per_sec: u32,
@@ -93,11 +96,16 @@ fn default_chunk_rows() -> usize {
     8192
 }
 
+fn default_snapshot_connections() -> usize {
+    2
+}
+
 impl Default for SnapshotConfig {
     fn default() -> Self {
         SnapshotConfig {
             mode: SnapshotMode::default(),
             chunk_rows: default_chunk_rows(),
+            max_connections: default_snapshot_connections(),
             max_rows_per_sec: 0,
             max_bytes_per_sec: 0,
             key_columns: Default::default(),
@@ -249,6 +257,11 @@ impl MySqlSourceConfig {
         if self.server_id == 0 {
             return Err(Error::invalid_config(
                 "mysql.server_id is 0: the server refuses binlog dumps from id 0; pick an id unique among its replicas",
+            ));
+        }
+        if self.snapshot.max_connections == 0 {
+            return Err(Error::invalid_config(
+                "mysql.snapshot.max_connections must be at least 1",
             ));
         }
         if self.snapshot.chunk_rows == 0 {

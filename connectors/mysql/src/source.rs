@@ -1,40 +1,52 @@
 //! `MySqlSource`: snapshot and binlog as one source.
 //!
 //! The binlog stream starts first (at the current position on a fresh start,
-//! at the checkpoint on a restart). Chunks are read one at a time, each at a
-//! known binlog position S (see `snapshot`); a chunk is handed out when the
-//! stream has handed out everything up to S and nothing after it. Checkpoints
-//! carry the snapshot's progress, so a restart resumes the stream at its
-//! position and the snapshot at its next chunk.
+//! at the checkpoint on a restart). The snapshot proceeds in rounds: the next
+//! keys of the table are split into up to `max_connections` ranges, read in
+//! parallel, each in its own consistent snapshot at a known binlog position S
+//! (see `snapshot`). A chunk is handed out when the stream has handed out
+//! everything up to its S and nothing after it; chunks cover disjoint keys,
+//! so their order among themselves does not matter. Checkpoints carry the
+//! snapshot's progress after each round, so a restart resumes the stream at
+//! its position and the snapshot at the next round.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures_util::future::try_join_all;
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 use tributary_core::{
-    BinlogFilePos, Checkpoint, Error, ErrorKind, Result, Source, SourceRecord, TableId,
+    BinlogFilePos, Checkpoint, Error, ErrorKind, Result, Source, SourceRecord, TableId, Value,
 };
 
 use crate::binlog::BinlogReader;
 use crate::config::{MySqlSourceConfig, SnapshotMode, StartMode, TableFilter};
 use crate::conn::{connect, map_err};
 use crate::snapshot::{
-    self, Chunk, FlowControl, SNAPSHOT_PROPERTY, SnapshotProgress, TablePlan, load_table_schema,
+    self, Chunk, FlowControl, KeyRange, SNAPSHOT_PROPERTY, SnapshotProgress, TablePlan,
+    load_table_schema,
 };
+
+/// What the snapshot's progress becomes once a round's chunks are all out.
+struct RoundEnd {
+    table_done: bool,
+    last_key: Option<Vec<Value>>,
+}
 
 pub struct MySqlSource {
     config: Arc<MySqlSourceConfig>,
     binlog: Option<BinlogReader>,
-    /// The snapshot connection (None once the snapshot is done).
-    conn: Option<Conn>,
+    /// Snapshot connections (empty once the snapshot is done).
+    conns: Vec<Conn>,
     progress: SnapshotProgress,
     plans: HashMap<TableId, TablePlan>,
     flow: FlowControl,
-    /// A chunk waiting for the stream to reach its position.
-    pending: Option<Chunk>,
+    /// This round's chunks, by snapshot position, waiting for the stream.
+    pending: VecDeque<Chunk>,
+    round_end: Option<RoundEnd>,
     /// Snapshot-only mode keeps one transaction open per table.
     table_txn_open: bool,
     out: VecDeque<SourceRecord>,
@@ -47,7 +59,6 @@ impl MySqlSource {
     ) -> Result<MySqlSource> {
         config.validate()?;
         let mode = config.snapshot.mode;
-        let mut conn = connect(&config).await?;
         let progress = match checkpoint {
             Some(cp) => match cp.properties.get(SNAPSHOT_PROPERTY) {
                 Some(json) => serde_json::from_str(json)?,
@@ -55,9 +66,14 @@ impl MySqlSource {
             },
             None if mode == SnapshotMode::Never => SnapshotProgress::default(),
             None => {
+                let mut conn = connect(&config).await?;
                 let filter = TableFilter::new(&config.tables)?;
+                let remaining = snapshot::list_tables(&mut conn, &filter).await?;
+                conn.disconnect()
+                    .await
+                    .map_err(|e| map_err("disconnect", e))?;
                 SnapshotProgress {
-                    remaining: snapshot::list_tables(&mut conn, &filter).await?,
+                    remaining,
                     last_key: None,
                 }
             }
@@ -73,23 +89,28 @@ impl MySqlSource {
                 Some(BinlogReader::start(binlog_config, checkpoint).await?)
             }
         };
-        let conn = if progress.is_done() {
-            conn.disconnect()
-                .await
-                .map_err(|e| map_err("disconnect", e))?;
-            None
-        } else {
-            snapshot::prepare_session(&mut conn).await?;
-            Some(conn)
-        };
+        let mut conns = Vec::new();
+        if !progress.is_done() {
+            let n = if binlog.is_some() {
+                config.snapshot.max_connections
+            } else {
+                1
+            };
+            for _ in 0..n {
+                let mut conn = connect(&config).await?;
+                snapshot::prepare_session(&mut conn).await?;
+                conns.push(conn);
+            }
+        }
         Ok(MySqlSource {
             flow: FlowControl::new(&config.snapshot),
             config: Arc::new(config),
             binlog,
-            conn,
+            conns,
             progress,
             plans: HashMap::new(),
-            pending: None,
+            pending: VecDeque::new(),
+            round_end: None,
             table_txn_open: false,
             out: VecDeque::new(),
         })
@@ -118,16 +139,11 @@ impl MySqlSource {
         })
     }
 
-    /// Reads the next chunk of the table in progress into `pending`.
-    async fn read_next_chunk(&mut self) -> Result<()> {
+    /// The plan of the table in progress, loading its schema on first use.
+    async fn plan(&mut self) -> Result<TableId> {
         let table = self.progress.remaining[0].clone();
-        let only = self.binlog.is_none();
-        let conn = self
-            .conn
-            .as_mut()
-            .expect("a snapshot connection while the snapshot runs");
         if !self.plans.contains_key(&table) {
-            let schema = load_table_schema(conn, &table, 1).await?;
+            let schema = load_table_schema(&mut self.conns[0], &table, 1).await?;
             let schema = match self.binlog.as_mut() {
                 Some(b) => b.adopt_schema(schema),
                 None => Arc::new(schema),
@@ -137,49 +153,87 @@ impl MySqlSource {
                 TablePlan::new(schema, &self.config.snapshot)?,
             );
         }
+        Ok(table)
+    }
+
+    /// Reads the next round of chunks into `pending`.
+    async fn read_round(&mut self) -> Result<()> {
+        let table = self.plan().await?;
         let plan = &self.plans[&table];
-        // Per chunk a fresh snapshot at a known position; without a binlog
-        // one snapshot for the whole table.
-        let at = if only && self.table_txn_open {
-            None
-        } else {
-            self.table_txn_open = true;
-            begin_snapshot_behind_stream(conn, self.binlog.as_ref()).await?
-        };
         let limit = self.flow.chunk_rows(self.config.snapshot.chunk_rows);
         let after = self.progress.last_key.as_deref();
-        let chunk = snapshot::read_chunk(
-            conn,
-            plan,
-            after,
-            limit,
-            at,
-            self.config.zero_dates,
-            &self.flow,
-        )
-        .await?;
-        if !only || chunk.table_done {
-            conn.query_drop("COMMIT")
-                .await
-                .map_err(|e| map_err("COMMIT", e))?;
-            self.table_txn_open = false;
-        }
-        self.pending = Some(chunk);
+        let zero = self.config.zero_dates;
+        let mut chunks = match self.binlog.as_ref() {
+            None => {
+                // Without a binlog: one consistent snapshot for the whole table.
+                let conn = &mut self.conns[0];
+                if !self.table_txn_open {
+                    snapshot::begin_snapshot(conn, false).await?;
+                    self.table_txn_open = true;
+                }
+                let range = KeyRange::starting_after(after);
+                let chunk =
+                    snapshot::read_chunk(conn, plan, &range, limit, None, zero, &self.flow).await?;
+                if chunk.table_done {
+                    conn.query_drop("COMMIT")
+                        .await
+                        .map_err(|e| map_err("COMMIT", e))?;
+                    self.table_txn_open = false;
+                }
+                vec![chunk]
+            }
+            Some(binlog) => {
+                let parallel = self.conns.len();
+                let ranges = plan
+                    .split(&mut self.conns[0], after, limit, parallel)
+                    .await?;
+                let flow = &self.flow;
+                let reads = self
+                    .conns
+                    .iter_mut()
+                    .zip(&ranges)
+                    .map(|(conn, range)| async move {
+                        let at = begin_snapshot_behind_stream(conn, binlog).await?;
+                        let chunk =
+                            snapshot::read_chunk(conn, plan, range, limit, Some(at), zero, flow)
+                                .await;
+                        conn.query_drop("COMMIT")
+                            .await
+                            .map_err(|e| map_err("COMMIT", e))?;
+                        chunk
+                    });
+                try_join_all(reads).await?
+            }
+        };
+        // The last (open-ended) range decides how far the round got.
+        let last = chunks.last().expect("a round has a chunk");
+        let last_key = chunks.iter().rev().find_map(|c| c.last_key.clone());
+        self.round_end = Some(RoundEnd {
+            table_done: last.table_done,
+            last_key,
+        });
+        chunks.sort_by(|a, b| a.at.cmp(&b.at));
+        self.pending = chunks.into();
         Ok(())
     }
 
-    /// Hands out the pending chunk and records the progress it makes.
+    /// Hands out the first pending chunk; after a round's last, records the
+    /// progress it made in a checkpoint.
     async fn emit_chunk(&mut self) -> Result<()> {
-        let chunk = self.pending.take().expect("a pending chunk");
+        let chunk = self.pending.pop_front().expect("a pending chunk");
         if !chunk.batch.is_empty() {
             self.out.push_back(SourceRecord::Changes(chunk.batch));
         }
-        if chunk.table_done {
+        if !self.pending.is_empty() {
+            return Ok(());
+        }
+        let end = self.round_end.take().expect("a round in progress");
+        if end.table_done {
             let done = self.progress.remaining.remove(0);
             self.plans.remove(&done);
             self.progress.last_key = None;
         } else {
-            self.progress.last_key = chunk.last_key;
+            self.progress.last_key = end.last_key;
         }
         let cp = match &self.binlog {
             Some(b) => b.checkpoint(None)?,
@@ -187,12 +241,12 @@ impl MySqlSource {
         };
         self.out
             .push_back(SourceRecord::Checkpoint(self.with_progress(cp)?));
-        if self.progress.is_done()
-            && let Some(conn) = self.conn.take()
-        {
-            conn.disconnect()
-                .await
-                .map_err(|e| map_err("disconnect", e))?;
+        if self.progress.is_done() {
+            for conn in self.conns.drain(..) {
+                conn.disconnect()
+                    .await
+                    .map_err(|e| map_err("disconnect", e))?;
+            }
         }
         Ok(())
     }
@@ -204,11 +258,8 @@ impl MySqlSource {
 /// until the snapshot includes everything the reader has seen.
 async fn begin_snapshot_behind_stream(
     conn: &mut Conn,
-    binlog: Option<&BinlogReader>,
-) -> Result<Option<BinlogFilePos>> {
-    let Some(binlog) = binlog else {
-        return snapshot::begin_snapshot(conn, false).await;
-    };
+    binlog: &BinlogReader,
+) -> Result<BinlogFilePos> {
     let mut wait = Duration::from_millis(1);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -216,7 +267,7 @@ async fn begin_snapshot_behind_stream(
             .await?
             .expect("a position with a binlog");
         if binlog.is_before(&at) {
-            return Ok(Some(at));
+            return Ok(at);
         }
         conn.query_drop("ROLLBACK")
             .await
@@ -241,7 +292,7 @@ impl Source for MySqlSource {
             if let Some(r) = self.out.pop_front() {
                 return Ok(Some(r));
             }
-            if let Some(chunk) = &self.pending {
+            if let Some(chunk) = self.pending.front() {
                 let record = match (self.binlog.as_mut(), chunk.at.clone()) {
                     (Some(binlog), Some(at)) => binlog.next_before(&at).await?,
                     _ => None,
@@ -256,7 +307,7 @@ impl Source for MySqlSource {
                 continue;
             }
             if !self.progress.is_done() {
-                self.read_next_chunk().await?;
+                self.read_round().await?;
                 continue;
             }
             let Some(binlog) = self.binlog.as_mut() else {

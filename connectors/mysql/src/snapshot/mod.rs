@@ -89,26 +89,122 @@ impl TablePlan {
         })
     }
 
-    fn sql(&self, after: Option<&[Value]>, limit: usize) -> (String, Vec<mysql_async::Value>) {
-        let cols: Vec<String> = self.schema.columns.iter().map(|c| quote(&c.name)).collect();
-        let table = format!(
+    fn table(&self) -> String {
+        format!(
             "{}.{}",
             quote(&self.schema.table.database),
             quote(&self.schema.table.table)
-        );
-        let mut sql = format!("SELECT {} FROM {table}", cols.join(", "));
+        )
+    }
+
+    fn key_list(&self) -> String {
+        let key: Vec<String> = self
+            .key
+            .iter()
+            .map(|&i| quote(&self.schema.columns[i].name))
+            .collect();
+        key.join(", ")
+    }
+
+    /// `WHERE (k…) > (after) AND (k…) <= (upto)` with its parameters.
+    fn range(&self, range: &KeyRange) -> (String, Vec<mysql_async::Value>) {
+        let marks = vec!["?"; self.key.len()].join(", ");
+        let mut conds = Vec::new();
+        let mut params = Vec::new();
+        if let Some(after) = &range.after {
+            conds.push(format!("({}) > ({marks})", self.key_list()));
+            params.extend(after.iter().cloned());
+        }
+        if let Some(upto) = &range.upto {
+            conds.push(format!("({}) <= ({marks})", self.key_list()));
+            params.extend(upto.iter().cloned());
+        }
+        let clause = if conds.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conds.join(" AND "))
+        };
+        (clause, params)
+    }
+
+    /// The query of one chunk: a key range in key order, at most `limit`
+    /// rows when the range is open-ended.
+    fn sql(&self, range: &KeyRange, limit: usize) -> (String, Vec<mysql_async::Value>) {
+        let cols: Vec<String> = self.schema.columns.iter().map(|c| quote(&c.name)).collect();
+        let mut sql = format!("SELECT {} FROM {}", cols.join(", "), self.table());
         if self.key.is_empty() {
             return (sql, Vec::new());
         }
-        let key: Vec<String> = self.key.iter().map(|&i| cols[i].clone()).collect();
-        let mut params = Vec::new();
-        if let Some(after) = after {
-            let marks = vec!["?"; key.len()].join(", ");
-            sql.push_str(&format!(" WHERE ({}) > ({marks})", key.join(", ")));
-            params = after.iter().map(values::to_param).collect();
+        let (clause, params) = self.range(range);
+        sql.push_str(&clause);
+        sql.push_str(&format!(" ORDER BY {}", self.key_list()));
+        if range.upto.is_none() {
+            sql.push_str(&format!(" LIMIT {limit}"));
         }
-        sql.push_str(&format!(" ORDER BY {} LIMIT {limit}", key.join(", ")));
         (sql, params)
+    }
+
+    /// Splits the keys after `after` into up to `n` ranges of about `rows`
+    /// rows each by index-only probes of the key; the last range is open.
+    pub(crate) async fn split(
+        &self,
+        conn: &mut Conn,
+        after: Option<&[Value]>,
+        rows: usize,
+        n: usize,
+    ) -> Result<Vec<KeyRange>> {
+        let mut lo: Option<Vec<mysql_async::Value>> =
+            after.map(|a| a.iter().map(values::to_param).collect());
+        let mut ranges = Vec::new();
+        while !self.key.is_empty() && ranges.len() + 1 < n {
+            let (clause, params) = self.range(&KeyRange {
+                after: lo.clone(),
+                upto: None,
+            });
+            let sql = format!(
+                "SELECT {k} FROM {t}{clause} ORDER BY {k} LIMIT 1 OFFSET {off}",
+                k = self.key_list(),
+                t = self.table(),
+                off = rows.saturating_sub(1)
+            );
+            let row: Option<mysql_async::Row> = conn
+                .exec_first(&sql, params)
+                .await
+                .map_err(|e| map_err("splitting a table into chunks", e))?;
+            let Some(row) = row else { break };
+            let hi: Vec<mysql_async::Value> = row.unwrap();
+            ranges.push(KeyRange {
+                after: lo.take(),
+                upto: Some(hi.clone()),
+            });
+            lo = Some(hi);
+        }
+        ranges.push(KeyRange {
+            after: lo,
+            upto: None,
+        });
+        Ok(ranges)
+    }
+}
+
+/// Keys in `(after, upto]` (either bound may be open), as query parameters.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct KeyRange {
+    after: Option<Vec<mysql_async::Value>>,
+    upto: Option<Vec<mysql_async::Value>>,
+}
+
+impl KeyRange {
+    /// All keys after `after` (all keys if None).
+    pub(crate) fn starting_after(after: Option<&[Value]>) -> KeyRange {
+        KeyRange {
+            after: after.map(|a| a.iter().map(values::to_param).collect()),
+            upto: None,
+        }
+    }
+
+    pub(crate) fn is_last(&self) -> bool {
+        self.upto.is_none()
     }
 }
 
@@ -245,11 +341,11 @@ pub(crate) async fn begin_snapshot(
     }
 }
 
-/// Reads the chunk after `after` of `plan` in the open transaction.
+/// Reads one chunk of `plan` in the open transaction.
 pub(crate) async fn read_chunk(
     conn: &mut Conn,
     plan: &TablePlan,
-    after: Option<&[Value]>,
+    range: &KeyRange,
     limit: usize,
     at: Option<BinlogFilePos>,
     zero: ZeroDates,
@@ -263,7 +359,7 @@ pub(crate) async fn read_chunk(
     if limit != usize::MAX {
         flow.before_rows(limit).await;
     }
-    let (sql, params) = plan.sql(after, limit);
+    let (sql, params) = plan.sql(range, limit);
     let rows: Vec<mysql_async::Row> = conn
         .exec(&sql, params)
         .await
@@ -295,7 +391,7 @@ pub(crate) async fn read_chunk(
             .map(|r| plan.key.iter().map(|&i| r[i].clone()).collect()),
     };
     Ok(Chunk {
-        table_done: batch.len() < limit,
+        table_done: range.is_last() && batch.len() < limit,
         batch,
         at,
         last_key,
