@@ -360,27 +360,28 @@ pub(crate) async fn read_chunk(
         flow.before_rows(limit).await;
     }
     let (sql, params) = plan.sql(range, limit);
-    let rows: Vec<mysql_async::Row> = conn
-        .exec(&sql, params)
-        .await
-        .map_err(|e| map_err(format!("snapshot query on {}", plan.schema.table), e))?;
-    let mut b = ChangeBatchBuilder::with_capacity(plan.schema.clone(), rows.len());
+    let mut b = ChangeBatchBuilder::with_capacity(plan.schema.clone(), limit.min(65_536));
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64);
     b.begin_txn(at.clone().map(SourcePosition::FilePos), now);
     let mut bytes = 0u64;
-    for row in &rows {
-        b.begin_row(Op::Read)?;
-        for (i, c) in plan.schema.columns.iter().enumerate() {
-            let v = row.as_ref(i).unwrap_or(&mysql_async::Value::NULL);
-            bytes += value_len(v);
-            values::push_cell(b.after(), &c.data_type, v, c.nullable, zero).map_err(|e| {
-                e.with_context("table", &plan.schema.table)
-                    .with_context("column", &c.name)
-            })?;
-        }
-        b.end_row()?;
+    // Rows stream from the server straight into the batch.
+    let mut first_error = None;
+    let query_error = |e| map_err(format!("snapshot query on {}", plan.schema.table), e);
+    let mut result = conn.exec_iter(&sql, params).await.map_err(query_error)?;
+    result
+        .for_each(|row| {
+            if first_error.is_none()
+                && let Err(e) = push_row(&mut b, plan, &row, zero, &mut bytes)
+            {
+                first_error = Some(e);
+            }
+        })
+        .await
+        .map_err(query_error)?;
+    if let Some(e) = first_error {
+        return Err(e);
     }
     flow.after_bytes(bytes).await;
     let batch = b.finish()?;
@@ -396,6 +397,24 @@ pub(crate) async fn read_chunk(
         at,
         last_key,
     })
+}
+
+fn push_row(
+    b: &mut ChangeBatchBuilder,
+    plan: &TablePlan,
+    row: &mysql_async::Row,
+    zero: ZeroDates,
+    bytes: &mut u64,
+) -> Result<()> {
+    b.begin_row(Op::Read)?;
+    for (i, c) in plan.schema.columns.iter().enumerate() {
+        let v = row.as_ref(i).unwrap_or(&mysql_async::Value::NULL);
+        *bytes += value_len(v);
+        values::push_cell(b.after(), &c.data_type, v, c.nullable, zero).map_err(|e| {
+            e.with_context("table", &plan.schema.table).with_context("column", &c.name)
+        })?;
+    }
+    b.end_row()
 }
 
 fn value_len(v: &mysql_async::Value) -> u64 {

@@ -1,6 +1,8 @@
-//! Binlog decode throughput against `mariadb-binlog -v` on the same binlog
-//! range, both reading from the dev MariaDB over the wire (release build):
-//!   dev/services up mariadb && cargo bench -p tributary-mysql --bench binlog_decode
+//! MySQL source throughput against peers measured in the same run, all over
+//! the wire from the dev MariaDB (release build):
+//! - binlog decode vs `mariadb-binlog -v` on the same binlog range;
+//! - snapshot reads vs `mariadb --quick -e 'SELECT *'` on the same table.
+//!   dev/services up mariadb && cargo bench -p tributary-mysql --bench mysql_source
 //! ROWS (default 1_000_000) sets the row count; rows are 6 columns written by
 //! 1000-row INSERTs.
 
@@ -10,7 +12,7 @@ use std::time::{Duration, Instant};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts};
 use tributary_core::{BinlogFilePos, Source, SourcePosition, SourceRecord};
-use tributary_mysql::{BinlogReader, MySqlSourceConfig, StartMode};
+use tributary_mysql::{BinlogReader, MySqlSource, MySqlSourceConfig, SnapshotMode, StartMode};
 use tributary_testkit::{DevServices, unique_name};
 
 async fn master_status(conn: &mut Conn) -> (String, u64) {
@@ -124,6 +126,64 @@ async fn main() {
     println!(
         "  ratio tributary / mariadb-binlog -v:  {:.2}",
         verbose.as_secs_f64() / ours.as_secs_f64()
+    );
+
+    // Snapshot: the whole table through MySqlSource, alone and with the stream.
+    let snapshot = |mode: SnapshotMode| {
+        let mut c = MySqlSourceConfig::new(m.host.clone(), m.port, m.user.clone());
+        c.tables.include = vec![format!("{db}.*")];
+        c.snapshot.mode = mode;
+        c
+    };
+    let mut timings = Vec::new();
+    for mode in [SnapshotMode::Only, SnapshotMode::Initial] {
+        let mut source = MySqlSource::start(snapshot(mode), None).await.unwrap();
+        let t = Instant::now();
+        let mut seen = 0;
+        while seen < rows {
+            if let Some(SourceRecord::Changes(b)) = source.next().await.unwrap() {
+                seen += b.len();
+            }
+        }
+        timings.push(t.elapsed());
+    }
+    let t = Instant::now();
+    let port = m.port.to_string();
+    let status = Command::new("mariadb")
+        .args([
+            "--no-defaults",
+            "-h",
+            &m.host,
+            "-P",
+            &port,
+            "-u",
+            &m.user,
+            "--quick",
+            "--batch",
+            "-e",
+        ])
+        .arg(format!("SELECT * FROM {db}.t"))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let client = t.elapsed();
+    println!("snapshot, the same {rows} rows:");
+    println!(
+        "  tributary snapshot-only (1 connection):      {:.2}M rows/s",
+        rate(timings[0])
+    );
+    println!(
+        "  tributary snapshot + stream (2 connections): {:.2}M rows/s",
+        rate(timings[1])
+    );
+    println!(
+        "  mariadb --quick SELECT * (peer):             {:.2}M rows/s",
+        rate(client)
+    );
+    println!(
+        "  ratio tributary (2 connections) / client:    {:.2}",
+        client.as_secs_f64() / timings[1].as_secs_f64()
     );
     conn.query_drop(format!("DROP DATABASE {db}"))
         .await
