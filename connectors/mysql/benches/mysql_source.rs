@@ -2,7 +2,8 @@
 //! the wire from the dev MariaDB (release build):
 //! - binlog decode vs `mariadb-binlog -v` on the same binlog range;
 //! - snapshot reads vs `mariadb --quick -e 'SELECT *'` on the same table.
-//!   dev/services up mariadb && cargo bench -p tributary-mysql --bench mysql_source
+//!
+//! Run: `dev/services up mariadb && cargo bench -p tributary-mysql --bench mysql_source`.
 //! ROWS (default 1_000_000) sets the row count; rows are 6 columns written by
 //! 1000-row INSERTs.
 
