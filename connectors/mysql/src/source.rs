@@ -148,10 +148,9 @@ impl MySqlSource {
                 Some(b) => b.adopt_schema(schema),
                 None => Arc::new(schema),
             };
-            self.plans.insert(
-                table.clone(),
-                TablePlan::new(schema, &self.config.snapshot)?,
-            );
+            let mut plan = TablePlan::new(schema, &self.config.snapshot)?;
+            plan.detect_dense_key(&mut self.conns[0]).await?;
+            self.plans.insert(table.clone(), plan);
         }
         Ok(table)
     }

@@ -58,6 +58,23 @@ pub(crate) struct TablePlan {
     pub schema: Arc<TableSchema>,
     /// Keyset columns (primary key or configured key); empty: one full-scan chunk.
     key: Vec<usize>,
+    /// Smallest key, when the key is one integer column whose values are
+    /// dense: chunks are then split arithmetically, without probing the index.
+    dense_min: Option<i128>,
+}
+
+/// Whether `rows` (the server's estimate) fill at least 80 % of `min..=max`.
+fn is_dense(rows: u64, min: i128, max: i128) -> bool {
+    let span = max - min + 1;
+    span > 0 && (rows as i128) * 5 >= span * 4
+}
+
+fn as_i128(v: &mysql_async::Value) -> Option<i128> {
+    match v {
+        mysql_async::Value::Int(i) => Some((*i).into()),
+        mysql_async::Value::UInt(u) => Some((*u).into()),
+        _ => None,
+    }
 }
 
 impl TablePlan {
@@ -86,7 +103,55 @@ impl TablePlan {
         Ok(TablePlan {
             key: if sortable { key } else { Vec::new() },
             schema,
+            dense_min: None,
         })
+    }
+
+    /// Checks once whether a single integer key is dense enough to split
+    /// arithmetically (MIN/MAX read the index ends; the row count is the
+    /// server's estimate).
+    pub(crate) async fn detect_dense_key(&mut self, conn: &mut Conn) -> Result<()> {
+        let [k] = self.key[..] else { return Ok(()) };
+        let integer = matches!(
+            self.schema.columns[k].data_type,
+            tributary_core::ColumnType::Int8
+                | tributary_core::ColumnType::Int16
+                | tributary_core::ColumnType::Int24
+                | tributary_core::ColumnType::Int32
+                | tributary_core::ColumnType::Int64
+                | tributary_core::ColumnType::UInt8
+                | tributary_core::ColumnType::UInt16
+                | tributary_core::ColumnType::UInt24
+                | tributary_core::ColumnType::UInt32
+                | tributary_core::ColumnType::UInt64
+        );
+        if !integer {
+            return Ok(());
+        }
+        let ends = format!(
+            "SELECT MIN({k}), MAX({k}) FROM {t}",
+            k = self.key_list(),
+            t = self.table()
+        );
+        let row: Option<(mysql_async::Value, mysql_async::Value)> =
+            conn.query_first(&ends)
+                .await
+                .map_err(|e| map_err("reading key bounds", e))?;
+        let rows: Option<u64> = conn
+            .exec_first(
+                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (&self.schema.table.database, &self.schema.table.table),
+            )
+            .await
+            .map_err(|e| map_err("reading the row estimate", e))?
+            .flatten();
+        if let (Some((min, max)), Some(rows)) = (row, rows)
+            && let (Some(min), Some(max)) = (as_i128(&min), as_i128(&max))
+            && is_dense(rows, min, max)
+        {
+            self.dense_min = Some(min);
+        }
+        Ok(())
     }
 
     fn table(&self) -> String {
@@ -156,6 +221,22 @@ impl TablePlan {
         let mut lo: Option<Vec<mysql_async::Value>> =
             after.map(|a| a.iter().map(values::to_param).collect());
         let mut ranges = Vec::new();
+        if let Some(min) = self.dense_min {
+            // Dense integer key: equal-width ranges from the last key.
+            let mut lo_key = lo.as_ref().and_then(|l| as_i128(&l[0])).unwrap_or(min - 1);
+            for _ in 1..n {
+                let hi = lo_key + rows as i128;
+                let hi_param = i64::try_from(hi)
+                    .map(mysql_async::Value::Int)
+                    .unwrap_or(mysql_async::Value::UInt(hi as u64));
+                ranges.push(KeyRange {
+                    after: lo.take(),
+                    upto: Some(vec![hi_param.clone()]),
+                });
+                lo = Some(vec![hi_param]);
+                lo_key = hi;
+            }
+        }
         while !self.key.is_empty() && ranges.len() + 1 < n {
             let (clause, params) = self.range(&KeyRange {
                 after: lo.clone(),
@@ -411,7 +492,8 @@ fn push_row(
         let v = row.as_ref(i).unwrap_or(&mysql_async::Value::NULL);
         *bytes += value_len(v);
         values::push_cell(b.after(), &c.data_type, v, c.nullable, zero).map_err(|e| {
-            e.with_context("table", &plan.schema.table).with_context("column", &c.name)
+            e.with_context("table", &plan.schema.table)
+                .with_context("column", &c.name)
         })?;
     }
     b.end_row()
@@ -422,5 +504,19 @@ fn value_len(v: &mysql_async::Value) -> u64 {
         mysql_async::Value::Bytes(b) => b.len() as u64,
         mysql_async::Value::NULL => 1,
         _ => 8,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_dense;
+
+    #[test]
+    fn density_needs_four_fifths_of_the_key_span() {
+        assert!(is_dense(1000, 1, 1000));
+        assert!(is_dense(800, 1, 1000));
+        assert!(!is_dense(799, 1, 1000));
+        assert!(!is_dense(10, 0, i64::MAX as i128));
+        assert!(!is_dense(5, 10, 1));
     }
 }
