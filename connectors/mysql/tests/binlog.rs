@@ -520,3 +520,46 @@ async fn excluded_tables_never_reach_the_output() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn an_earliest_start_reads_from_the_oldest_binlog_and_renames_are_reported() {
+    let mut db = database().await;
+    let table = format!("{}.old_name", db.name);
+    db.conn
+        .query_drop(format!(
+            "CREATE TABLE {table} (id INT PRIMARY KEY, v VARCHAR(10))"
+        ))
+        .await
+        .unwrap();
+    insert_each(&mut db.conn, &table, 0..3).await;
+    db.conn
+        .query_drop(format!("RENAME TABLE {table} TO {}.new_name", db.name))
+        .await
+        .unwrap();
+    insert_each(&mut db.conn, &format!("{}.new_name", db.name), 3..4).await;
+    db.config.start = StartMode::Earliest;
+    let mut reader = BinlogReader::start(db.config.clone(), None).await.unwrap();
+    let records = read_until(&mut reader, |r| ids(r).len() >= 4).await;
+    assert_eq!(ids(&records), [0, 1, 2, 3]);
+    let changes: Vec<String> = records
+        .iter()
+        .filter_map(|r| match r {
+            SourceRecord::SchemaChange(c) => Some(format!("{:?} {}", c.kind, c.table.table)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(changes[0], "Create old_name");
+    assert!(
+        changes[1].starts_with("Rename") && changes[1].ends_with("new_name"),
+        "{changes:?}"
+    );
+    let tables: Vec<String> = events(&records)
+        .iter()
+        .map(|e| e.table.table.clone())
+        .collect();
+    assert_eq!(tables, ["old_name", "old_name", "old_name", "new_name"]);
+    db.conn
+        .query_drop(format!("DROP DATABASE {}", db.name))
+        .await
+        .unwrap();
+}

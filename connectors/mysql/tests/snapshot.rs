@@ -441,6 +441,23 @@ async fn composite_keys_and_keyless_tables_are_read_exactly_once() {
         .query_drop(format!("INSERT INTO {bare} VALUES {}", rows.join(",")))
         .await
         .unwrap();
+    // A keyless table with a configured unique key is chunked by that key.
+    let keyed = format!("{}.keyed", db.name);
+    db.conn
+        .query_drop(format!(
+            "CREATE TABLE {keyed} (u INT NOT NULL, UNIQUE KEY (u), w INT)"
+        ))
+        .await
+        .unwrap();
+    let rows: Vec<String> = (0..100).map(|i| format!("({i}, {i})")).collect();
+    db.conn
+        .query_drop(format!("INSERT INTO {keyed} VALUES {}", rows.join(",")))
+        .await
+        .unwrap();
+    db.config
+        .snapshot
+        .key_columns
+        .insert(keyed.clone(), vec!["u".into()]);
     db.config.snapshot.chunk_rows = 37;
     db.config.snapshot.mode = SnapshotMode::Only;
     let mut source = MySqlSource::start(db.config.clone(), None).await.unwrap();
@@ -468,6 +485,14 @@ async fn composite_keys_and_keyless_tables_are_read_exactly_once() {
         })
         .collect();
     assert_eq!(bare_rows, 300, "a keyless table is one full-scan chunk");
+    let keyed_batches: Vec<usize> = records
+        .iter()
+        .filter_map(|r| match r {
+            SourceRecord::Changes(b) if b.schema().table.table == "keyed" => Some(b.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(keyed_batches, [37, 37, 26], "chunked by the configured key");
     assert_eq!(comp_keys.len(), 500);
     let n = comp_keys.len();
     comp_keys.dedup();
