@@ -20,10 +20,7 @@ use common::{
 async fn every_column_type_decodes_exactly_from_the_binlog() {
     let mut db = database().await;
     let table = format!("{}.types", db.name);
-    db.conn
-        .query_drop(format!("CREATE TABLE {table} ({TYPES_DDL})"))
-        .await
-        .unwrap();
+    db.sql(format!("CREATE TABLE {table} ({TYPES_DDL})")).await;
     db.config.start = StartMode::Latest;
     let mut reader = BinlogReader::start(db.config.clone(), None).await.unwrap();
 
@@ -32,34 +29,22 @@ async fn every_column_type_decodes_exactly_from_the_binlog() {
     let nulls: Vec<Value> = std::iter::once(Value::Int32(3))
         .chain(std::iter::repeat_n(Value::Null, max.len() - 1))
         .collect();
-    db.conn
-        .query_drop(format!(
-            "INSERT INTO {table} VALUES {max_sql}, {min_sql}, (3{})",
-            ", NULL".repeat(max.len() - 1)
-        ))
-        .await
-        .unwrap();
+    db.sql(format!(
+        "INSERT INTO {table} VALUES {max_sql}, {min_sql}, (3{})",
+        ", NULL".repeat(max.len() - 1)
+    ))
+    .await;
     // Zero dates need a permissive sql_mode; the default policy maps them to NULL.
-    db.conn
-        .query_drop("SET SESSION sql_mode = ''")
-        .await
-        .unwrap();
-    db.conn
-        .query_drop(format!(
-            "INSERT INTO {table} (id, dt, dtm) VALUES (4, '0000-00-00', '2020-00-10 00:00:00')"
-        ))
-        .await
-        .unwrap();
-    db.conn
-        .query_drop(format!(
-            "UPDATE {table} SET i = 42, vc = 'updated' WHERE id = 1"
-        ))
-        .await
-        .unwrap();
-    db.conn
-        .query_drop(format!("DELETE FROM {table} WHERE id = 2"))
-        .await
-        .unwrap();
+    db.sql("SET SESSION sql_mode = ''").await;
+    db.sql(format!(
+        "INSERT INTO {table} (id, dt, dtm) VALUES (4, '0000-00-00', '2020-00-10 00:00:00')"
+    ))
+    .await;
+    db.sql(format!(
+        "UPDATE {table} SET i = 42, vc = 'updated' WHERE id = 1"
+    ))
+    .await;
+    db.sql(format!("DELETE FROM {table} WHERE id = 2")).await;
 
     let records = read_until(&mut reader, |r| {
         count_events(r) >= 6 && matches!(r.last(), Some(SourceRecord::Checkpoint(_)))
@@ -145,10 +130,7 @@ async fn every_column_type_decodes_exactly_from_the_binlog() {
         "{:?}",
         positions[0]
     );
-    db.conn
-        .query_drop(format!("DROP DATABASE {}", db.name))
-        .await
-        .unwrap();
+    db.drop().await;
 }
 
 /// Runs `n` single-row transactions on `table` with ids from `start`.
@@ -174,12 +156,10 @@ fn ids(records: &[SourceRecord]) -> Vec<i32> {
 async fn resume_from_gtid_and_file_checkpoints_loses_and_repeats_nothing() {
     let mut db = database().await;
     let table = format!("{}.kv", db.name);
-    db.conn
-        .query_drop(format!(
-            "CREATE TABLE {table} (id INT PRIMARY KEY, v VARCHAR(10))"
-        ))
-        .await
-        .unwrap();
+    db.sql(format!(
+        "CREATE TABLE {table} (id INT PRIMARY KEY, v VARCHAR(10))"
+    ))
+    .await;
     db.config.start = StartMode::Latest;
     db.config.max_batch_rows = 1; // a checkpoint after every transaction
     let mut reader = BinlogReader::start(db.config.clone(), None).await.unwrap();
@@ -227,10 +207,7 @@ async fn resume_from_gtid_and_file_checkpoints_loses_and_repeats_nothing() {
         (0..15).collect::<Vec<_>>(),
         "no loss, no repeat (file resume)"
     );
-    db.conn
-        .query_drop(format!("DROP DATABASE {}", db.name))
-        .await
-        .unwrap();
+    db.drop().await;
 }
 
 #[tokio::test]
@@ -239,32 +216,17 @@ async fn ddl_mid_stream_produces_schema_changes_and_new_rows_use_the_new_schema(
     let table = format!("{}.evolving", db.name);
     db.config.start = StartMode::Latest;
     let mut reader = BinlogReader::start(db.config.clone(), None).await.unwrap();
-    db.conn
-        .query_drop(format!("CREATE TABLE {table} (id INT PRIMARY KEY, n INT)"))
-        .await
-        .unwrap();
-    db.conn
-        .query_drop(format!("INSERT INTO {table} VALUES (1, 10)"))
-        .await
-        .unwrap();
-    db.conn
-        .query_drop(format!(
-            "ALTER TABLE {table} ADD COLUMN note VARCHAR(20), MODIFY n BIGINT"
-        ))
-        .await
-        .unwrap();
-    db.conn
-        .query_drop(format!("INSERT INTO {table} VALUES (2, 20, 'hi')"))
-        .await
-        .unwrap();
-    db.conn
-        .query_drop(format!("TRUNCATE TABLE {table}"))
-        .await
-        .unwrap();
-    db.conn
-        .query_drop(format!("DROP TABLE {table}"))
-        .await
-        .unwrap();
+    db.sql(format!("CREATE TABLE {table} (id INT PRIMARY KEY, n INT)"))
+        .await;
+    db.sql(format!("INSERT INTO {table} VALUES (1, 10)")).await;
+    db.sql(format!(
+        "ALTER TABLE {table} ADD COLUMN note VARCHAR(20), MODIFY n BIGINT"
+    ))
+    .await;
+    db.sql(format!("INSERT INTO {table} VALUES (2, 20, 'hi')"))
+        .await;
+    db.sql(format!("TRUNCATE TABLE {table}")).await;
+    db.sql(format!("DROP TABLE {table}")).await;
     let records = read_until(&mut reader, |r| {
         r.iter()
             .any(|x| matches!(x, SourceRecord::SchemaChange(c) if c.kind == SchemaChangeKind::Drop))
@@ -315,10 +277,7 @@ async fn ddl_mid_stream_produces_schema_changes_and_new_rows_use_the_new_schema(
         .collect();
     assert_eq!(order[0], format!("Create {table}"));
     assert_eq!(order[2], format!("Alter {table}"));
-    db.conn
-        .query_drop(format!("DROP DATABASE {}", db.name))
-        .await
-        .unwrap();
+    db.drop().await;
 }
 
 #[tokio::test]
@@ -348,12 +307,10 @@ async fn an_idle_server_still_moves_the_checkpoint_watermark() {
 async fn resuming_from_a_purged_binlog_is_position_lost() {
     let mut db = database().await;
     let table = format!("{}.kv", db.name);
-    db.conn
-        .query_drop(format!(
-            "CREATE TABLE {table} (id INT PRIMARY KEY, v VARCHAR(10))"
-        ))
-        .await
-        .unwrap();
+    db.sql(format!(
+        "CREATE TABLE {table} (id INT PRIMARY KEY, v VARCHAR(10))"
+    ))
+    .await;
     db.config.start = StartMode::Latest;
     db.config.max_batch_rows = 1;
     let mut reader = BinlogReader::start(db.config.clone(), None).await.unwrap();
@@ -361,7 +318,7 @@ async fn resuming_from_a_purged_binlog_is_position_lost() {
     let records = read_until(&mut reader, |r| ids(r).len() >= 2).await;
     let cp = last_checkpoint(&records).unwrap();
     reader.close().await.unwrap();
-    db.conn.query_drop("FLUSH BINARY LOGS").await.unwrap();
+    db.sql("FLUSH BINARY LOGS").await;
     let newest: String = db
         .conn
         .query_first("SHOW MASTER STATUS")
@@ -373,10 +330,7 @@ async fn resuming_from_a_purged_binlog_is_position_lost() {
     // closed reader ends at its next heartbeat. Purge until the old files are gone.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        db.conn
-            .query_drop(format!("PURGE BINARY LOGS TO '{newest}'"))
-            .await
-            .unwrap();
+        db.sql(format!("PURGE BINARY LOGS TO '{newest}'")).await;
         let logs: Vec<(String, u64)> = db.conn.query("SHOW BINARY LOGS").await.unwrap();
         if logs.len() == 1 {
             break;
@@ -413,10 +367,7 @@ async fn resuming_from_a_purged_binlog_is_position_lost() {
             "says what the server still has: {text}"
         );
     }
-    db.conn
-        .query_drop(format!("DROP DATABASE {}", db.name))
-        .await
-        .unwrap();
+    db.drop().await;
 }
 
 #[tokio::test]
@@ -442,12 +393,10 @@ async fn a_binlog_file_that_never_existed_is_position_lost() {
 async fn a_timestamp_start_begins_at_the_first_transaction_at_or_after_it() {
     let mut db = database().await;
     let table = format!("{}.kv", db.name);
-    db.conn
-        .query_drop(format!(
-            "CREATE TABLE {table} (id INT PRIMARY KEY, v VARCHAR(10))"
-        ))
-        .await
-        .unwrap();
+    db.sql(format!(
+        "CREATE TABLE {table} (id INT PRIMARY KEY, v VARCHAR(10))"
+    ))
+    .await;
     insert_each(&mut db.conn, &table, 1..2).await;
     // Binlog timestamps have whole seconds: wait (polling the server clock)
     // until the second after the first insert's.
@@ -486,10 +435,7 @@ async fn a_timestamp_start_begins_at_the_first_transaction_at_or_after_it() {
         [2, 3],
         "starts after the earlier transaction"
     );
-    db.conn
-        .query_drop(format!("DROP DATABASE {}", db.name))
-        .await
-        .unwrap();
+    db.drop().await;
 }
 
 #[tokio::test]
@@ -497,12 +443,10 @@ async fn excluded_tables_never_reach_the_output() {
     let mut db = database().await;
     let (kept, dropped) = (format!("{}.kept", db.name), format!("{}.skipped", db.name));
     for t in [&kept, &dropped] {
-        db.conn
-            .query_drop(format!(
-                "CREATE TABLE {t} (id INT PRIMARY KEY, v VARCHAR(10))"
-            ))
-            .await
-            .unwrap();
+        db.sql(format!(
+            "CREATE TABLE {t} (id INT PRIMARY KEY, v VARCHAR(10))"
+        ))
+        .await;
     }
     db.config.tables.exclude = vec![format!("{}.skip*", db.name)];
     db.config.start = StartMode::Latest;
@@ -515,27 +459,20 @@ async fn excluded_tables_never_reach_the_output() {
         .map(|e| e.table.table.clone())
         .collect();
     assert_eq!(tables, ["kept", "kept"], "{:?}", summary(&records));
-    db.conn
-        .query_drop(format!("DROP DATABASE {}", db.name))
-        .await
-        .unwrap();
+    db.drop().await;
 }
 
 #[tokio::test]
 async fn an_earliest_start_reads_from_the_oldest_binlog_and_renames_are_reported() {
     let mut db = database().await;
     let table = format!("{}.old_name", db.name);
-    db.conn
-        .query_drop(format!(
-            "CREATE TABLE {table} (id INT PRIMARY KEY, v VARCHAR(10))"
-        ))
-        .await
-        .unwrap();
+    db.sql(format!(
+        "CREATE TABLE {table} (id INT PRIMARY KEY, v VARCHAR(10))"
+    ))
+    .await;
     insert_each(&mut db.conn, &table, 0..3).await;
-    db.conn
-        .query_drop(format!("RENAME TABLE {table} TO {}.new_name", db.name))
-        .await
-        .unwrap();
+    db.sql(format!("RENAME TABLE {table} TO {}.new_name", db.name))
+        .await;
     insert_each(&mut db.conn, &format!("{}.new_name", db.name), 3..4).await;
     db.config.start = StartMode::Earliest;
     let mut reader = BinlogReader::start(db.config.clone(), None).await.unwrap();
@@ -558,8 +495,5 @@ async fn an_earliest_start_reads_from_the_oldest_binlog_and_renames_are_reported
         .map(|e| e.table.table.clone())
         .collect();
     assert_eq!(tables, ["old_name", "old_name", "old_name", "new_name"]);
-    db.conn
-        .query_drop(format!("DROP DATABASE {}", db.name))
-        .await
-        .unwrap();
+    db.drop().await;
 }

@@ -156,19 +156,15 @@ fn assert_stream_order(records: &[SourceRecord], seed: u64) {
 async fn snapshot_under_writes(seed: u64) {
     let mut db = database().await;
     let table = format!("{}.kv", db.name);
-    db.conn
-        .query_drop(format!(
-            "CREATE TABLE {table} (id INT PRIMARY KEY, v INT, s VARCHAR(20))"
-        ))
-        .await
-        .unwrap();
+    db.sql(format!(
+        "CREATE TABLE {table} (id INT PRIMARY KEY, v INT, s VARCHAR(20))"
+    ))
+    .await;
     let values: Vec<String> = (0..4000)
         .map(|i| format!("({}, {i}, 'init-{i}')", i * 2))
         .collect();
-    db.conn
-        .query_drop(format!("INSERT INTO {table} VALUES {}", values.join(",")))
-        .await
-        .unwrap();
+    db.sql(format!("INSERT INTO {table} VALUES {}", values.join(",")))
+        .await;
     db.config.snapshot.chunk_rows = 53;
     let mut source = MySqlSource::start(db.config.clone(), None).await.unwrap();
 
@@ -260,10 +256,7 @@ async fn snapshot_under_writes(seed: u64) {
             keys.iter().map(|k| actual.get(k)).collect::<Vec<_>>()
         );
     }
-    db.conn
-        .query_drop(format!("DROP DATABASE {}", db.name))
-        .await
-        .unwrap();
+    db.drop().await;
 }
 
 #[tokio::test]
@@ -291,16 +284,11 @@ async fn snapshot_plus_stream_equals_the_table_under_concurrent_writes_seed_5() 
 async fn snapshot_and_binlog_decode_every_type_alike() {
     let mut db = database().await;
     let table = format!("{}.types", db.name);
-    db.conn
-        .query_drop(format!("CREATE TABLE {table} ({TYPES_DDL})"))
-        .await
-        .unwrap();
+    db.sql(format!("CREATE TABLE {table} ({TYPES_DDL})")).await;
     let (max_sql, max) = max_row();
     let (min_sql, min) = min_row();
-    db.conn
-        .query_drop(format!("INSERT INTO {table} VALUES {max_sql}, {min_sql}"))
-        .await
-        .unwrap();
+    db.sql(format!("INSERT INTO {table} VALUES {max_sql}, {min_sql}"))
+        .await;
     let mut source = MySqlSource::start(db.config.clone(), None).await.unwrap();
     let snap = read_until(&mut source, |r| {
         matches!(r.last(), Some(SourceRecord::Checkpoint(cp)) if !cp.properties.contains_key("mysql.snapshot"))
@@ -312,7 +300,7 @@ async fn snapshot_and_binlog_decode_every_type_alike() {
     assert_eq!(reads[1].after.as_ref().unwrap(), &min);
 
     // The same row through the binlog decodes to the same values and schema.
-    db.conn.query_drop(format!("INSERT INTO {table} SELECT 5, t, tu, s, su, m, mu, i, iu, b, bu, f, d, dec1, dec2, dec3, c, vc, tx, bn, vb, bl, dt, tm, tm6, dtm, dtm3, ts, y, b1, b64, e, st, j, l1 FROM {table} WHERE id = 1")).await.unwrap();
+    db.sql(format!("INSERT INTO {table} SELECT 5, t, tu, s, su, m, mu, i, iu, b, bu, f, d, dec1, dec2, dec3, c, vc, tx, bn, vb, bl, dt, tm, tm6, dtm, dtm3, ts, y, b1, b64, e, st, j, l1 FROM {table} WHERE id = 1")).await;
     let streamed = read_until(&mut source, |r| !events(r).is_empty()).await;
     let diffs: Vec<_> = streamed
         .iter()
@@ -333,27 +321,20 @@ async fn snapshot_and_binlog_decode_every_type_alike() {
     let ev = &events(&streamed)[0];
     assert_eq!(ev.after.as_ref().unwrap(), &expect);
     assert_eq!(ev.schema_version, reads[0].schema_version);
-    db.conn
-        .query_drop(format!("DROP DATABASE {}", db.name))
-        .await
-        .unwrap();
+    db.drop().await;
 }
 
 #[tokio::test]
 async fn a_killed_snapshot_resumes_at_its_next_chunk() {
     let mut db = database().await;
     let table = format!("{}.kv", db.name);
-    db.conn
-        .query_drop(format!(
-            "CREATE TABLE {table} (id INT PRIMARY KEY, v INT, s VARCHAR(20))"
-        ))
-        .await
-        .unwrap();
+    db.sql(format!(
+        "CREATE TABLE {table} (id INT PRIMARY KEY, v INT, s VARCHAR(20))"
+    ))
+    .await;
     let values: Vec<String> = (0..3000).map(|i| format!("({i}, {i}, 's{i}')")).collect();
-    db.conn
-        .query_drop(format!("INSERT INTO {table} VALUES {}", values.join(",")))
-        .await
-        .unwrap();
+    db.sql(format!("INSERT INTO {table} VALUES {}", values.join(",")))
+        .await;
     db.config.snapshot.chunk_rows = 200;
     db.config.snapshot.max_connections = 3; // rounds of 3 parallel chunks
     let mut source = MySqlSource::start(db.config.clone(), None).await.unwrap();
@@ -372,14 +353,9 @@ async fn a_killed_snapshot_resumes_at_its_next_chunk() {
     );
     drop(source); // killed: nothing after the checkpoint was committed
 
-    db.conn
-        .query_drop(format!("UPDATE {table} SET v = -1 WHERE id IN (5, 2500)"))
-        .await
-        .unwrap();
-    db.conn
-        .query_drop(format!("DELETE FROM {table} WHERE id = 2999"))
-        .await
-        .unwrap();
+    db.sql(format!("UPDATE {table} SET v = -1 WHERE id IN (5, 2500)"))
+        .await;
+    db.sql(format!("DELETE FROM {table} WHERE id = 2999")).await;
     let end = master_position(&mut db.conn).await;
     let mut resumed = MySqlSource::start(db.config.clone(), Some(&cp))
         .await
@@ -408,10 +384,7 @@ async fn a_killed_snapshot_resumes_at_its_next_chunk() {
     apply(&mut model, &first);
     apply(&mut model, &second);
     assert_eq!(model, table_rows(&mut db.conn, &table).await);
-    db.conn
-        .query_drop(format!("DROP DATABASE {}", db.name))
-        .await
-        .unwrap();
+    db.drop().await;
 }
 
 #[tokio::test]
@@ -419,41 +392,29 @@ async fn composite_keys_and_keyless_tables_are_read_exactly_once() {
     let mut db = database().await;
     let comp = format!("{}.comp", db.name);
     let bare = format!("{}.bare", db.name);
-    db.conn
-        .query_drop(format!(
-            "CREATE TABLE {comp} (a INT, b VARCHAR(10), n INT, PRIMARY KEY (a, b))"
-        ))
-        .await
-        .unwrap();
-    db.conn
-        .query_drop(format!("CREATE TABLE {bare} (x INT, y VARCHAR(10))"))
-        .await
-        .unwrap();
+    db.sql(format!(
+        "CREATE TABLE {comp} (a INT, b VARCHAR(10), n INT, PRIMARY KEY (a, b))"
+    ))
+    .await;
+    db.sql(format!("CREATE TABLE {bare} (x INT, y VARCHAR(10))"))
+        .await;
     let rows: Vec<String> = (0..500)
         .map(|i| format!("({}, 'k{}', {i})", i / 7, i % 7))
         .collect();
-    db.conn
-        .query_drop(format!("INSERT INTO {comp} VALUES {}", rows.join(",")))
-        .await
-        .unwrap();
+    db.sql(format!("INSERT INTO {comp} VALUES {}", rows.join(",")))
+        .await;
     let rows: Vec<String> = (0..300).map(|i| format!("({i}, 'y{i}')")).collect();
-    db.conn
-        .query_drop(format!("INSERT INTO {bare} VALUES {}", rows.join(",")))
-        .await
-        .unwrap();
+    db.sql(format!("INSERT INTO {bare} VALUES {}", rows.join(",")))
+        .await;
     // A keyless table with a configured unique key is chunked by that key.
     let keyed = format!("{}.keyed", db.name);
-    db.conn
-        .query_drop(format!(
-            "CREATE TABLE {keyed} (u INT NOT NULL, UNIQUE KEY (u), w INT)"
-        ))
-        .await
-        .unwrap();
+    db.sql(format!(
+        "CREATE TABLE {keyed} (u INT NOT NULL, UNIQUE KEY (u), w INT)"
+    ))
+    .await;
     let rows: Vec<String> = (0..100).map(|i| format!("({i}, {i})")).collect();
-    db.conn
-        .query_drop(format!("INSERT INTO {keyed} VALUES {}", rows.join(",")))
-        .await
-        .unwrap();
+    db.sql(format!("INSERT INTO {keyed} VALUES {}", rows.join(",")))
+        .await;
     db.config
         .snapshot
         .key_columns
@@ -507,10 +468,7 @@ async fn composite_keys_and_keyless_tables_are_read_exactly_once() {
         !last.properties.contains_key("mysql.snapshot"),
         "done: no progress left"
     );
-    db.conn
-        .query_drop(format!("DROP DATABASE {}", db.name))
-        .await
-        .unwrap();
+    db.drop().await;
 }
 
 /// Reads for `secs` seconds and returns the snapshot rows per second.
@@ -530,20 +488,16 @@ async fn measured_rate(source: &mut MySqlSource, secs: u64) -> f64 {
 async fn row_and_byte_rate_limits_hold_within_ten_percent_over_ten_seconds() {
     let mut db = database().await;
     let table = format!("{}.big", db.name);
-    db.conn
-        .query_drop(format!(
-            "CREATE TABLE {table} (id INT PRIMARY KEY, pad CHAR(92))"
-        ))
-        .await
-        .unwrap();
+    db.sql(format!(
+        "CREATE TABLE {table} (id INT PRIMARY KEY, pad CHAR(92))"
+    ))
+    .await;
     for chunk in 0..6 {
         let rows: Vec<String> = (chunk * 10_000..(chunk + 1) * 10_000)
             .map(|i| format!("({i}, REPEAT('p', 92))"))
             .collect();
-        db.conn
-            .query_drop(format!("INSERT INTO {table} VALUES {}", rows.join(",")))
-            .await
-            .unwrap();
+        db.sql(format!("INSERT INTO {table} VALUES {}", rows.join(",")))
+            .await;
     }
     let mut rows_config = db.config.clone();
     rows_config.snapshot.max_rows_per_sec = 2000;
@@ -566,8 +520,5 @@ async fn row_and_byte_rate_limits_hold_within_ten_percent_over_ten_seconds() {
         (1800.0..=2200.0).contains(&rate),
         "bytes/s limit ≈ 2000 rows/s, measured {rate:.0}"
     );
-    db.conn
-        .query_drop(format!("DROP DATABASE {}", db.name))
-        .await
-        .unwrap();
+    db.drop().await;
 }

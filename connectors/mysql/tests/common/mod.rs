@@ -135,6 +135,18 @@ pub struct Db {
     pub config: MySqlSourceConfig,
 }
 
+impl Db {
+    /// Runs one statement, failing the test on error.
+    pub async fn sql(&mut self, sql: impl AsRef<str>) {
+        self.conn.query_drop(sql.as_ref()).await.unwrap();
+    }
+
+    pub async fn drop(mut self) {
+        let name = self.name.clone();
+        self.sql(format!("DROP DATABASE {name}")).await;
+    }
+}
+
 pub async fn database() -> Db {
     let m = DevServices::load().mariadb();
     let mut conn = Conn::new(Opts::from_url(&m.url).unwrap()).await.unwrap();
