@@ -555,6 +555,10 @@ impl BinlogReader {
                 self.schema_event(SchemaChangeKind::Truncate, t, s.clone(), s, &sql, ts_micros);
             }
             Ddl::Rename(pairs) => {
+                let pairs: Vec<(TableId, TableId)> = pairs
+                    .into_iter()
+                    .filter(|(from, to)| self.filter.matches_id(from) || self.filter.matches_id(to))
+                    .collect();
                 for (from, to) in pairs {
                     self.flush_table(&from)?;
                     let before = self.schemas.remove(&from).map(|s| (*s).clone());
