@@ -485,7 +485,12 @@ async fn an_earliest_start_reads_from_the_oldest_binlog_and_renames_are_reported
             _ => None,
         })
         .collect();
-    assert_eq!(changes[0], "Create old_name", "{changes:?} {:?}", summary(&records));
+    assert_eq!(
+        changes[0],
+        "Create old_name",
+        "{changes:?} {:?}",
+        summary(&records)
+    );
     assert!(
         changes[1].starts_with("Rename") && changes[1].ends_with("new_name"),
         "{changes:?}"

@@ -1,0 +1,56 @@
+//! Iceberg catalogs and the commit protocol, built on the public spec types of
+//! the `iceberg` crate (iceberg-rust has no row-delta or rewrite commit, and
+//! its `TableCommit` cannot be built from outside).
+//!
+//! Status: the Hadoop catalog on a local filesystem and append commits with
+//! optimistic retries. S3 and Hive catalogs, row-delta, rewrite and expiry are
+//! the rest of their issue.
+
+pub mod commit;
+pub mod hadoop;
+
+use std::fmt;
+
+use iceberg::io::FileIO;
+use iceberg::spec::TableMetadata;
+use tributary_core::{Error, ErrorKind};
+
+pub use commit::{AppendCommit, commit_append};
+pub use hadoop::HadoopCatalog;
+
+/// `namespace.table` in a catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TableName {
+    pub namespace: String,
+    pub table: String,
+}
+
+impl TableName {
+    pub fn new(namespace: impl Into<String>, table: impl Into<String>) -> Self {
+        TableName {
+            namespace: namespace.into(),
+            table: table.into(),
+        }
+    }
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.namespace, self.table)
+    }
+}
+
+/// A table as loaded from its catalog: the metadata of one version.
+#[derive(Debug, Clone)]
+pub struct CatalogTable {
+    pub name: TableName,
+    /// Metadata version number (the N of `vN.metadata.json`).
+    pub version: u32,
+    pub metadata_location: String,
+    pub metadata: TableMetadata,
+    pub file_io: FileIO,
+}
+
+pub(crate) fn iceberg_err(what: impl Into<String>, e: iceberg::Error) -> Error {
+    Error::new(ErrorKind::Unexpected, what).with_source(e)
+}

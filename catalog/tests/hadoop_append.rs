@@ -1,0 +1,244 @@
+//! Hadoop catalog on the local filesystem: append commits read back by two
+//! independent readers (pyiceberg's StaticTable and iceberg-rust's scan), and
+//! concurrent committers that all land in one linear history.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema as ArrowSchema};
+use futures_util::TryStreamExt;
+use iceberg::spec::{
+    DataContentType, DataFile, DataFileBuilder, DataFileFormat, NestedField, PrimitiveType, Schema,
+    Struct, Type, UnboundPartitionSpec,
+};
+use iceberg::{NamespaceIdent, TableIdent};
+use parquet::arrow::ArrowWriter;
+use tributary_catalog::{AppendCommit, CatalogTable, HadoopCatalog, TableName, commit_append};
+use tributary_testkit::{DevServices, dev_dir, unique_name};
+
+fn schema() -> Schema {
+    Schema::builder()
+        .with_fields(vec![
+            NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long)).into(),
+            NestedField::optional(2, "name", Type::Primitive(PrimitiveType::String)).into(),
+        ])
+        .with_identifier_field_ids(vec![1])
+        .build()
+        .unwrap()
+}
+
+/// Writes a Parquet data file with Iceberg field ids and describes it.
+fn write_data_file(table: &CatalogTable, ids: &[i64]) -> DataFile {
+    let field = |name: &str, t: DataType, nullable: bool, id: &str| {
+        Field::new(name, t, nullable).with_metadata(HashMap::from([(
+            "PARQUET:field_id".to_string(),
+            id.to_string(),
+        )]))
+    };
+    let arrow = Arc::new(ArrowSchema::new(vec![
+        field("id", DataType::Int64, false, "1"),
+        field("name", DataType::Utf8, true, "2"),
+    ]));
+    let names: Vec<String> = ids.iter().map(|i| format!("name-{i}")).collect();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(ids.to_vec())),
+        Arc::new(StringArray::from(names)),
+    ];
+    let batch = RecordBatch::try_new(arrow.clone(), columns).unwrap();
+    let location = table
+        .metadata
+        .location()
+        .strip_prefix("file://")
+        .unwrap()
+        .to_string();
+    let path = format!("{location}/data/{}.parquet", uuid::Uuid::new_v4());
+    std::fs::create_dir_all(format!("{location}/data")).unwrap();
+    let mut writer =
+        ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), arrow, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    DataFileBuilder::default()
+        .content(DataContentType::Data)
+        .file_path(format!("file://{path}"))
+        .file_format(DataFileFormat::Parquet)
+        .record_count(ids.len() as u64)
+        .file_size_in_bytes(std::fs::metadata(&path).unwrap().len())
+        .partition(Struct::empty())
+        .partition_spec_id(0)
+        .build()
+        .unwrap()
+}
+
+async fn catalog_and_table() -> (HadoopCatalog, CatalogTable) {
+    let warehouse = dev_dir().join("tmp").join(unique_name("warehouse"));
+    let catalog = HadoopCatalog::new_local(&warehouse).unwrap();
+    let spec = UnboundPartitionSpec::builder().build();
+    let table = catalog
+        .create_table(
+            &TableName::new("db", "events"),
+            schema(),
+            spec,
+            HashMap::new(),
+        )
+        .await
+        .unwrap();
+    (catalog, table)
+}
+
+/// Row ids read by pyiceberg from the metadata file, sorted.
+fn pyiceberg_ids(table: &CatalogTable) -> String {
+    DevServices::load()
+        .run_python(
+            r#"
+import sys
+from pyiceberg.table import StaticTable
+t = StaticTable.from_metadata(sys.argv[1])
+ids = sorted(t.scan().to_arrow()["id"].to_pylist())
+print(len(t.metadata.snapshots), ids)
+"#,
+            &[&table.metadata_location],
+        )
+        .trim()
+        .to_string()
+}
+
+/// Row ids read by iceberg-rust's own scan, sorted.
+async fn iceberg_rust_ids(table: &CatalogTable) -> Vec<i64> {
+    let ident = TableIdent::new(
+        NamespaceIdent::new(table.name.namespace.clone()),
+        table.name.table.clone(),
+    );
+    let t = iceberg::table::Table::builder()
+        .metadata(table.metadata.clone())
+        .metadata_location(table.metadata_location.clone())
+        .identifier(ident)
+        .file_io(table.file_io.clone())
+        .readonly(true)
+        .runtime(iceberg::Runtime::current())
+        .build()
+        .unwrap();
+    let batches: Vec<RecordBatch> = t
+        .scan()
+        .build()
+        .unwrap()
+        .to_arrow()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let mut ids: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| {
+            let col = b
+                .column_by_name("id")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap();
+            col.values().to_vec()
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn appends_are_read_back_by_pyiceberg_and_iceberg_rust() {
+    let (catalog, table) = catalog_and_table().await;
+    assert_eq!(table.version, 1);
+    let first = write_data_file(&table, &[1, 2, 3]);
+    let mut props = HashMap::new();
+    props.insert(
+        "tributary.source-position".to_string(),
+        "mysql-bin.000001:1234".to_string(),
+    );
+    let t2 = commit_append(
+        &catalog,
+        &table,
+        &AppendCommit {
+            data_files: vec![first],
+            properties: props,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(t2.version, 2);
+    let second = write_data_file(&t2, &[10, 11]);
+    let t3 = commit_append(
+        &catalog,
+        &t2,
+        &AppendCommit {
+            data_files: vec![second],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(t3.version, 3);
+
+    assert_eq!(pyiceberg_ids(&t3), "2 [1, 2, 3, 10, 11]");
+    assert_eq!(iceberg_rust_ids(&t3).await, [1, 2, 3, 10, 11]);
+    // The older version still reads as it was (snapshot isolation).
+    assert_eq!(pyiceberg_ids(&t2), "1 [1, 2, 3]");
+
+    let snap = t3.metadata.current_snapshot().unwrap();
+    let summary = &snap.summary().additional_properties;
+    assert_eq!(summary["total-records"], "5");
+    assert_eq!(summary["total-data-files"], "2");
+    let parent = t3
+        .metadata
+        .snapshot_by_id(snap.parent_snapshot_id().unwrap())
+        .unwrap();
+    assert_eq!(
+        parent.summary().additional_properties["tributary.source-position"],
+        "mysql-bin.000001:1234"
+    );
+    assert_eq!(
+        t3.metadata.metadata_log().len(),
+        2,
+        "v1 and v2 are in the metadata log"
+    );
+    assert_eq!(snap.sequence_number(), 2);
+}
+
+#[tokio::test]
+async fn eight_concurrent_committers_all_land_in_one_linear_history() {
+    let (catalog, table) = catalog_and_table().await;
+    let mut tasks = Vec::new();
+    for i in 0..8i64 {
+        let (catalog, table) = (catalog.clone(), table.clone());
+        tasks.push(tokio::spawn(async move {
+            let file = write_data_file(&table, &[i * 100, i * 100 + 1]);
+            commit_append(
+                &catalog,
+                &table,
+                &AppendCommit {
+                    data_files: vec![file],
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let last = catalog.load_table(&table.name).await.unwrap();
+    assert_eq!(last.version, 9, "one version per commit");
+    let mut expected: Vec<i64> = (0..8).flat_map(|i| [i * 100, i * 100 + 1]).collect();
+    expected.sort();
+    assert_eq!(iceberg_rust_ids(&last).await, expected);
+    // Linear: every snapshot's parent is the one before it, sequence numbers 1..=8.
+    let mut snap = last.metadata.current_snapshot().unwrap().clone();
+    let mut seqs = vec![snap.sequence_number()];
+    while let Some(p) = snap.parent_snapshot_id() {
+        snap = last.metadata.snapshot_by_id(p).unwrap().clone();
+        seqs.push(snap.sequence_number());
+    }
+    assert_eq!(seqs, (1..=8).rev().collect::<Vec<_>>());
+    let py = pyiceberg_ids(&last);
+    assert!(py.starts_with("8 ["), "{py}");
+}
