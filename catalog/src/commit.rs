@@ -7,29 +7,41 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use iceberg::spec::{
-    DataFile, FormatVersion, MAIN_BRANCH, ManifestFile, ManifestList, ManifestListWriter,
-    ManifestWriterBuilder, Operation, Snapshot, Summary, TableMetadataBuilder,
+    DataContentType, DataFile, FormatVersion, MAIN_BRANCH, ManifestFile, ManifestList,
+    ManifestListWriter, ManifestWriterBuilder, Operation, Snapshot, Summary, TableMetadataBuilder,
 };
 use tributary_core::{Error, ErrorKind, Result};
 
 use crate::{CatalogTable, HadoopCatalog, iceberg_err};
 
-/// Data files to add in one snapshot, with extra summary properties (source
-/// offsets, watermarks).
+/// Files to add in one snapshot — data files, and position- or
+/// equality-delete files — with extra summary properties (source offsets,
+/// watermarks). Without delete files it is an append.
 #[derive(Debug, Clone, Default)]
-pub struct AppendCommit {
+pub struct RowDelta {
     pub data_files: Vec<DataFile>,
+    pub delete_files: Vec<DataFile>,
     pub properties: HashMap<String, String>,
+}
+
+impl RowDelta {
+    fn operation(&self) -> Operation {
+        match (self.data_files.is_empty(), self.delete_files.is_empty()) {
+            (_, true) => Operation::Append,
+            (true, false) => Operation::Delete,
+            (false, false) => Operation::Overwrite,
+        }
+    }
 }
 
 const MAX_ATTEMPTS: u32 = 10;
 
 /// Commits `append` on top of the newest version of `table`, retrying with
 /// bounded backoff when another writer commits first.
-pub async fn commit_append(
+pub async fn commit_row_delta(
     catalog: &HadoopCatalog,
     table: &CatalogTable,
-    append: &AppendCommit,
+    append: &RowDelta,
 ) -> Result<CatalogTable> {
     let mut base = table.clone();
     let mut wait = Duration::from_millis(5);
@@ -76,7 +88,7 @@ async fn current_manifests(table: &CatalogTable) -> Result<Vec<ManifestFile>> {
 }
 
 /// Summary totals: the parent's plus what this snapshot adds.
-fn summary(table: &CatalogTable, append: &AppendCommit) -> Summary {
+fn summary(table: &CatalogTable, append: &RowDelta) -> Summary {
     let parent = table
         .metadata
         .current_snapshot()
@@ -111,15 +123,34 @@ fn summary(table: &CatalogTable, append: &AppendCommit) -> Summary {
         "total-files-size".into(),
         (total("total-files-size") + size).to_string(),
     );
-    for key in [
-        "total-delete-files",
-        "total-position-deletes",
-        "total-equality-deletes",
+    let count = |content: DataContentType| -> (u64, u64) {
+        let files = append
+            .delete_files
+            .iter()
+            .filter(|f| f.content_type() == content);
+        files.fold((0, 0), |(n, rows), f| (n + 1, rows + f.record_count()))
+    };
+    let (pos_files, pos_rows) = count(DataContentType::PositionDeletes);
+    let (eq_files, eq_rows) = count(DataContentType::EqualityDeletes);
+    if !append.delete_files.is_empty() {
+        props.insert(
+            "added-delete-files".into(),
+            (pos_files + eq_files).to_string(),
+        );
+        props.insert("added-position-delete-files".into(), pos_files.to_string());
+        props.insert("added-equality-delete-files".into(), eq_files.to_string());
+        props.insert("added-position-deletes".into(), pos_rows.to_string());
+        props.insert("added-equality-deletes".into(), eq_rows.to_string());
+    }
+    for (key, added) in [
+        ("total-delete-files", pos_files + eq_files),
+        ("total-position-deletes", pos_rows),
+        ("total-equality-deletes", eq_rows),
     ] {
-        props.insert(key.into(), total(key).to_string());
+        props.insert(key.into(), (total(key) + added).to_string());
     }
     Summary {
-        operation: Operation::Append,
+        operation: append.operation(),
         additional_properties: props,
     }
 }
@@ -127,7 +158,7 @@ fn summary(table: &CatalogTable, append: &AppendCommit) -> Summary {
 /// The next metadata of `table` with `append` as its current snapshot.
 async fn append_metadata(
     table: &CatalogTable,
-    append: &AppendCommit,
+    append: &RowDelta,
 ) -> Result<iceberg::spec::TableMetadata> {
     let meta = &table.metadata;
     let snapshot_id = new_snapshot_id();
@@ -139,26 +170,36 @@ async fn append_metadata(
         move |e| iceberg_err(what, e)
     };
 
-    let manifest_path = format!("{dir}/{}-m0.avro", uuid::Uuid::new_v4());
-    let output = io
-        .new_output(&manifest_path)
-        .map_err(err("manifest output"))?;
-    let mut writer = ManifestWriterBuilder::new(
-        output,
-        Some(snapshot_id),
-        meta.current_schema().clone(),
-        meta.default_partition_spec().as_ref().clone(),
-    )
-    .build_v2_data();
-    for file in &append.data_files {
-        writer
-            .add_file(file.clone(), sequence)
-            .map_err(err("adding a data file"))?;
+    let mut manifests = Vec::new();
+    for (files, deletes) in [(&append.data_files, false), (&append.delete_files, true)] {
+        if files.is_empty() {
+            continue;
+        }
+        let path = format!("{dir}/{}-m{}.avro", uuid::Uuid::new_v4(), manifests.len());
+        let output = io.new_output(&path).map_err(err("manifest output"))?;
+        let builder = ManifestWriterBuilder::new(
+            output,
+            Some(snapshot_id),
+            meta.current_schema().clone(),
+            meta.default_partition_spec().as_ref().clone(),
+        );
+        let mut writer = if deletes {
+            builder.build_v2_deletes()
+        } else {
+            builder.build_v2_data()
+        };
+        for file in files.iter() {
+            writer
+                .add_file(file.clone(), sequence)
+                .map_err(err("adding a file to a manifest"))?;
+        }
+        manifests.push(
+            writer
+                .write_manifest_file()
+                .await
+                .map_err(err("writing a manifest"))?,
+        );
     }
-    let manifest = writer
-        .write_manifest_file()
-        .await
-        .map_err(err("writing the manifest"))?;
 
     let list_path = format!("{dir}/snap-{snapshot_id}-1-{}.avro", uuid::Uuid::new_v4());
     let list_out = io
@@ -174,7 +215,7 @@ async fn append_metadata(
         parent,
         sequence,
     );
-    let manifests = std::iter::once(manifest).chain(current_manifests(table).await?);
+    let manifests = manifests.into_iter().chain(current_manifests(table).await?);
     list.add_manifests(manifests)
         .map_err(err("adding manifests"))?;
     list.close()

@@ -7,6 +7,7 @@
 //! the rest of their issue.
 
 pub mod commit;
+pub mod delete_file;
 pub mod hadoop;
 
 use std::fmt;
@@ -15,7 +16,8 @@ use iceberg::io::FileIO;
 use iceberg::spec::TableMetadata;
 use tributary_core::{Error, ErrorKind};
 
-pub use commit::{AppendCommit, commit_append};
+pub use commit::{RowDelta, commit_row_delta};
+pub use delete_file::{write_equality_deletes, write_position_deletes};
 pub use hadoop::HadoopCatalog;
 
 /// `namespace.table` in a catalog.

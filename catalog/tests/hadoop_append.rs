@@ -14,7 +14,10 @@ use iceberg::spec::{
 };
 use iceberg::{NamespaceIdent, TableIdent};
 use parquet::arrow::ArrowWriter;
-use tributary_catalog::{AppendCommit, CatalogTable, HadoopCatalog, TableName, commit_append};
+use tributary_catalog::{
+    CatalogTable, HadoopCatalog, RowDelta, TableName, commit_row_delta, write_equality_deletes,
+    write_position_deletes,
+};
 use tributary_testkit::{DevServices, dev_dir, unique_name};
 
 fn schema() -> Schema {
@@ -154,22 +157,23 @@ async fn appends_are_read_back_by_pyiceberg_and_iceberg_rust() {
         "tributary.source-position".to_string(),
         "mysql-bin.000001:1234".to_string(),
     );
-    let t2 = commit_append(
+    let t2 = commit_row_delta(
         &catalog,
         &table,
-        &AppendCommit {
+        &RowDelta {
             data_files: vec![first],
             properties: props,
+            ..Default::default()
         },
     )
     .await
     .unwrap();
     assert_eq!(t2.version, 2);
     let second = write_data_file(&t2, &[10, 11]);
-    let t3 = commit_append(
+    let t3 = commit_row_delta(
         &catalog,
         &t2,
-        &AppendCommit {
+        &RowDelta {
             data_files: vec![second],
             ..Default::default()
         },
@@ -211,10 +215,10 @@ async fn eight_concurrent_committers_all_land_in_one_linear_history() {
         let (catalog, table) = (catalog.clone(), table.clone());
         tasks.push(tokio::spawn(async move {
             let file = write_data_file(&table, &[i * 100, i * 100 + 1]);
-            commit_append(
+            commit_row_delta(
                 &catalog,
                 &table,
-                &AppendCommit {
+                &RowDelta {
                     data_files: vec![file],
                     ..Default::default()
                 },
@@ -241,4 +245,100 @@ async fn eight_concurrent_committers_all_land_in_one_linear_history() {
     assert_eq!(seqs, (1..=8).rev().collect::<Vec<_>>());
     let py = pyiceberg_ids(&last);
     assert!(py.starts_with("8 ["), "{py}");
+}
+
+#[tokio::test]
+async fn row_deltas_with_position_deletes_read_back_everywhere_and_equality_deletes_in_iceberg_rust()
+ {
+    let (catalog, table) = catalog_and_table().await;
+    let a = write_data_file(&table, &[1, 2, 3]);
+    let b = write_data_file(&table, &[4, 5]);
+    let (a_path, b_path) = (a.file_path().to_string(), b.file_path().to_string());
+    let add = RowDelta {
+        data_files: vec![a, b],
+        ..Default::default()
+    };
+    let t = commit_row_delta(&catalog, &table, &add).await.unwrap();
+
+    // Delete id 2 (file a, row 1) and id 4 (file b, row 0); add id 6.
+    let dir = t.metadata.location().to_string();
+    let deletes = vec![(b_path.clone(), 0), (a_path.clone(), 1)];
+    let pos = write_position_deletes(
+        &t.file_io,
+        &format!("{dir}/data/pos-1.parquet"),
+        deletes,
+        Struct::empty(),
+        0,
+    )
+    .await
+    .unwrap();
+    let c = write_data_file(&t, &[6]);
+    let delta = RowDelta {
+        data_files: vec![c],
+        delete_files: vec![pos],
+        ..Default::default()
+    };
+    let t = commit_row_delta(&catalog, &t, &delta).await.unwrap();
+    assert_eq!(
+        pyiceberg_ids(&t),
+        "2 [1, 3, 5, 6]",
+        "pyiceberg applies position deletes"
+    );
+    assert_eq!(iceberg_rust_ids(&t).await, [1, 3, 5, 6]);
+    let summary = &t.metadata.current_snapshot().unwrap().summary();
+    assert_eq!(summary.operation, iceberg::spec::Operation::Overwrite);
+    assert_eq!(summary.additional_properties["added-position-deletes"], "2");
+    assert_eq!(summary.additional_properties["total-position-deletes"], "2");
+
+    // An equality delete on the key removes id 5 for iceberg-rust; pyiceberg
+    // refuses tables with equality deletes (its documented limitation).
+    let key = Arc::new(ArrowSchema::new(vec![
+        Field::new("id", DataType::Int64, false).with_metadata(HashMap::from([(
+            "PARQUET:field_id".to_string(),
+            "1".to_string(),
+        )])),
+    ]));
+    let batch =
+        RecordBatch::try_new(key, vec![Arc::new(Int64Array::from(vec![5])) as ArrayRef]).unwrap();
+    let eq = write_equality_deletes(
+        &t.file_io,
+        &format!("{dir}/data/eq-1.parquet"),
+        &batch,
+        vec![1],
+        Struct::empty(),
+        0,
+    )
+    .await
+    .unwrap();
+    let t = commit_row_delta(
+        &catalog,
+        &t,
+        &RowDelta {
+            delete_files: vec![eq],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        t.metadata.current_snapshot().unwrap().summary().operation,
+        iceberg::spec::Operation::Delete
+    );
+    assert_eq!(iceberg_rust_ids(&t).await, [1, 3, 6]);
+    let out = DevServices::load().run_python(
+        r#"
+import sys
+from pyiceberg.table import StaticTable
+try:
+    StaticTable.from_metadata(sys.argv[1]).scan().to_arrow()
+    print("read")
+except ValueError as e:
+    print("refused:", e)
+"#,
+        &[&t.metadata_location],
+    );
+    assert!(
+        out.contains("refused") && out.contains("equality deletes"),
+        "{out}"
+    );
 }

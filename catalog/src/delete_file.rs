@@ -1,0 +1,109 @@
+//! Delete files in Parquet: position deletes with the spec's reserved
+//! `file_path`/`pos` columns (sorted, as the spec requires), and equality
+//! deletes on a table's key columns (written by the caller's batches).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema as ArrowSchema};
+use iceberg::io::FileIO;
+use iceberg::spec::{DataContentType, DataFile, DataFileBuilder, DataFileFormat, Struct};
+use parquet::arrow::ArrowWriter;
+use tributary_core::{Error, ErrorKind, Result};
+
+use crate::iceberg_err;
+
+/// Reserved field ids of position-delete files (Iceberg spec).
+pub const FILE_PATH_FIELD_ID: i32 = 2147483546;
+pub const POS_FIELD_ID: i32 = 2147483545;
+
+fn field(name: &str, t: DataType, id: i32) -> Field {
+    Field::new(name, t, false).with_metadata(HashMap::from([(
+        "PARQUET:field_id".to_string(),
+        id.to_string(),
+    )]))
+}
+
+fn parquet_bytes(batch: &RecordBatch) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    let parquet = |e: parquet::errors::ParquetError| {
+        Error::new(ErrorKind::Io, "writing Parquet").with_source(e)
+    };
+    let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), None).map_err(parquet)?;
+    w.write(batch).map_err(parquet)?;
+    w.close().map_err(parquet)?;
+    Ok(buf)
+}
+
+async fn put(file_io: &FileIO, path: &str, bytes: Vec<u8>) -> Result<u64> {
+    let len = bytes.len() as u64;
+    file_io
+        .new_output(path)
+        .map_err(|e| iceberg_err("delete file output", e))?
+        .write(bytes.into())
+        .await
+        .map_err(|e| iceberg_err(format!("writing {path}"), e))?;
+    Ok(len)
+}
+
+/// Writes `(data file path, row position)` pairs as one position-delete file
+/// at `path` for a partition, sorted by path then position.
+pub async fn write_position_deletes(
+    file_io: &FileIO,
+    path: &str,
+    mut deletes: Vec<(String, i64)>,
+    partition: Struct,
+    partition_spec_id: i32,
+) -> Result<DataFile> {
+    deletes.sort();
+    deletes.dedup();
+    let schema = Arc::new(ArrowSchema::new(vec![
+        field("file_path", DataType::Utf8, FILE_PATH_FIELD_ID),
+        field("pos", DataType::Int64, POS_FIELD_ID),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            deletes.iter().map(|(p, _)| p.as_str()),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            deletes.iter().map(|(_, pos)| *pos),
+        )),
+    ];
+    let batch = RecordBatch::try_new(schema, columns)?;
+    let size = put(file_io, path, parquet_bytes(&batch)?).await?;
+    DataFileBuilder::default()
+        .content(DataContentType::PositionDeletes)
+        .file_path(path.to_string())
+        .file_format(DataFileFormat::Parquet)
+        .record_count(deletes.len() as u64)
+        .file_size_in_bytes(size)
+        .partition(partition)
+        .partition_spec_id(partition_spec_id)
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("position delete file: {e}")))
+}
+
+/// Writes `batch` (the key columns, with Iceberg field ids in their Arrow
+/// metadata) as an equality-delete file on `equality_ids`.
+pub async fn write_equality_deletes(
+    file_io: &FileIO,
+    path: &str,
+    batch: &RecordBatch,
+    equality_ids: Vec<i32>,
+    partition: Struct,
+    partition_spec_id: i32,
+) -> Result<DataFile> {
+    let size = put(file_io, path, parquet_bytes(batch)?).await?;
+    DataFileBuilder::default()
+        .content(DataContentType::EqualityDeletes)
+        .file_path(path.to_string())
+        .file_format(DataFileFormat::Parquet)
+        .record_count(batch.num_rows() as u64)
+        .file_size_in_bytes(size)
+        .partition(partition)
+        .partition_spec_id(partition_spec_id)
+        .equality_ids(Some(equality_ids))
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("equality delete file: {e}")))
+}
