@@ -1,14 +1,16 @@
-//! Snapshot commits built from the spec types: a new manifest for the added
+//! Snapshot commits built from the spec types: new manifests for the added
 //! files, a manifest list carrying the parent's manifests forward, a snapshot
 //! with summary totals, and the next metadata version through the catalog.
-//! A lost race reloads the table and re-applies the commit on the new base.
+//! A lost race reloads the table and re-applies the change on the new base
+//! (re-running its validation); a failed validation is returned as is.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use iceberg::spec::{
     DataContentType, DataFile, FormatVersion, MAIN_BRANCH, ManifestFile, ManifestList,
-    ManifestListWriter, ManifestWriterBuilder, Operation, Snapshot, Summary, TableMetadataBuilder,
+    ManifestListWriter, ManifestWriterBuilder, Operation, Snapshot, Summary, TableMetadata,
+    TableMetadataBuilder,
 };
 use tributary_core::{Error, ErrorKind, Result};
 
@@ -36,17 +38,33 @@ impl RowDelta {
 
 const MAX_ATTEMPTS: u32 = 10;
 
-/// Commits `append` on top of the newest version of `table`, retrying with
-/// bounded backoff when another writer commits first.
-pub async fn commit_row_delta(
+/// A change to commit as one snapshot.
+#[derive(Clone, Copy)]
+pub(crate) enum Change<'a> {
+    RowDelta(&'a RowDelta),
+    Rewrite(&'a crate::RewriteFiles),
+}
+
+impl Change<'_> {
+    async fn next_metadata(self, base: &CatalogTable) -> Result<TableMetadata> {
+        match self {
+            Change::RowDelta(d) => row_delta_metadata(base, d).await,
+            Change::Rewrite(r) => crate::rewrite::rewrite_metadata(base, r).await,
+        }
+    }
+}
+
+/// Builds the next metadata from the newest version and commits it, retrying
+/// with bounded backoff when another writer commits first.
+pub(crate) async fn commit_with_retries(
     catalog: &HadoopCatalog,
     table: &CatalogTable,
-    append: &RowDelta,
+    change: Change<'_>,
 ) -> Result<CatalogTable> {
     let mut base = table.clone();
     let mut wait = Duration::from_millis(5);
     for attempt in 1..=MAX_ATTEMPTS {
-        let metadata = append_metadata(&base, append).await?;
+        let metadata = change.next_metadata(&base).await?;
         match catalog.commit(&base, metadata).await {
             Ok(t) => return Ok(t),
             Err(e) if e.kind() == ErrorKind::CommitConflict && attempt < MAX_ATTEMPTS => {
@@ -60,7 +78,16 @@ pub async fn commit_row_delta(
     unreachable!("the last attempt returns")
 }
 
-fn new_snapshot_id() -> i64 {
+/// Commits `delta` on top of the newest version of `table`.
+pub async fn commit_row_delta(
+    catalog: &HadoopCatalog,
+    table: &CatalogTable,
+    delta: &RowDelta,
+) -> Result<CatalogTable> {
+    commit_with_retries(catalog, table, Change::RowDelta(delta)).await
+}
+
+pub(crate) fn new_snapshot_id() -> i64 {
     (uuid::Uuid::new_v4().as_u64_pair().0 & (i64::MAX as u64)) as i64
 }
 
@@ -70,8 +97,17 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// A summary total of the parent snapshot (0 when absent).
+pub(crate) fn total(parent: &Option<HashMap<String, String>>, key: &str) -> u64 {
+    parent
+        .as_ref()
+        .and_then(|p| p.get(key))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// The manifests of the current snapshot (empty for a new table).
-async fn current_manifests(table: &CatalogTable) -> Result<Vec<ManifestFile>> {
+pub(crate) async fn current_manifests(table: &CatalogTable) -> Result<Vec<ManifestFile>> {
     let Some(snapshot) = table.metadata.current_snapshot() else {
         return Ok(Vec::new());
     };
@@ -87,44 +123,88 @@ async fn current_manifests(table: &CatalogTable) -> Result<Vec<ManifestFile>> {
     Ok(list.consume_entries().into_iter().collect())
 }
 
+/// Writes the manifest list of a new snapshot and returns the metadata with
+/// that snapshot current on `main`.
+pub(crate) async fn finish_snapshot(
+    base: &CatalogTable,
+    snapshot_id: i64,
+    sequence: i64,
+    manifests: Vec<ManifestFile>,
+    summary: Summary,
+) -> Result<TableMetadata> {
+    let meta = &base.metadata;
+    let err = |what: &'static str| move |e| iceberg_err(what, e);
+    let list_path = format!(
+        "{}/metadata/snap-{snapshot_id}-1-{}.avro",
+        meta.location(),
+        uuid::Uuid::new_v4()
+    );
+    let out = base
+        .file_io
+        .new_output(&list_path)
+        .map_err(err("manifest list output"))?;
+    let parent = meta.current_snapshot_id();
+    let writer = out.writer().await.map_err(err("manifest list writer"))?;
+    let mut list = ManifestListWriter::v2(writer, snapshot_id, parent, sequence);
+    list.add_manifests(manifests.into_iter())
+        .map_err(err("adding manifests"))?;
+    list.close()
+        .await
+        .map_err(err("writing the manifest list"))?;
+    let snapshot = Snapshot::builder()
+        .with_snapshot_id(snapshot_id)
+        .with_parent_snapshot_id(parent)
+        .with_sequence_number(sequence)
+        .with_timestamp_ms(now_ms())
+        .with_manifest_list(list_path)
+        .with_summary(summary)
+        .with_schema_id(meta.current_schema_id())
+        .build();
+    let built =
+        TableMetadataBuilder::new_from_metadata(meta.clone(), Some(base.metadata_location.clone()))
+            .set_branch_snapshot(snapshot, MAIN_BRANCH)
+            .and_then(|b| b.build())
+            .map_err(err("building the next metadata"))?;
+    if built.metadata.current_snapshot_id() != Some(snapshot_id) {
+        return Err(Error::new(
+            ErrorKind::Unexpected,
+            "the new snapshot did not become current",
+        ));
+    }
+    Ok(built.metadata)
+}
+
 /// Summary totals: the parent's plus what this snapshot adds.
-fn summary(table: &CatalogTable, append: &RowDelta) -> Summary {
+fn row_delta_summary(table: &CatalogTable, delta: &RowDelta) -> Summary {
     let parent = table
         .metadata
         .current_snapshot()
         .map(|s| s.summary().additional_properties.clone());
-    let total = |key: &str| -> u64 {
-        parent
-            .as_ref()
-            .and_then(|p| p.get(key))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    let files = append.data_files.len() as u64;
-    let records: u64 = append.data_files.iter().map(|f| f.record_count()).sum();
-    let size: u64 = append
+    let files = delta.data_files.len() as u64;
+    let records: u64 = delta.data_files.iter().map(|f| f.record_count()).sum();
+    let size: u64 = delta
         .data_files
         .iter()
         .map(|f| f.file_size_in_bytes())
         .sum();
-    let mut props = append.properties.clone();
+    let mut props = delta.properties.clone();
     props.insert("added-data-files".into(), files.to_string());
     props.insert("added-records".into(), records.to_string());
     props.insert("added-files-size".into(), size.to_string());
     props.insert(
         "total-data-files".into(),
-        (total("total-data-files") + files).to_string(),
+        (total(&parent, "total-data-files") + files).to_string(),
     );
     props.insert(
         "total-records".into(),
-        (total("total-records") + records).to_string(),
+        (total(&parent, "total-records") + records).to_string(),
     );
     props.insert(
         "total-files-size".into(),
-        (total("total-files-size") + size).to_string(),
+        (total(&parent, "total-files-size") + size).to_string(),
     );
     let count = |content: DataContentType| -> (u64, u64) {
-        let files = append
+        let files = delta
             .delete_files
             .iter()
             .filter(|f| f.content_type() == content);
@@ -132,7 +212,7 @@ fn summary(table: &CatalogTable, append: &RowDelta) -> Summary {
     };
     let (pos_files, pos_rows) = count(DataContentType::PositionDeletes);
     let (eq_files, eq_rows) = count(DataContentType::EqualityDeletes);
-    if !append.delete_files.is_empty() {
+    if !delta.delete_files.is_empty() {
         props.insert(
             "added-delete-files".into(),
             (pos_files + eq_files).to_string(),
@@ -147,36 +227,34 @@ fn summary(table: &CatalogTable, append: &RowDelta) -> Summary {
         ("total-position-deletes", pos_rows),
         ("total-equality-deletes", eq_rows),
     ] {
-        props.insert(key.into(), (total(key) + added).to_string());
+        props.insert(key.into(), (total(&parent, key) + added).to_string());
     }
     Summary {
-        operation: append.operation(),
+        operation: delta.operation(),
         additional_properties: props,
     }
 }
 
-/// The next metadata of `table` with `append` as its current snapshot.
-async fn append_metadata(
-    table: &CatalogTable,
-    append: &RowDelta,
-) -> Result<iceberg::spec::TableMetadata> {
+/// The next metadata of `table` with `delta` as its current snapshot.
+async fn row_delta_metadata(table: &CatalogTable, delta: &RowDelta) -> Result<TableMetadata> {
     let meta = &table.metadata;
     let snapshot_id = new_snapshot_id();
     let sequence = meta.next_sequence_number();
-    let dir = format!("{}/metadata", meta.location());
-    let io = &table.file_io;
-    let err = |what: &str| {
-        let what = what.to_string();
-        move |e| iceberg_err(what, e)
-    };
-
     let mut manifests = Vec::new();
-    for (files, deletes) in [(&append.data_files, false), (&append.delete_files, true)] {
+    for (files, deletes) in [(&delta.data_files, false), (&delta.delete_files, true)] {
         if files.is_empty() {
             continue;
         }
-        let path = format!("{dir}/{}-m{}.avro", uuid::Uuid::new_v4(), manifests.len());
-        let output = io.new_output(&path).map_err(err("manifest output"))?;
+        let path = format!(
+            "{}/metadata/{}-m{}.avro",
+            meta.location(),
+            uuid::Uuid::new_v4(),
+            manifests.len()
+        );
+        let output = table
+            .file_io
+            .new_output(&path)
+            .map_err(|e| iceberg_err("manifest output", e))?;
         let builder = ManifestWriterBuilder::new(
             output,
             Some(snapshot_id),
@@ -191,58 +269,22 @@ async fn append_metadata(
         for file in files.iter() {
             writer
                 .add_file(file.clone(), sequence)
-                .map_err(err("adding a file to a manifest"))?;
+                .map_err(|e| iceberg_err("adding a file to a manifest", e))?;
         }
         manifests.push(
             writer
                 .write_manifest_file()
                 .await
-                .map_err(err("writing a manifest"))?,
+                .map_err(|e| iceberg_err("writing a manifest", e))?,
         );
     }
-
-    let list_path = format!("{dir}/snap-{snapshot_id}-1-{}.avro", uuid::Uuid::new_v4());
-    let list_out = io
-        .new_output(&list_path)
-        .map_err(err("manifest list output"))?;
-    let parent = meta.current_snapshot_id();
-    let mut list = ManifestListWriter::v2(
-        list_out
-            .writer()
-            .await
-            .map_err(err("manifest list writer"))?,
+    manifests.extend(current_manifests(table).await?);
+    finish_snapshot(
+        table,
         snapshot_id,
-        parent,
         sequence,
-    );
-    let manifests = manifests.into_iter().chain(current_manifests(table).await?);
-    list.add_manifests(manifests)
-        .map_err(err("adding manifests"))?;
-    list.close()
-        .await
-        .map_err(err("writing the manifest list"))?;
-
-    let snapshot = Snapshot::builder()
-        .with_snapshot_id(snapshot_id)
-        .with_parent_snapshot_id(parent)
-        .with_sequence_number(sequence)
-        .with_timestamp_ms(now_ms())
-        .with_manifest_list(list_path)
-        .with_summary(summary(table, append))
-        .with_schema_id(meta.current_schema_id())
-        .build();
-    let built = TableMetadataBuilder::new_from_metadata(
-        meta.clone(),
-        Some(table.metadata_location.clone()),
+        manifests,
+        row_delta_summary(table, delta),
     )
-    .set_branch_snapshot(snapshot, MAIN_BRANCH)
-    .and_then(|b| b.build())
-    .map_err(err("building the next metadata"))?;
-    if built.metadata.current_snapshot_id() != Some(snapshot_id) {
-        return Err(Error::new(
-            ErrorKind::Unexpected,
-            "the new snapshot did not become current",
-        ));
-    }
-    Ok(built.metadata)
+    .await
 }

@@ -9,6 +9,7 @@
 pub mod commit;
 pub mod delete_file;
 pub mod hadoop;
+pub mod rewrite;
 
 use std::fmt;
 
@@ -19,6 +20,7 @@ use tributary_core::{Error, ErrorKind};
 pub use commit::{RowDelta, commit_row_delta};
 pub use delete_file::{write_equality_deletes, write_position_deletes};
 pub use hadoop::HadoopCatalog;
+pub use rewrite::{RewriteFiles, commit_rewrite};
 
 /// `namespace.table` in a catalog.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -15,9 +15,10 @@ use iceberg::spec::{
 use iceberg::{NamespaceIdent, TableIdent};
 use parquet::arrow::ArrowWriter;
 use tributary_catalog::{
-    CatalogTable, HadoopCatalog, RowDelta, TableName, commit_row_delta, write_equality_deletes,
-    write_position_deletes,
+    CatalogTable, HadoopCatalog, RewriteFiles, RowDelta, TableName, commit_rewrite,
+    commit_row_delta, write_equality_deletes, write_position_deletes,
 };
+use tributary_core::ErrorKind;
 use tributary_testkit::{DevServices, dev_dir, unique_name};
 
 fn schema() -> Schema {
@@ -340,5 +341,120 @@ except ValueError as e:
     assert!(
         out.contains("refused") && out.contains("equality deletes"),
         "{out}"
+    );
+}
+
+/// A table with files a = [1, 2, 3] and b = [4, 5], and a rewrite of both
+/// into one file planned at that snapshot.
+async fn table_with_planned_rewrite() -> (HadoopCatalog, CatalogTable, DataFile, RewriteFiles) {
+    let (catalog, table) = catalog_and_table().await;
+    let (a, b) = (
+        write_data_file(&table, &[1, 2, 3]),
+        write_data_file(&table, &[4, 5]),
+    );
+    let add = RowDelta {
+        data_files: vec![a.clone(), b.clone()],
+        ..Default::default()
+    };
+    let t = commit_row_delta(&catalog, &table, &add).await.unwrap();
+    let merged = write_data_file(&t, &[1, 2, 3, 4, 5]);
+    let plan = RewriteFiles {
+        replaced: vec![a.clone(), b],
+        added: vec![merged],
+        starting_snapshot_id: t.metadata.current_snapshot_id().unwrap(),
+    };
+    (catalog, t, a, plan)
+}
+
+#[tokio::test]
+async fn a_rewrite_replaces_files_and_both_readers_see_the_same_rows() {
+    let (catalog, t, _, plan) = table_with_planned_rewrite().await;
+    let t = commit_rewrite(&catalog, &t, &plan).await.unwrap();
+    assert_eq!(pyiceberg_ids(&t), "2 [1, 2, 3, 4, 5]");
+    assert_eq!(iceberg_rust_ids(&t).await, [1, 2, 3, 4, 5]);
+    let s = t.metadata.current_snapshot().unwrap().summary();
+    assert_eq!(s.operation, iceberg::spec::Operation::Replace);
+    assert_eq!(
+        (
+            s.additional_properties["total-data-files"].as_str(),
+            s.additional_properties["deleted-data-files"].as_str()
+        ),
+        ("1", "2")
+    );
+}
+
+#[tokio::test]
+async fn a_rewrite_fails_typed_when_a_newer_position_delete_hits_a_replaced_file() {
+    let (catalog, t, a, plan) = table_with_planned_rewrite().await;
+    // After planning, a writer deletes id 1 (file a, row 0) by position.
+    let dir = t.metadata.location().to_string();
+    let pos = write_position_deletes(
+        &t.file_io,
+        &format!("{dir}/data/pos-late.parquet"),
+        vec![(a.file_path().to_string(), 0)],
+        Struct::empty(),
+        0,
+    )
+    .await
+    .unwrap();
+    let t2 = commit_row_delta(
+        &catalog,
+        &t,
+        &RowDelta {
+            delete_files: vec![pos],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let err = commit_rewrite(&catalog, &t, &plan).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ValidationFailed, "{err}");
+    assert!(err.to_string().contains(a.file_path()), "{err}");
+    let now = catalog.load_table(&t.name).await.unwrap();
+    assert_eq!(now.version, t2.version, "a failed rewrite commits nothing");
+    assert_eq!(
+        iceberg_rust_ids(&now).await,
+        [2, 3, 4, 5],
+        "id 1 stays deleted"
+    );
+}
+
+#[tokio::test]
+async fn a_rewrite_succeeds_past_a_newer_equality_delete_which_still_applies() {
+    let (catalog, t, _, plan) = table_with_planned_rewrite().await;
+    let key = Arc::new(ArrowSchema::new(vec![
+        Field::new("id", DataType::Int64, false).with_metadata(HashMap::from([(
+            "PARQUET:field_id".to_string(),
+            "1".to_string(),
+        )])),
+    ]));
+    let batch =
+        RecordBatch::try_new(key, vec![Arc::new(Int64Array::from(vec![4])) as ArrayRef]).unwrap();
+    let dir = t.metadata.location().to_string();
+    let eq = write_equality_deletes(
+        &t.file_io,
+        &format!("{dir}/data/eq-late.parquet"),
+        &batch,
+        vec![1],
+        Struct::empty(),
+        0,
+    )
+    .await
+    .unwrap();
+    commit_row_delta(
+        &catalog,
+        &t,
+        &RowDelta {
+            delete_files: vec![eq],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let done = commit_rewrite(&catalog, &t, &plan).await.unwrap();
+    assert_eq!(
+        iceberg_rust_ids(&done).await,
+        [1, 2, 3, 5],
+        "the rewritten file keeps the planning sequence number"
     );
 }

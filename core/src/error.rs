@@ -23,8 +23,11 @@ pub enum ErrorKind {
     /// The source no longer has the position asked for (purged binlog,
     /// unknown GTID): resume is impossible without a new snapshot.
     PositionLost,
-    /// An optimistic commit lost a race or failed validation.
+    /// An optimistic commit lost a race; retrying on the new state may work.
     CommitConflict,
+    /// A commit's validation failed: a concurrent change conflicts with it
+    /// (e.g. new deletes for files a rewrite replaces). Re-plan; do not retry.
+    ValidationFailed,
     /// Local or remote I/O failed.
     Io,
     /// A deadline passed.
@@ -44,6 +47,7 @@ impl ErrorKind {
             ErrorKind::Authentication => "authentication",
             ErrorKind::PositionLost => "position lost",
             ErrorKind::CommitConflict => "commit conflict",
+            ErrorKind::ValidationFailed => "validation failed",
             ErrorKind::Io => "io",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Unexpected => "unexpected",
