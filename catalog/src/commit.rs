@@ -174,6 +174,44 @@ pub(crate) async fn finish_snapshot(
     Ok(built.metadata)
 }
 
+/// Removes snapshots older than `older_than_ms` from the metadata, keeping
+/// the current snapshot and the `retain_last` newest ancestors. Files are
+/// not deleted (orphan cleanup is maintenance's job); the current snapshot,
+/// whose summary holds the writer's source position, always stays.
+pub async fn expire_snapshots(
+    catalog: &HadoopCatalog,
+    table: &CatalogTable,
+    older_than_ms: i64,
+    retain_last: usize,
+) -> Result<CatalogTable> {
+    let meta = &table.metadata;
+    let mut keep = std::collections::HashSet::new();
+    let mut cur = meta.current_snapshot_id();
+    while let Some(id) = cur {
+        if keep.len() >= retain_last.max(1) {
+            break;
+        }
+        keep.insert(id);
+        cur = meta.snapshot_by_id(id).and_then(|s| s.parent_snapshot_id());
+    }
+    let expired: Vec<i64> = meta
+        .snapshots()
+        .filter(|s| !keep.contains(&s.snapshot_id()) && s.timestamp_ms() < older_than_ms)
+        .map(|s| s.snapshot_id())
+        .collect();
+    if expired.is_empty() {
+        return Ok(table.clone());
+    }
+    let next = TableMetadataBuilder::new_from_metadata(
+        meta.clone(),
+        Some(table.metadata_location.clone()),
+    )
+    .remove_snapshots(&expired)
+    .build()
+    .map_err(|e| iceberg_err("expiring snapshots", e))?;
+    catalog.commit(table, next.metadata).await
+}
+
 /// Summary totals: the parent's plus what this snapshot adds.
 fn row_delta_summary(table: &CatalogTable, delta: &RowDelta) -> Summary {
     let parent = table

@@ -17,6 +17,9 @@ use tributary_core::{Error, ErrorKind, Result};
 
 use crate::{CatalogTable, TableName, iceberg_err};
 
+/// Table property: delete metadata files dropped from the metadata log.
+pub const DELETE_AFTER_COMMIT: &str = "write.metadata.delete-after-commit.enabled";
+
 /// A Hadoop catalog whose warehouse is a local directory.
 #[derive(Debug, Clone)]
 pub struct HadoopCatalog {
@@ -97,7 +100,7 @@ impl HadoopCatalog {
         let hint = std::fs::read_to_string(dir.join("metadata").join("version-hint.text"))
             .ok()
             .and_then(|s| s.trim().parse::<u32>().ok())
-            .unwrap_or(1);
+            .unwrap_or_else(|| Self::newest_listed(&dir));
         let mut version = hint;
         while Self::metadata_path(&dir, version + 1).exists() {
             version += 1;
@@ -117,6 +120,25 @@ impl HadoopCatalog {
             metadata,
             file_io: self.file_io.clone(),
         })
+    }
+
+    /// The highest `vN.metadata.json` in the directory (1 if none): used when
+    /// the hint is missing and old versions were deleted.
+    fn newest_listed(dir: &Path) -> u32 {
+        let versions = std::fs::read_dir(dir.join("metadata"))
+            .into_iter()
+            .flatten()
+            .flatten();
+        versions
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_prefix('v')?
+                    .strip_suffix(".metadata.json")?
+                    .parse()
+                    .ok()
+            })
+            .max()
+            .unwrap_or(1)
     }
 
     /// Writes `metadata` as version `version` if no one else has; a lost race
@@ -155,13 +177,38 @@ impl HadoopCatalog {
             .map_err(|e| io_err(format!("{}", hint.display()), e))
     }
 
-    /// Atomically replaces `base` with `metadata` as the next version.
+    /// Atomically replaces `base` with `metadata` as the next version. With
+    /// `write.metadata.delete-after-commit.enabled`, metadata files that fell
+    /// out of the log (`write.metadata.previous-versions-max`) are deleted.
     pub async fn commit(
         &self,
         base: &CatalogTable,
         metadata: TableMetadata,
     ) -> Result<CatalogTable> {
         self.write_version(&base.name, base.version + 1, &metadata)?;
+        let delete_old = metadata
+            .properties()
+            .get(DELETE_AFTER_COMMIT)
+            .is_some_and(|v| v == "true");
+        if delete_old {
+            let kept: std::collections::HashSet<&str> = metadata
+                .metadata_log()
+                .iter()
+                .map(|l| l.metadata_file.as_str())
+                .collect();
+            let old = base
+                .metadata
+                .metadata_log()
+                .iter()
+                .map(|l| l.metadata_file.as_str());
+            for file in old
+                .chain([base.metadata_location.as_str()])
+                .filter(|f| !kept.contains(f))
+            {
+                // Best effort: a leftover file is harmless, the log no longer names it.
+                let _ = std::fs::remove_file(file.strip_prefix("file://").unwrap_or(file));
+            }
+        }
         self.load_table(&base.name).await
     }
 }

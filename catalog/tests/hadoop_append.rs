@@ -16,7 +16,7 @@ use iceberg::{NamespaceIdent, TableIdent};
 use parquet::arrow::ArrowWriter;
 use tributary_catalog::{
     CatalogTable, HadoopCatalog, RewriteFiles, RowDelta, TableName, commit_rewrite,
-    commit_row_delta, write_equality_deletes, write_position_deletes,
+    commit_row_delta, expire_snapshots, write_equality_deletes, write_position_deletes,
 };
 use tributary_core::ErrorKind;
 use tributary_testkit::{DevServices, dev_dir, unique_name};
@@ -457,4 +457,75 @@ async fn a_rewrite_succeeds_past_a_newer_equality_delete_which_still_applies() {
         [1, 2, 3, 5],
         "the rewritten file keeps the planning sequence number"
     );
+}
+
+#[tokio::test]
+async fn old_metadata_versions_are_trimmed_and_deleted_and_snapshots_expire() {
+    let warehouse = dev_dir().join("tmp").join(unique_name("warehouse"));
+    let catalog = HadoopCatalog::new_local(&warehouse).unwrap();
+    let props = HashMap::from([
+        (
+            "write.metadata.previous-versions-max".to_string(),
+            "2".to_string(),
+        ),
+        (
+            "write.metadata.delete-after-commit.enabled".to_string(),
+            "true".to_string(),
+        ),
+    ]);
+    let name = TableName::new("db", "trimmed");
+    let mut t = catalog
+        .create_table(
+            &name,
+            schema(),
+            UnboundPartitionSpec::builder().build(),
+            props,
+        )
+        .await
+        .unwrap();
+    for i in 0..5 {
+        let f = write_data_file(&t, &[i]);
+        t = commit_row_delta(
+            &catalog,
+            &t,
+            &RowDelta {
+                data_files: vec![f],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(t.version, 6);
+    assert_eq!(t.metadata.metadata_log().len(), 2, "previous-versions-max");
+    let meta_dir = warehouse.join("db/trimmed/metadata");
+    let mut versions: Vec<String> = std::fs::read_dir(&meta_dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".metadata.json"))
+        .collect();
+    versions.sort();
+    assert_eq!(
+        versions,
+        ["v4.metadata.json", "v5.metadata.json", "v6.metadata.json"]
+    );
+    assert_eq!(pyiceberg_ids(&t), "5 [0, 1, 2, 3, 4]");
+
+    let cutoff = t.metadata.current_snapshot().unwrap().timestamp_ms() + 1;
+    let expired = expire_snapshots(&catalog, &t, cutoff, 2).await.unwrap();
+    assert_eq!(
+        expired.metadata.snapshots().count(),
+        2,
+        "the current snapshot and one ancestor stay"
+    );
+    assert_eq!(
+        expired.metadata.current_snapshot_id(),
+        t.metadata.current_snapshot_id()
+    );
+    assert_eq!(
+        pyiceberg_ids(&expired),
+        "2 [0, 1, 2, 3, 4]",
+        "expiry changes history, not contents"
+    );
+    assert_eq!(iceberg_rust_ids(&expired).await, [0, 1, 2, 3, 4]);
 }
