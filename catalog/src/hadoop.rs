@@ -1,18 +1,25 @@
-//! The Hadoop catalog on a local filesystem, in Iceberg Java's layout:
-//! `<warehouse>/<namespace>/<table>/metadata/v<N>.metadata.json` plus
-//! `version-hint.text` naming the newest N.
+//! The Hadoop catalog, in Iceberg Java's layout, on a local filesystem or an
+//! S3-compatible object store: `<warehouse>/<namespace>/<table>/metadata/
+//! v<N>.metadata.json` plus `version-hint.text` naming the newest N.
 //!
-//! A commit creates `v<N+1>.metadata.json` exclusively: the new metadata is
-//! written to a temporary file and hard-linked to its final name, which fails
-//! if the name exists. Two committers can never both win, and a reader never
-//! sees a half-written metadata file.
+//! A commit creates `v<N+1>.metadata.json` exclusively, so two committers can
+//! never both win and nobody sees a half-written file:
+//! - local: write a temporary file, then hard-link it to its name (fails if
+//!   the name exists);
+//! - S3: a conditional PUT with `If-None-Match: *` (412 if it exists). No
+//!   rename-based commits.
 
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use iceberg::io::FileIO;
+use aws_sdk_s3::config::{Credentials, Region};
+use aws_sdk_s3::primitives::ByteStream;
+use iceberg::io::{FileIO, FileIOBuilder};
 use iceberg::spec::{
     FormatVersion, Schema, SortOrder, TableMetadata, TableMetadataBuilder, UnboundPartitionSpec,
 };
+use iceberg_storage_opendal::OpenDalStorageFactory;
 use tributary_core::{Error, ErrorKind, Result};
 
 use crate::{CatalogTable, TableName, iceberg_err};
@@ -20,10 +27,19 @@ use crate::{CatalogTable, TableName, iceberg_err};
 /// Table property: delete metadata files dropped from the metadata log.
 pub const DELETE_AFTER_COMMIT: &str = "write.metadata.delete-after-commit.enabled";
 
-/// A Hadoop catalog whose warehouse is a local directory.
+/// Where metadata files live and how they are created exclusively.
+#[derive(Debug, Clone)]
+enum Store {
+    Local,
+    S3 { client: aws_sdk_s3::Client },
+}
+
+/// A Hadoop catalog (local directory or S3 prefix as the warehouse).
 #[derive(Debug, Clone)]
 pub struct HadoopCatalog {
-    warehouse: PathBuf,
+    /// `file:///abs/path` or `s3://bucket/prefix`, without a trailing slash.
+    warehouse: String,
+    store: Store,
     file_io: FileIO,
 }
 
@@ -31,21 +47,79 @@ fn io_err(what: String, e: std::io::Error) -> Error {
     Error::new(ErrorKind::Io, what).with_source(e)
 }
 
+fn s3_err(what: String, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::new(ErrorKind::Io, what).with_source(e)
+}
+
+/// `s3://bucket/key` → (bucket, key).
+fn split_s3(location: &str) -> Result<(&str, &str)> {
+    location
+        .strip_prefix("s3://")
+        .or_else(|| location.strip_prefix("s3a://"))
+        .and_then(|rest| rest.split_once('/'))
+        .ok_or_else(|| {
+            Error::invalid_config(format!("{location:?} is not an s3://bucket/key location"))
+        })
+}
+
 impl HadoopCatalog {
+    /// A catalog whose warehouse is a local directory.
     pub fn new_local(warehouse: impl Into<PathBuf>) -> Result<HadoopCatalog> {
-        let warehouse = warehouse.into();
-        std::fs::create_dir_all(&warehouse).map_err(|e| {
-            io_err(
-                format!("cannot create warehouse {}", warehouse.display()),
-                e,
-            )
-        })?;
-        let warehouse = warehouse
+        let dir = warehouse.into();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| io_err(format!("cannot create warehouse {}", dir.display()), e))?;
+        let dir = dir
             .canonicalize()
-            .map_err(|e| io_err(format!("warehouse {}", warehouse.display()), e))?;
+            .map_err(|e| io_err(format!("warehouse {}", dir.display()), e))?;
+        Ok(HadoopCatalog {
+            warehouse: format!("file://{}", dir.display()),
+            store: Store::Local,
+            file_io: FileIO::new_with_fs(),
+        })
+    }
+
+    /// A catalog from the property names pyiceberg and Iceberg Java use:
+    /// `warehouse` (a local path, `file://…` or `s3://bucket/prefix`) and for
+    /// S3 `s3.endpoint`, `s3.region`, `s3.access-key-id`,
+    /// `s3.secret-access-key`, `s3.path-style-access`.
+    pub fn from_properties(props: &HashMap<String, String>) -> Result<HadoopCatalog> {
+        let warehouse = props
+            .get("warehouse")
+            .ok_or_else(|| Error::invalid_config("catalog property `warehouse` is missing"))?
+            .trim_end_matches('/')
+            .to_string();
+        if !warehouse.starts_with("s3://") && !warehouse.starts_with("s3a://") {
+            return Self::new_local(warehouse.strip_prefix("file://").unwrap_or(&warehouse));
+        }
+        let get = |k: &str| props.get(k).cloned();
+        let region = get("s3.region").unwrap_or_else(|| "us-east-1".into());
+        let mut conf = aws_sdk_s3::Config::builder()
+            .behavior_version_latest()
+            .region(Region::new(region))
+            .force_path_style(get("s3.path-style-access").is_some_and(|v| v == "true"));
+        if let Some(endpoint) = get("s3.endpoint") {
+            conf = conf.endpoint_url(endpoint);
+        }
+        if let (Some(key), Some(secret)) = (get("s3.access-key-id"), get("s3.secret-access-key")) {
+            conf = conf.credentials_provider(Credentials::new(
+                key,
+                secret,
+                None,
+                None,
+                "catalog-properties",
+            ));
+        }
+        let file_io = FileIOBuilder::new(Arc::new(OpenDalStorageFactory::S3 {
+            customized_credential_load: None,
+        }))
+        .with_props(props.iter().filter(|(k, _)| k.starts_with("s3.")))
+        .build();
         Ok(HadoopCatalog {
             warehouse,
-            file_io: FileIO::new_with_fs(),
+            store: Store::S3 {
+                client: aws_sdk_s3::Client::from_conf(conf.build()),
+            },
+            file_io,
         })
     }
 
@@ -53,13 +127,19 @@ impl HadoopCatalog {
         &self.file_io
     }
 
-    fn table_dir(&self, name: &TableName) -> PathBuf {
-        self.warehouse.join(&name.namespace).join(&name.table)
+    fn table_location(&self, name: &TableName) -> String {
+        format!("{}/{}/{}", self.warehouse, name.namespace, name.table)
     }
 
-    fn metadata_path(dir: &Path, version: u32) -> PathBuf {
-        dir.join("metadata")
-            .join(format!("v{version}.metadata.json"))
+    fn metadata_file(location: &str, version: u32) -> String {
+        format!("{location}/metadata/v{version}.metadata.json")
+    }
+
+    async fn exists(&self, location: &str) -> Result<bool> {
+        self.file_io
+            .exists(location)
+            .await
+            .map_err(|e| iceberg_err(format!("checking {location}"), e))
     }
 
     /// Creates the table at version 1 (format v2). Fails if it exists.
@@ -68,16 +148,9 @@ impl HadoopCatalog {
         name: &TableName,
         schema: Schema,
         spec: UnboundPartitionSpec,
-        properties: std::collections::HashMap<String, String>,
+        properties: HashMap<String, String>,
     ) -> Result<CatalogTable> {
-        let dir = self.table_dir(name);
-        if Self::metadata_path(&dir, 1).exists() {
-            return Err(Error::new(
-                ErrorKind::InvalidConfig,
-                format!("table {name} already exists"),
-            ));
-        }
-        let location = format!("file://{}", dir.display());
+        let location = self.table_location(name);
         let metadata = TableMetadataBuilder::new(
             schema,
             spec,
@@ -89,92 +162,176 @@ impl HadoopCatalog {
         .and_then(|b| b.build())
         .map_err(|e| iceberg_err("building table metadata", e))?
         .metadata;
-        self.write_version(name, 1, &metadata)?;
+        self.write_version(name, 1, &metadata)
+            .await
+            .map_err(|e| match e.kind() {
+                ErrorKind::CommitConflict => Error::new(
+                    ErrorKind::InvalidConfig,
+                    format!("table {name} already exists"),
+                ),
+                _ => e,
+            })?;
         self.load_table(name).await
     }
 
-    /// Loads the newest version (version-hint, then probing for newer files
-    /// a crashed committer may not have hinted).
+    /// The version the hint names, or the highest listed (1 if neither).
+    async fn hinted_version(&self, location: &str) -> Result<u32> {
+        let hint = format!("{location}/metadata/version-hint.text");
+        if let Ok(bytes) = self
+            .file_io
+            .new_input(&hint)
+            .map_err(|e| iceberg_err("hint", e))?
+            .read()
+            .await
+            && let Some(v) = std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+        {
+            return Ok(v);
+        }
+        let names: Vec<String> = match &self.store {
+            Store::Local => {
+                let dir = format!("{location}/metadata");
+                let dir = dir.strip_prefix("file://").unwrap_or(&dir).to_string();
+                let entries = std::fs::read_dir(&dir).into_iter().flatten().flatten();
+                entries
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            }
+            Store::S3 { client } => {
+                let (bucket, key) = split_s3(location)?;
+                let out = client
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .prefix(format!("{key}/metadata/v"))
+                    .send()
+                    .await
+                    .map_err(|e| s3_err(format!("listing {location}/metadata"), e))?;
+                out.contents()
+                    .iter()
+                    .filter_map(|o| o.key()?.rsplit('/').next().map(str::to_string))
+                    .collect()
+            }
+        };
+        let version = names
+            .iter()
+            .filter_map(|n| {
+                n.strip_prefix('v')?
+                    .strip_suffix(".metadata.json")?
+                    .parse()
+                    .ok()
+            })
+            .max();
+        Ok(version.unwrap_or(1))
+    }
+
+    /// Loads the newest version: the hint, then probing for newer files a
+    /// committer that stopped before updating the hint left behind.
     pub async fn load_table(&self, name: &TableName) -> Result<CatalogTable> {
-        let dir = self.table_dir(name);
-        let hint = std::fs::read_to_string(dir.join("metadata").join("version-hint.text"))
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok())
-            .unwrap_or_else(|| Self::newest_listed(&dir));
-        let mut version = hint;
-        while Self::metadata_path(&dir, version + 1).exists() {
+        let location = self.table_location(name);
+        let mut version = self.hinted_version(&location).await?;
+        while self
+            .exists(&Self::metadata_file(&location, version + 1))
+            .await?
+        {
             version += 1;
         }
-        let path = Self::metadata_path(&dir, version);
-        let bytes = std::fs::read(&path).map_err(|e| {
-            io_err(
-                format!("table {name} has no metadata at {}", path.display()),
-                e,
-            )
-        })?;
+        let path = Self::metadata_file(&location, version);
+        let bytes = self
+            .file_io
+            .new_input(&path)
+            .map_err(|e| iceberg_err("metadata input", e))?
+            .read()
+            .await
+            .map_err(|e| iceberg_err(format!("table {name} has no metadata at {path}"), e))?;
         let metadata: TableMetadata = serde_json::from_slice(&bytes)?;
         Ok(CatalogTable {
             name: name.clone(),
             version,
-            metadata_location: format!("file://{}", path.display()),
+            metadata_location: path,
             metadata,
             file_io: self.file_io.clone(),
         })
     }
 
-    /// The highest `vN.metadata.json` in the directory (1 if none): used when
-    /// the hint is missing and old versions were deleted.
-    fn newest_listed(dir: &Path) -> u32 {
-        let versions = std::fs::read_dir(dir.join("metadata"))
-            .into_iter()
-            .flatten()
-            .flatten();
-        versions
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                name.strip_prefix('v')?
-                    .strip_suffix(".metadata.json")?
-                    .parse()
-                    .ok()
-            })
-            .max()
-            .unwrap_or(1)
+    /// Creates `path` with `bytes` unless it exists (then `CommitConflict`).
+    async fn create_exclusive(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
+        let lost = || {
+            Error::new(
+                ErrorKind::CommitConflict,
+                format!("{path} was created by another writer first"),
+            )
+        };
+        match &self.store {
+            Store::Local => {
+                let target = PathBuf::from(path.strip_prefix("file://").unwrap_or(path));
+                let dir = target.parent().expect("metadata files have a directory");
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| io_err(format!("{}", dir.display()), e))?;
+                let tmp = dir.join(format!(".{}.tmp", uuid::Uuid::new_v4()));
+                std::fs::write(&tmp, bytes).map_err(|e| io_err(format!("{}", tmp.display()), e))?;
+                let linked = std::fs::hard_link(&tmp, &target);
+                let _ = std::fs::remove_file(&tmp);
+                match linked {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(lost()),
+                    Err(e) => Err(io_err(format!("{}", target.display()), e)),
+                }
+            }
+            Store::S3 { client } => {
+                let (bucket, key) = split_s3(path)?;
+                let put = client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .if_none_match("*")
+                    .body(ByteStream::from(bytes));
+                match put.send().await {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {
+                        Err(lost())
+                    }
+                    Err(e) => Err(s3_err(format!("PUT {path}"), e)),
+                }
+            }
+        }
     }
 
     /// Writes `metadata` as version `version` if no one else has; a lost race
-    /// is `CommitConflict`.
-    fn write_version(
+    /// is `CommitConflict`. The hint is then best effort: readers probe past it.
+    async fn write_version(
         &self,
         name: &TableName,
         version: u32,
         metadata: &TableMetadata,
     ) -> Result<()> {
-        let dir = self.table_dir(name);
-        let meta_dir = dir.join("metadata");
-        std::fs::create_dir_all(&meta_dir)
-            .map_err(|e| io_err(format!("{}", meta_dir.display()), e))?;
-        let tmp = meta_dir.join(format!(".v{version}.{}.tmp", uuid::Uuid::new_v4()));
-        let json = serde_json::to_vec_pretty(metadata)?;
-        std::fs::write(&tmp, json).map_err(|e| io_err(format!("{}", tmp.display()), e))?;
-        let target = Self::metadata_path(&dir, version);
-        let linked = std::fs::hard_link(&tmp, &target);
-        let _ = std::fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(Error::new(
-                    ErrorKind::CommitConflict,
-                    format!("another writer committed version {version} of {name} first"),
-                ));
+        let location = self.table_location(name);
+        self.create_exclusive(
+            &Self::metadata_file(&location, version),
+            serde_json::to_vec_pretty(metadata)?,
+        )
+        .await?;
+        let hint = format!("{location}/metadata/version-hint.text");
+        let written = match &self.store {
+            Store::Local => {
+                let path = PathBuf::from(hint.strip_prefix("file://").unwrap_or(&hint));
+                let tmp = path.with_extension(format!("{}.tmp", uuid::Uuid::new_v4()));
+                std::fs::write(&tmp, version.to_string())
+                    .and_then(|()| std::fs::rename(&tmp, &path))
+                    .is_ok()
             }
-            Err(e) => return Err(io_err(format!("{}", target.display()), e)),
+            Store::S3 { .. } => {
+                let out = self
+                    .file_io
+                    .new_output(&hint)
+                    .map_err(|e| iceberg_err("hint output", e))?;
+                out.write(version.to_string().into()).await.is_ok()
+            }
+        };
+        if !written {
+            tracing::warn!(%hint, "could not update the version hint; readers probe past it");
         }
-        // The hint is only an optimisation: readers probe past it.
-        let hint = meta_dir.join("version-hint.text");
-        let hint_tmp = meta_dir.join(format!(".version-hint.{}.tmp", uuid::Uuid::new_v4()));
-        std::fs::write(&hint_tmp, version.to_string())
-            .and_then(|()| std::fs::rename(&hint_tmp, &hint))
-            .map_err(|e| io_err(format!("{}", hint.display()), e))
+        Ok(())
     }
 
     /// Atomically replaces `base` with `metadata` as the next version. With
@@ -185,12 +342,13 @@ impl HadoopCatalog {
         base: &CatalogTable,
         metadata: TableMetadata,
     ) -> Result<CatalogTable> {
-        self.write_version(&base.name, base.version + 1, &metadata)?;
-        let delete_old = metadata
+        self.write_version(&base.name, base.version + 1, &metadata)
+            .await?;
+        if metadata
             .properties()
             .get(DELETE_AFTER_COMMIT)
-            .is_some_and(|v| v == "true");
-        if delete_old {
+            .is_some_and(|v| v == "true")
+        {
             let kept: std::collections::HashSet<&str> = metadata
                 .metadata_log()
                 .iter()
@@ -206,7 +364,7 @@ impl HadoopCatalog {
                 .filter(|f| !kept.contains(f))
             {
                 // Best effort: a leftover file is harmless, the log no longer names it.
-                let _ = std::fs::remove_file(file.strip_prefix("file://").unwrap_or(file));
+                let _ = self.file_io.delete(file).await;
             }
         }
         self.load_table(&base.name).await

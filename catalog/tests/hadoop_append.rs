@@ -32,8 +32,9 @@ fn schema() -> Schema {
         .unwrap()
 }
 
-/// Writes a Parquet data file with Iceberg field ids and describes it.
-fn write_data_file(table: &CatalogTable, ids: &[i64]) -> DataFile {
+/// Writes a Parquet data file with Iceberg field ids (through the table's
+/// FileIO, so local and S3 alike) and describes it.
+async fn write_data_file(table: &CatalogTable, ids: &[i64]) -> DataFile {
     let field = |name: &str, t: DataType, nullable: bool, id: &str| {
         Field::new(name, t, nullable).with_metadata(HashMap::from([(
             "PARQUET:field_id".to_string(),
@@ -50,24 +51,24 @@ fn write_data_file(table: &CatalogTable, ids: &[i64]) -> DataFile {
         Arc::new(StringArray::from(names)),
     ];
     let batch = RecordBatch::try_new(arrow.clone(), columns).unwrap();
-    let location = table
-        .metadata
-        .location()
-        .strip_prefix("file://")
-        .unwrap()
-        .to_string();
-    let path = format!("{location}/data/{}.parquet", uuid::Uuid::new_v4());
-    std::fs::create_dir_all(format!("{location}/data")).unwrap();
-    let mut writer =
-        ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), arrow, None).unwrap();
+    let mut bytes = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut bytes, arrow, None).unwrap();
     writer.write(&batch).unwrap();
     writer.close().unwrap();
+    let path = format!(
+        "{}/data/{}.parquet",
+        table.metadata.location(),
+        uuid::Uuid::new_v4()
+    );
+    let size = bytes.len() as u64;
+    let out = table.file_io.new_output(&path).unwrap();
+    out.write(bytes.into()).await.unwrap();
     DataFileBuilder::default()
         .content(DataContentType::Data)
-        .file_path(format!("file://{path}"))
+        .file_path(path)
         .file_format(DataFileFormat::Parquet)
         .record_count(ids.len() as u64)
-        .file_size_in_bytes(std::fs::metadata(&path).unwrap().len())
+        .file_size_in_bytes(size)
         .partition(Struct::empty())
         .partition_spec_id(0)
         .build()
@@ -90,18 +91,32 @@ async fn catalog_and_table() -> (HadoopCatalog, CatalogTable) {
     (catalog, table)
 }
 
+/// Properties pyiceberg needs to read a table (S3 endpoint and keys).
+fn reader_properties(table: &CatalogTable) -> String {
+    if !table.metadata_location.starts_with("s3://") {
+        return "{}".into();
+    }
+    let s3 = DevServices::load().s3();
+    serde_json::json!({
+        "s3.endpoint": s3.endpoint, "s3.region": s3.region, "s3.access-key-id": s3.access_key_id,
+        "s3.secret-access-key": s3.secret_access_key, "s3.path-style-access": "true",
+    })
+    .to_string()
+}
+
 /// Row ids read by pyiceberg from the metadata file, sorted.
 fn pyiceberg_ids(table: &CatalogTable) -> String {
+    let props = reader_properties(table);
     DevServices::load()
         .run_python(
             r#"
-import sys
+import sys, json
 from pyiceberg.table import StaticTable
-t = StaticTable.from_metadata(sys.argv[1])
+t = StaticTable.from_metadata(sys.argv[1], properties=json.loads(sys.argv[2]))
 ids = sorted(t.scan().to_arrow()["id"].to_pylist())
 print(len(t.metadata.snapshots), ids)
 "#,
-            &[&table.metadata_location],
+            &[&table.metadata_location, &props],
         )
         .trim()
         .to_string()
@@ -152,7 +167,7 @@ async fn iceberg_rust_ids(table: &CatalogTable) -> Vec<i64> {
 async fn appends_are_read_back_by_pyiceberg_and_iceberg_rust() {
     let (catalog, table) = catalog_and_table().await;
     assert_eq!(table.version, 1);
-    let first = write_data_file(&table, &[1, 2, 3]);
+    let first = write_data_file(&table, &[1, 2, 3]).await;
     let mut props = HashMap::new();
     props.insert(
         "tributary.source-position".to_string(),
@@ -170,7 +185,7 @@ async fn appends_are_read_back_by_pyiceberg_and_iceberg_rust() {
     .await
     .unwrap();
     assert_eq!(t2.version, 2);
-    let second = write_data_file(&t2, &[10, 11]);
+    let second = write_data_file(&t2, &[10, 11]).await;
     let t3 = commit_row_delta(
         &catalog,
         &t2,
@@ -215,7 +230,7 @@ async fn eight_concurrent_committers_all_land_in_one_linear_history() {
     for i in 0..8i64 {
         let (catalog, table) = (catalog.clone(), table.clone());
         tasks.push(tokio::spawn(async move {
-            let file = write_data_file(&table, &[i * 100, i * 100 + 1]);
+            let file = write_data_file(&table, &[i * 100, i * 100 + 1]).await;
             commit_row_delta(
                 &catalog,
                 &table,
@@ -252,8 +267,8 @@ async fn eight_concurrent_committers_all_land_in_one_linear_history() {
 async fn row_deltas_with_position_deletes_read_back_everywhere_and_equality_deletes_in_iceberg_rust()
  {
     let (catalog, table) = catalog_and_table().await;
-    let a = write_data_file(&table, &[1, 2, 3]);
-    let b = write_data_file(&table, &[4, 5]);
+    let a = write_data_file(&table, &[1, 2, 3]).await;
+    let b = write_data_file(&table, &[4, 5]).await;
     let (a_path, b_path) = (a.file_path().to_string(), b.file_path().to_string());
     let add = RowDelta {
         data_files: vec![a, b],
@@ -273,7 +288,7 @@ async fn row_deltas_with_position_deletes_read_back_everywhere_and_equality_dele
     )
     .await
     .unwrap();
-    let c = write_data_file(&t, &[6]);
+    let c = write_data_file(&t, &[6]).await;
     let delta = RowDelta {
         data_files: vec![c],
         delete_files: vec![pos],
@@ -349,15 +364,15 @@ except ValueError as e:
 async fn table_with_planned_rewrite() -> (HadoopCatalog, CatalogTable, DataFile, RewriteFiles) {
     let (catalog, table) = catalog_and_table().await;
     let (a, b) = (
-        write_data_file(&table, &[1, 2, 3]),
-        write_data_file(&table, &[4, 5]),
+        write_data_file(&table, &[1, 2, 3]).await,
+        write_data_file(&table, &[4, 5]).await,
     );
     let add = RowDelta {
         data_files: vec![a.clone(), b.clone()],
         ..Default::default()
     };
     let t = commit_row_delta(&catalog, &table, &add).await.unwrap();
-    let merged = write_data_file(&t, &[1, 2, 3, 4, 5]);
+    let merged = write_data_file(&t, &[1, 2, 3, 4, 5]).await;
     let plan = RewriteFiles {
         replaced: vec![a.clone(), b],
         added: vec![merged],
@@ -484,7 +499,7 @@ async fn old_metadata_versions_are_trimmed_and_deleted_and_snapshots_expire() {
         .await
         .unwrap();
     for i in 0..5 {
-        let f = write_data_file(&t, &[i]);
+        let f = write_data_file(&t, &[i]).await;
         t = commit_row_delta(
             &catalog,
             &t,
@@ -528,4 +543,129 @@ async fn old_metadata_versions_are_trimmed_and_deleted_and_snapshots_expire() {
         "expiry changes history, not contents"
     );
     assert_eq!(iceberg_rust_ids(&expired).await, [0, 1, 2, 3, 4]);
+}
+
+/// A Hadoop-layout catalog in a fresh bucket of the dev S3 (moto).
+async fn s3_catalog() -> HadoopCatalog {
+    let s3 = DevServices::load().s3();
+    let bucket = unique_name("warehouse").replace('_', "-");
+    let creds = aws_sdk_s3::config::Credentials::new(
+        &s3.access_key_id,
+        &s3.secret_access_key,
+        None,
+        None,
+        "test",
+    );
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version_latest()
+        .region(aws_sdk_s3::config::Region::new(s3.region.clone()))
+        .endpoint_url(&s3.endpoint)
+        .force_path_style(true)
+        .credentials_provider(creds)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    let props = HashMap::from([
+        ("warehouse".to_string(), format!("s3://{bucket}/wh")),
+        ("s3.endpoint".to_string(), s3.endpoint),
+        ("s3.region".to_string(), s3.region),
+        ("s3.access-key-id".to_string(), s3.access_key_id),
+        ("s3.secret-access-key".to_string(), s3.secret_access_key),
+        ("s3.path-style-access".to_string(), "true".to_string()),
+    ]);
+    HadoopCatalog::from_properties(&props).unwrap()
+}
+
+#[tokio::test]
+async fn on_s3_appends_and_row_deltas_read_back_and_concurrent_commits_all_land() {
+    let catalog = s3_catalog().await;
+    let name = TableName::new("db", "events");
+    let table = catalog
+        .create_table(
+            &name,
+            schema(),
+            UnboundPartitionSpec::builder().build(),
+            HashMap::new(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        table.metadata_location.starts_with("s3://"),
+        "{}",
+        table.metadata_location
+    );
+    let again = catalog
+        .create_table(
+            &name,
+            schema(),
+            UnboundPartitionSpec::builder().build(),
+            HashMap::new(),
+        )
+        .await;
+    assert!(again.unwrap_err().to_string().contains("already exists"));
+
+    let a = write_data_file(&table, &[1, 2, 3]).await;
+    let a_path = a.file_path().to_string();
+    let t = commit_row_delta(
+        &catalog,
+        &table,
+        &RowDelta {
+            data_files: vec![a],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let dir = t.metadata.location().to_string();
+    let pos = write_position_deletes(
+        &t.file_io,
+        &format!("{dir}/data/pos.parquet"),
+        vec![(a_path, 1)],
+        Struct::empty(),
+        0,
+    )
+    .await
+    .unwrap();
+    let t = commit_row_delta(
+        &catalog,
+        &t,
+        &RowDelta {
+            delete_files: vec![pos],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(pyiceberg_ids(&t), "2 [1, 3]");
+    assert_eq!(iceberg_rust_ids(&t).await, [1, 3]);
+
+    let mut tasks = Vec::new();
+    for i in 0..8i64 {
+        let (catalog, t) = (catalog.clone(), t.clone());
+        tasks.push(tokio::spawn(async move {
+            let file = write_data_file(&t, &[100 + i]).await;
+            commit_row_delta(
+                &catalog,
+                &t,
+                &RowDelta {
+                    data_files: vec![file],
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let last = catalog.load_table(&name).await.unwrap();
+    assert_eq!(last.version, 11, "create + 2 + 8 commits, one version each");
+    let mut expected = vec![1, 3];
+    expected.extend(100..108);
+    assert_eq!(iceberg_rust_ids(&last).await, expected);
 }
