@@ -14,7 +14,7 @@ use iceberg::spec::{
 };
 use tributary_core::{Error, ErrorKind, Result};
 
-use crate::{CatalogTable, HadoopCatalog, iceberg_err};
+use crate::{Catalog, CatalogTable, iceberg_err};
 
 /// Files to add in one snapshot — data files, and position- or
 /// equality-delete files — with extra summary properties (source offsets,
@@ -57,7 +57,7 @@ impl Change<'_> {
 /// Builds the next metadata from the newest version and commits it, retrying
 /// with bounded backoff when another writer commits first.
 pub(crate) async fn commit_with_retries(
-    catalog: &HadoopCatalog,
+    catalog: &dyn Catalog,
     table: &CatalogTable,
     change: Change<'_>,
 ) -> Result<CatalogTable> {
@@ -80,7 +80,7 @@ pub(crate) async fn commit_with_retries(
 
 /// Commits `delta` on top of the newest version of `table`.
 pub async fn commit_row_delta(
-    catalog: &HadoopCatalog,
+    catalog: &dyn Catalog,
     table: &CatalogTable,
     delta: &RowDelta,
 ) -> Result<CatalogTable> {
@@ -179,7 +179,7 @@ pub(crate) async fn finish_snapshot(
 /// not deleted (orphan cleanup is maintenance's job); the current snapshot,
 /// whose summary holds the writer's source position, always stays.
 pub async fn expire_snapshots(
-    catalog: &HadoopCatalog,
+    catalog: &dyn Catalog,
     table: &CatalogTable,
     older_than_ms: i64,
     retain_last: usize,

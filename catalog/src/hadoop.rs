@@ -22,7 +22,7 @@ use iceberg::spec::{
 use iceberg_storage_opendal::OpenDalStorageFactory;
 use tributary_core::{Error, ErrorKind, Result};
 
-use crate::{CatalogTable, TableName, iceberg_err};
+use crate::{Catalog, CatalogTable, TableName, iceberg_err};
 
 /// Table property: delete metadata files dropped from the metadata log.
 pub const DELETE_AFTER_COMMIT: &str = "write.metadata.delete-after-commit.enabled";
@@ -368,5 +368,16 @@ impl HadoopCatalog {
             }
         }
         self.load_table(&base.name).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Catalog for HadoopCatalog {
+    async fn load_table(&self, name: &TableName) -> Result<CatalogTable> {
+        HadoopCatalog::load_table(self, name).await
+    }
+
+    async fn commit(&self, base: &CatalogTable, metadata: TableMetadata) -> Result<CatalogTable> {
+        HadoopCatalog::commit(self, base, metadata).await
     }
 }

@@ -9,6 +9,7 @@
 pub mod commit;
 pub mod delete_file;
 pub mod hadoop;
+pub mod hive;
 pub mod rewrite;
 
 use std::fmt;
@@ -20,6 +21,7 @@ use tributary_core::{Error, ErrorKind};
 pub use commit::{RowDelta, commit_row_delta, expire_snapshots};
 pub use delete_file::{write_equality_deletes, write_position_deletes};
 pub use hadoop::HadoopCatalog;
+pub use hive::HiveCatalog;
 pub use rewrite::{RewriteFiles, commit_rewrite};
 
 /// `namespace.table` in a catalog.
@@ -42,6 +44,20 @@ impl fmt::Display for TableName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}", self.namespace, self.table)
     }
+}
+
+/// What the commit protocol needs from a catalog: the newest metadata of a
+/// table, and an atomic swap from one version to the next that fails with
+/// `CommitConflict` when another writer committed first.
+#[async_trait::async_trait]
+pub trait Catalog: Send + Sync {
+    async fn load_table(&self, name: &TableName) -> tributary_core::Result<CatalogTable>;
+
+    async fn commit(
+        &self,
+        base: &CatalogTable,
+        metadata: TableMetadata,
+    ) -> tributary_core::Result<CatalogTable>;
 }
 
 /// A table as loaded from its catalog: the metadata of one version.

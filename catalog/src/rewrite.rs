@@ -17,7 +17,7 @@ use tributary_core::{Error, ErrorKind, Result};
 use crate::commit::{
     Change, commit_with_retries, current_manifests, finish_snapshot, new_snapshot_id, total,
 };
-use crate::{CatalogTable, HadoopCatalog, iceberg_err};
+use crate::{Catalog, CatalogTable, iceberg_err};
 
 /// Files to replace and their replacement, planned at `starting_snapshot_id`.
 #[derive(Debug, Clone)]
@@ -37,7 +37,7 @@ fn conflict(msg: String) -> Error {
 
 /// Commits `rewrite`, re-validating on every retry.
 pub async fn commit_rewrite(
-    catalog: &HadoopCatalog,
+    catalog: &dyn Catalog,
     table: &CatalogTable,
     rewrite: &RewriteFiles,
 ) -> Result<CatalogTable> {

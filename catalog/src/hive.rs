@@ -1,0 +1,320 @@
+//! The Hive Metastore catalog (thrift, HMS 2.3+). Tables are registered as
+//! `EXTERNAL_TABLE` with `table_type=ICEBERG` and `metadata_location`; Hive-2
+//! column types describe the schema for Hive-side tools. A commit writes the
+//! next metadata file, then swaps `metadata_location` with
+//! `alter_table_with_environment_context`, whose `expected_parameter_key/value`
+//! make the metastore compare-and-set it: a stale value is "The table has been
+//! modified", reported as `CommitConflict` (the unused file is deleted).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use hive_metastore::{
+    Database, EnvironmentContext, FieldSchema, SerDeInfo, StorageDescriptor, Table,
+    ThriftHiveMetastoreClient, ThriftHiveMetastoreClientBuilder,
+};
+use iceberg::io::FileIO;
+use iceberg::spec::{
+    FormatVersion, PrimitiveType, Schema, SortOrder, TableMetadata, TableMetadataBuilder, Type,
+    UnboundPartitionSpec,
+};
+use pilota::{AHashMap, FastStr};
+use tributary_core::{Error, ErrorKind, Result};
+use volo_thrift::MaybeException;
+
+use crate::{Catalog, CatalogTable, TableName, iceberg_err};
+
+/// A Hive Metastore catalog whose table files live under `warehouse`.
+#[derive(Clone)]
+pub struct HiveCatalog {
+    client: ThriftHiveMetastoreClient,
+    /// `file:///…` or `s3://…` root for new tables (`<db>.db/<table>` below it).
+    warehouse: String,
+    file_io: FileIO,
+}
+
+impl std::fmt::Debug for HiveCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HiveCatalog")
+            .field("warehouse", &self.warehouse)
+            .finish()
+    }
+}
+
+fn hms_err(what: String, e: impl std::fmt::Debug) -> Error {
+    Error::new(ErrorKind::Connection, format!("{what}: {e:?}"))
+}
+
+/// Unwraps a thrift call: transport errors and metastore exceptions both
+/// become errors (exceptions arrive as `Ok(Exception)`, easy to lose).
+fn unwrap<T, E: std::fmt::Debug>(
+    what: &str,
+    r: std::result::Result<MaybeException<T, E>, volo_thrift::ClientError>,
+) -> Result<T> {
+    match r {
+        Ok(MaybeException::Ok(v)) => Ok(v),
+        Ok(MaybeException::Exception(e)) => {
+            Err(Error::new(ErrorKind::Unexpected, format!("{what}: {e:?}")))
+        }
+        Err(e) => Err(hms_err(what.to_string(), e)),
+    }
+}
+
+/// The Hive-2 type of an Iceberg type (what pyiceberg writes with
+/// `hive.hive2-compatible`).
+fn hive_type(t: &Type) -> String {
+    match t {
+        Type::Primitive(p) => match p {
+            PrimitiveType::Boolean => "boolean".into(),
+            PrimitiveType::Int => "int".into(),
+            PrimitiveType::Long => "bigint".into(),
+            PrimitiveType::Float => "float".into(),
+            PrimitiveType::Double => "double".into(),
+            PrimitiveType::Decimal { precision, scale } => format!("decimal({precision},{scale})"),
+            PrimitiveType::Date => "date".into(),
+            PrimitiveType::Timestamp | PrimitiveType::Timestamptz => "timestamp".into(),
+            PrimitiveType::TimestampNs | PrimitiveType::TimestamptzNs => "timestamp".into(),
+            PrimitiveType::Binary | PrimitiveType::Fixed(_) => "binary".into(),
+            PrimitiveType::Time | PrimitiveType::String | PrimitiveType::Uuid => "string".into(),
+        },
+        Type::Struct(s) => {
+            let fields: Vec<String> = s
+                .fields()
+                .iter()
+                .map(|f| format!("{}:{}", f.name, hive_type(&f.field_type)))
+                .collect();
+            format!("struct<{}>", fields.join(","))
+        }
+        Type::List(l) => format!("array<{}>", hive_type(&l.element_field.field_type)),
+        Type::Map(m) => format!(
+            "map<{},{}>",
+            hive_type(&m.key_field.field_type),
+            hive_type(&m.value_field.field_type)
+        ),
+    }
+}
+
+fn fast(s: impl Into<String>) -> FastStr {
+    FastStr::from(s.into())
+}
+
+impl HiveCatalog {
+    /// Connects to the metastore at `addr` (`host:port`). HMS 2.3 speaks
+    /// plain buffered thrift; the client's default framing fails with it.
+    pub fn new(addr: SocketAddr, warehouse: impl Into<String>, file_io: FileIO) -> HiveCatalog {
+        let client = ThriftHiveMetastoreClientBuilder::new("hms")
+            .address(addr)
+            .make_codec(volo_thrift::codec::default::DefaultMakeCodec::buffered())
+            .build();
+        HiveCatalog {
+            client,
+            warehouse: warehouse.into().trim_end_matches('/').to_string(),
+            file_io,
+        }
+    }
+
+    /// Creates the database if it does not exist.
+    pub async fn ensure_database(&self, name: &str) -> Result<()> {
+        if let Ok(MaybeException::Ok(_)) = self.client.get_database(fast(name)).await {
+            return Ok(());
+        }
+        let db = Database {
+            name: Some(fast(name)),
+            location_uri: Some(fast(format!("{}/{name}.db", self.warehouse))),
+            ..Default::default()
+        };
+        unwrap("create_database", self.client.create_database(db).await)
+    }
+
+    fn table_object(
+        &self,
+        name: &TableName,
+        metadata: &TableMetadata,
+        location: &str,
+        previous: Option<&str>,
+    ) -> Table {
+        let cols = metadata
+            .current_schema()
+            .as_struct()
+            .fields()
+            .iter()
+            .map(|f| FieldSchema {
+                name: Some(fast(f.name.clone())),
+                r#type: Some(fast(hive_type(&f.field_type))),
+                comment: None,
+            })
+            .collect();
+        let mut params: AHashMap<FastStr, FastStr> = AHashMap::default();
+        params.insert(fast("EXTERNAL"), fast("TRUE"));
+        params.insert(fast("table_type"), fast("ICEBERG"));
+        params.insert(fast("metadata_location"), fast(location));
+        if let Some(p) = previous {
+            params.insert(fast("previous_metadata_location"), fast(p));
+        }
+        Table {
+            table_name: Some(fast(name.table.clone())),
+            db_name: Some(fast(name.namespace.clone())),
+            table_type: Some(fast("EXTERNAL_TABLE")),
+            // Iceberg partitions live in its metadata, not in Hive.
+            partition_keys: Some(Vec::new()),
+            parameters: Some(params),
+            sd: Some(StorageDescriptor {
+                cols: Some(cols),
+                location: Some(fast(metadata.location())),
+                input_format: Some(fast("org.apache.hadoop.mapred.FileInputFormat")),
+                output_format: Some(fast("org.apache.hadoop.mapred.FileOutputFormat")),
+                serde_info: Some(SerDeInfo {
+                    serialization_lib: Some(fast(
+                        "org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe",
+                    )),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn metadata_path(location: &str, version: u32) -> String {
+        format!(
+            "{location}/metadata/{version:05}-{}.metadata.json",
+            uuid::Uuid::new_v4()
+        )
+    }
+
+    async fn write_metadata(&self, path: &str, metadata: &TableMetadata) -> Result<()> {
+        let out = self
+            .file_io
+            .new_output(path)
+            .map_err(|e| iceberg_err("metadata output", e))?;
+        out.write(serde_json::to_vec(metadata)?.into())
+            .await
+            .map_err(|e| iceberg_err(format!("writing {path}"), e))
+    }
+
+    /// Creates the table (and its database) with metadata version 0.
+    pub async fn create_table(
+        &self,
+        name: &TableName,
+        schema: Schema,
+        spec: UnboundPartitionSpec,
+        properties: HashMap<String, String>,
+    ) -> Result<CatalogTable> {
+        self.ensure_database(&name.namespace).await?;
+        let location = format!("{}/{}.db/{}", self.warehouse, name.namespace, name.table);
+        let metadata = TableMetadataBuilder::new(
+            schema,
+            spec,
+            SortOrder::unsorted_order(),
+            location.clone(),
+            FormatVersion::V2,
+            properties,
+        )
+        .and_then(|b| b.build())
+        .map_err(|e| iceberg_err("building table metadata", e))?
+        .metadata;
+        let path = Self::metadata_path(&location, 0);
+        self.write_metadata(&path, &metadata).await?;
+        let table = self.table_object(name, &metadata, &path, None);
+        unwrap("create_table", self.client.create_table(table).await).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidConfig,
+                format!("cannot create {name}: {e}"),
+            )
+        })?;
+        self.load(name).await
+    }
+
+    async fn load(&self, name: &TableName) -> Result<CatalogTable> {
+        let table = unwrap(
+            "get_table",
+            self.client
+                .get_table(fast(name.namespace.clone()), fast(name.table.clone()))
+                .await,
+        )?;
+        let params = table.parameters.unwrap_or_default();
+        let is_iceberg = params
+            .get("table_type")
+            .is_some_and(|t| t.eq_ignore_ascii_case("ICEBERG"));
+        let location = params
+            .get("metadata_location")
+            .filter(|_| is_iceberg)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidConfig,
+                    format!("{name} is not an Iceberg table"),
+                )
+            })?
+            .to_string();
+        let bytes = self
+            .file_io
+            .new_input(&location)
+            .map_err(|e| iceberg_err("metadata input", e))?
+            .read()
+            .await
+            .map_err(|e| iceberg_err(format!("reading {location}"), e))?;
+        let metadata: TableMetadata = serde_json::from_slice(&bytes)?;
+        let version = location
+            .rsplit('/')
+            .next()
+            .and_then(|f| f.split('-').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        Ok(CatalogTable {
+            name: name.clone(),
+            version,
+            metadata_location: location,
+            metadata,
+            file_io: self.file_io.clone(),
+        })
+    }
+
+    async fn swap(&self, base: &CatalogTable, metadata: TableMetadata) -> Result<CatalogTable> {
+        let path = Self::metadata_path(metadata.location(), base.version + 1);
+        self.write_metadata(&path, &metadata).await?;
+        let table = self.table_object(&base.name, &metadata, &path, Some(&base.metadata_location));
+        let mut expected: AHashMap<FastStr, FastStr> = AHashMap::default();
+        expected.insert(fast("expected_parameter_key"), fast("metadata_location"));
+        expected.insert(
+            fast("expected_parameter_value"),
+            fast(base.metadata_location.clone()),
+        );
+        let ctx = EnvironmentContext {
+            properties: Some(expected),
+        };
+        let (db, tbl) = (
+            fast(base.name.namespace.clone()),
+            fast(base.name.table.clone()),
+        );
+        match unwrap(
+            "alter_table",
+            self.client
+                .alter_table_with_environment_context(db, tbl, table, ctx)
+                .await,
+        ) {
+            Ok(()) => self.load(&base.name).await,
+            Err(e) => {
+                let _ = self.file_io.delete(&path).await;
+                if e.to_string().contains("has been modified") {
+                    Err(Error::new(
+                        ErrorKind::CommitConflict,
+                        format!("{} was committed by another writer first", base.name),
+                    ))
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Catalog for HiveCatalog {
+    async fn load_table(&self, name: &TableName) -> Result<CatalogTable> {
+        self.load(name).await
+    }
+
+    async fn commit(&self, base: &CatalogTable, metadata: TableMetadata) -> Result<CatalogTable> {
+        self.swap(base, metadata).await
+    }
+}
