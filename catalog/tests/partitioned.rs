@@ -1,0 +1,265 @@
+//! Partitioned tables (identity, day, bucket): files carry the partition
+//! tuples the transforms give, so filtered scans by two independent readers
+//! prune to exactly the matching rows, and position deletes apply within
+//! their partition.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow_schema::{DataType, Field, Schema as ArrowSchema, TimeUnit};
+use futures_util::TryStreamExt;
+use iceberg::expr::Reference;
+use iceberg::spec::{
+    DataContentType, DataFile, DataFileBuilder, DataFileFormat, Datum, Literal, NestedField,
+    PrimitiveType, Schema, Struct, Transform, Type, UnboundPartitionSpec,
+};
+use iceberg::transform::create_transform_function;
+use iceberg::{NamespaceIdent, TableIdent};
+use parquet::arrow::ArrowWriter;
+use tributary_catalog::{
+    CatalogTable, HadoopCatalog, RowDelta, TableName, commit_row_delta, write_position_deletes,
+};
+use tributary_testkit::{DevServices, dev_dir, unique_name};
+
+const DAY_US: i64 = 86_400_000_000;
+
+fn schema() -> Schema {
+    Schema::builder()
+        .with_fields(vec![
+            NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long)).into(),
+            NestedField::required(2, "category", Type::Primitive(PrimitiveType::String)).into(),
+            NestedField::required(3, "ts", Type::Primitive(PrimitiveType::Timestamp)).into(),
+        ])
+        .build()
+        .unwrap()
+}
+
+fn spec() -> UnboundPartitionSpec {
+    UnboundPartitionSpec::builder()
+        .add_partition_field(2, "category", Transform::Identity)
+        .unwrap()
+        .add_partition_field(3, "ts_day", Transform::Day)
+        .unwrap()
+        .add_partition_field(1, "id_bucket", Transform::Bucket(4))
+        .unwrap()
+        .build()
+}
+
+type Row = (i64, String, i64);
+
+/// The partition tuple of a row, computed by Iceberg's own transforms.
+fn partition_of(row: &Row) -> Struct {
+    let apply = |t: Transform, d: Datum| {
+        Literal::from(
+            create_transform_function(&t)
+                .unwrap()
+                .transform_literal_result(&d)
+                .unwrap(),
+        )
+    };
+    Struct::from_iter([
+        Some(apply(Transform::Identity, Datum::string(&row.1))),
+        Some(apply(Transform::Day, Datum::timestamp_micros(row.2))),
+        Some(apply(Transform::Bucket(4), Datum::long(row.0))),
+    ])
+}
+
+async fn write_file(table: &CatalogTable, rows: &[Row]) -> DataFile {
+    let field = |name: &str, t: DataType, id: &str| {
+        Field::new(name, t, false).with_metadata(HashMap::from([(
+            "PARQUET:field_id".to_string(),
+            id.to_string(),
+        )]))
+    };
+    let arrow = Arc::new(ArrowSchema::new(vec![
+        field("id", DataType::Int64, "1"),
+        field("category", DataType::Utf8, "2"),
+        field("ts", DataType::Timestamp(TimeUnit::Microsecond, None), "3"),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.1.as_str()),
+        )),
+        Arc::new(TimestampMicrosecondArray::from_iter_values(
+            rows.iter().map(|r| r.2),
+        )),
+    ];
+    let batch = RecordBatch::try_new(arrow.clone(), columns).unwrap();
+    let mut bytes = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut bytes, arrow, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let path = format!(
+        "{}/data/{}.parquet",
+        table.metadata.location(),
+        uuid::Uuid::new_v4()
+    );
+    let size = bytes.len() as u64;
+    table
+        .file_io
+        .new_output(&path)
+        .unwrap()
+        .write(bytes.into())
+        .await
+        .unwrap();
+    DataFileBuilder::default()
+        .content(DataContentType::Data)
+        .file_path(path)
+        .file_format(DataFileFormat::Parquet)
+        .record_count(rows.len() as u64)
+        .file_size_in_bytes(size)
+        .partition(partition_of(&rows[0]))
+        .partition_spec_id(table.metadata.default_partition_spec_id())
+        .build()
+        .unwrap()
+}
+
+async fn rust_ids(table: &CatalogTable, category: Option<&str>) -> Vec<i64> {
+    let ident = TableIdent::new(
+        NamespaceIdent::new(table.name.namespace.clone()),
+        table.name.table.clone(),
+    );
+    let t = iceberg::table::Table::builder()
+        .metadata(table.metadata.clone())
+        .metadata_location(table.metadata_location.clone())
+        .identifier(ident)
+        .file_io(table.file_io.clone())
+        .readonly(true)
+        .runtime(iceberg::Runtime::current())
+        .build()
+        .unwrap();
+    let mut scan = t.scan();
+    if let Some(c) = category {
+        scan = scan.with_filter(Reference::new("category").equal_to(Datum::string(c)));
+    }
+    let batches: Vec<RecordBatch> = scan
+        .build()
+        .unwrap()
+        .to_arrow()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let mut ids: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("id")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn py_ids(table: &CatalogTable, filter: &str) -> String {
+    DevServices::load()
+        .run_python(
+            r#"
+import sys
+from pyiceberg.table import StaticTable
+t = StaticTable.from_metadata(sys.argv[1])
+print(sorted(t.scan(row_filter=sys.argv[2]).to_arrow()["id"].to_pylist()))
+"#,
+            &[&table.metadata_location, filter],
+        )
+        .trim()
+        .to_string()
+}
+
+#[tokio::test]
+async fn identity_day_and_bucket_partitions_prune_exactly_and_deletes_stay_in_partition() {
+    let catalog =
+        HadoopCatalog::new_local(dev_dir().join("tmp").join(unique_name("warehouse"))).unwrap();
+    let name = TableName::new("db", "parted");
+    let table = catalog
+        .create_table(&name, schema(), spec(), HashMap::new())
+        .await
+        .unwrap();
+    let day0 = 19_000 * DAY_US;
+    let rows: Vec<Row> = (0..40)
+        .map(|i| {
+            (
+                i,
+                if i % 2 == 0 { "a" } else { "b" }.to_string(),
+                day0 + (i % 3) * DAY_US + i,
+            )
+        })
+        .collect();
+    // One file per partition tuple.
+    let mut groups: BTreeMap<String, Vec<Row>> = BTreeMap::new();
+    for r in &rows {
+        groups
+            .entry(format!("{:?}", partition_of(r)))
+            .or_default()
+            .push(r.clone());
+    }
+    let mut files = Vec::new();
+    for g in groups.values() {
+        files.push(write_file(&table, g).await);
+    }
+    assert!(files.len() >= 12, "{} partitions", files.len());
+    let t = commit_row_delta(
+        &catalog,
+        &table,
+        &RowDelta {
+            data_files: files.clone(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    let evens: Vec<i64> = (0..40).filter(|i| i % 2 == 0).collect();
+    assert_eq!(rust_ids(&t, Some("a")).await, evens);
+    assert_eq!(py_ids(&t, "category == 'a'"), format!("{evens:?}"));
+    let day1: Vec<i64> = (0..40).filter(|i| i % 3 == 1).collect();
+    let from = "2022-01-09T00:00:00"; // day 19001 (day 19000 is 2022-01-08)
+    let to = "2022-01-10T00:00:00";
+    assert_eq!(
+        py_ids(&t, &format!("ts >= '{from}' and ts < '{to}'")),
+        format!("{day1:?}")
+    );
+
+    // Delete id 4 by position, in its own partition.
+    let target = files
+        .iter()
+        .find(|f| f.partition() == &partition_of(&rows[4]))
+        .unwrap();
+    let in_file: Vec<i64> = groups[&format!("{:?}", partition_of(&rows[4]))]
+        .iter()
+        .map(|r| r.0)
+        .collect();
+    let pos = in_file.iter().position(|&id| id == 4).unwrap() as i64;
+    let dir = t.metadata.location().to_string();
+    let del = write_position_deletes(
+        &t.file_io,
+        &format!("{dir}/data/del.parquet"),
+        vec![(target.file_path().to_string(), pos)],
+        partition_of(&rows[4]),
+        0,
+    )
+    .await
+    .unwrap();
+    let t = commit_row_delta(
+        &catalog,
+        &t,
+        &RowDelta {
+            delete_files: vec![del],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let without4: Vec<i64> = evens.iter().copied().filter(|&i| i != 4).collect();
+    assert_eq!(rust_ids(&t, Some("a")).await, without4);
+    assert_eq!(py_ids(&t, "category == 'a'"), format!("{without4:?}"));
+    assert_eq!(rust_ids(&t, None).await.len(), 39);
+}
