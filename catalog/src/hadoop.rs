@@ -109,11 +109,7 @@ impl HadoopCatalog {
                 "catalog-properties",
             ));
         }
-        let file_io = FileIOBuilder::new(Arc::new(OpenDalStorageFactory::S3 {
-            customized_credential_load: None,
-        }))
-        .with_props(props.iter().filter(|(k, _)| k.starts_with("s3.")))
-        .build();
+        let file_io = s3_file_io(props);
         Ok(HadoopCatalog {
             warehouse,
             store: Store::S3 {
@@ -373,6 +369,16 @@ impl HadoopCatalog {
 
 #[async_trait::async_trait]
 impl Catalog for HadoopCatalog {
+    async fn create_table(
+        &self,
+        name: &TableName,
+        schema: Schema,
+        spec: UnboundPartitionSpec,
+        properties: HashMap<String, String>,
+    ) -> Result<CatalogTable> {
+        HadoopCatalog::create_table(self, name, schema, spec, properties).await
+    }
+
     async fn load_table(&self, name: &TableName) -> Result<CatalogTable> {
         HadoopCatalog::load_table(self, name).await
     }
@@ -380,4 +386,13 @@ impl Catalog for HadoopCatalog {
     async fn commit(&self, base: &CatalogTable, metadata: TableMetadata) -> Result<CatalogTable> {
         HadoopCatalog::commit(self, base, metadata).await
     }
+}
+
+/// A FileIO for S3 from the `s3.*` catalog properties.
+pub(crate) fn s3_file_io(props: &HashMap<String, String>) -> FileIO {
+    FileIOBuilder::new(Arc::new(OpenDalStorageFactory::S3 {
+        customized_credential_load: None,
+    }))
+    .with_props(props.iter().filter(|(k, _)| k.starts_with("s3.")))
+    .build()
 }

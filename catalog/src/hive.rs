@@ -113,6 +113,30 @@ impl HiveCatalog {
         }
     }
 
+    /// A catalog from pyiceberg/Java property names: `uri`
+    /// (`thrift://host:port`), `warehouse`, and the `s3.*` FileIO properties
+    /// when the warehouse is on S3.
+    pub fn from_properties(props: &HashMap<String, String>) -> Result<HiveCatalog> {
+        let uri = props
+            .get("uri")
+            .ok_or_else(|| Error::invalid_config("catalog property `uri` is missing"))?;
+        let addr = uri
+            .strip_prefix("thrift://")
+            .and_then(|a| std::net::ToSocketAddrs::to_socket_addrs(a).ok()?.next())
+            .ok_or_else(|| {
+                Error::invalid_config(format!("catalog uri {uri:?} is not thrift://host:port"))
+            })?;
+        let warehouse = props
+            .get("warehouse")
+            .ok_or_else(|| Error::invalid_config("catalog property `warehouse` is missing"))?;
+        let file_io = if warehouse.starts_with("s3") {
+            crate::hadoop::s3_file_io(props)
+        } else {
+            FileIO::new_with_fs()
+        };
+        Ok(HiveCatalog::new(addr, warehouse.clone(), file_io))
+    }
+
     /// Creates the database if it does not exist.
     pub async fn ensure_database(&self, name: &str) -> Result<()> {
         if let Ok(MaybeException::Ok(_)) = self.client.get_database(fast(name)).await {
@@ -310,6 +334,16 @@ impl HiveCatalog {
 
 #[async_trait::async_trait]
 impl Catalog for HiveCatalog {
+    async fn create_table(
+        &self,
+        name: &TableName,
+        schema: Schema,
+        spec: UnboundPartitionSpec,
+        properties: HashMap<String, String>,
+    ) -> Result<CatalogTable> {
+        HiveCatalog::create_table(self, name, schema, spec, properties).await
+    }
+
     async fn load_table(&self, name: &TableName) -> Result<CatalogTable> {
         self.load(name).await
     }

@@ -51,6 +51,15 @@ impl fmt::Display for TableName {
 /// `CommitConflict` when another writer committed first.
 #[async_trait::async_trait]
 pub trait Catalog: Send + Sync {
+    /// Creates a format-v2 table; fails if it exists.
+    async fn create_table(
+        &self,
+        name: &TableName,
+        schema: iceberg::spec::Schema,
+        spec: iceberg::spec::UnboundPartitionSpec,
+        properties: std::collections::HashMap<String, String>,
+    ) -> tributary_core::Result<CatalogTable>;
+
     async fn load_table(&self, name: &TableName) -> tributary_core::Result<CatalogTable>;
 
     async fn commit(

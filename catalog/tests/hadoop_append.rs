@@ -2,78 +2,21 @@
 //! independent readers (pyiceberg's StaticTable and iceberg-rust's scan), and
 //! concurrent committers that all land in one linear history.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow_array::{ArrayRef, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema as ArrowSchema};
-use futures_util::TryStreamExt;
-use iceberg::spec::{
-    DataContentType, DataFile, DataFileBuilder, DataFileFormat, NestedField, PrimitiveType, Schema,
-    Struct, Type, UnboundPartitionSpec,
-};
-use iceberg::{NamespaceIdent, TableIdent};
-use parquet::arrow::ArrowWriter;
+use common::*;
+use iceberg::spec::{DataFile, Struct, UnboundPartitionSpec};
 use tributary_catalog::{
     CatalogTable, HadoopCatalog, RewriteFiles, RowDelta, TableName, commit_rewrite,
     commit_row_delta, expire_snapshots, write_equality_deletes, write_position_deletes,
 };
 use tributary_core::ErrorKind;
 use tributary_testkit::{DevServices, dev_dir, unique_name};
-
-fn schema() -> Schema {
-    Schema::builder()
-        .with_fields(vec![
-            NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long)).into(),
-            NestedField::optional(2, "name", Type::Primitive(PrimitiveType::String)).into(),
-        ])
-        .with_identifier_field_ids(vec![1])
-        .build()
-        .unwrap()
-}
-
-/// Writes a Parquet data file with Iceberg field ids (through the table's
-/// FileIO, so local and S3 alike) and describes it.
-async fn write_data_file(table: &CatalogTable, ids: &[i64]) -> DataFile {
-    let field = |name: &str, t: DataType, nullable: bool, id: &str| {
-        Field::new(name, t, nullable).with_metadata(HashMap::from([(
-            "PARQUET:field_id".to_string(),
-            id.to_string(),
-        )]))
-    };
-    let arrow = Arc::new(ArrowSchema::new(vec![
-        field("id", DataType::Int64, false, "1"),
-        field("name", DataType::Utf8, true, "2"),
-    ]));
-    let names: Vec<String> = ids.iter().map(|i| format!("name-{i}")).collect();
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from(ids.to_vec())),
-        Arc::new(StringArray::from(names)),
-    ];
-    let batch = RecordBatch::try_new(arrow.clone(), columns).unwrap();
-    let mut bytes = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut bytes, arrow, None).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
-    let path = format!(
-        "{}/data/{}.parquet",
-        table.metadata.location(),
-        uuid::Uuid::new_v4()
-    );
-    let size = bytes.len() as u64;
-    let out = table.file_io.new_output(&path).unwrap();
-    out.write(bytes.into()).await.unwrap();
-    DataFileBuilder::default()
-        .content(DataContentType::Data)
-        .file_path(path)
-        .file_format(DataFileFormat::Parquet)
-        .record_count(ids.len() as u64)
-        .file_size_in_bytes(size)
-        .partition(Struct::empty())
-        .partition_spec_id(0)
-        .build()
-        .unwrap()
-}
 
 async fn catalog_and_table() -> (HadoopCatalog, CatalogTable) {
     let warehouse = dev_dir().join("tmp").join(unique_name("warehouse"));
@@ -89,78 +32,6 @@ async fn catalog_and_table() -> (HadoopCatalog, CatalogTable) {
         .await
         .unwrap();
     (catalog, table)
-}
-
-/// Properties pyiceberg needs to read a table (S3 endpoint and keys).
-fn reader_properties(table: &CatalogTable) -> String {
-    if !table.metadata_location.starts_with("s3://") {
-        return "{}".into();
-    }
-    let s3 = DevServices::load().s3();
-    serde_json::json!({
-        "s3.endpoint": s3.endpoint, "s3.region": s3.region, "s3.access-key-id": s3.access_key_id,
-        "s3.secret-access-key": s3.secret_access_key, "s3.path-style-access": "true",
-    })
-    .to_string()
-}
-
-/// Row ids read by pyiceberg from the metadata file, sorted.
-fn pyiceberg_ids(table: &CatalogTable) -> String {
-    let props = reader_properties(table);
-    DevServices::load()
-        .run_python(
-            r#"
-import sys, json
-from pyiceberg.table import StaticTable
-t = StaticTable.from_metadata(sys.argv[1], properties=json.loads(sys.argv[2]))
-ids = sorted(t.scan().to_arrow()["id"].to_pylist())
-print(len(t.metadata.snapshots), ids)
-"#,
-            &[&table.metadata_location, &props],
-        )
-        .trim()
-        .to_string()
-}
-
-/// Row ids read by iceberg-rust's own scan, sorted.
-async fn iceberg_rust_ids(table: &CatalogTable) -> Vec<i64> {
-    let ident = TableIdent::new(
-        NamespaceIdent::new(table.name.namespace.clone()),
-        table.name.table.clone(),
-    );
-    let t = iceberg::table::Table::builder()
-        .metadata(table.metadata.clone())
-        .metadata_location(table.metadata_location.clone())
-        .identifier(ident)
-        .file_io(table.file_io.clone())
-        .readonly(true)
-        .runtime(iceberg::Runtime::current())
-        .build()
-        .unwrap();
-    let batches: Vec<RecordBatch> = t
-        .scan()
-        .build()
-        .unwrap()
-        .to_arrow()
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    let mut ids: Vec<i64> = batches
-        .iter()
-        .flat_map(|b| {
-            let col = b
-                .column_by_name("id")
-                .unwrap()
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .unwrap();
-            col.values().to_vec()
-        })
-        .collect();
-    ids.sort();
-    ids
 }
 
 #[tokio::test]
@@ -198,10 +69,10 @@ async fn appends_are_read_back_by_pyiceberg_and_iceberg_rust() {
     .unwrap();
     assert_eq!(t3.version, 3);
 
-    assert_eq!(pyiceberg_ids(&t3), "2 [1, 2, 3, 10, 11]");
-    assert_eq!(iceberg_rust_ids(&t3).await, [1, 2, 3, 10, 11]);
+    assert_eq!(pyiceberg_read(&t3, "True"), (2, vec![1, 2, 3, 10, 11]));
+    assert_eq!(iceberg_rust_ids(&t3, None).await, [1, 2, 3, 10, 11]);
     // The older version still reads as it was (snapshot isolation).
-    assert_eq!(pyiceberg_ids(&t2), "1 [1, 2, 3]");
+    assert_eq!(pyiceberg_read(&t2, "True"), (1, vec![1, 2, 3]));
 
     let snap = t3.metadata.current_snapshot().unwrap();
     let summary = &snap.summary().additional_properties;
@@ -250,7 +121,7 @@ async fn eight_concurrent_committers_all_land_in_one_linear_history() {
     assert_eq!(last.version, 9, "one version per commit");
     let mut expected: Vec<i64> = (0..8).flat_map(|i| [i * 100, i * 100 + 1]).collect();
     expected.sort();
-    assert_eq!(iceberg_rust_ids(&last).await, expected);
+    assert_eq!(iceberg_rust_ids(&last, None).await, expected);
     // Linear: every snapshot's parent is the one before it, sequence numbers 1..=8.
     let mut snap = last.metadata.current_snapshot().unwrap().clone();
     let mut seqs = vec![snap.sequence_number()];
@@ -259,8 +130,7 @@ async fn eight_concurrent_committers_all_land_in_one_linear_history() {
         seqs.push(snap.sequence_number());
     }
     assert_eq!(seqs, (1..=8).rev().collect::<Vec<_>>());
-    let py = pyiceberg_ids(&last);
-    assert!(py.starts_with("8 ["), "{py}");
+    assert_eq!(pyiceberg_read(&last, "True").0, 8);
 }
 
 #[tokio::test]
@@ -296,11 +166,11 @@ async fn row_deltas_with_position_deletes_read_back_everywhere_and_equality_dele
     };
     let t = commit_row_delta(&catalog, &t, &delta).await.unwrap();
     assert_eq!(
-        pyiceberg_ids(&t),
-        "2 [1, 3, 5, 6]",
+        pyiceberg_read(&t, "True"),
+        (2, vec![1, 3, 5, 6]),
         "pyiceberg applies position deletes"
     );
-    assert_eq!(iceberg_rust_ids(&t).await, [1, 3, 5, 6]);
+    assert_eq!(iceberg_rust_ids(&t, None).await, [1, 3, 5, 6]);
     let summary = &t.metadata.current_snapshot().unwrap().summary();
     assert_eq!(summary.operation, iceberg::spec::Operation::Overwrite);
     assert_eq!(summary.additional_properties["added-position-deletes"], "2");
@@ -340,7 +210,7 @@ async fn row_deltas_with_position_deletes_read_back_everywhere_and_equality_dele
         t.metadata.current_snapshot().unwrap().summary().operation,
         iceberg::spec::Operation::Delete
     );
-    assert_eq!(iceberg_rust_ids(&t).await, [1, 3, 6]);
+    assert_eq!(iceberg_rust_ids(&t, None).await, [1, 3, 6]);
     let out = DevServices::load().run_python(
         r#"
 import sys
@@ -385,8 +255,8 @@ async fn table_with_planned_rewrite() -> (HadoopCatalog, CatalogTable, DataFile,
 async fn a_rewrite_replaces_files_and_both_readers_see_the_same_rows() {
     let (catalog, t, _, plan) = table_with_planned_rewrite().await;
     let t = commit_rewrite(&catalog, &t, &plan).await.unwrap();
-    assert_eq!(pyiceberg_ids(&t), "2 [1, 2, 3, 4, 5]");
-    assert_eq!(iceberg_rust_ids(&t).await, [1, 2, 3, 4, 5]);
+    assert_eq!(pyiceberg_read(&t, "True"), (2, vec![1, 2, 3, 4, 5]));
+    assert_eq!(iceberg_rust_ids(&t, None).await, [1, 2, 3, 4, 5]);
     let s = t.metadata.current_snapshot().unwrap().summary();
     assert_eq!(s.operation, iceberg::spec::Operation::Replace);
     assert_eq!(
@@ -428,7 +298,7 @@ async fn a_rewrite_fails_typed_when_a_newer_position_delete_hits_a_replaced_file
     let now = catalog.load_table(&t.name).await.unwrap();
     assert_eq!(now.version, t2.version, "a failed rewrite commits nothing");
     assert_eq!(
-        iceberg_rust_ids(&now).await,
+        iceberg_rust_ids(&now, None).await,
         [2, 3, 4, 5],
         "id 1 stays deleted"
     );
@@ -468,7 +338,7 @@ async fn a_rewrite_succeeds_past_a_newer_equality_delete_which_still_applies() {
     .unwrap();
     let done = commit_rewrite(&catalog, &t, &plan).await.unwrap();
     assert_eq!(
-        iceberg_rust_ids(&done).await,
+        iceberg_rust_ids(&done, None).await,
         [1, 2, 3, 5],
         "the rewritten file keeps the planning sequence number"
     );
@@ -524,7 +394,7 @@ async fn old_metadata_versions_are_trimmed_and_deleted_and_snapshots_expire() {
         versions,
         ["v4.metadata.json", "v5.metadata.json", "v6.metadata.json"]
     );
-    assert_eq!(pyiceberg_ids(&t), "5 [0, 1, 2, 3, 4]");
+    assert_eq!(pyiceberg_read(&t, "True"), (5, vec![0, 1, 2, 3, 4]));
 
     let cutoff = t.metadata.current_snapshot().unwrap().timestamp_ms() + 1;
     let expired = expire_snapshots(&catalog, &t, cutoff, 2).await.unwrap();
@@ -538,46 +408,11 @@ async fn old_metadata_versions_are_trimmed_and_deleted_and_snapshots_expire() {
         t.metadata.current_snapshot_id()
     );
     assert_eq!(
-        pyiceberg_ids(&expired),
-        "2 [0, 1, 2, 3, 4]",
+        pyiceberg_read(&expired, "True"),
+        (2, vec![0, 1, 2, 3, 4]),
         "expiry changes history, not contents"
     );
-    assert_eq!(iceberg_rust_ids(&expired).await, [0, 1, 2, 3, 4]);
-}
-
-/// A Hadoop-layout catalog in a fresh bucket of the dev S3 (moto).
-async fn s3_catalog() -> HadoopCatalog {
-    let s3 = DevServices::load().s3();
-    let bucket = unique_name("warehouse").replace('_', "-");
-    let creds = aws_sdk_s3::config::Credentials::new(
-        &s3.access_key_id,
-        &s3.secret_access_key,
-        None,
-        None,
-        "test",
-    );
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version_latest()
-        .region(aws_sdk_s3::config::Region::new(s3.region.clone()))
-        .endpoint_url(&s3.endpoint)
-        .force_path_style(true)
-        .credentials_provider(creds)
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
-        .create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .unwrap();
-    let props = HashMap::from([
-        ("warehouse".to_string(), format!("s3://{bucket}/wh")),
-        ("s3.endpoint".to_string(), s3.endpoint),
-        ("s3.region".to_string(), s3.region),
-        ("s3.access-key-id".to_string(), s3.access_key_id),
-        ("s3.secret-access-key".to_string(), s3.secret_access_key),
-        ("s3.path-style-access".to_string(), "true".to_string()),
-    ]);
-    HadoopCatalog::from_properties(&props).unwrap()
+    assert_eq!(iceberg_rust_ids(&expired, None).await, [0, 1, 2, 3, 4]);
 }
 
 #[tokio::test]
@@ -640,8 +475,8 @@ async fn on_s3_appends_and_row_deltas_read_back_and_concurrent_commits_all_land(
     )
     .await
     .unwrap();
-    assert_eq!(pyiceberg_ids(&t), "2 [1, 3]");
-    assert_eq!(iceberg_rust_ids(&t).await, [1, 3]);
+    assert_eq!(pyiceberg_read(&t, "True"), (2, vec![1, 3]));
+    assert_eq!(iceberg_rust_ids(&t, None).await, [1, 3]);
 
     let mut tasks = Vec::new();
     for i in 0..8i64 {
@@ -667,5 +502,5 @@ async fn on_s3_appends_and_row_deltas_read_back_and_concurrent_commits_all_land(
     assert_eq!(last.version, 11, "create + 2 + 8 commits, one version each");
     let mut expected = vec![1, 3];
     expected.extend(100..108);
-    assert_eq!(iceberg_rust_ids(&last).await, expected);
+    assert_eq!(iceberg_rust_ids(&last, None).await, expected);
 }

@@ -2,132 +2,15 @@
 //! our tables read by pyiceberg's HiveCatalog, pyiceberg's tables loaded by
 //! us, compare-and-swap commits under concurrency.
 
+mod common;
+
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
-use arrow_schema::{DataType, Field, Schema as ArrowSchema};
-use futures_util::TryStreamExt;
-use iceberg::io::FileIO;
-use iceberg::spec::{
-    DataContentType, DataFile, DataFileBuilder, DataFileFormat, NestedField, PrimitiveType, Schema,
-    Struct, Type, UnboundPartitionSpec,
-};
-use iceberg::{NamespaceIdent, TableIdent};
-use parquet::arrow::ArrowWriter;
-use tributary_catalog::{
-    Catalog, CatalogTable, HiveCatalog, RowDelta, TableName, commit_row_delta,
-    write_position_deletes,
-};
+use common::*;
+use iceberg::spec::{Struct, UnboundPartitionSpec};
+use tributary_catalog::{Catalog, RowDelta, TableName, commit_row_delta, write_position_deletes};
 use tributary_core::ErrorKind;
-use tributary_testkit::{DevServices, dev_dir, unique_name};
-
-fn schema() -> Schema {
-    Schema::builder()
-        .with_fields(vec![
-            NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long)).into(),
-            NestedField::optional(2, "name", Type::Primitive(PrimitiveType::String)).into(),
-        ])
-        .build()
-        .unwrap()
-}
-
-async fn write_data_file(table: &CatalogTable, ids: &[i64]) -> DataFile {
-    let field = |name: &str, t: DataType, nullable: bool, id: &str| {
-        Field::new(name, t, nullable).with_metadata(HashMap::from([(
-            "PARQUET:field_id".to_string(),
-            id.to_string(),
-        )]))
-    };
-    let arrow = Arc::new(ArrowSchema::new(vec![
-        field("id", DataType::Int64, false, "1"),
-        field("name", DataType::Utf8, true, "2"),
-    ]));
-    let names: Vec<String> = ids.iter().map(|i| format!("name-{i}")).collect();
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from(ids.to_vec())),
-        Arc::new(StringArray::from(names)),
-    ];
-    let batch = RecordBatch::try_new(arrow.clone(), columns).unwrap();
-    let mut bytes = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut bytes, arrow, None).unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
-    let path = format!(
-        "{}/data/{}.parquet",
-        table.metadata.location(),
-        uuid::Uuid::new_v4()
-    );
-    let size = bytes.len() as u64;
-    table
-        .file_io
-        .new_output(&path)
-        .unwrap()
-        .write(bytes.into())
-        .await
-        .unwrap();
-    DataFileBuilder::default()
-        .content(DataContentType::Data)
-        .file_path(path)
-        .file_format(DataFileFormat::Parquet)
-        .record_count(ids.len() as u64)
-        .file_size_in_bytes(size)
-        .partition(Struct::empty())
-        .partition_spec_id(0)
-        .build()
-        .unwrap()
-}
-
-fn catalog() -> (HiveCatalog, String) {
-    let addr = DevServices::load().hms().parse().unwrap();
-    let warehouse = dev_dir().join("tmp").join(unique_name("hive_wh"));
-    std::fs::create_dir_all(&warehouse).unwrap();
-    let warehouse = format!("file://{}", warehouse.canonicalize().unwrap().display());
-    (
-        HiveCatalog::new(addr, warehouse.clone(), FileIO::new_with_fs()),
-        warehouse,
-    )
-}
-
-async fn iceberg_rust_ids(table: &CatalogTable) -> Vec<i64> {
-    let ident = TableIdent::new(
-        NamespaceIdent::new(table.name.namespace.clone()),
-        table.name.table.clone(),
-    );
-    let t = iceberg::table::Table::builder()
-        .metadata(table.metadata.clone())
-        .metadata_location(table.metadata_location.clone())
-        .identifier(ident)
-        .file_io(table.file_io.clone())
-        .readonly(true)
-        .runtime(iceberg::Runtime::current())
-        .build()
-        .unwrap();
-    let batches: Vec<RecordBatch> = t
-        .scan()
-        .build()
-        .unwrap()
-        .to_arrow()
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    let mut ids: Vec<i64> = batches
-        .iter()
-        .flat_map(|b| {
-            b.column_by_name("id")
-                .unwrap()
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .unwrap()
-                .values()
-                .to_vec()
-        })
-        .collect();
-    ids.sort();
-    ids
-}
+use tributary_testkit::{DevServices, unique_name};
 
 const PY_HIVE: &str = r#"
 import sys
@@ -137,7 +20,7 @@ cat = HiveCatalog("hms", **{"uri": sys.argv[1], "hive.hive2-compatible": "true",
 
 #[tokio::test]
 async fn our_hive_tables_read_in_pyiceberg_and_theirs_load_here() {
-    let (catalog, warehouse) = catalog();
+    let (catalog, warehouse) = hive_catalog();
     let s = DevServices::load();
     let uri = format!("thrift://{}", s.hms());
     let db = unique_name("hive_db");
@@ -183,7 +66,7 @@ async fn our_hive_tables_read_in_pyiceberg_and_theirs_load_here() {
     )
     .await
     .unwrap();
-    assert_eq!(iceberg_rust_ids(&t).await, [1, 2]);
+    assert_eq!(iceberg_rust_ids(&t, None).await, [1, 2]);
     let out = s.run_python(
         &format!("{PY_HIVE}t = cat.load_table(sys.argv[3])\nprint(sorted(t.scan().to_arrow()['id'].to_pylist()))\n"),
         &[&uri, &warehouse, &format!("{db}.events")],
@@ -208,7 +91,7 @@ async fn our_hive_tables_read_in_pyiceberg_and_theirs_load_here() {
         .load_table(&TableName::new(db.clone(), "from_py"))
         .await
         .unwrap();
-    assert_eq!(iceberg_rust_ids(&theirs).await, [7, 8]);
+    assert_eq!(iceberg_rust_ids(&theirs, None).await, [7, 8]);
     let more = write_data_file(&theirs, &[9]).await;
     // Their schema has only `id` (field 1); our extra column is ignored by readers.
     let theirs = commit_row_delta(
@@ -235,7 +118,7 @@ async fn our_hive_tables_read_in_pyiceberg_and_theirs_load_here() {
 
 #[tokio::test]
 async fn hive_commits_compare_and_swap_under_concurrency() {
-    let (catalog, _) = catalog();
+    let (catalog, _) = hive_catalog();
     let name = TableName::new(unique_name("hive_db"), "events");
     let t = catalog
         .create_table(
@@ -287,7 +170,7 @@ async fn hive_commits_compare_and_swap_under_concurrency() {
     let last = catalog.load_table(&name).await.unwrap();
     let mut expected = vec![1];
     expected.extend(100..108);
-    assert_eq!(iceberg_rust_ids(&last).await, expected);
+    assert_eq!(iceberg_rust_ids(&last, None).await, expected);
     assert_eq!(
         last.metadata.snapshots().count(),
         9,

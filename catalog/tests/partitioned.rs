@@ -3,24 +3,25 @@
 //! prune to exactly the matching rows, and position deletes apply within
 //! their partition.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow_schema::{DataType, Field, Schema as ArrowSchema, TimeUnit};
-use futures_util::TryStreamExt;
+use common::*;
 use iceberg::expr::Reference;
 use iceberg::spec::{
     DataContentType, DataFile, DataFileBuilder, DataFileFormat, Datum, Literal, NestedField,
     PrimitiveType, Schema, Struct, Transform, Type, UnboundPartitionSpec,
 };
 use iceberg::transform::create_transform_function;
-use iceberg::{NamespaceIdent, TableIdent};
 use parquet::arrow::ArrowWriter;
 use tributary_catalog::{
     CatalogTable, HadoopCatalog, RowDelta, TableName, commit_row_delta, write_position_deletes,
 };
-use tributary_testkit::{DevServices, dev_dir, unique_name};
+use tributary_testkit::{dev_dir, unique_name};
 
 const DAY_US: i64 = 86_400_000_000;
 
@@ -116,64 +117,6 @@ async fn write_file(table: &CatalogTable, rows: &[Row]) -> DataFile {
         .unwrap()
 }
 
-async fn rust_ids(table: &CatalogTable, category: Option<&str>) -> Vec<i64> {
-    let ident = TableIdent::new(
-        NamespaceIdent::new(table.name.namespace.clone()),
-        table.name.table.clone(),
-    );
-    let t = iceberg::table::Table::builder()
-        .metadata(table.metadata.clone())
-        .metadata_location(table.metadata_location.clone())
-        .identifier(ident)
-        .file_io(table.file_io.clone())
-        .readonly(true)
-        .runtime(iceberg::Runtime::current())
-        .build()
-        .unwrap();
-    let mut scan = t.scan();
-    if let Some(c) = category {
-        scan = scan.with_filter(Reference::new("category").equal_to(Datum::string(c)));
-    }
-    let batches: Vec<RecordBatch> = scan
-        .build()
-        .unwrap()
-        .to_arrow()
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    let mut ids: Vec<i64> = batches
-        .iter()
-        .flat_map(|b| {
-            b.column_by_name("id")
-                .unwrap()
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .unwrap()
-                .values()
-                .to_vec()
-        })
-        .collect();
-    ids.sort();
-    ids
-}
-
-fn py_ids(table: &CatalogTable, filter: &str) -> String {
-    DevServices::load()
-        .run_python(
-            r#"
-import sys
-from pyiceberg.table import StaticTable
-t = StaticTable.from_metadata(sys.argv[1])
-print(sorted(t.scan(row_filter=sys.argv[2]).to_arrow()["id"].to_pylist()))
-"#,
-            &[&table.metadata_location, filter],
-        )
-        .trim()
-        .to_string()
-}
-
 #[tokio::test]
 async fn identity_day_and_bucket_partitions_prune_exactly_and_deletes_stay_in_partition() {
     let catalog =
@@ -218,14 +161,21 @@ async fn identity_day_and_bucket_partitions_prune_exactly_and_deletes_stay_in_pa
     .unwrap();
 
     let evens: Vec<i64> = (0..40).filter(|i| i % 2 == 0).collect();
-    assert_eq!(rust_ids(&t, Some("a")).await, evens);
-    assert_eq!(py_ids(&t, "category == 'a'"), format!("{evens:?}"));
+    assert_eq!(
+        iceberg_rust_ids(
+            &t,
+            Some(Reference::new("category").equal_to(Datum::string("a")))
+        )
+        .await,
+        evens
+    );
+    assert_eq!(pyiceberg_read(&t, "category == \'a\'").1, evens);
     let day1: Vec<i64> = (0..40).filter(|i| i % 3 == 1).collect();
     let from = "2022-01-09T00:00:00"; // day 19001 (day 19000 is 2022-01-08)
     let to = "2022-01-10T00:00:00";
     assert_eq!(
-        py_ids(&t, &format!("ts >= '{from}' and ts < '{to}'")),
-        format!("{day1:?}")
+        pyiceberg_read(&t, &format!("ts >= \'{from}\' and ts < \'{to}\'")).1,
+        day1
     );
 
     // Delete id 4 by position, in its own partition.
@@ -259,7 +209,14 @@ async fn identity_day_and_bucket_partitions_prune_exactly_and_deletes_stay_in_pa
     .await
     .unwrap();
     let without4: Vec<i64> = evens.iter().copied().filter(|&i| i != 4).collect();
-    assert_eq!(rust_ids(&t, Some("a")).await, without4);
-    assert_eq!(py_ids(&t, "category == 'a'"), format!("{without4:?}"));
-    assert_eq!(rust_ids(&t, None).await.len(), 39);
+    assert_eq!(
+        iceberg_rust_ids(
+            &t,
+            Some(Reference::new("category").equal_to(Datum::string("a")))
+        )
+        .await,
+        without4
+    );
+    assert_eq!(pyiceberg_read(&t, "category == \'a\'").1, without4);
+    assert_eq!(iceberg_rust_ids(&t, None).await.len(), 39);
 }

@@ -1,0 +1,231 @@
+//! Shared by the catalog tests: the catalogs under test (local and S3 Hadoop
+//! layout, Hive Metastore), a data-file writer, and the two independent
+//! readers (iceberg-rust's scan, pyiceberg).
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema as ArrowSchema};
+use futures_util::TryStreamExt;
+use iceberg::expr::Predicate;
+use iceberg::spec::{
+    DataContentType, DataFile, DataFileBuilder, DataFileFormat, NestedField, PrimitiveType, Schema,
+    Struct, Type,
+};
+use iceberg::{NamespaceIdent, TableIdent};
+use parquet::arrow::ArrowWriter;
+use tributary_catalog::{CatalogTable, HadoopCatalog, HiveCatalog};
+use tributary_testkit::{DevServices, dev_dir, unique_name};
+
+/// `id long` (the key) and `name string`.
+pub fn schema() -> Schema {
+    Schema::builder()
+        .with_fields(vec![
+            NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long)).into(),
+            NestedField::optional(2, "name", Type::Primitive(PrimitiveType::String)).into(),
+        ])
+        .with_identifier_field_ids(vec![1])
+        .build()
+        .unwrap()
+}
+
+/// An Arrow field with its Iceberg field id.
+pub fn field(name: &str, t: DataType, nullable: bool, id: i32) -> Field {
+    Field::new(name, t, nullable).with_metadata(HashMap::from([(
+        "PARQUET:field_id".to_string(),
+        id.to_string(),
+    )]))
+}
+
+/// Writes `batch` as a Parquet data file of `table` (through its FileIO).
+pub async fn write_batch(table: &CatalogTable, batch: &RecordBatch, partition: Struct) -> DataFile {
+    let mut bytes = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut bytes, batch.schema(), None).unwrap();
+    w.write(batch).unwrap();
+    w.close().unwrap();
+    let path = format!(
+        "{}/data/{}.parquet",
+        table.metadata.location(),
+        uuid::Uuid::new_v4()
+    );
+    let size = bytes.len() as u64;
+    table
+        .file_io
+        .new_output(&path)
+        .unwrap()
+        .write(bytes.into())
+        .await
+        .unwrap();
+    DataFileBuilder::default()
+        .content(DataContentType::Data)
+        .file_path(path)
+        .file_format(DataFileFormat::Parquet)
+        .record_count(batch.num_rows() as u64)
+        .file_size_in_bytes(size)
+        .partition(partition)
+        .partition_spec_id(table.metadata.default_partition_spec_id())
+        .build()
+        .unwrap()
+}
+
+/// A data file of `schema()` rows with these ids, unpartitioned.
+pub async fn write_data_file(table: &CatalogTable, ids: &[i64]) -> DataFile {
+    let arrow = Arc::new(ArrowSchema::new(vec![
+        field("id", DataType::Int64, false, 1),
+        field("name", DataType::Utf8, true, 2),
+    ]));
+    let names: Vec<String> = ids.iter().map(|i| format!("name-{i}")).collect();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(ids.to_vec())),
+        Arc::new(StringArray::from(names)),
+    ];
+    write_batch(
+        table,
+        &RecordBatch::try_new(arrow, columns).unwrap(),
+        Struct::empty(),
+    )
+    .await
+}
+
+/// Sorted ids read by iceberg-rust's own scan, optionally filtered.
+pub async fn iceberg_rust_ids(table: &CatalogTable, filter: Option<Predicate>) -> Vec<i64> {
+    let ident = TableIdent::new(
+        NamespaceIdent::new(table.name.namespace.clone()),
+        table.name.table.clone(),
+    );
+    let t = iceberg::table::Table::builder()
+        .metadata(table.metadata.clone())
+        .metadata_location(table.metadata_location.clone())
+        .identifier(ident)
+        .file_io(table.file_io.clone())
+        .readonly(true)
+        .runtime(iceberg::Runtime::current())
+        .build()
+        .unwrap();
+    let mut scan = t.scan();
+    if let Some(f) = filter {
+        scan = scan.with_filter(f);
+    }
+    let batches: Vec<RecordBatch> = scan
+        .build()
+        .unwrap()
+        .to_arrow()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let mut ids: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("id")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// What pyiceberg's StaticTable reads from the metadata file: the number of
+/// snapshots and the sorted ids matching `row_filter`.
+pub fn pyiceberg_read(table: &CatalogTable, row_filter: &str) -> (usize, Vec<i64>) {
+    let props = if table.metadata_location.starts_with("s3://") {
+        let s3 = DevServices::load().s3();
+        serde_json::json!({
+            "s3.endpoint": s3.endpoint, "s3.region": s3.region, "s3.access-key-id": s3.access_key_id,
+            "s3.secret-access-key": s3.secret_access_key, "s3.path-style-access": "true",
+        })
+        .to_string()
+    } else {
+        "{}".to_string()
+    };
+    let out = DevServices::load().run_python(
+        r#"
+import sys, json
+from pyiceberg.table import StaticTable
+t = StaticTable.from_metadata(sys.argv[1], properties=json.loads(sys.argv[2]))
+ids = sorted(t.scan(row_filter=sys.argv[3]).to_arrow()["id"].to_pylist())
+print(json.dumps({"snapshots": len(t.metadata.snapshots), "ids": ids}))
+"#,
+        &[&table.metadata_location, &props, row_filter],
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let ids = v["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_i64().unwrap())
+        .collect();
+    (v["snapshots"].as_u64().unwrap() as usize, ids)
+}
+
+/// A Hadoop-layout catalog in a fresh local warehouse.
+pub fn local_catalog() -> HadoopCatalog {
+    HadoopCatalog::new_local(dev_dir().join("tmp").join(unique_name("warehouse"))).unwrap()
+}
+
+/// S3 catalog properties (pyiceberg/Java names) for the dev moto server.
+pub fn s3_properties(warehouse: &str) -> HashMap<String, String> {
+    let s3 = DevServices::load().s3();
+    HashMap::from([
+        ("warehouse".to_string(), warehouse.to_string()),
+        ("s3.endpoint".to_string(), s3.endpoint),
+        ("s3.region".to_string(), s3.region),
+        ("s3.access-key-id".to_string(), s3.access_key_id),
+        ("s3.secret-access-key".to_string(), s3.secret_access_key),
+        ("s3.path-style-access".to_string(), "true".to_string()),
+    ])
+}
+
+/// A fresh bucket on the dev S3; returns its name.
+pub async fn new_bucket() -> String {
+    let s3 = DevServices::load().s3();
+    let bucket = unique_name("warehouse").replace('_', "-");
+    let creds = aws_sdk_s3::config::Credentials::new(
+        &s3.access_key_id,
+        &s3.secret_access_key,
+        None,
+        None,
+        "test",
+    );
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version_latest()
+        .region(aws_sdk_s3::config::Region::new(s3.region.clone()))
+        .endpoint_url(&s3.endpoint)
+        .force_path_style(true)
+        .credentials_provider(creds)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    bucket
+}
+
+/// A Hadoop-layout catalog in a fresh bucket of the dev S3 (moto).
+pub async fn s3_catalog() -> HadoopCatalog {
+    let bucket = new_bucket().await;
+    HadoopCatalog::from_properties(&s3_properties(&format!("s3://{bucket}/wh"))).unwrap()
+}
+
+/// A Hive Metastore catalog with a fresh local warehouse; also its warehouse URL.
+pub fn hive_catalog() -> (HiveCatalog, String) {
+    let uri = format!("thrift://{}", DevServices::load().hms());
+    let dir = dev_dir().join("tmp").join(unique_name("hive_wh"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let warehouse = format!("file://{}", dir.canonicalize().unwrap().display());
+    let props = HashMap::from([
+        ("uri".to_string(), uri),
+        ("warehouse".to_string(), warehouse.clone()),
+    ]);
+    (HiveCatalog::from_properties(&props).unwrap(), warehouse)
+}
