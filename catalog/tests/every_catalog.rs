@@ -16,7 +16,6 @@ use iceberg::spec::{Datum, Literal, Operation, Struct, Transform, UnboundPartiti
 use iceberg::transform::create_transform_function;
 use tributary_catalog::{
     Catalog, CatalogTable, RewriteFiles, RowDelta, TableName, commit_rewrite, commit_row_delta,
-    write_position_deletes,
 };
 use tributary_testkit::unique_name;
 
@@ -41,28 +40,11 @@ async fn unpartitioned(catalog: &dyn Catalog) {
         write_data_file(&t, &[4, 5]).await,
     );
     let a_path = a.file_path().to_string();
-    let t = commit_row_delta(
-        catalog,
-        &t,
-        &RowDelta {
-            data_files: vec![a, b.clone()],
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let t = append(catalog, &t, vec![a, b.clone()]).await;
     expect(&t, &[1, 2, 3, 4, 5]).await;
 
-    let dir = t.metadata.location().to_string();
-    let del = write_position_deletes(
-        &t.file_io,
-        &format!("{dir}/data/del.parquet"),
-        vec![(a_path, 1)],
-        Struct::empty(),
-        0,
-    )
-    .await
-    .unwrap();
+    let _dir = t.metadata.location().to_string();
+    let del = position_deletes(&t, "del.parquet", vec![(a_path, 1)]).await;
     let c = write_data_file(&t, &[6]).await;
     let delta = RowDelta {
         data_files: vec![c.clone()],

@@ -57,16 +57,7 @@ async fn appends_are_read_back_by_pyiceberg_and_iceberg_rust() {
     .unwrap();
     assert_eq!(t2.version, 2);
     let second = write_data_file(&t2, &[10, 11]).await;
-    let t3 = commit_row_delta(
-        &catalog,
-        &t2,
-        &RowDelta {
-            data_files: vec![second],
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let t3 = append(&catalog, &t2, vec![second]).await;
     assert_eq!(t3.version, 3);
 
     assert_eq!(pyiceberg_read(&t3, "True"), (2, vec![1, 2, 3, 10, 11]));
@@ -102,16 +93,7 @@ async fn eight_concurrent_committers_all_land_in_one_linear_history() {
         let (catalog, table) = (catalog.clone(), table.clone());
         tasks.push(tokio::spawn(async move {
             let file = write_data_file(&table, &[i * 100, i * 100 + 1]).await;
-            commit_row_delta(
-                &catalog,
-                &table,
-                &RowDelta {
-                    data_files: vec![file],
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap()
+            append(&catalog, &table, vec![file]).await
         }));
     }
     for t in tasks {
@@ -196,16 +178,7 @@ async fn row_deltas_with_position_deletes_read_back_everywhere_and_equality_dele
     )
     .await
     .unwrap();
-    let t = commit_row_delta(
-        &catalog,
-        &t,
-        &RowDelta {
-            delete_files: vec![eq],
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let t = commit_deletes(&catalog, &t, vec![eq]).await;
     assert_eq!(
         t.metadata.current_snapshot().unwrap().summary().operation,
         iceberg::spec::Operation::Delete
@@ -272,26 +245,9 @@ async fn a_rewrite_replaces_files_and_both_readers_see_the_same_rows() {
 async fn a_rewrite_fails_typed_when_a_newer_position_delete_hits_a_replaced_file() {
     let (catalog, t, a, plan) = table_with_planned_rewrite().await;
     // After planning, a writer deletes id 1 (file a, row 0) by position.
-    let dir = t.metadata.location().to_string();
-    let pos = write_position_deletes(
-        &t.file_io,
-        &format!("{dir}/data/pos-late.parquet"),
-        vec![(a.file_path().to_string(), 0)],
-        Struct::empty(),
-        0,
-    )
-    .await
-    .unwrap();
-    let t2 = commit_row_delta(
-        &catalog,
-        &t,
-        &RowDelta {
-            delete_files: vec![pos],
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let _dir = t.metadata.location().to_string();
+    let pos = position_deletes(&t, "pos-late.parquet", vec![(a.file_path().to_string(), 0)]).await;
+    let t2 = commit_deletes(&catalog, &t, vec![pos]).await;
     let err = commit_rewrite(&catalog, &t, &plan).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ValidationFailed, "{err}");
     assert!(err.to_string().contains(a.file_path()), "{err}");
@@ -326,16 +282,7 @@ async fn a_rewrite_succeeds_past_a_newer_equality_delete_which_still_applies() {
     )
     .await
     .unwrap();
-    commit_row_delta(
-        &catalog,
-        &t,
-        &RowDelta {
-            delete_files: vec![eq],
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    commit_deletes(&catalog, &t, vec![eq]).await;
     let done = commit_rewrite(&catalog, &t, &plan).await.unwrap();
     assert_eq!(
         iceberg_rust_ids(&done, None).await,
@@ -370,16 +317,7 @@ async fn old_metadata_versions_are_trimmed_and_deleted_and_snapshots_expire() {
         .unwrap();
     for i in 0..5 {
         let f = write_data_file(&t, &[i]).await;
-        t = commit_row_delta(
-            &catalog,
-            &t,
-            &RowDelta {
-                data_files: vec![f],
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+        t = append(&catalog, &t, vec![f]).await;
     }
     assert_eq!(t.version, 6);
     assert_eq!(t.metadata.metadata_log().len(), 2, "previous-versions-max");
@@ -445,36 +383,10 @@ async fn on_s3_appends_and_row_deltas_read_back_and_concurrent_commits_all_land(
 
     let a = write_data_file(&table, &[1, 2, 3]).await;
     let a_path = a.file_path().to_string();
-    let t = commit_row_delta(
-        &catalog,
-        &table,
-        &RowDelta {
-            data_files: vec![a],
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let dir = t.metadata.location().to_string();
-    let pos = write_position_deletes(
-        &t.file_io,
-        &format!("{dir}/data/pos.parquet"),
-        vec![(a_path, 1)],
-        Struct::empty(),
-        0,
-    )
-    .await
-    .unwrap();
-    let t = commit_row_delta(
-        &catalog,
-        &t,
-        &RowDelta {
-            delete_files: vec![pos],
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let t = append(&catalog, &table, vec![a]).await;
+    let _dir = t.metadata.location().to_string();
+    let pos = position_deletes(&t, "pos.parquet", vec![(a_path, 1)]).await;
+    let t = commit_deletes(&catalog, &t, vec![pos]).await;
     assert_eq!(pyiceberg_read(&t, "True"), (2, vec![1, 3]));
     assert_eq!(iceberg_rust_ids(&t, None).await, [1, 3]);
 
@@ -483,16 +395,7 @@ async fn on_s3_appends_and_row_deltas_read_back_and_concurrent_commits_all_land(
         let (catalog, t) = (catalog.clone(), t.clone());
         tasks.push(tokio::spawn(async move {
             let file = write_data_file(&t, &[100 + i]).await;
-            commit_row_delta(
-                &catalog,
-                &t,
-                &RowDelta {
-                    data_files: vec![file],
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap()
+            append(&catalog, &t, vec![file]).await
         }));
     }
     for task in tasks {

@@ -7,8 +7,8 @@ mod common;
 use std::collections::HashMap;
 
 use common::*;
-use iceberg::spec::{Struct, UnboundPartitionSpec};
-use tributary_catalog::{Catalog, RowDelta, TableName, commit_row_delta, write_position_deletes};
+use iceberg::spec::UnboundPartitionSpec;
+use tributary_catalog::{Catalog, TableName};
 use tributary_core::ErrorKind;
 use tributary_testkit::{DevServices, unique_name};
 
@@ -36,36 +36,10 @@ async fn our_hive_tables_read_in_pyiceberg_and_theirs_load_here() {
         .unwrap();
     let a = write_data_file(&t, &[1, 2, 3]).await;
     let a_path = a.file_path().to_string();
-    let t = commit_row_delta(
-        &catalog,
-        &t,
-        &RowDelta {
-            data_files: vec![a],
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let dir = t.metadata.location().to_string();
-    let pos = write_position_deletes(
-        &t.file_io,
-        &format!("{dir}/data/pos.parquet"),
-        vec![(a_path, 2)],
-        Struct::empty(),
-        0,
-    )
-    .await
-    .unwrap();
-    let t = commit_row_delta(
-        &catalog,
-        &t,
-        &RowDelta {
-            delete_files: vec![pos],
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let t = append(&catalog, &t, vec![a]).await;
+    let _dir = t.metadata.location().to_string();
+    let pos = position_deletes(&t, "pos.parquet", vec![(a_path, 2)]).await;
+    let t = commit_deletes(&catalog, &t, vec![pos]).await;
     assert_eq!(iceberg_rust_ids(&t, None).await, [1, 2]);
     let out = s.run_python(
         &format!("{PY_HIVE}t = cat.load_table(sys.argv[3])\nprint(sorted(t.scan().to_arrow()['id'].to_pylist()))\n"),
@@ -94,16 +68,7 @@ async fn our_hive_tables_read_in_pyiceberg_and_theirs_load_here() {
     assert_eq!(iceberg_rust_ids(&theirs, None).await, [7, 8]);
     let more = write_data_file(&theirs, &[9]).await;
     // Their schema has only `id` (field 1); our extra column is ignored by readers.
-    let theirs = commit_row_delta(
-        &catalog,
-        &theirs,
-        &RowDelta {
-            data_files: vec![more],
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let theirs = append(&catalog, &theirs, vec![more]).await;
     let out = s.run_python(
         &format!("{PY_HIVE}t = cat.load_table(sys.argv[3])\nprint(sorted(t.scan().to_arrow()['id'].to_pylist()))\n"),
         &[&uri, &warehouse, &format!("{db}.from_py")],
@@ -131,16 +96,7 @@ async fn hive_commits_compare_and_swap_under_concurrency() {
         .unwrap();
     // A stale base loses with CommitConflict.
     let f = write_data_file(&t, &[1]).await;
-    let fresh = commit_row_delta(
-        &catalog,
-        &t,
-        &RowDelta {
-            data_files: vec![f],
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let fresh = append(&catalog, &t, vec![f]).await;
     let stale = catalog
         .commit(&t, fresh.metadata.clone())
         .await
@@ -152,16 +108,7 @@ async fn hive_commits_compare_and_swap_under_concurrency() {
         let (catalog, t) = (catalog.clone(), fresh.clone());
         tasks.push(tokio::spawn(async move {
             let f = write_data_file(&t, &[100 + i]).await;
-            commit_row_delta(
-                &catalog,
-                &t,
-                &RowDelta {
-                    data_files: vec![f],
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap()
+            append(&catalog, &t, vec![f]).await
         }));
     }
     for task in tasks {

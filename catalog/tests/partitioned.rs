@@ -198,16 +198,7 @@ async fn identity_day_and_bucket_partitions_prune_exactly_and_deletes_stay_in_pa
     )
     .await
     .unwrap();
-    let t = commit_row_delta(
-        &catalog,
-        &t,
-        &RowDelta {
-            delete_files: vec![del],
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let t = commit_deletes(&catalog, &t, vec![del]).await;
     let without4: Vec<i64> = evens.iter().copied().filter(|&i| i != 4).collect();
     assert_eq!(
         iceberg_rust_ids(

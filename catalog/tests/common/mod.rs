@@ -16,7 +16,10 @@ use iceberg::spec::{
 };
 use iceberg::{NamespaceIdent, TableIdent};
 use parquet::arrow::ArrowWriter;
-use tributary_catalog::{CatalogTable, HadoopCatalog, HiveCatalog};
+use tributary_catalog::{
+    Catalog, CatalogTable, HadoopCatalog, HiveCatalog, RowDelta, commit_row_delta,
+    write_position_deletes,
+};
 use tributary_testkit::{DevServices, dev_dir, unique_name};
 
 /// `id long` (the key) and `name string`.
@@ -228,4 +231,52 @@ pub fn hive_catalog() -> (HiveCatalog, String) {
         ("warehouse".to_string(), warehouse.clone()),
     ]);
     (HiveCatalog::from_properties(&props).unwrap(), warehouse)
+}
+
+/// Commits `files` as an append.
+pub async fn append(
+    catalog: &dyn Catalog,
+    table: &CatalogTable,
+    files: Vec<DataFile>,
+) -> CatalogTable {
+    commit_row_delta(
+        catalog,
+        table,
+        &RowDelta {
+            data_files: files,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// Commits delete files (and nothing else) as a row delta.
+pub async fn commit_deletes(
+    catalog: &dyn Catalog,
+    table: &CatalogTable,
+    files: Vec<DataFile>,
+) -> CatalogTable {
+    commit_row_delta(
+        catalog,
+        table,
+        &RowDelta {
+            delete_files: files,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// Writes one unpartitioned position-delete file named `file` under the table's data dir.
+pub async fn position_deletes(
+    table: &CatalogTable,
+    file: &str,
+    deletes: Vec<(String, i64)>,
+) -> DataFile {
+    let path = format!("{}/data/{file}", table.metadata.location());
+    write_position_deletes(&table.file_io, &path, deletes, Struct::empty(), 0)
+        .await
+        .unwrap()
 }
