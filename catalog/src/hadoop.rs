@@ -24,9 +24,6 @@ use tributary_core::{Error, ErrorKind, Result};
 
 use crate::{Catalog, CatalogTable, TableName, iceberg_err};
 
-/// Table property: delete metadata files dropped from the metadata log.
-pub const DELETE_AFTER_COMMIT: &str = "write.metadata.delete-after-commit.enabled";
-
 /// Where metadata files live and how they are created exclusively.
 #[derive(Debug, Clone)]
 enum Store {
@@ -340,29 +337,7 @@ impl HadoopCatalog {
     ) -> Result<CatalogTable> {
         self.write_version(&base.name, base.version + 1, &metadata)
             .await?;
-        if metadata
-            .properties()
-            .get(DELETE_AFTER_COMMIT)
-            .is_some_and(|v| v == "true")
-        {
-            let kept: std::collections::HashSet<&str> = metadata
-                .metadata_log()
-                .iter()
-                .map(|l| l.metadata_file.as_str())
-                .collect();
-            let old = base
-                .metadata
-                .metadata_log()
-                .iter()
-                .map(|l| l.metadata_file.as_str());
-            for file in old
-                .chain([base.metadata_location.as_str()])
-                .filter(|f| !kept.contains(f))
-            {
-                // Best effort: a leftover file is harmless, the log no longer names it.
-                let _ = self.file_io.delete(file).await;
-            }
-        }
+        crate::delete_dropped_metadata(base, &metadata).await;
         self.load_table(&base.name).await
     }
 }

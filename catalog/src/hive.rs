@@ -316,7 +316,10 @@ impl HiveCatalog {
                 .alter_table_with_environment_context(db, tbl, table, ctx)
                 .await,
         ) {
-            Ok(()) => self.load(&base.name).await,
+            Ok(()) => {
+                crate::delete_dropped_metadata(base, &metadata).await;
+                self.load(&base.name).await
+            }
             Err(e) => {
                 let _ = self.file_io.delete(&path).await;
                 if e.to_string().contains("has been modified") {

@@ -80,6 +80,39 @@ pub struct CatalogTable {
     pub file_io: FileIO,
 }
 
+/// Table property: delete metadata files dropped from the metadata log.
+pub const DELETE_AFTER_COMMIT: &str = "write.metadata.delete-after-commit.enabled";
+
+/// After a commit from `base` to `metadata`: with `DELETE_AFTER_COMMIT`,
+/// deletes the metadata files that fell out of the metadata log
+/// (`write.metadata.previous-versions-max`). Best effort: a leftover file is
+/// harmless, nothing names it any more.
+pub(crate) async fn delete_dropped_metadata(base: &CatalogTable, metadata: &TableMetadata) {
+    if metadata
+        .properties()
+        .get(DELETE_AFTER_COMMIT)
+        .is_none_or(|v| v != "true")
+    {
+        return;
+    }
+    let kept: std::collections::HashSet<&str> = metadata
+        .metadata_log()
+        .iter()
+        .map(|l| l.metadata_file.as_str())
+        .collect();
+    let old = base
+        .metadata
+        .metadata_log()
+        .iter()
+        .map(|l| l.metadata_file.as_str());
+    for file in old
+        .chain([base.metadata_location.as_str()])
+        .filter(|f| !kept.contains(f))
+    {
+        let _ = base.file_io.delete(file).await;
+    }
+}
+
 pub(crate) fn iceberg_err(what: impl Into<String>, e: iceberg::Error) -> Error {
     Error::new(ErrorKind::Unexpected, what).with_source(e)
 }

@@ -19,6 +19,37 @@ use crate::commit::{
 };
 use crate::{Catalog, CatalogTable, iceberg_err};
 
+/// Counts of what a rewrite removes from the table.
+#[derive(Default)]
+struct Removed {
+    data_files: u64,
+    records: u64,
+    size: u64,
+    delete_files: u64,
+    position_deletes: u64,
+    equality_deletes: u64,
+}
+
+impl Removed {
+    fn count(&mut self, f: &DataFile) {
+        self.size += f.file_size_in_bytes();
+        match f.content_type() {
+            DataContentType::Data => {
+                self.data_files += 1;
+                self.records += f.record_count();
+            }
+            DataContentType::PositionDeletes => {
+                self.delete_files += 1;
+                self.position_deletes += f.record_count();
+            }
+            DataContentType::EqualityDeletes => {
+                self.delete_files += 1;
+                self.equality_deletes += f.record_count();
+            }
+        }
+    }
+}
+
 /// Files to replace and their replacement, planned at `starting_snapshot_id`.
 #[derive(Debug, Clone)]
 pub struct RewriteFiles {
@@ -167,7 +198,9 @@ pub(crate) async fn rewrite_metadata(
     // Carry manifests over; rewrite the ones holding replaced files.
     let mut manifests: Vec<ManifestFile> = Vec::new();
     let mut found: HashSet<String> = HashSet::new();
-    let (mut deleted_records, mut deleted_files) = (0u64, 0u64);
+    // What leaves the table: data files/records/bytes, and delete files with
+    // their position and equality delete counts.
+    let mut gone = Removed::default();
     for manifest in current_manifests(base).await? {
         let loaded = manifest
             .load_manifest(io)
@@ -196,10 +229,7 @@ pub(crate) async fn rewrite_metadata(
             );
             if replaced.contains(df.file_path()) {
                 found.insert(df.file_path().to_string());
-                if df.content_type() == DataContentType::Data {
-                    deleted_files += 1;
-                    deleted_records += df.record_count();
-                }
+                gone.count(&df);
                 w.add_delete_file(df, seq, file_seq)
             } else {
                 w.add_existing_file(df, e.snapshot_id().unwrap_or(snapshot_id), seq, file_seq)
@@ -237,22 +267,28 @@ pub(crate) async fn rewrite_metadata(
         .current_snapshot()
         .map(|s| s.summary().additional_properties.clone());
     let added_records: u64 = rewrite.added.iter().map(|f| f.record_count()).sum();
+    let added_size: u64 = rewrite.added.iter().map(|f| f.file_size_in_bytes()).sum();
     let mut props = std::collections::HashMap::new();
     props.insert("added-data-files".into(), rewrite.added.len().to_string());
-    props.insert("deleted-data-files".into(), deleted_files.to_string());
+    props.insert("deleted-data-files".into(), gone.data_files.to_string());
     props.insert("added-records".into(), added_records.to_string());
-    props.insert("deleted-records".into(), deleted_records.to_string());
-    let files = total(&parent, "total-data-files") + rewrite.added.len() as u64 - deleted_files;
-    props.insert("total-data-files".into(), files.to_string());
-    let records = total(&parent, "total-records") + added_records - deleted_records;
-    props.insert("total-records".into(), records.to_string());
-    for key in [
-        "total-delete-files",
-        "total-position-deletes",
-        "total-equality-deletes",
-        "total-files-size",
-    ] {
-        props.insert(key.into(), total(&parent, key).to_string());
+    props.insert("deleted-records".into(), gone.records.to_string());
+    props.insert("removed-delete-files".into(), gone.delete_files.to_string());
+    let totals = [
+        (
+            "total-data-files",
+            rewrite.added.len() as u64,
+            gone.data_files,
+        ),
+        ("total-records", added_records, gone.records),
+        ("total-files-size", added_size, gone.size),
+        ("total-delete-files", 0, gone.delete_files),
+        ("total-position-deletes", 0, gone.position_deletes),
+        ("total-equality-deletes", 0, gone.equality_deletes),
+    ];
+    for (key, added, removed) in totals {
+        let value = (total(&parent, key) + added).saturating_sub(removed);
+        props.insert(key.into(), value.to_string());
     }
     let summary = Summary {
         operation: Operation::Replace,

@@ -19,9 +19,9 @@ use iceberg::spec::{
 use iceberg::transform::create_transform_function;
 use parquet::arrow::ArrowWriter;
 use tributary_catalog::{
-    CatalogTable, HadoopCatalog, RowDelta, TableName, commit_row_delta, write_position_deletes,
+    Catalog, CatalogTable, RewriteFiles, TableName, commit_rewrite, write_position_deletes,
 };
-use tributary_testkit::{dev_dir, unique_name};
+use tributary_testkit::unique_name;
 
 const DAY_US: i64 = 86_400_000_000;
 
@@ -117,11 +117,8 @@ async fn write_file(table: &CatalogTable, rows: &[Row]) -> DataFile {
         .unwrap()
 }
 
-#[tokio::test]
-async fn identity_day_and_bucket_partitions_prune_exactly_and_deletes_stay_in_partition() {
-    let catalog =
-        HadoopCatalog::new_local(dev_dir().join("tmp").join(unique_name("warehouse"))).unwrap();
-    let name = TableName::new("db", "parted");
+async fn scenario(catalog: &dyn Catalog) {
+    let name = TableName::new(unique_name("db"), "parted");
     let table = catalog
         .create_table(&name, schema(), spec(), HashMap::new())
         .await
@@ -149,16 +146,7 @@ async fn identity_day_and_bucket_partitions_prune_exactly_and_deletes_stay_in_pa
         files.push(write_file(&table, g).await);
     }
     assert!(files.len() >= 12, "{} partitions", files.len());
-    let t = commit_row_delta(
-        &catalog,
-        &table,
-        &RowDelta {
-            data_files: files.clone(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let t = append(catalog, &table, files.clone()).await;
 
     let evens: Vec<i64> = (0..40).filter(|i| i % 2 == 0).collect();
     assert_eq!(
@@ -198,7 +186,7 @@ async fn identity_day_and_bucket_partitions_prune_exactly_and_deletes_stay_in_pa
     )
     .await
     .unwrap();
-    let t = commit_deletes(&catalog, &t, vec![del]).await;
+    let t = commit_deletes(catalog, &t, vec![del]).await;
     let without4: Vec<i64> = evens.iter().copied().filter(|&i| i != 4).collect();
     assert_eq!(
         iceberg_rust_ids(
@@ -210,4 +198,35 @@ async fn identity_day_and_bucket_partitions_prune_exactly_and_deletes_stay_in_pa
     );
     assert_eq!(pyiceberg_read(&t, "category == \'a\'").1, without4);
     assert_eq!(iceberg_rust_ids(&t, None).await.len(), 39);
+
+    // Rewrite the file of id 5 into a new one in the same partition.
+    let p5 = partition_of(&rows[5]);
+    let old = files.iter().find(|f| f.partition() == &p5).unwrap().clone();
+    let group = groups[&format!("{p5:?}")].clone();
+    let copy = write_file(&t, &group).await;
+    let plan = RewriteFiles {
+        replaced: vec![old],
+        added: vec![copy],
+        starting_snapshot_id: t.metadata.current_snapshot_id().unwrap(),
+    };
+    let t = commit_rewrite(catalog, &t, &plan).await.unwrap();
+    assert_eq!(iceberg_rust_ids(&t, None).await.len(), 39);
+    assert_eq!(pyiceberg_read(&t, "True").1.len(), 39);
+    let odds: Vec<i64> = (0..40).filter(|i| i % 2 == 1).collect();
+    assert_eq!(pyiceberg_read(&t, "category == 'b'").1, odds);
+}
+
+#[tokio::test]
+async fn partitioned_tables_on_a_local_hadoop_catalog() {
+    scenario(&local_catalog()).await;
+}
+
+#[tokio::test]
+async fn partitioned_tables_on_an_s3_hadoop_catalog() {
+    scenario(&s3_catalog().await).await;
+}
+
+#[tokio::test]
+async fn partitioned_tables_on_a_hive_catalog() {
+    scenario(&hive_catalog().0).await;
 }
