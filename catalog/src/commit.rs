@@ -123,6 +123,26 @@ pub(crate) async fn current_manifests(table: &CatalogTable) -> Result<Vec<Manife
     Ok(list.consume_entries().into_iter().collect())
 }
 
+/// The live data files and delete files of the current snapshot.
+pub async fn live_files(table: &CatalogTable) -> Result<(Vec<DataFile>, Vec<DataFile>)> {
+    let (mut data, mut deletes) = (Vec::new(), Vec::new());
+    for manifest in current_manifests(table).await? {
+        let loaded = manifest
+            .load_manifest(&table.file_io)
+            .await
+            .map_err(|e| iceberg_err("loading a manifest", e))?;
+        for entry in loaded.entries().iter().filter(|e| e.is_alive()) {
+            let file = entry.data_file().clone();
+            if file.content_type() == DataContentType::Data {
+                data.push(file)
+            } else {
+                deletes.push(file)
+            }
+        }
+    }
+    Ok((data, deletes))
+}
+
 /// Writes the manifest list of a new snapshot and returns the metadata with
 /// that snapshot current on `main`.
 pub(crate) async fn finish_snapshot(

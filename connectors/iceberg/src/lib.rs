@@ -1,0 +1,11 @@
+//! Iceberg upsert sink for Tributary.
+//!
+//! - [`UpsertWriter`]: CDC batches reduced per key, written as data files plus
+//!   position deletes (readable by every Iceberg reader), committed with the
+//!   source checkpoint for exactly-once resume.
+//! - [`types`]: the documented source → Iceberg type mapping.
+
+pub mod types;
+pub mod writer;
+
+pub use writer::{CHECKPOINT_PROPERTY, UpsertWriter};
