@@ -218,8 +218,14 @@ impl UpsertWriter {
         Ok(())
     }
 
-    /// Whether a row of `batch` was already committed (at or before the checkpoint).
+    /// Whether a change of `batch` was already committed: a change event at
+    /// or before the committed position (its transaction is in the table).
+    /// Snapshot reads are state, not events: never skipped (a chunk re-read
+    /// after a restart carries a newer state at the same or a later position).
     fn already_committed(&self, batch: &ChangeBatch, row: usize) -> bool {
+        if batch.op(row) == Op::Read {
+            return false;
+        }
         let (Some(done), Some(pos)) = (
             self.committed.as_ref().and_then(|c| c.position.as_ref()),
             batch.txn_of(row).position.as_ref(),

@@ -307,3 +307,51 @@ async fn upserts_match_the_model_seed_4() {
 async fn upserts_match_the_model_seed_5() {
     run_seed(5).await;
 }
+
+#[tokio::test]
+async fn snapshot_reads_at_the_committed_position_are_applied_but_replayed_changes_are_not() {
+    let catalog = Arc::new(
+        HadoopCatalog::new_local(dev_dir().join("tmp").join(unique_name("upsert"))).unwrap(),
+    );
+    let schema = source();
+    let mut writer = UpsertWriter::open(catalog, TableName::new("shop", "items"), &schema)
+        .await
+        .unwrap();
+    let at = SourcePosition::FilePos(BinlogFilePos::new("mysql-bin.000001", 500));
+    let event = |op: Op, id: i32, v: i32| ChangeEvent {
+        table: schema.table.clone(),
+        op,
+        before: None,
+        after: Some(row(id, &(Some(v), None))),
+        position: Some(at.clone()),
+        commit_ts_micros: 0,
+        schema_version: 1,
+    };
+    writer
+        .write_batch(
+            &ChangeBatch::from_events(schema.clone(), &[event(Op::Insert, 1, 10)]).unwrap(),
+        )
+        .unwrap();
+    writer
+        .commit_checkpoint(&Checkpoint {
+            position: Some(at.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // A snapshot chunk read at exactly the committed position is new state…
+    let read = ChangeBatch::from_events(schema.clone(), &[event(Op::Read, 2, 20)]).unwrap();
+    writer.write_batch(&read).unwrap();
+    // …while a change event at that position is a replay of what is committed.
+    let replay = ChangeBatch::from_events(schema.clone(), &[event(Op::Insert, 3, 30)]).unwrap();
+    writer.write_batch(&replay).unwrap();
+    writer
+        .commit_checkpoint(&Checkpoint {
+            position: Some(at),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<i32> = read_rust(writer.table()).await.into_keys().collect();
+    assert_eq!(ids, [1, 2]);
+}

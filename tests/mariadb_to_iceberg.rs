@@ -1,0 +1,295 @@
+//! End to end: MariaDB snapshot + binlog → Iceberg upsert table, with random
+//! writes during the snapshot; the table equals `SELECT *` of the source, read
+//! by iceberg-rust and pyiceberg. Local Hadoop catalog, S3 and Hive.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::{Array, Int32Array, RecordBatch, StringArray};
+use futures_util::TryStreamExt;
+use iceberg::io::FileIO;
+use iceberg::{NamespaceIdent, TableIdent};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts};
+use tributary_catalog::{Catalog, CatalogTable, HadoopCatalog, HiveCatalog, TableName};
+use tributary_core::{BinlogFilePos, Sink, Source, SourceRecord};
+use tributary_iceberg::UpsertWriter;
+use tributary_mysql::{MySqlSource, MySqlSourceConfig};
+use tributary_testkit::{DevServices, dev_dir, unique_name};
+
+type Rows = BTreeMap<i32, (Option<i32>, Option<String>)>;
+
+async fn source_rows(conn: &mut Conn, table: &str) -> Rows {
+    let rows: Vec<(i32, Option<i32>, Option<String>)> = conn
+        .query(format!("SELECT id, v, s FROM {table}"))
+        .await
+        .unwrap();
+    rows.into_iter().map(|(id, v, s)| (id, (v, s))).collect()
+}
+
+async fn iceberg_rows(t: &CatalogTable) -> Rows {
+    let ident = TableIdent::new(
+        NamespaceIdent::new(t.name.namespace.clone()),
+        t.name.table.clone(),
+    );
+    let table = iceberg::table::Table::builder()
+        .metadata(t.metadata.clone())
+        .metadata_location(t.metadata_location.clone())
+        .identifier(ident)
+        .file_io(t.file_io.clone())
+        .readonly(true)
+        .runtime(iceberg::Runtime::current())
+        .build()
+        .unwrap();
+    let batches: Vec<RecordBatch> = table
+        .scan()
+        .build()
+        .unwrap()
+        .to_arrow()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let mut rows = Rows::new();
+    for b in batches {
+        let col = |n: &str| b.column_by_name(n).unwrap().clone();
+        let (id, v, s) = (col("id"), col("v"), col("s"));
+        let id = id.as_any().downcast_ref::<Int32Array>().unwrap();
+        let v = v.as_any().downcast_ref::<Int32Array>().unwrap();
+        let s = s.as_any().downcast_ref::<StringArray>().unwrap();
+        for i in 0..b.num_rows() {
+            let value = (
+                v.is_valid(i).then(|| v.value(i)),
+                s.is_valid(i).then(|| s.value(i).to_string()),
+            );
+            assert!(
+                rows.insert(id.value(i), value).is_none(),
+                "duplicate key {}",
+                id.value(i)
+            );
+        }
+    }
+    rows
+}
+
+fn pyiceberg_count(t: &CatalogTable, props: &str) -> usize {
+    let out = DevServices::load().run_python(
+        r#"
+import sys, json
+from pyiceberg.table import StaticTable
+print(StaticTable.from_metadata(sys.argv[1], properties=json.loads(sys.argv[2])).scan().to_arrow().num_rows)
+"#,
+        &[&t.metadata_location, props],
+    );
+    out.trim().parse().unwrap()
+}
+
+/// `ops` random inserts, updates, deletes and key changes.
+async fn write_randomly(url: String, table: String, ops: usize) {
+    let mut conn = Conn::new(Opts::from_url(&url).unwrap()).await.unwrap();
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    for _ in 0..ops {
+        let (a, b, v) = (next(3000), next(3000), next(1000));
+        let sql = match next(4) {
+            0 => format!("INSERT IGNORE INTO {table} VALUES ({a}, {v}, 'ins-{v}')"),
+            1 => format!("UPDATE {table} SET v = {v}, s = NULL WHERE id = {a}"),
+            2 => format!("DELETE FROM {table} WHERE id = {a}"),
+            _ => format!("UPDATE IGNORE {table} SET id = {b} WHERE id = {a}"),
+        };
+        conn.query_drop(sql).await.unwrap();
+    }
+}
+
+/// Runs source → writer until the snapshot is done and the stream has
+/// passed `end` (set once writes stop), committing at checkpoints.
+async fn sync(
+    source: &mut MySqlSource,
+    writer: &mut UpsertWriter,
+    end: impl Fn() -> Option<BinlogFilePos>,
+) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut since_commit = 0;
+    loop {
+        assert!(Instant::now() < deadline, "sync did not finish in 120 s");
+        let record = tokio::time::timeout(Duration::from_secs(30), source.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        match record {
+            SourceRecord::Changes(b) if b.schema().table.table == "kv" => {
+                since_commit += b.len();
+                writer.write(&b).await.unwrap();
+            }
+            SourceRecord::Checkpoint(cp) => {
+                if since_commit > 500 || !cp.properties.contains_key("mysql.snapshot") {
+                    writer.commit(&cp).await.unwrap();
+                    since_commit = 0;
+                }
+                let done = !cp.properties.contains_key("mysql.snapshot");
+                let past = match (end(), cp.position.as_ref().and_then(|p| p.file_pos())) {
+                    (Some(end), Some(at)) => at >= &end,
+                    _ => false,
+                };
+                if done && past {
+                    return;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn pipeline(catalog: Arc<dyn Catalog>, reader_props: &str) {
+    let m = DevServices::load().mariadb();
+    let mut conn = Conn::new(Opts::from_url(&m.url).unwrap()).await.unwrap();
+    let db = unique_name("e2e");
+    let table = format!("{db}.kv");
+    conn.query_drop(format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
+    conn.query_drop(format!(
+        "CREATE TABLE {table} (id INT PRIMARY KEY, v INT, s VARCHAR(20))"
+    ))
+    .await
+    .unwrap();
+    let values: Vec<String> = (0..1500)
+        .map(|i| format!("({}, {i}, 'init-{i}')", i * 2))
+        .collect();
+    conn.query_drop(format!("INSERT INTO {table} VALUES {}", values.join(",")))
+        .await
+        .unwrap();
+
+    let mut config = MySqlSourceConfig::new(m.host.clone(), m.port, m.user.clone());
+    config.tables.include = vec![format!("{db}.*")];
+    config.snapshot.chunk_rows = 100;
+    config.heartbeat_interval = Duration::from_millis(200);
+    let mut source = MySqlSource::start(config, None).await.unwrap();
+
+    // The writer's table is created from the first batch's schema.
+    let first = loop {
+        match source.next().await.unwrap().unwrap() {
+            SourceRecord::Changes(b) => break b,
+            _ => continue,
+        }
+    };
+    let name = TableName::new(db.clone(), "kv");
+    let mut writer = UpsertWriter::open(catalog.clone(), name.clone(), first.schema())
+        .await
+        .unwrap();
+    writer.write(&first).await.unwrap();
+
+    // Writes run while the snapshot is read; once they are done, the binlog
+    // end marks how far the stream must get.
+    let end: Arc<std::sync::Mutex<Option<BinlogFilePos>>> = Arc::default();
+    let mut stopper_conn = Conn::new(Opts::from_url(&m.url).unwrap()).await.unwrap();
+    let end_for_sync = end.clone();
+    let (url, t) = (m.url.clone(), table.clone());
+    let stopper = tokio::spawn(async move {
+        write_randomly(url, t, 600).await;
+        let row: mysql_async::Row = stopper_conn
+            .query_first("SHOW MASTER STATUS")
+            .await
+            .unwrap()
+            .unwrap();
+        *end_for_sync.lock().unwrap() = Some(BinlogFilePos::new(
+            row.get::<String, _>(0).unwrap(),
+            row.get::<u64, _>(1).unwrap(),
+        ));
+    });
+    sync(&mut source, &mut writer, || end.lock().unwrap().clone()).await;
+    stopper.await.unwrap();
+
+    let expected = source_rows(&mut conn, &table).await;
+    let t = catalog.load_table(&name).await.unwrap();
+    let actual = iceberg_rows(&t).await;
+    let differ: Vec<_> = expected
+        .keys()
+        .chain(actual.keys())
+        .filter(|k| expected.get(k) != actual.get(k))
+        .map(|k| (*k, expected.get(k).cloned(), actual.get(k).cloned()))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "iceberg-rust differs from SELECT * at (key, source, iceberg): {differ:?}"
+    );
+    assert_eq!(
+        pyiceberg_count(&t, reader_props),
+        expected.len(),
+        "pyiceberg row count"
+    );
+    conn.query_drop(format!("DROP DATABASE {db}"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn mariadb_to_iceberg_on_a_local_hadoop_catalog() {
+    let catalog =
+        HadoopCatalog::new_local(dev_dir().join("tmp").join(unique_name("e2e_wh"))).unwrap();
+    pipeline(Arc::new(catalog), "{}").await;
+}
+
+#[tokio::test]
+async fn mariadb_to_iceberg_on_a_hive_catalog() {
+    let dir = dev_dir().join("tmp").join(unique_name("e2e_hive"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let warehouse = format!("file://{}", dir.canonicalize().unwrap().display());
+    let addr = DevServices::load().hms().parse().unwrap();
+    pipeline(
+        Arc::new(HiveCatalog::new(addr, warehouse, FileIO::new_with_fs())),
+        "{}",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn mariadb_to_iceberg_on_s3() {
+    let s3 = DevServices::load().s3();
+    let bucket = unique_name("e2e").replace('_', "-");
+    let creds = aws_sdk_s3::config::Credentials::new(
+        &s3.access_key_id,
+        &s3.secret_access_key,
+        None,
+        None,
+        "test",
+    );
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version_latest()
+        .region(aws_sdk_s3::config::Region::new(s3.region.clone()))
+        .endpoint_url(&s3.endpoint)
+        .force_path_style(true)
+        .credentials_provider(creds)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    let props = HashMap::from([
+        ("warehouse".to_string(), format!("s3://{bucket}/wh")),
+        ("s3.endpoint".to_string(), s3.endpoint.clone()),
+        ("s3.region".to_string(), s3.region.clone()),
+        ("s3.access-key-id".to_string(), s3.access_key_id.clone()),
+        (
+            "s3.secret-access-key".to_string(),
+            s3.secret_access_key.clone(),
+        ),
+        ("s3.path-style-access".to_string(), "true".to_string()),
+    ]);
+    let reader = serde_json::to_string(&props).unwrap();
+    pipeline(
+        Arc::new(HadoopCatalog::from_properties(&props).unwrap()),
+        &reader,
+    )
+    .await;
+}
