@@ -5,7 +5,9 @@
 //!   source checkpoint for exactly-once resume.
 //! - [`types`]: the documented source → Iceberg type mapping.
 
+pub mod key_index;
 pub mod types;
 pub mod writer;
 
+pub use key_index::IndexStats;
 pub use writer::{CHECKPOINT_PROPERTY, UpsertWriter};

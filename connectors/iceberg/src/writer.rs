@@ -19,20 +19,17 @@
 //! persisted index, equality-delete mode, partitioned tables, spilling.
 
 use std::cmp::Ordering;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow_array::{Array, Int64Array, RecordBatch, StringArray};
-use arrow_row::{RowConverter, SortField};
+use arrow_array::{Array, RecordBatch};
+use arrow_row::SortField;
 use arrow_schema::SchemaRef;
 use async_trait::async_trait;
-use bytes::Bytes;
 use iceberg::spec::{
     DataContentType, DataFile, DataFileBuilder, DataFileFormat, Struct, UnboundPartitionSpec,
 };
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tributary_catalog::{
     Catalog, CatalogTable, RowDelta, TableName, commit_row_delta, live_files,
     write_position_deletes,
@@ -41,13 +38,11 @@ use tributary_core::{
     ChangeBatch, Checkpoint, Error, ErrorKind, Image, Op, Result, SchemaChange, Sink, TableSchema,
 };
 
+use crate::key_index::{FileKeys, IndexStats, KeyIndex, sidecar_path};
 use crate::types::{file_schema, iceberg_schema, to_file_batch};
 
 /// Snapshot-summary property holding the committed source checkpoint (JSON).
 pub const CHECKPOINT_PROPERTY: &str = "tributary.checkpoint";
-
-/// Where a live row is: data file path and row position.
-type RowLocation = (Arc<str>, i64);
 
 fn parquet_err(e: parquet::errors::ParquetError) -> Error {
     Error::new(ErrorKind::Io, "Parquet").with_source(e)
@@ -61,10 +56,8 @@ pub struct UpsertWriter {
     catalog: Arc<dyn Catalog>,
     table: CatalogTable,
     file_schema: SchemaRef,
-    key_columns: Vec<usize>,
-    converter: RowConverter,
-    /// Live rows by encoded primary key.
-    index: HashMap<Vec<u8>, RowLocation>,
+    /// Finds the live row of a key (bloom-filtered file summaries).
+    index: KeyIndex,
     /// Final state per touched key since the last commit: the row (batch,
     /// index into `buffered`) to upsert, or None to delete.
     pending: HashMap<Vec<u8>, Option<(usize, usize)>>,
@@ -96,12 +89,16 @@ impl UpsertWriter {
             }
         };
         let file_schema = file_schema(source)?;
-        let key_columns = source.primary_key.clone();
-        let fields = key_columns
+        let key_fields = source
+            .primary_key
             .iter()
             .map(|&i| SortField::new(file_schema.field(i).data_type().clone()))
             .collect();
-        let converter = RowConverter::new(fields)?;
+        let index = KeyIndex::new(
+            table.file_io.clone(),
+            source.primary_key.clone(),
+            key_fields,
+        )?;
         let committed = table
             .metadata
             .current_snapshot()
@@ -117,9 +114,7 @@ impl UpsertWriter {
             catalog,
             table,
             file_schema,
-            key_columns,
-            converter,
-            index: HashMap::new(),
+            index,
             pending: HashMap::new(),
             buffered: Vec::new(),
             committed,
@@ -134,88 +129,26 @@ impl UpsertWriter {
 
     /// Encoded keys of `batch`'s rows (file-typed).
     fn keys(&self, batch: &RecordBatch) -> Result<arrow_row::Rows> {
-        let cols: Vec<_> = self
-            .key_columns
-            .iter()
-            .map(|&i| batch.column(i).clone())
-            .collect();
-        Ok(self.converter.convert_columns(&cols)?)
+        self.index.encode(batch)
     }
 
-    async fn read_parquet(
-        &self,
-        path: &str,
-        columns: Option<&[usize]>,
-    ) -> Result<Vec<RecordBatch>> {
-        let bytes: Bytes = self
-            .table
-            .file_io
-            .new_input(path)
-            .map_err(|e| iceberg_err("input", e))?
-            .read()
-            .await
-            .map_err(|e| iceberg_err(path, e))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(parquet_err)?;
-        let builder = match columns {
-            Some(c) => {
-                let mask = ProjectionMask::roots(builder.parquet_schema(), c.iter().copied());
-                builder.with_projection(mask)
-            }
-            None => builder,
-        };
-        let reader = builder.build().map_err(parquet_err)?;
-        reader.map(|b| b.map_err(Error::from)).collect()
+    /// Key-index counters (files probed, sidecars read).
+    pub fn index_stats(&self) -> IndexStats {
+        self.index.stats
     }
 
-    /// Builds the key index from the live data files minus position deletes.
+    /// Loads the key index from the live files.
     async fn load_index(&mut self) -> Result<()> {
         let (data, deletes) = live_files(&self.table)
             .await
             .map_err(|e| e.with_context("table", &self.table.name))?;
-        let mut deleted: HashMap<String, HashSet<i64>> = HashMap::new();
-        for d in deletes
+        let data: Vec<String> = data.iter().map(|f| f.file_path().to_string()).collect();
+        let positions: Vec<String> = deletes
             .iter()
             .filter(|d| d.content_type() == DataContentType::PositionDeletes)
-        {
-            for b in self.read_parquet(d.file_path(), None).await? {
-                let paths = b
-                    .column(0)
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .expect("file_path");
-                let pos = b
-                    .column(1)
-                    .as_any()
-                    .downcast_ref::<Int64Array>()
-                    .expect("pos");
-                for i in 0..b.num_rows() {
-                    deleted
-                        .entry(paths.value(i).to_string())
-                        .or_default()
-                        .insert(pos.value(i));
-                }
-            }
-        }
-        for f in &data {
-            let path: Arc<str> = Arc::from(f.file_path());
-            let gone = deleted.get(f.file_path());
-            let mut pos = 0i64;
-            for b in self
-                .read_parquet(f.file_path(), Some(&self.key_columns))
-                .await?
-            {
-                let cols: Vec<_> = (0..b.num_columns()).map(|i| b.column(i).clone()).collect();
-                let rows = self.converter.convert_columns(&cols)?;
-                for row in rows.iter() {
-                    if !gone.is_some_and(|g| g.contains(&pos)) {
-                        self.index
-                            .insert(row.as_ref().to_vec(), (path.clone(), pos));
-                    }
-                    pos += 1;
-                }
-            }
-        }
-        Ok(())
+            .map(|d| d.file_path().to_string())
+            .collect();
+        self.index.load(&data, &positions).await
     }
 
     /// Whether a change of `batch` was already committed: a change event at
@@ -313,25 +246,36 @@ impl UpsertWriter {
 
     /// Commits everything buffered together with `checkpoint`.
     pub async fn commit_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()> {
-        let mut deletes = Vec::new();
-        let mut upserts = Vec::new();
-        let mut upsert_keys = Vec::new();
+        let (mut deletes, mut found, mut upserts, mut upsert_keys) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (key, action) in &self.pending {
-            if let Some((path, pos)) = self.index.get(key) {
-                deletes.push((path.to_string(), *pos));
+            if let Some(loc) = self.index.lookup(key).await? {
+                deletes.push((loc.0.to_string(), loc.1));
+                found.push(loc);
             }
-            if let Some(loc) = action {
-                upserts.push(*loc);
+            if let Some(row) = action {
+                upserts.push(*row);
                 upsert_keys.push(key.clone());
             }
         }
         let mut delta = RowDelta::default();
-        let mut new_path = None;
+        let mut new_summary = None;
         if !upserts.is_empty() {
             let rows = interleave_rows(&self.buffered, &upserts)?;
             let strict = RecordBatch::try_new(self.file_schema.clone(), rows.columns().to_vec())?;
             let file = self.write_data_file(&strict).await?;
-            new_path = Some(Arc::<str>::from(file.file_path()));
+            let path = Arc::<str>::from(file.file_path());
+            let summary = FileKeys::build(path.clone(), upsert_keys.iter().map(Vec::as_slice))?;
+            let sidecar = self
+                .table
+                .file_io
+                .new_output(sidecar_path(&path))
+                .map_err(|e| iceberg_err("sidecar", e))?;
+            sidecar
+                .write(summary.to_bytes().into())
+                .await
+                .map_err(|e| iceberg_err("writing a key index sidecar", e))?;
+            new_summary = Some(summary);
             delta.data_files.push(file);
         }
         if !deletes.is_empty() {
@@ -352,13 +296,11 @@ impl UpsertWriter {
         );
         self.table = commit_row_delta(self.catalog.as_ref(), &self.table, &delta).await?;
         // Only now, with the commit durable, does the index move on.
-        for key in self.pending.keys() {
-            self.index.remove(key);
+        for (path, pos) in &found {
+            self.index.mark_deleted(path, *pos);
         }
-        if let Some(path) = new_path {
-            for (pos, key) in upsert_keys.into_iter().enumerate() {
-                self.index.insert(key, (path.clone(), pos as i64));
-            }
+        if let Some(summary) = new_summary {
+            self.index.add_file(summary, upsert_keys);
         }
         self.pending.clear();
         self.buffered.clear();

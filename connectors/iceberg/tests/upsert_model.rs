@@ -355,3 +355,78 @@ async fn snapshot_reads_at_the_committed_position_are_applied_but_replayed_chang
     let ids: Vec<i32> = read_rust(writer.table()).await.into_keys().collect();
     assert_eq!(ids, [1, 2]);
 }
+
+#[tokio::test]
+async fn a_reopened_writer_reads_sidecars_not_key_columns_and_probes_only_candidate_files() {
+    let catalog = Arc::new(
+        HadoopCatalog::new_local(dev_dir().join("tmp").join(unique_name("upsert"))).unwrap(),
+    );
+    let (schema, name) = (source(), TableName::new("shop", "items"));
+    let mut writer = UpsertWriter::open(catalog.clone(), name.clone(), &schema)
+        .await
+        .unwrap();
+    let mut model = Model::new();
+    for file in 0..20 {
+        let events: Vec<ChangeEvent> = (0..50)
+            .map(|i| {
+                let id = file * 1000 + i;
+                model.insert(id, (Some(i), None));
+                ChangeEvent {
+                    table: schema.table.clone(),
+                    op: Op::Insert,
+                    before: None,
+                    after: Some(row(id, &(Some(i), None))),
+                    position: Some(SourcePosition::FilePos(BinlogFilePos::new(
+                        "mysql-bin.000001",
+                        (file * 100 + i) as u64,
+                    ))),
+                    commit_ts_micros: 0,
+                    schema_version: 1,
+                }
+            })
+            .collect();
+        writer
+            .write_batch(&ChangeBatch::from_events(schema.clone(), &events).unwrap())
+            .unwrap();
+        writer
+            .commit_checkpoint(&Checkpoint {
+                position: events.last().unwrap().position.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    drop(writer);
+    let mut reopened = UpsertWriter::open(catalog, name, &schema).await.unwrap();
+    let stats = reopened.index_stats();
+    assert_eq!(
+        (stats.sidecars_read, stats.key_columns_read),
+        (20, 0),
+        "restart reads summaries, not the table"
+    );
+
+    // Updating one key of file 7 probes that file (plus at most a rare bloom false positive).
+    let update = ChangeEvent {
+        table: schema.table.clone(),
+        op: Op::Update,
+        before: Some(row(7005, &(Some(5), None))),
+        after: Some(row(7005, &(Some(-1), Some("new".into())))),
+        position: Some(SourcePosition::FilePos(BinlogFilePos::new(
+            "mysql-bin.000002",
+            4,
+        ))),
+        commit_ts_micros: 0,
+        schema_version: 1,
+    };
+    model.insert(7005, (Some(-1), Some("new".into())));
+    reopened
+        .write_batch(&ChangeBatch::from_events(schema.clone(), &[update]).unwrap())
+        .unwrap();
+    reopened
+        .commit_checkpoint(&Checkpoint::default())
+        .await
+        .unwrap();
+    let probed = reopened.index_stats().key_columns_read;
+    assert!((1..=2).contains(&probed), "probed {probed} of 20 files");
+    assert_eq!(read_rust(reopened.table()).await, model);
+}

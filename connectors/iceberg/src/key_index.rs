@@ -1,0 +1,286 @@
+//! Finding the live row of a primary key without scanning the table.
+//!
+//! Every data file has a key summary: the smallest and largest encoded key
+//! and a bloom filter over its keys (1 % false positives). A lookup probes
+//! only the files whose range and filter admit the key, reading those files'
+//! key columns once (cached) to get the row position, and skips positions
+//! already deleted. So a commit costs in proportion to the keys it touches
+//! and the candidate files left, not the table size.
+//!
+//! Summaries are persisted as a sidecar next to each data file this writer
+//! writes (`<data file>.tki`), so a restart reads kilobytes per file instead
+//! of the key columns; files written by others get a summary built on open.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow_array::{Int64Array, RecordBatch, StringArray};
+use arrow_row::{RowConverter, SortField};
+use bloomfilter::Bloom;
+use bytes::Bytes;
+use iceberg::io::FileIO;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use tributary_core::{Error, ErrorKind, Result};
+
+const MAGIC: &[u8; 4] = b"TKI1";
+const SEED: [u8; 32] = *b"tributary key index bloom seed!!";
+const FALSE_POSITIVE_RATE: f64 = 0.01;
+/// Files whose key → position maps stay cached.
+const PROBE_CACHE_FILES: usize = 64;
+
+/// Where a live row is: data file path and row position.
+pub type RowLocation = (Arc<str>, i64);
+
+/// The key summary of one data file.
+pub struct FileKeys {
+    path: Arc<str>,
+    min: Vec<u8>,
+    max: Vec<u8>,
+    bloom: Bloom<[u8]>,
+}
+
+impl FileKeys {
+    /// Summarizes `keys` (encoded, any order) of the file at `path`.
+    pub fn build<'a>(
+        path: Arc<str>,
+        keys: impl Iterator<Item = &'a [u8]> + Clone,
+    ) -> Result<FileKeys> {
+        let n = keys.clone().count().max(1);
+        let mut bloom = Bloom::new_for_fp_rate_with_seed(n, FALSE_POSITIVE_RATE, &SEED)
+            .map_err(|e| Error::new(ErrorKind::Unexpected, format!("bloom filter: {e}")))?;
+        let (mut min, mut max): (Option<&[u8]>, Option<&[u8]>) = (None, None);
+        for k in keys {
+            bloom.set(k);
+            min = Some(min.map_or(k, |m| m.min(k)));
+            max = Some(max.map_or(k, |m| m.max(k)));
+        }
+        Ok(FileKeys {
+            path,
+            min: min.unwrap_or_default().to_vec(),
+            max: max.unwrap_or_default().to_vec(),
+            bloom,
+        })
+    }
+
+    fn may_contain(&self, key: &[u8]) -> bool {
+        self.min.as_slice() <= key && key <= self.max.as_slice() && self.bloom.check(key)
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        for part in [&self.min, &self.max] {
+            out.extend((part.len() as u32).to_le_bytes());
+            out.extend(part);
+        }
+        out.extend(self.bloom.to_bytes());
+        out
+    }
+
+    pub fn from_bytes(path: Arc<str>, bytes: &[u8]) -> Result<FileKeys> {
+        let bad = || {
+            Error::new(
+                ErrorKind::InvalidData,
+                format!("corrupt key index sidecar of {path}"),
+            )
+        };
+        let rest = bytes.strip_prefix(MAGIC.as_slice()).ok_or_else(bad)?;
+        let mut parts = Vec::new();
+        let mut rest = rest;
+        for _ in 0..2 {
+            let len =
+                u32::from_le_bytes(rest.get(..4).ok_or_else(bad)?.try_into().unwrap()) as usize;
+            parts.push(rest.get(4..4 + len).ok_or_else(bad)?.to_vec());
+            rest = &rest[4 + len..];
+        }
+        let bloom = Bloom::from_bytes(rest.to_vec()).map_err(|_| bad())?;
+        let max = parts.pop().unwrap();
+        let min = parts.pop().unwrap();
+        Ok(FileKeys {
+            path,
+            min,
+            max,
+            bloom,
+        })
+    }
+}
+
+/// Counters that tests and benchmarks read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct IndexStats {
+    /// Data files whose key column was read (summaries built, probes).
+    pub key_columns_read: usize,
+    /// Sidecars loaded on open.
+    pub sidecars_read: usize,
+}
+
+pub struct KeyIndex {
+    file_io: FileIO,
+    key_columns: Vec<usize>,
+    converter: RowConverter,
+    files: Vec<FileKeys>,
+    deleted: HashMap<Arc<str>, HashSet<i64>>,
+    probes: HashMap<Arc<str>, Arc<HashMap<Vec<u8>, i64>>>,
+    pub stats: IndexStats,
+}
+
+pub fn sidecar_path(data_file: &str) -> String {
+    format!("{data_file}.tki")
+}
+
+async fn read(file_io: &FileIO, path: &str) -> Result<Bytes> {
+    let input = file_io
+        .new_input(path)
+        .map_err(|e| Error::new(ErrorKind::Io, "input").with_source(e))?;
+    input
+        .read()
+        .await
+        .map_err(|e| Error::new(ErrorKind::Io, format!("reading {path}")).with_source(e))
+}
+
+fn parquet_batches(bytes: Bytes, columns: Option<&[usize]>) -> Result<Vec<RecordBatch>> {
+    let pq = |e: parquet::errors::ParquetError| Error::new(ErrorKind::Io, "Parquet").with_source(e);
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(pq)?;
+    let builder = match columns {
+        Some(c) => {
+            let mask = ProjectionMask::roots(builder.parquet_schema(), c.iter().copied());
+            builder.with_projection(mask)
+        }
+        None => builder,
+    };
+    builder
+        .build()
+        .map_err(pq)?
+        .map(|b| b.map_err(Error::from))
+        .collect()
+}
+
+impl KeyIndex {
+    pub fn new(
+        file_io: FileIO,
+        key_columns: Vec<usize>,
+        key_fields: Vec<SortField>,
+    ) -> Result<KeyIndex> {
+        Ok(KeyIndex {
+            file_io,
+            key_columns,
+            converter: RowConverter::new(key_fields)?,
+            files: Vec::new(),
+            deleted: HashMap::new(),
+            probes: HashMap::new(),
+            stats: IndexStats::default(),
+        })
+    }
+
+    /// Loads summaries of the live data files (sidecars, or built from the
+    /// key column) and the positions their position-delete files remove.
+    pub async fn load(
+        &mut self,
+        data_files: &[String],
+        position_delete_files: &[String],
+    ) -> Result<()> {
+        for d in position_delete_files {
+            for b in parquet_batches(read(&self.file_io, d).await?, None)? {
+                let paths = b
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .expect("file_path column");
+                let pos = b
+                    .column(1)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .expect("pos column");
+                for i in 0..b.num_rows() {
+                    self.deleted
+                        .entry(Arc::from(paths.value(i)))
+                        .or_default()
+                        .insert(pos.value(i));
+                }
+            }
+        }
+        for f in data_files {
+            let path: Arc<str> = Arc::from(f.as_str());
+            let summary = match read(&self.file_io, &sidecar_path(f)).await {
+                Ok(bytes) => {
+                    self.stats.sidecars_read += 1;
+                    FileKeys::from_bytes(path, &bytes)?
+                }
+                Err(_) => {
+                    let keys = self.probe(&path).await?;
+                    FileKeys::build(path, keys.keys().map(Vec::as_slice))?
+                }
+            };
+            self.files.push(summary);
+        }
+        Ok(())
+    }
+
+    /// Encodes the key columns of `batch`.
+    pub fn encode(&self, batch: &RecordBatch) -> Result<arrow_row::Rows> {
+        let cols: Vec<_> = self
+            .key_columns
+            .iter()
+            .map(|&i| batch.column(i).clone())
+            .collect();
+        Ok(self.converter.convert_columns(&cols)?)
+    }
+
+    /// The key → position map of a data file (read once, then cached).
+    async fn probe(&mut self, path: &Arc<str>) -> Result<Arc<HashMap<Vec<u8>, i64>>> {
+        if let Some(p) = self.probes.get(path) {
+            return Ok(p.clone());
+        }
+        self.stats.key_columns_read += 1;
+        let mut map = HashMap::new();
+        let mut pos = 0i64;
+        for b in parquet_batches(read(&self.file_io, path).await?, Some(&self.key_columns))? {
+            let cols: Vec<_> = b.columns().to_vec();
+            for row in self.converter.convert_columns(&cols)?.iter() {
+                map.insert(row.as_ref().to_vec(), pos);
+                pos += 1;
+            }
+        }
+        let map = Arc::new(map);
+        if self.probes.len() >= PROBE_CACHE_FILES {
+            self.probes.clear();
+        }
+        self.probes.insert(path.clone(), map.clone());
+        Ok(map)
+    }
+
+    /// The live row of `key`, if any.
+    pub async fn lookup(&mut self, key: &[u8]) -> Result<Option<RowLocation>> {
+        let candidates: Vec<Arc<str>> = self
+            .files
+            .iter()
+            .filter(|f| f.may_contain(key))
+            .map(|f| f.path.clone())
+            .collect();
+        for path in candidates {
+            if let Some(&pos) = self.probe(&path).await?.get(key) {
+                let gone = self.deleted.get(&path).is_some_and(|d| d.contains(&pos));
+                if !gone {
+                    return Ok(Some((path, pos)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Records a committed data file whose keys are `keys` in row order.
+    pub fn add_file(&mut self, summary: FileKeys, keys: Vec<Vec<u8>>) {
+        let map: HashMap<Vec<u8>, i64> = keys
+            .into_iter()
+            .enumerate()
+            .map(|(i, k)| (k, i as i64))
+            .collect();
+        self.probes.insert(summary.path.clone(), Arc::new(map));
+        self.files.push(summary);
+    }
+
+    /// Records committed position deletes.
+    pub fn mark_deleted(&mut self, path: &Arc<str>, pos: i64) {
+        self.deleted.entry(path.clone()).or_default().insert(pos);
+    }
+}
