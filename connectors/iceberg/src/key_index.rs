@@ -249,6 +249,23 @@ impl KeyIndex {
         Ok(map)
     }
 
+    /// Whether some data file may hold `key` (range and bloom filter only,
+    /// no file is read): the test equality-delete mode relies on.
+    pub fn may_exist(&self, key: &[u8]) -> bool {
+        self.files.iter().any(|f| f.may_contain(key))
+    }
+
+    pub fn key_columns(&self) -> &[usize] {
+        &self.key_columns
+    }
+
+    /// Key columns back from encoded keys.
+    pub fn decode(&self, keys: &[&[u8]]) -> Result<Vec<arrow_array::ArrayRef>> {
+        let parser = self.converter.parser();
+        let rows: Vec<arrow_row::Row<'_>> = keys.iter().map(|k| parser.parse(k)).collect();
+        Ok(self.converter.convert_rows(rows)?)
+    }
+
     /// The live row of `key`, if any.
     pub async fn lookup(&mut self, key: &[u8]) -> Result<Option<RowLocation>> {
         let candidates: Vec<Arc<str>> = self

@@ -10,4 +10,4 @@ pub mod types;
 pub mod writer;
 
 pub use key_index::IndexStats;
-pub use writer::{CHECKPOINT_PROPERTY, UpsertWriter};
+pub use writer::{CHECKPOINT_PROPERTY, DeleteMode, UpsertWriter};

@@ -63,14 +63,36 @@ pub struct UpsertWriter {
     pending: HashMap<Vec<u8>, Option<(usize, usize)>>,
     buffered: Vec<RecordBatch>,
     committed: Option<Checkpoint>,
+    delete_mode: DeleteMode,
+}
+
+/// How replaced and deleted rows are removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DeleteMode {
+    /// Position deletes for the exact rows (default; every reader reads them).
+    #[default]
+    Position,
+    /// Flink-compatible equality deletes on the key, written only for keys
+    /// the bloom filters say may exist already; new keys get none.
+    Equality,
 }
 
 impl UpsertWriter {
-    /// Opens (creating if needed) the table for `source` and loads its state.
+    /// Opens (creating if needed) the table for `source` in position mode.
     pub async fn open(
         catalog: Arc<dyn Catalog>,
         name: TableName,
         source: &TableSchema,
+    ) -> Result<UpsertWriter> {
+        Self::open_with(catalog, name, source, DeleteMode::Position).await
+    }
+
+    /// Opens (creating if needed) the table for `source` and loads its state.
+    pub async fn open_with(
+        catalog: Arc<dyn Catalog>,
+        name: TableName,
+        source: &TableSchema,
+        delete_mode: DeleteMode,
     ) -> Result<UpsertWriter> {
         if source.primary_key.is_empty() {
             return Err(Error::invalid_config(format!(
@@ -118,6 +140,7 @@ impl UpsertWriter {
             pending: HashMap::new(),
             buffered: Vec::new(),
             committed,
+            delete_mode,
         };
         writer.load_index().await?;
         Ok(writer)
@@ -212,6 +235,39 @@ impl UpsertWriter {
         Ok(())
     }
 
+    /// Writes the key columns of `keys` as an equality-delete file.
+    async fn write_equality_deletes(&self, keys: &[&[u8]]) -> Result<DataFile> {
+        let columns = self.index.decode(keys)?;
+        let fields: Vec<_> = self
+            .index
+            .key_columns()
+            .iter()
+            .map(|&i| self.file_schema.field(i).clone())
+            .collect();
+        let batch = RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), columns)?;
+        let ids = self
+            .index
+            .key_columns()
+            .iter()
+            .map(|&i| i as i32 + 1)
+            .collect();
+        let path = format!(
+            "{}/data/{}-eq-deletes.parquet",
+            self.table.metadata.location(),
+            uuid::Uuid::new_v4()
+        );
+        let spec = self.table.metadata.default_partition_spec_id();
+        tributary_catalog::write_equality_deletes(
+            &self.table.file_io,
+            &path,
+            &batch,
+            ids,
+            Struct::empty(),
+            spec,
+        )
+        .await
+    }
+
     /// Writes `batch` (file schema, strict) as a Parquet data file.
     async fn write_data_file(&self, batch: &RecordBatch) -> Result<DataFile> {
         let mut buf = Vec::new();
@@ -246,12 +302,18 @@ impl UpsertWriter {
 
     /// Commits everything buffered together with `checkpoint`.
     pub async fn commit_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()> {
-        let (mut deletes, mut found, mut upserts, mut upsert_keys) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut deletes, mut found, mut equality) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut upserts, mut upsert_keys) = (Vec::new(), Vec::new());
         for (key, action) in &self.pending {
-            if let Some(loc) = self.index.lookup(key).await? {
-                deletes.push((loc.0.to_string(), loc.1));
-                found.push(loc);
+            match self.delete_mode {
+                DeleteMode::Equality if self.index.may_exist(key) => equality.push(key.as_slice()),
+                DeleteMode::Equality => {}
+                DeleteMode::Position => {
+                    if let Some(loc) = self.index.lookup(key).await? {
+                        deletes.push((loc.0.to_string(), loc.1));
+                        found.push(loc);
+                    }
+                }
             }
             if let Some(row) = action {
                 upserts.push(*row);
@@ -289,6 +351,11 @@ impl UpsertWriter {
                 write_position_deletes(&self.table.file_io, &path, deletes, Struct::empty(), spec)
                     .await?;
             delta.delete_files.push(file);
+        }
+        if !equality.is_empty() {
+            delta
+                .delete_files
+                .push(self.write_equality_deletes(&equality).await?);
         }
         delta.properties.insert(
             CHECKPOINT_PROPERTY.to_string(),
