@@ -2,14 +2,13 @@
 //! writes during the snapshot; the table equals `SELECT *` of the source, read
 //! by iceberg-rust and pyiceberg. Local Hadoop catalog, S3 and Hive.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_array::{Array, Int32Array, RecordBatch, StringArray};
 use futures_util::TryStreamExt;
 use iceberg::io::FileIO;
-use iceberg::{NamespaceIdent, TableIdent};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts};
 use tributary_catalog::{Catalog, CatalogTable, HadoopCatalog, HiveCatalog, TableName};
@@ -29,19 +28,7 @@ async fn source_rows(conn: &mut Conn, table: &str) -> Rows {
 }
 
 async fn iceberg_rows(t: &CatalogTable) -> Rows {
-    let ident = TableIdent::new(
-        NamespaceIdent::new(t.name.namespace.clone()),
-        t.name.table.clone(),
-    );
-    let table = iceberg::table::Table::builder()
-        .metadata(t.metadata.clone())
-        .metadata_location(t.metadata_location.clone())
-        .identifier(ident)
-        .file_io(t.file_io.clone())
-        .readonly(true)
-        .runtime(iceberg::Runtime::current())
-        .build()
-        .unwrap();
+    let table = t.to_iceberg_table().unwrap();
     let batches: Vec<RecordBatch> = table
         .scan()
         .build()
@@ -254,38 +241,7 @@ async fn mariadb_to_iceberg_on_a_hive_catalog() {
 #[tokio::test]
 async fn mariadb_to_iceberg_on_s3() {
     let s3 = DevServices::load().s3();
-    let bucket = unique_name("e2e").replace('_', "-");
-    let creds = aws_sdk_s3::config::Credentials::new(
-        &s3.access_key_id,
-        &s3.secret_access_key,
-        None,
-        None,
-        "test",
-    );
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version_latest()
-        .region(aws_sdk_s3::config::Region::new(s3.region.clone()))
-        .endpoint_url(&s3.endpoint)
-        .force_path_style(true)
-        .credentials_provider(creds)
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
-        .create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .unwrap();
-    let props = HashMap::from([
-        ("warehouse".to_string(), format!("s3://{bucket}/wh")),
-        ("s3.endpoint".to_string(), s3.endpoint.clone()),
-        ("s3.region".to_string(), s3.region.clone()),
-        ("s3.access-key-id".to_string(), s3.access_key_id.clone()),
-        (
-            "s3.secret-access-key".to_string(),
-            s3.secret_access_key.clone(),
-        ),
-        ("s3.path-style-access".to_string(), "true".to_string()),
-    ]);
+    let props = s3.catalog_properties(&format!("s3://{}/wh", s3.new_bucket().await));
     let reader = serde_json::to_string(&props).unwrap();
     pipeline(
         Arc::new(HadoopCatalog::from_properties(&props).unwrap()),

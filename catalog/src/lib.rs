@@ -113,6 +113,26 @@ pub(crate) async fn delete_dropped_metadata(base: &CatalogTable, metadata: &Tabl
     }
 }
 
+impl CatalogTable {
+    /// This version as a read-only `iceberg` table, for scans (iceberg-rust's
+    /// reader applies position and equality deletes).
+    pub fn to_iceberg_table(&self) -> tributary_core::Result<iceberg::table::Table> {
+        let ident = iceberg::TableIdent::new(
+            iceberg::NamespaceIdent::new(self.name.namespace.clone()),
+            self.name.table.clone(),
+        );
+        iceberg::table::Table::builder()
+            .metadata(self.metadata.clone())
+            .metadata_location(self.metadata_location.clone())
+            .identifier(ident)
+            .file_io(self.file_io.clone())
+            .readonly(true)
+            .runtime(iceberg::Runtime::current())
+            .build()
+            .map_err(|e| iceberg_err("opening the table for reading", e))
+    }
+}
+
 pub(crate) fn iceberg_err(what: impl Into<String>, e: iceberg::Error) -> Error {
     Error::new(ErrorKind::Unexpected, what).with_source(e)
 }

@@ -14,7 +14,6 @@ use iceberg::spec::{
     DataContentType, DataFile, DataFileBuilder, DataFileFormat, NestedField, PrimitiveType, Schema,
     Struct, Type,
 };
-use iceberg::{NamespaceIdent, TableIdent};
 use parquet::arrow::ArrowWriter;
 use tributary_catalog::{
     Catalog, CatalogTable, HadoopCatalog, HiveCatalog, RowDelta, commit_row_delta,
@@ -94,19 +93,7 @@ pub async fn write_data_file(table: &CatalogTable, ids: &[i64]) -> DataFile {
 
 /// Sorted ids read by iceberg-rust's own scan, optionally filtered.
 pub async fn iceberg_rust_ids(table: &CatalogTable, filter: Option<Predicate>) -> Vec<i64> {
-    let ident = TableIdent::new(
-        NamespaceIdent::new(table.name.namespace.clone()),
-        table.name.table.clone(),
-    );
-    let t = iceberg::table::Table::builder()
-        .metadata(table.metadata.clone())
-        .metadata_location(table.metadata_location.clone())
-        .identifier(ident)
-        .file_io(table.file_io.clone())
-        .readonly(true)
-        .runtime(iceberg::Runtime::current())
-        .build()
-        .unwrap();
+    let t = table.to_iceberg_table().unwrap();
     let mut scan = t.scan();
     if let Some(f) = filter {
         scan = scan.with_filter(f);
@@ -140,12 +127,7 @@ pub async fn iceberg_rust_ids(table: &CatalogTable, filter: Option<Predicate>) -
 /// snapshots and the sorted ids matching `row_filter`.
 pub fn pyiceberg_read(table: &CatalogTable, row_filter: &str) -> (usize, Vec<i64>) {
     let props = if table.metadata_location.starts_with("s3://") {
-        let s3 = DevServices::load().s3();
-        serde_json::json!({
-            "s3.endpoint": s3.endpoint, "s3.region": s3.region, "s3.access-key-id": s3.access_key_id,
-            "s3.secret-access-key": s3.secret_access_key, "s3.path-style-access": "true",
-        })
-        .to_string()
+        serde_json::to_string(&DevServices::load().s3().catalog_properties("")).unwrap()
     } else {
         "{}".to_string()
     };
@@ -174,50 +156,11 @@ pub fn local_catalog() -> HadoopCatalog {
     HadoopCatalog::new_local(dev_dir().join("tmp").join(unique_name("warehouse"))).unwrap()
 }
 
-/// S3 catalog properties (pyiceberg/Java names) for the dev moto server.
-pub fn s3_properties(warehouse: &str) -> HashMap<String, String> {
-    let s3 = DevServices::load().s3();
-    HashMap::from([
-        ("warehouse".to_string(), warehouse.to_string()),
-        ("s3.endpoint".to_string(), s3.endpoint),
-        ("s3.region".to_string(), s3.region),
-        ("s3.access-key-id".to_string(), s3.access_key_id),
-        ("s3.secret-access-key".to_string(), s3.secret_access_key),
-        ("s3.path-style-access".to_string(), "true".to_string()),
-    ])
-}
-
-/// A fresh bucket on the dev S3; returns its name.
-pub async fn new_bucket() -> String {
-    let s3 = DevServices::load().s3();
-    let bucket = unique_name("warehouse").replace('_', "-");
-    let creds = aws_sdk_s3::config::Credentials::new(
-        &s3.access_key_id,
-        &s3.secret_access_key,
-        None,
-        None,
-        "test",
-    );
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version_latest()
-        .region(aws_sdk_s3::config::Region::new(s3.region.clone()))
-        .endpoint_url(&s3.endpoint)
-        .force_path_style(true)
-        .credentials_provider(creds)
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
-        .create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .unwrap();
-    bucket
-}
-
 /// A Hadoop-layout catalog in a fresh bucket of the dev S3 (moto).
 pub async fn s3_catalog() -> HadoopCatalog {
-    let bucket = new_bucket().await;
-    HadoopCatalog::from_properties(&s3_properties(&format!("s3://{bucket}/wh"))).unwrap()
+    let s3 = DevServices::load().s3();
+    let bucket = s3.new_bucket().await;
+    HadoopCatalog::from_properties(&s3.catalog_properties(&format!("s3://{bucket}/wh"))).unwrap()
 }
 
 /// A Hive Metastore catalog with a fresh local warehouse; also its warehouse URL.

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use arrow_array::{Array, Int32Array, RecordBatch, StringArray};
 use futures_util::TryStreamExt;
-use iceberg::{NamespaceIdent, TableIdent};
 use tributary_catalog::{CatalogTable, HadoopCatalog, TableName};
 use tributary_core::{
     BinlogFilePos, ChangeBatch, ChangeEvent, Checkpoint, Column, ColumnType, Op, SourcePosition,
@@ -96,19 +95,7 @@ fn random_events(rng: &mut Rng, model: &mut Model, offset: &mut u64, n: usize) -
 }
 
 async fn read_rust(table: &CatalogTable) -> Model {
-    let ident = TableIdent::new(
-        NamespaceIdent::new(table.name.namespace.clone()),
-        table.name.table.clone(),
-    );
-    let t = iceberg::table::Table::builder()
-        .metadata(table.metadata.clone())
-        .metadata_location(table.metadata_location.clone())
-        .identifier(ident)
-        .file_io(table.file_io.clone())
-        .readonly(true)
-        .runtime(iceberg::Runtime::current())
-        .build()
-        .unwrap();
+    let t = table.to_iceberg_table().unwrap();
     let batches: Vec<RecordBatch> = t
         .scan()
         .build()

@@ -69,6 +69,54 @@ pub struct S3 {
     pub secret_access_key: String,
 }
 
+impl S3 {
+    /// Catalog properties (pyiceberg/Iceberg Java names) for a warehouse here.
+    pub fn catalog_properties(&self, warehouse: &str) -> HashMap<String, String> {
+        HashMap::from([
+            ("warehouse".to_string(), warehouse.to_string()),
+            ("s3.endpoint".to_string(), self.endpoint.clone()),
+            ("s3.region".to_string(), self.region.clone()),
+            ("s3.access-key-id".to_string(), self.access_key_id.clone()),
+            (
+                "s3.secret-access-key".to_string(),
+                self.secret_access_key.clone(),
+            ),
+            ("s3.path-style-access".to_string(), "true".to_string()),
+        ])
+    }
+
+    /// A client for the dev S3 (path-style, signed with the dev keys).
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        let creds = aws_sdk_s3::config::Credentials::new(
+            &self.access_key_id,
+            &self.secret_access_key,
+            None,
+            None,
+            "dev",
+        );
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version_latest()
+            .region(aws_sdk_s3::config::Region::new(self.region.clone()))
+            .endpoint_url(&self.endpoint)
+            .force_path_style(true)
+            .credentials_provider(creds)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    /// Creates a bucket with a fresh name and returns the name.
+    pub async fn new_bucket(&self) -> String {
+        let bucket = unique_name("bucket").replace('_', "-");
+        self.client()
+            .create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("create bucket");
+        bucket
+    }
+}
+
 /// The endpoints of the running dev services.
 #[derive(Debug, Clone)]
 pub struct DevServices {
