@@ -1,6 +1,6 @@
-//! Delete files in Parquet: position deletes with the spec's reserved
-//! `file_path`/`pos` columns (sorted, as the spec requires), and equality
-//! deletes on a table's key columns (written by the caller's batches).
+//! Parquet files for commits: data files, position deletes with the spec's
+//! reserved `file_path`/`pos` columns (sorted, as the spec requires), and
+//! equality deletes on a table's key columns.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,6 +45,28 @@ async fn put(file_io: &FileIO, path: &str, bytes: Vec<u8>) -> Result<u64> {
         .await
         .map_err(|e| iceberg_err(format!("writing {path}"), e))?;
     Ok(len)
+}
+
+/// Writes `batch` (Arrow fields carrying Iceberg field ids) as a Parquet
+/// data file at `path` for a partition.
+pub async fn write_data_file(
+    file_io: &FileIO,
+    path: &str,
+    batch: &RecordBatch,
+    partition: Struct,
+    partition_spec_id: i32,
+) -> Result<DataFile> {
+    let size = put(file_io, path, parquet_bytes(batch)?).await?;
+    DataFileBuilder::default()
+        .content(DataContentType::Data)
+        .file_path(path.to_string())
+        .file_format(DataFileFormat::Parquet)
+        .record_count(batch.num_rows() as u64)
+        .file_size_in_bytes(size)
+        .partition(partition)
+        .partition_spec_id(partition_spec_id)
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("data file: {e}")))
 }
 
 /// Writes `(data file path, row position)` pairs as one position-delete file

@@ -13,11 +13,10 @@ use arrow_schema::{DataType, Field, Schema as ArrowSchema, TimeUnit};
 use common::*;
 use iceberg::expr::Reference;
 use iceberg::spec::{
-    DataContentType, DataFile, DataFileBuilder, DataFileFormat, Datum, Literal, NestedField,
-    PrimitiveType, Schema, Struct, Transform, Type, UnboundPartitionSpec,
+    DataFile, Datum, Literal, NestedField, PrimitiveType, Schema, Struct, Transform, Type,
+    UnboundPartitionSpec,
 };
 use iceberg::transform::create_transform_function;
-use parquet::arrow::ArrowWriter;
 use tributary_catalog::{
     Catalog, CatalogTable, RewriteFiles, TableName, commit_rewrite, write_position_deletes,
 };
@@ -87,34 +86,8 @@ async fn write_file(table: &CatalogTable, rows: &[Row]) -> DataFile {
             rows.iter().map(|r| r.2),
         )),
     ];
-    let batch = RecordBatch::try_new(arrow.clone(), columns).unwrap();
-    let mut bytes = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut bytes, arrow, None).unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
-    let path = format!(
-        "{}/data/{}.parquet",
-        table.metadata.location(),
-        uuid::Uuid::new_v4()
-    );
-    let size = bytes.len() as u64;
-    table
-        .file_io
-        .new_output(&path)
-        .unwrap()
-        .write(bytes.into())
-        .await
-        .unwrap();
-    DataFileBuilder::default()
-        .content(DataContentType::Data)
-        .file_path(path)
-        .file_format(DataFileFormat::Parquet)
-        .record_count(rows.len() as u64)
-        .file_size_in_bytes(size)
-        .partition(partition_of(&rows[0]))
-        .partition_spec_id(table.metadata.default_partition_spec_id())
-        .build()
-        .unwrap()
+    let batch = RecordBatch::try_new(arrow, columns).unwrap();
+    write_batch(table, &batch, partition_of(&rows[0])).await
 }
 
 async fn scenario(catalog: &dyn Catalog) {

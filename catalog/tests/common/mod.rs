@@ -10,11 +10,7 @@ use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema as ArrowSchema};
 use futures_util::TryStreamExt;
 use iceberg::expr::Predicate;
-use iceberg::spec::{
-    DataContentType, DataFile, DataFileBuilder, DataFileFormat, NestedField, PrimitiveType, Schema,
-    Struct, Type,
-};
-use parquet::arrow::ArrowWriter;
+use iceberg::spec::{DataFile, NestedField, PrimitiveType, Schema, Struct, Type};
 use tributary_catalog::{
     Catalog, CatalogTable, HadoopCatalog, HiveCatalog, RowDelta, commit_row_delta,
     write_position_deletes,
@@ -43,32 +39,14 @@ pub fn field(name: &str, t: DataType, nullable: bool, id: i32) -> Field {
 
 /// Writes `batch` as a Parquet data file of `table` (through its FileIO).
 pub async fn write_batch(table: &CatalogTable, batch: &RecordBatch, partition: Struct) -> DataFile {
-    let mut bytes = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut bytes, batch.schema(), None).unwrap();
-    w.write(batch).unwrap();
-    w.close().unwrap();
     let path = format!(
         "{}/data/{}.parquet",
         table.metadata.location(),
         uuid::Uuid::new_v4()
     );
-    let size = bytes.len() as u64;
-    table
-        .file_io
-        .new_output(&path)
-        .unwrap()
-        .write(bytes.into())
+    let spec = table.metadata.default_partition_spec_id();
+    tributary_catalog::write_data_file(&table.file_io, &path, batch, partition, spec)
         .await
-        .unwrap();
-    DataFileBuilder::default()
-        .content(DataContentType::Data)
-        .file_path(path)
-        .file_format(DataFileFormat::Parquet)
-        .record_count(batch.num_rows() as u64)
-        .file_size_in_bytes(size)
-        .partition(partition)
-        .partition_spec_id(table.metadata.default_partition_spec_id())
-        .build()
         .unwrap()
 }
 

@@ -26,10 +26,7 @@ use arrow_array::{Array, RecordBatch};
 use arrow_row::SortField;
 use arrow_schema::SchemaRef;
 use async_trait::async_trait;
-use iceberg::spec::{
-    DataContentType, DataFile, DataFileBuilder, DataFileFormat, Struct, UnboundPartitionSpec,
-};
-use parquet::arrow::ArrowWriter;
+use iceberg::spec::{DataContentType, DataFile, Struct, UnboundPartitionSpec};
 use tributary_catalog::{
     Catalog, CatalogTable, RowDelta, TableName, commit_row_delta, live_files,
     write_position_deletes,
@@ -43,10 +40,6 @@ use crate::types::{file_schema, iceberg_schema, to_file_batch};
 
 /// Snapshot-summary property holding the committed source checkpoint (JSON).
 pub const CHECKPOINT_PROPERTY: &str = "tributary.checkpoint";
-
-fn parquet_err(e: parquet::errors::ParquetError) -> Error {
-    Error::new(ErrorKind::Io, "Parquet").with_source(e)
-}
 
 fn iceberg_err(what: &str, e: iceberg::Error) -> Error {
     Error::new(ErrorKind::Io, what.to_string()).with_source(e)
@@ -270,34 +263,14 @@ impl UpsertWriter {
 
     /// Writes `batch` (file schema, strict) as a Parquet data file.
     async fn write_data_file(&self, batch: &RecordBatch) -> Result<DataFile> {
-        let mut buf = Vec::new();
-        let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), None).map_err(parquet_err)?;
-        w.write(batch).map_err(parquet_err)?;
-        w.close().map_err(parquet_err)?;
         let path = format!(
             "{}/data/{}.parquet",
             self.table.metadata.location(),
             uuid::Uuid::new_v4()
         );
-        let size = buf.len() as u64;
-        let out = self
-            .table
-            .file_io
-            .new_output(&path)
-            .map_err(|e| iceberg_err("data output", e))?;
-        out.write(buf.into())
+        let spec = self.table.metadata.default_partition_spec_id();
+        tributary_catalog::write_data_file(&self.table.file_io, &path, batch, Struct::empty(), spec)
             .await
-            .map_err(|e| iceberg_err(&path, e))?;
-        DataFileBuilder::default()
-            .content(DataContentType::Data)
-            .file_path(path)
-            .file_format(DataFileFormat::Parquet)
-            .record_count(batch.num_rows() as u64)
-            .file_size_in_bytes(size)
-            .partition(Struct::empty())
-            .partition_spec_id(self.table.metadata.default_partition_spec_id())
-            .build()
-            .map_err(|e| Error::new(ErrorKind::Unexpected, format!("data file: {e}")))
     }
 
     /// Commits everything buffered together with `checkpoint`.
