@@ -117,15 +117,16 @@ async fn sync(
                 writer.write(&b).await.unwrap();
             }
             SourceRecord::Checkpoint(cp) => {
-                if since_commit > 500 || !cp.properties.contains_key("mysql.snapshot") {
-                    writer.commit(&cp).await.unwrap();
-                    since_commit = 0;
-                }
                 let done = !cp.properties.contains_key("mysql.snapshot");
                 let past = match (end(), cp.position.as_ref().and_then(|p| p.file_pos())) {
                     (Some(end), Some(at)) => at >= &end,
                     _ => false,
                 };
+                // A row bound, as a runner's commit policy would have.
+                if since_commit > 500 || (done && past) {
+                    writer.commit(&cp).await.unwrap();
+                    since_commit = 0;
+                }
                 if done && past {
                     return;
                 }

@@ -24,6 +24,15 @@ pub struct RowDelta {
     pub data_files: Vec<DataFile>,
     pub delete_files: Vec<DataFile>,
     pub properties: HashMap<String, String>,
+    /// Data files the position deletes point at. If one of them is no longer
+    /// live when the commit is (re)built — a rewrite replaced it — the commit
+    /// fails with `ValidationFailed` instead of deleting nothing: the caller
+    /// must find the rows again in the new files.
+    pub referenced_data_files: Vec<String>,
+    /// The snapshot the deletes were planned against. While the table is
+    /// still there, the referenced files are known to be live and the check
+    /// is skipped; after a concurrent commit it runs.
+    pub planned_at_snapshot: Option<i64>,
 }
 
 impl RowDelta {
@@ -295,6 +304,23 @@ fn row_delta_summary(table: &CatalogTable, delta: &RowDelta) -> Summary {
 
 /// The next metadata of `table` with `delta` as its current snapshot.
 async fn row_delta_metadata(table: &CatalogTable, delta: &RowDelta) -> Result<TableMetadata> {
+    let moved_on = table.metadata.current_snapshot_id() != delta.planned_at_snapshot;
+    if !delta.referenced_data_files.is_empty() && moved_on {
+        let (live, _) = live_files(table).await?;
+        let live: std::collections::HashSet<&str> = live.iter().map(|f| f.file_path()).collect();
+        if let Some(gone) = delta
+            .referenced_data_files
+            .iter()
+            .find(|f| !live.contains(f.as_str()))
+        {
+            return Err(Error::new(
+                ErrorKind::ValidationFailed,
+                format!(
+                    "position deletes point at {gone}, which is no longer in the table (rewritten?); re-plan them"
+                ),
+            ));
+        }
+    }
     let meta = &table.metadata;
     let snapshot_id = new_snapshot_id();
     let sequence = meta.next_sequence_number();

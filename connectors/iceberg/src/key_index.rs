@@ -216,6 +216,13 @@ impl KeyIndex {
         Ok(())
     }
 
+    /// Forgets everything loaded (before loading a newer table version).
+    pub fn reset(&mut self) {
+        self.files.clear();
+        self.deleted.clear();
+        self.probes.clear();
+    }
+
     /// Encodes the key columns of `batch`.
     pub fn encode(&self, batch: &RecordBatch) -> Result<arrow_row::Rows> {
         let cols: Vec<_> = self

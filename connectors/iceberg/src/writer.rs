@@ -273,8 +273,25 @@ impl UpsertWriter {
             .await
     }
 
-    /// Commits everything buffered together with `checkpoint`.
+    /// Commits everything buffered together with `checkpoint`. If a rewrite
+    /// (compaction) replaced files our position deletes point at, the table
+    /// and index are reloaded and the deletes planned again.
     pub async fn commit_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_commit(checkpoint).await {
+                Err(e) if e.kind() == ErrorKind::ValidationFailed && attempt < 5 => {
+                    self.table = self.catalog.load_table(&self.table.name).await?;
+                    self.index.reset();
+                    self.load_index().await?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_commit(&mut self, checkpoint: &Checkpoint) -> Result<()> {
         let (mut deletes, mut found, mut equality) = (Vec::new(), Vec::new(), Vec::new());
         let (mut upserts, mut upsert_keys) = (Vec::new(), Vec::new());
         for (key, action) in &self.pending {
@@ -313,6 +330,10 @@ impl UpsertWriter {
             new_summary = Some(summary);
             delta.data_files.push(file);
         }
+        let referenced: std::collections::BTreeSet<String> =
+            deletes.iter().map(|(p, _)| p.clone()).collect();
+        delta.referenced_data_files = referenced.into_iter().collect();
+        delta.planned_at_snapshot = self.table.metadata.current_snapshot_id();
         if !deletes.is_empty() {
             let path = format!(
                 "{}/data/{}-deletes.parquet",

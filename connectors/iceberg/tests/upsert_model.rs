@@ -501,3 +501,120 @@ async fn delete_accounting_half_new_keys() {
     }
     println!("{}", figures.join("\n"));
 }
+
+/// A compaction rewrites the file the writer's index points at; the writer's
+/// next commit must not aim position deletes at the vanished file (the row
+/// would survive in the rewritten one): it re-plans against the new files.
+#[tokio::test]
+async fn position_deletes_are_replanned_after_a_concurrent_rewrite() {
+    let catalog = Arc::new(
+        HadoopCatalog::new_local(dev_dir().join("tmp").join(unique_name("replan"))).unwrap(),
+    );
+    let (schema, name) = (source(), TableName::new("shop", "items"));
+    let mut writer = UpsertWriter::open(catalog.clone(), name.clone(), &schema)
+        .await
+        .unwrap();
+    let ev = |op: Op, before: Option<(i32, i32)>, after: Option<(i32, i32)>| ChangeEvent {
+        table: schema.table.clone(),
+        op,
+        before: before.map(|(id, v)| row(id, &(Some(v), None))),
+        after: after.map(|(id, v)| row(id, &(Some(v), None))),
+        position: None,
+        commit_ts_micros: 0,
+        schema_version: 1,
+    };
+    let inserts: Vec<ChangeEvent> = (0..10)
+        .map(|i| ev(Op::Insert, None, Some((i, i))))
+        .collect();
+    writer
+        .write_batch(&ChangeBatch::from_events(schema.clone(), &inserts).unwrap())
+        .unwrap();
+    writer
+        .commit_checkpoint(&Checkpoint::default())
+        .await
+        .unwrap();
+
+    // Maintenance rewrites the only data file into a copy (same rows).
+    let t = catalog.load_table(&name).await.unwrap();
+    let (data, _) = tributary_catalog::live_files(&t).await.unwrap();
+    let batch = {
+        let table = t.to_iceberg_table().unwrap();
+        let batches: Vec<RecordBatch> = table
+            .scan()
+            .build()
+            .unwrap()
+            .to_arrow()
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        arrow_select_concat(&batches)
+    };
+    let path = format!("{}/data/compacted.parquet", t.metadata.location());
+    let copy = tributary_catalog::write_data_file(
+        &t.file_io,
+        &path,
+        &with_field_ids(&batch),
+        iceberg::spec::Struct::empty(),
+        0,
+    )
+    .await
+    .unwrap();
+    let plan = tributary_catalog::RewriteFiles {
+        replaced: data,
+        added: vec![copy],
+        starting_snapshot_id: t.metadata.current_snapshot_id().unwrap(),
+    };
+    tributary_catalog::commit_rewrite(catalog.as_ref(), &t, &plan)
+        .await
+        .unwrap();
+
+    // The writer still believes rows live in the old file.
+    let update = ev(Op::Update, Some((3, 3)), Some((3, 300)));
+    let delete = ev(Op::Delete, Some((4, 4)), None);
+    writer
+        .write_batch(&ChangeBatch::from_events(schema.clone(), &[update, delete]).unwrap())
+        .unwrap();
+    writer
+        .commit_checkpoint(&Checkpoint::default())
+        .await
+        .unwrap();
+    let mut expected: Model = (0..10)
+        .filter(|&i| i != 4)
+        .map(|i| (i, (Some(i), None)))
+        .collect();
+    expected.insert(3, (Some(300), None));
+    assert_eq!(
+        read_rust(writer.table()).await,
+        expected,
+        "no duplicate or resurrected keys"
+    );
+}
+
+fn arrow_select_concat(batches: &[RecordBatch]) -> RecordBatch {
+    arrow_select::concat::concat_batches(&batches[0].schema(), batches).unwrap()
+}
+
+/// The scan's Arrow schema with the Iceberg field ids (1.. in column order).
+fn with_field_ids(batch: &RecordBatch) -> RecordBatch {
+    let fields: Vec<arrow_schema::Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            f.as_ref()
+                .clone()
+                .with_metadata(std::collections::HashMap::from([(
+                    "PARQUET:field_id".to_string(),
+                    (i + 1).to_string(),
+                )]))
+        })
+        .collect();
+    RecordBatch::try_new(
+        Arc::new(arrow_schema::Schema::new(fields)),
+        batch.columns().to_vec(),
+    )
+    .unwrap()
+}

@@ -83,8 +83,12 @@ impl MySqlSource {
             _ => {
                 let mut binlog_config = config.clone();
                 if checkpoint.is_none() && mode == SnapshotMode::Initial {
-                    // The stream must cover everything after the first chunk.
-                    binlog_config.start = StartMode::Latest;
+                    // The stream must cover everything after the first chunk:
+                    // start where a consistent snapshot sees the binlog now
+                    // (every later chunk's snapshot is at or after it).
+                    binlog_config.start = StartMode::Position {
+                        position: snapshot_start(&config).await?,
+                    };
                 }
                 Some(BinlogReader::start(binlog_config, checkpoint).await?)
             }
@@ -249,6 +253,35 @@ impl MySqlSource {
         }
         Ok(())
     }
+}
+
+/// The binlog position of a consistent snapshot taken now, with its GTID
+/// state (`BINLOG_GTID_POS`) so checkpoints stay GTID-based.
+async fn snapshot_start(config: &MySqlSourceConfig) -> Result<tributary_core::SourcePosition> {
+    use tributary_core::SourcePosition;
+    let mut conn = connect(config).await?;
+    let at = snapshot::begin_snapshot(&mut conn, true)
+        .await?
+        .expect("a position with a binlog");
+    conn.query_drop("COMMIT")
+        .await
+        .map_err(|e| map_err("COMMIT", e))?;
+    let gtid: Option<String> = conn
+        .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (&at.file, at.pos))
+        .await
+        .map_err(|e| map_err("BINLOG_GTID_POS", e))?;
+    conn.disconnect()
+        .await
+        .map_err(|e| map_err("disconnect", e))?;
+    let list: tributary_core::MariaDbGtidList = gtid.unwrap_or_default().parse()?;
+    Ok(if list.is_empty() {
+        SourcePosition::FilePos(at)
+    } else {
+        SourcePosition::MariaDbGtid {
+            gtid_list: list,
+            file_pos: Some(at),
+        }
+    })
 }
 
 /// Starts a chunk's snapshot at a position the stream has not passed yet: a

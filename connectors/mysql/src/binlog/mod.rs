@@ -75,6 +75,10 @@ pub struct BinlogReader {
     buffers: Vec<TableBuffer>,
     buffered_rows: usize,
     in_txn: bool,
+    /// End of the last transaction processed: heartbeats and other
+    /// non-transaction events move the cursor past it, but only transactions
+    /// matter when placing a snapshot (see `is_before`).
+    txn_frontier: Option<BinlogFilePos>,
     /// Counts transactions; a buffer starts a transaction entry only when the
     /// transaction touches its table.
     txn_seq: u64,
@@ -130,6 +134,7 @@ impl BinlogReader {
             buffers: Vec::new(),
             buffered_rows: 0,
             in_txn: false,
+            txn_frontier: None,
             txn_seq: 0,
             txn_ts_micros: 0,
             unflushed: false,
@@ -186,11 +191,16 @@ impl BinlogReader {
         }
     }
 
+    /// Whether the reader has processed no transaction at or after `at`, so a
+    /// snapshot taken at `at` can still be placed in the stream. (A transaction
+    /// can reach the binlog, and this reader, before the storage engine makes
+    /// it visible to snapshots.)
     pub(crate) fn is_before(&self, at: &BinlogFilePos) -> bool {
-        match self.cursor_file_pos() {
-            None => true,
-            Some(c) => c < *at || (c == *at && !self.in_txn),
+        if self.in_txn {
+            // The open transaction started at the cursor.
+            return self.cursor_file_pos().is_none_or(|c| c < *at);
         }
+        self.txn_frontier.as_ref().is_none_or(|f| f <= at)
     }
 
     /// Makes `schema` (read by a snapshot) the reader's schema of its table,
@@ -391,6 +401,7 @@ impl BinlogReader {
         if end_pos > 0 {
             self.cursor.pos = end_pos;
         }
+        self.txn_frontier = self.cursor_file_pos();
         let position = self.position();
         for b in self
             .buffers
