@@ -258,7 +258,6 @@ impl MySqlSource {
 /// The binlog position of a consistent snapshot taken now, with its GTID
 /// state (`BINLOG_GTID_POS`) so checkpoints stay GTID-based.
 async fn snapshot_start(config: &MySqlSourceConfig) -> Result<tributary_core::SourcePosition> {
-    use tributary_core::SourcePosition;
     let mut conn = connect(config).await?;
     let at = snapshot::begin_snapshot(&mut conn, true)
         .await?
@@ -266,22 +265,11 @@ async fn snapshot_start(config: &MySqlSourceConfig) -> Result<tributary_core::So
     conn.query_drop("COMMIT")
         .await
         .map_err(|e| map_err("COMMIT", e))?;
-    let gtid: Option<String> = conn
-        .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (&at.file, at.pos))
-        .await
-        .map_err(|e| map_err("BINLOG_GTID_POS", e))?;
+    let position = crate::binlog::mariadb_position_at(&mut conn, at).await?;
     conn.disconnect()
         .await
         .map_err(|e| map_err("disconnect", e))?;
-    let list: tributary_core::MariaDbGtidList = gtid.unwrap_or_default().parse()?;
-    Ok(if list.is_empty() {
-        SourcePosition::FilePos(at)
-    } else {
-        SourcePosition::MariaDbGtid {
-            gtid_list: list,
-            file_pos: Some(at),
-        }
-    })
+    Ok(position)
 }
 
 /// Starts a chunk's snapshot at a position the stream has not passed yet: a

@@ -705,31 +705,43 @@ async fn current_position(conn: &mut Conn, flavor: Flavor) -> Result<SourcePosit
     })?;
     let file: String = row.get(0).unwrap_or_default();
     let pos: u64 = row.get(1).unwrap_or(4);
-    let file_pos = Some(BinlogFilePos::new(file.clone(), pos));
-    Ok(match flavor {
-        Flavor::MariaDb => {
-            let state: Option<String> = conn
-                .query_first("SELECT @@gtid_binlog_pos")
-                .await
-                .map_err(|e| map_err("@@gtid_binlog_pos", e))?;
-            let gtid_list: MariaDbGtidList = state.unwrap_or_default().parse()?;
-            if gtid_list.is_empty() {
-                SourcePosition::FilePos(BinlogFilePos::new(file, pos))
-            } else {
-                SourcePosition::MariaDbGtid {
-                    gtid_list,
-                    file_pos,
-                }
-            }
-        }
+    let at = BinlogFilePos::new(file, pos);
+    match flavor {
+        Flavor::MariaDb => mariadb_position_at(conn, at).await,
         Flavor::MySql => {
+            // MySQL reports the file position and the GTID set in one row.
             let set: String = row.get(4).unwrap_or_default();
             let gtid_set: MySqlGtidSet = set.replace('\n', "").parse()?;
-            if gtid_set.is_empty() {
-                SourcePosition::FilePos(BinlogFilePos::new(file, pos))
+            Ok(if gtid_set.is_empty() {
+                SourcePosition::FilePos(at)
             } else {
-                SourcePosition::MySqlGtid { gtid_set, file_pos }
-            }
+                SourcePosition::MySqlGtid {
+                    gtid_set,
+                    file_pos: Some(at),
+                }
+            })
+        }
+    }
+}
+
+/// The MariaDB position at `at` with the GTID state of exactly that point
+/// (`BINLOG_GTID_POS`): reading `@@gtid_binlog_pos` separately could include
+/// a transaction committed after `at`, and a GTID resume would then skip it.
+pub(crate) async fn mariadb_position_at(
+    conn: &mut Conn,
+    at: BinlogFilePos,
+) -> Result<SourcePosition> {
+    let gtid: Option<String> = conn
+        .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (&at.file, at.pos))
+        .await
+        .map_err(|e| map_err("BINLOG_GTID_POS", e))?;
+    let gtid_list: MariaDbGtidList = gtid.unwrap_or_default().parse()?;
+    Ok(if gtid_list.is_empty() {
+        SourcePosition::FilePos(at)
+    } else {
+        SourcePosition::MariaDbGtid {
+            gtid_list,
+            file_pos: Some(at),
         }
     })
 }
@@ -936,5 +948,59 @@ mod tests {
             .parse()
             .unwrap();
         assert!(mysql_sids(&tagged).is_err());
+    }
+
+    /// A Latest start's GTID state and file position name the same point even
+    /// while other sessions commit (a GTID resume would otherwise skip or
+    /// repeat the transactions in between). Needs the dev MariaDB.
+    #[tokio::test]
+    async fn mariadb_current_position_is_consistent_under_concurrent_commits() {
+        use mysql_async::Opts;
+        let m = tributary_testkit::DevServices::load().mariadb();
+        let opts = Opts::from_url(&m.url).unwrap();
+        let db = tributary_testkit::unique_name("curpos");
+        let mut conn = Conn::new(opts.clone()).await.unwrap();
+        conn.query_drop(format!("CREATE DATABASE {db}"))
+            .await
+            .unwrap();
+        conn.query_drop(format!("CREATE TABLE {db}.t (id INT PRIMARY KEY)"))
+            .await
+            .unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = tokio::spawn({
+            let (opts, db, stop) = (opts.clone(), db.clone(), stop.clone());
+            async move {
+                let mut w = Conn::new(opts).await.unwrap();
+                let mut id = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    w.query_drop(format!("INSERT INTO {db}.t VALUES ({id})"))
+                        .await
+                        .unwrap();
+                    id += 1;
+                }
+                id
+            }
+        });
+        for _ in 0..200 {
+            let SourcePosition::MariaDbGtid {
+                gtid_list,
+                file_pos: Some(at),
+            } = current_position(&mut conn, Flavor::MariaDb).await.unwrap()
+            else {
+                panic!("a GTID position with its file position");
+            };
+            // The server's own GTID state at that file position, asked for
+            // after the fact: it cannot depend on later commits.
+            let truth: Option<String> = conn
+                .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (&at.file, at.pos))
+                .await
+                .unwrap();
+            assert_eq!(gtid_list, truth.unwrap().parse().unwrap(), "at {at:?}");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(writer.await.unwrap() > 0, "the writer committed nothing");
+        conn.query_drop(format!("DROP DATABASE {db}"))
+            .await
+            .unwrap();
     }
 }
