@@ -57,16 +57,37 @@ pub async fn write_data_file(
     partition_spec_id: i32,
 ) -> Result<DataFile> {
     let size = put(file_io, path, parquet_bytes(batch)?).await?;
-    DataFileBuilder::default()
-        .content(DataContentType::Data)
+    parquet_entry(
+        DataContentType::Data,
+        path,
+        batch.num_rows(),
+        size,
+        partition,
+        partition_spec_id,
+    )
+    .build()
+    .map_err(|e| Error::new(ErrorKind::Unexpected, format!("data file: {e}")))
+}
+
+/// The manifest entry fields every Parquet file we write shares.
+fn parquet_entry(
+    content: DataContentType,
+    path: &str,
+    rows: usize,
+    size: u64,
+    partition: Struct,
+    partition_spec_id: i32,
+) -> DataFileBuilder {
+    let mut builder = DataFileBuilder::default();
+    builder
+        .content(content)
         .file_path(path.to_string())
         .file_format(DataFileFormat::Parquet)
-        .record_count(batch.num_rows() as u64)
+        .record_count(rows as u64)
         .file_size_in_bytes(size)
         .partition(partition)
-        .partition_spec_id(partition_spec_id)
-        .build()
-        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("data file: {e}")))
+        .partition_spec_id(partition_spec_id);
+    builder
 }
 
 /// Writes `(data file path, row position)` pairs as one position-delete file
@@ -94,16 +115,16 @@ pub async fn write_position_deletes(
     ];
     let batch = RecordBatch::try_new(schema, columns)?;
     let size = put(file_io, path, parquet_bytes(&batch)?).await?;
-    DataFileBuilder::default()
-        .content(DataContentType::PositionDeletes)
-        .file_path(path.to_string())
-        .file_format(DataFileFormat::Parquet)
-        .record_count(deletes.len() as u64)
-        .file_size_in_bytes(size)
-        .partition(partition)
-        .partition_spec_id(partition_spec_id)
-        .build()
-        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("position delete file: {e}")))
+    parquet_entry(
+        DataContentType::PositionDeletes,
+        path,
+        deletes.len(),
+        size,
+        partition,
+        partition_spec_id,
+    )
+    .build()
+    .map_err(|e| Error::new(ErrorKind::Unexpected, format!("position delete file: {e}")))
 }
 
 /// Writes `batch` (the key columns, with Iceberg field ids in their Arrow
@@ -117,15 +138,15 @@ pub async fn write_equality_deletes(
     partition_spec_id: i32,
 ) -> Result<DataFile> {
     let size = put(file_io, path, parquet_bytes(batch)?).await?;
-    DataFileBuilder::default()
-        .content(DataContentType::EqualityDeletes)
-        .file_path(path.to_string())
-        .file_format(DataFileFormat::Parquet)
-        .record_count(batch.num_rows() as u64)
-        .file_size_in_bytes(size)
-        .partition(partition)
-        .partition_spec_id(partition_spec_id)
-        .equality_ids(Some(equality_ids))
-        .build()
-        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("equality delete file: {e}")))
+    parquet_entry(
+        DataContentType::EqualityDeletes,
+        path,
+        batch.num_rows(),
+        size,
+        partition,
+        partition_spec_id,
+    )
+    .equality_ids(Some(equality_ids))
+    .build()
+    .map_err(|e| Error::new(ErrorKind::Unexpected, format!("equality delete file: {e}")))
 }
