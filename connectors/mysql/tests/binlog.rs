@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 use tributary_core::{
@@ -12,7 +13,7 @@ use tributary_mysql::{BinlogReader, StartMode};
 
 mod common;
 use common::{
-    TYPES_DDL, count_events, database, events, last_checkpoint, max_row, min_row, read_until,
+    Db, TYPES_DDL, count_events, database, events, last_checkpoint, max_row, min_row, read_until,
     summary,
 };
 
@@ -171,6 +172,14 @@ async fn resume_from_gtid_and_file_checkpoints_loses_and_repeats_nothing() {
     let seen = ids(&first);
     let cp = last_checkpoint(&first).unwrap();
     drop(reader);
+    // The file name comes from the dump's first (fake) ROTATE, whose checksum
+    // once leaked into it: it must name a binlog the server has.
+    let logs: Vec<(String, u64)> = db.conn.query("SHOW BINARY LOGS").await.unwrap();
+    let file = &cp.position.as_ref().unwrap().file_pos().unwrap().file;
+    assert!(
+        logs.iter().any(|(f, _)| f == file),
+        "{file:?} not in {logs:?}"
+    );
     insert_each(&mut db.conn, &table, 10..15).await;
 
     // GTID checkpoint (MariaDB's native form).
@@ -500,5 +509,79 @@ async fn an_earliest_start_reads_from_the_oldest_binlog_and_renames_are_reported
         .map(|e| e.table.table.clone())
         .collect();
     assert_eq!(tables, ["old_name", "old_name", "old_name", "new_name"]);
+    db.drop().await;
+}
+
+/// The first byte of the checksum the server appends to the fake ROTATE that
+/// starts a GTID dump of the current binlog (read with a raw dump).
+async fn fake_rotate_checksum_head(db: &Db) -> (String, u8) {
+    let m = tributary_testkit::DevServices::load().mariadb();
+    let mut conn = Conn::new(mysql_async::Opts::from_url(&m.url).unwrap())
+        .await
+        .unwrap();
+    let gtid: String = conn
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .unwrap()
+        .unwrap();
+    for sql in [
+        format!("SET @slave_connect_state = '{gtid}'"),
+        "SET @mariadb_slave_capability = 4".into(),
+    ] {
+        conn.query_drop(sql).await.unwrap();
+    }
+    let request = mysql_async::BinlogStreamRequest::new(db.config.server_id + 500).with_pos(4);
+    let mut stream = conn.get_binlog_stream(request).await.unwrap();
+    let ev = stream.next().await.unwrap().unwrap();
+    assert_eq!(
+        ev.header().event_type_raw(),
+        4,
+        "the dump starts with a ROTATE"
+    );
+    let body = ev.data();
+    let name = String::from_utf8_lossy(&body[8..body.len() - 4]).into_owned();
+    let head = body[body.len() - 4];
+    stream.close().await.unwrap();
+    (name, head)
+}
+
+/// Regression: the fake ROTATE's CRC leaked into the file name whenever its
+/// first byte was an ASCII digit (`mysql-bin.000105` became
+/// `mysql-bin.0001051`), which put the cursor past every snapshot chunk and
+/// made resumes fail with PositionLost. Rotates the binlog until the current
+/// file has such a checksum (about 1 file in 25), then starts by GTID there.
+/// FLUSH affects every reader of the server: in the `mariadb-binlog` group.
+#[tokio::test]
+async fn a_gtid_start_names_the_real_file_whatever_its_fake_rotate_checksum() {
+    let mut db = database().await;
+    let table = format!("{}.kv", db.name);
+    db.sql(format!(
+        "CREATE TABLE {table} (id INT PRIMARY KEY, v VARCHAR(10))"
+    ))
+    .await;
+    let mut tries = 0;
+    let file = loop {
+        let (file, head) = fake_rotate_checksum_head(&db).await;
+        if head.is_ascii_digit() {
+            break file;
+        }
+        tries += 1;
+        assert!(
+            tries < 400,
+            "no binlog with a digit-led fake-rotate checksum"
+        );
+        db.sql("FLUSH BINARY LOGS").await;
+    };
+    db.config.start = StartMode::Latest;
+    db.config.max_batch_rows = 1;
+    let mut reader = BinlogReader::start(db.config.clone(), None).await.unwrap();
+    insert_each(&mut db.conn, &table, 0..1).await;
+    let records = read_until(&mut reader, |r| {
+        ids(r).len() == 1 && matches!(r.last(), Some(SourceRecord::Checkpoint(_)))
+    })
+    .await;
+    let cp = last_checkpoint(&records).unwrap();
+    assert_eq!(cp.position.unwrap().file_pos().unwrap().file, file);
+    reader.close().await.unwrap();
     db.drop().await;
 }

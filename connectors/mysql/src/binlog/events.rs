@@ -1,6 +1,7 @@
 //! Binlog events mysql_common does not decode: MariaDB's GTID, GTID_LIST and
-//! the heartbeat's file name; plus the event type codes the reader uses.
+//! the fake ROTATE's file name; plus the event type codes the reader uses.
 
+use mysql_common::binlog::events::BinlogEventHeader;
 use tributary_core::{Error, ErrorKind, MariaDbGtid, Result};
 
 pub(crate) mod kind {
@@ -89,18 +90,40 @@ pub(crate) fn mysql_gtid(body: &[u8]) -> Result<(String, u64)> {
     Ok((uuid, u64_le(&body[17..])))
 }
 
-/// A binlog file name from a ROTATE or HEARTBEAT body. The first (fake)
-/// ROTATE of a dump may carry 4 checksum bytes after the name
-/// (mysql_async #189): keep `base.digits` and drop anything after the digits.
-pub(crate) fn file_name(raw: &[u8]) -> String {
-    let s = String::from_utf8_lossy(raw);
-    match s.rfind('.') {
-        Some(dot) => {
-            let digits = s[dot + 1..].bytes().take_while(u8::is_ascii_digit).count();
-            s[..dot + 1 + digits].to_string()
-        }
-        None => s.into_owned(),
+/// The target (file, position) of a ROTATE event.
+///
+/// The first, fake ROTATE of a dump comes before the format description, so
+/// mysql_async cannot know it carries a CRC32 and leaves the 4 checksum bytes
+/// at the end of the file name (mysql_async #189). They are dropped only when
+/// they are the event's CRC32: trimming "non-digits" once turned
+/// `mysql-bin.000105` into `mysql-bin.0001051` (its CRC began with `1`), which
+/// put the reader's cursor past every snapshot chunk.
+pub(crate) fn rotate(header: &BinlogEventHeader, body: &[u8]) -> Result<(String, u64)> {
+    if body.len() < 8 {
+        return Err(short("ROTATE"));
     }
+    let mut name = &body[8..];
+    if body.len() >= 12 {
+        let (data, crc) = body.split_at(body.len() - 4);
+        if crc32(header, data) == u32_le(crc) {
+            name = &data[8..];
+        }
+    }
+    let pos = u64::from_le_bytes(body[..8].try_into().unwrap());
+    Ok((String::from_utf8_lossy(name).into_owned(), pos))
+}
+
+/// CRC32 of an event as the server computes it: header bytes, then body.
+fn crc32(header: &BinlogEventHeader, body: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&header.timestamp().to_le_bytes());
+    h.update(&[header.event_type_raw()]);
+    h.update(&header.server_id().to_le_bytes());
+    h.update(&header.event_size().to_le_bytes());
+    h.update(&header.log_pos().to_le_bytes());
+    h.update(&header.flags_raw().to_le_bytes());
+    h.update(body);
+    h.finalize()
 }
 
 #[cfg(test)]
@@ -137,12 +160,44 @@ mod tests {
         );
     }
 
-    #[test]
-    fn file_names_lose_trailing_checksum_bytes() {
-        assert_eq!(file_name(b"mysql-bin.000012"), "mysql-bin.000012");
-        assert_eq!(
-            file_name(b"mysql-bin.000012\x9a\x01\xff\x31"),
-            "mysql-bin.000012"
+    fn fake_rotate(file: &str, pos: u64, with_crc: bool) -> (BinlogEventHeader, Vec<u8>) {
+        let mut body = pos.to_le_bytes().to_vec();
+        body.extend(file.as_bytes());
+        let size = 19 + body.len() as u32 + 4;
+        let header = BinlogEventHeader::new(
+            0,
+            mysql_common::binlog::consts::EventType::ROTATE_EVENT,
+            1,
+            size,
+            0,
+            mysql_common::binlog::consts::EventFlags::LOG_EVENT_ARTIFICIAL_F,
         );
+        if with_crc {
+            let crc = crc32(&header, &body);
+            body.extend(crc.to_le_bytes());
+        }
+        (header, body)
+    }
+
+    #[test]
+    fn rotate_drops_only_a_real_checksum() {
+        // A position whose checksum starts with an ASCII digit: the case a
+        // "trim after the digits" rule got wrong.
+        let (header, body) = (4..10_000)
+            .map(|pos| fake_rotate("mysql-bin.000105", pos, true))
+            .find(|(_, b)| b[b.len() - 4].is_ascii_digit())
+            .expect("some checksum starts with a digit");
+        let pos = u64::from_le_bytes(body[..8].try_into().unwrap());
+        assert_eq!(
+            rotate(&header, &body).unwrap(),
+            ("mysql-bin.000105".to_string(), pos)
+        );
+        let (header, body) = fake_rotate("mysql-bin.000012", 4, false);
+        assert_eq!(
+            rotate(&header, &body).unwrap(),
+            ("mysql-bin.000012".to_string(), 4)
+        );
+        let (header, _) = fake_rotate("x", 4, false);
+        assert!(rotate(&header, &[1, 2, 3]).is_err());
     }
 }

@@ -338,11 +338,7 @@ impl BinlogReader {
         let ts_micros = i64::from(header.timestamp()) * 1_000_000;
         match code {
             kind::ROTATE => {
-                let body = ev.data();
-                if body.len() >= 8 {
-                    self.cursor.file = events::file_name(&body[8..]);
-                    self.cursor.pos = u64::from_le_bytes(body[..8].try_into().unwrap());
-                }
+                (self.cursor.file, self.cursor.pos) = events::rotate(&header, ev.data())?;
                 return Ok(());
             }
             kind::HEARTBEAT => {
@@ -836,9 +832,8 @@ async fn position_at_time(
             break;
         }
         match code {
-            kind::ROTATE if ev.data().len() >= 8 => {
-                cursor.file = events::file_name(&ev.data()[8..]);
-                cursor.pos = u64::from_le_bytes(ev.data()[..8].try_into().unwrap());
+            kind::ROTATE => {
+                (cursor.file, cursor.pos) = events::rotate(&header, ev.data())?;
                 continue;
             }
             kind::MARIADB_GTID_LIST => events::mariadb_gtid_list(ev.data())?
