@@ -52,6 +52,8 @@ const MAX_ATTEMPTS: u32 = 10;
 pub(crate) enum Change<'a> {
     RowDelta(&'a RowDelta),
     Rewrite(&'a crate::RewriteFiles),
+    /// A new current schema (metadata only: no snapshot).
+    Schema(&'a iceberg::spec::Schema),
 }
 
 impl Change<'_> {
@@ -59,6 +61,14 @@ impl Change<'_> {
         match self {
             Change::RowDelta(d) => row_delta_metadata(base, d).await,
             Change::Rewrite(r) => crate::rewrite::rewrite_metadata(base, r).await,
+            Change::Schema(schema) => TableMetadataBuilder::new_from_metadata(
+                base.metadata.clone(),
+                Some(base.metadata_location.clone()),
+            )
+            .add_current_schema(schema.clone())
+            .and_then(|b| b.build())
+            .map(|b| b.metadata)
+            .map_err(|e| iceberg_err("adding the schema", e)),
         }
     }
 }
@@ -94,6 +104,16 @@ pub async fn commit_row_delta(
     delta: &RowDelta,
 ) -> Result<CatalogTable> {
     commit_with_retries(catalog, table, Change::RowDelta(delta)).await
+}
+
+/// Makes `schema` (field ids kept, new fields with ids above the table's
+/// last column id) the current schema of the newest version of `table`.
+pub async fn commit_schema(
+    catalog: &dyn Catalog,
+    table: &CatalogTable,
+    schema: &iceberg::spec::Schema,
+) -> Result<CatalogTable> {
+    commit_with_retries(catalog, table, Change::Schema(schema)).await
 }
 
 pub(crate) fn new_snapshot_id() -> i64 {

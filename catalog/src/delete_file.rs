@@ -25,12 +25,17 @@ fn field(name: &str, t: DataType, id: i32) -> Field {
     )]))
 }
 
-fn parquet_bytes(batch: &RecordBatch) -> Result<Vec<u8>> {
+fn parquet_bytes(batch: &RecordBatch, row_group_rows: Option<usize>) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
     let parquet = |e: parquet::errors::ParquetError| {
         Error::new(ErrorKind::Io, "writing Parquet").with_source(e)
     };
-    let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), None).map_err(parquet)?;
+    let props = row_group_rows.map(|n| {
+        parquet::file::properties::WriterProperties::builder()
+            .set_max_row_group_row_count(Some(n.max(1)))
+            .build()
+    });
+    let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), props).map_err(parquet)?;
     w.write(batch).map_err(parquet)?;
     w.close().map_err(parquet)?;
     Ok(buf)
@@ -48,15 +53,17 @@ async fn put(file_io: &FileIO, path: &str, bytes: Vec<u8>) -> Result<u64> {
 }
 
 /// Writes `batch` (Arrow fields carrying Iceberg field ids) as a Parquet
-/// data file at `path` for a partition.
+/// data file at `path` for a partition (row groups of at most
+/// `row_group_rows` rows; the Parquet default when None).
 pub async fn write_data_file(
     file_io: &FileIO,
     path: &str,
     batch: &RecordBatch,
     partition: Struct,
     partition_spec_id: i32,
+    row_group_rows: Option<usize>,
 ) -> Result<DataFile> {
-    let size = put(file_io, path, parquet_bytes(batch)?).await?;
+    let size = put(file_io, path, parquet_bytes(batch, row_group_rows)?).await?;
     parquet_entry(
         DataContentType::Data,
         path,
@@ -114,7 +121,7 @@ pub async fn write_position_deletes(
         )),
     ];
     let batch = RecordBatch::try_new(schema, columns)?;
-    let size = put(file_io, path, parquet_bytes(&batch)?).await?;
+    let size = put(file_io, path, parquet_bytes(&batch, None)?).await?;
     parquet_entry(
         DataContentType::PositionDeletes,
         path,
@@ -137,7 +144,7 @@ pub async fn write_equality_deletes(
     partition: Struct,
     partition_spec_id: i32,
 ) -> Result<DataFile> {
-    let size = put(file_io, path, parquet_bytes(batch)?).await?;
+    let size = put(file_io, path, parquet_bytes(batch, None)?).await?;
     parquet_entry(
         DataContentType::EqualityDeletes,
         path,

@@ -18,7 +18,7 @@ use iceberg::io::FileIO;
 use iceberg::spec::TableMetadata;
 use tributary_core::{Error, ErrorKind};
 
-pub use commit::{RowDelta, commit_row_delta, expire_snapshots, live_files};
+pub use commit::{RowDelta, commit_row_delta, commit_schema, expire_snapshots, live_files};
 pub use delete_file::{write_data_file, write_equality_deletes, write_position_deletes};
 pub use hadoop::HadoopCatalog;
 pub use hive::HiveCatalog;

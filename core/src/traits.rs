@@ -42,6 +42,13 @@ pub trait Sink: Send {
     /// Makes every write so far durable, together with `checkpoint`.
     async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<()>;
 
+    /// Whether the sink wants a commit now (its interval passed, or a row or
+    /// byte bound was reached). A runner asks at each source checkpoint; the
+    /// default commits at every one.
+    fn commit_due(&self) -> bool {
+        true
+    }
+
     /// The last checkpoint made durable, read back from the target.
     async fn committed(&self) -> Result<Option<Checkpoint>>;
 

@@ -45,7 +45,7 @@ pub async fn write_batch(table: &CatalogTable, batch: &RecordBatch, partition: S
         uuid::Uuid::new_v4()
     );
     let spec = table.metadata.default_partition_spec_id();
-    tributary_catalog::write_data_file(&table.file_io, &path, batch, partition, spec)
+    tributary_catalog::write_data_file(&table.file_io, &path, batch, partition, spec, None)
         .await
         .unwrap()
 }

@@ -41,6 +41,10 @@ pub struct FileKeys {
 }
 
 impl FileKeys {
+    pub fn path(&self) -> &Arc<str> {
+        &self.path
+    }
+
     /// Summarizes `keys` (encoded, any order) of the file at `path`.
     pub fn build<'a>(
         path: Arc<str>,

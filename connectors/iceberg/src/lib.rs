@@ -1,8 +1,9 @@
 //! Iceberg upsert sink for Tributary.
 //!
 //! - [`UpsertWriter`]: CDC batches reduced per key, written as data files plus
-//!   position deletes (readable by every Iceberg reader), committed with the
-//!   source checkpoint for exactly-once resume.
+//!   position deletes (readable by every Iceberg reader) or bloom-filtered
+//!   equality deletes, committed with the source checkpoint for exactly-once
+//!   resume; bounded memory (spills), schema evolution.
 //! - [`types`]: the documented source → Iceberg type mapping.
 
 pub mod key_index;
@@ -10,4 +11,5 @@ pub mod types;
 pub mod writer;
 
 pub use key_index::IndexStats;
-pub use writer::{CHECKPOINT_PROPERTY, DeleteMode, UpsertWriter};
+pub use types::ColumnPolicy;
+pub use writer::{CHECKPOINT_PROPERTY, DeleteMode, UpsertConfig, UpsertWriter};

@@ -17,7 +17,9 @@
 //! | DATETIME | timestamp (no zone) |
 //! | TIMESTAMP | timestamptz |
 //!
-//! Field ids are 1.. in column order; the primary key becomes the identifier fields.
+//! A new table's field ids are 1.. in column order; the primary key becomes the
+//! identifier fields. Later columns get fresh ids (`evolve`); data files are
+//! written with the table's current schema (`ColumnMap`), matched by name.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -109,41 +111,273 @@ pub fn iceberg_schema(source: &TableSchema) -> Result<Schema> {
         })
 }
 
-/// The Arrow schema of data files: Iceberg-mapped types with field ids.
-pub fn file_schema(source: &TableSchema) -> Result<SchemaRef> {
-    let fields: Result<Vec<Field>> = source
-        .columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let t = arrow_type(&iceberg_type(&c.data_type)?);
-            let meta = HashMap::from([("PARQUET:field_id".to_string(), (i + 1).to_string())]);
-            Ok(Field::new(&c.name, t, c.nullable).with_metadata(meta))
-        })
-        .collect();
-    Ok(Arc::new(ArrowSchema::new(fields?)))
+/// What to do with a source column Iceberg cannot follow (a type change
+/// that is not a promotion, a type Iceberg lacks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ColumnPolicy {
+    /// Stop with a `SchemaMismatch` error naming the column (default).
+    #[default]
+    Fail,
+    /// Stop writing the column: its Iceberg field stays, optional, and new
+    /// rows hold null there. Key columns are never skipped.
+    Skip,
 }
 
-/// A row image of a change batch as a record batch of `file_schema` types.
+/// Where each source column goes in the data files.
+#[derive(Debug, Clone)]
+pub struct ColumnMap {
+    /// Data-file schema: the table's current Iceberg schema, field ids set.
+    pub file_schema: SchemaRef,
+    /// Source column index → data-file column index (None: skipped).
+    pub source_to_file: Vec<Option<usize>>,
+}
+
+impl ColumnMap {
+    /// Maps `source` onto the table schema `table` by column name.
+    pub fn new(table: &Schema, source: &TableSchema, skipped: &[String]) -> Result<ColumnMap> {
+        let fields = table.as_struct().fields();
+        let arrow: Result<Vec<Field>> = fields
+            .iter()
+            .map(|f| {
+                let Type::Primitive(p) = f.field_type.as_ref() else {
+                    return Err(Error::new(
+                        ErrorKind::Unsupported,
+                        format!(
+                            "nested Iceberg field {} is not written by the upsert writer",
+                            f.name
+                        ),
+                    ));
+                };
+                let meta = HashMap::from([("PARQUET:field_id".to_string(), f.id.to_string())]);
+                Ok(Field::new(&f.name, arrow_type(p), !f.required).with_metadata(meta))
+            })
+            .collect();
+        let source_to_file = source
+            .columns
+            .iter()
+            .map(|c| {
+                (!skipped.contains(&c.name))
+                    .then(|| fields.iter().position(|f| f.name == c.name))
+                    .flatten()
+            })
+            .collect();
+        Ok(ColumnMap {
+            file_schema: Arc::new(ArrowSchema::new(arrow?)),
+            source_to_file,
+        })
+    }
+
+    /// Data-file column indexes of the source's primary key.
+    pub fn key_columns(&self, source: &TableSchema) -> Result<Vec<usize>> {
+        source
+            .primary_key
+            .iter()
+            .map(|&i| {
+                self.source_to_file[i].ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::SchemaMismatch,
+                        format!("key column {} has no Iceberg field", source.columns[i].name),
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+/// The result of matching a source schema against the table's schema.
+#[derive(Debug)]
+pub struct Evolution {
+    /// The table's next schema, when it must change.
+    pub schema: Option<Schema>,
+    /// Source columns no longer written (`ColumnPolicy::Skip`).
+    pub skipped: Vec<String>,
+}
+
+/// Iceberg's allowed type promotions.
+fn promotable(from: &PrimitiveType, to: &PrimitiveType) -> bool {
+    use PrimitiveType as P;
+    match (from, to) {
+        (P::Int, P::Long) | (P::Float, P::Double) => true,
+        (
+            P::Decimal {
+                precision: p1,
+                scale: s1,
+            },
+            P::Decimal {
+                precision: p2,
+                scale: s2,
+            },
+        ) => s1 == s2 && p2 >= p1,
+        _ => false,
+    }
+}
+
+/// How the table schema `table` must change to take rows of `source`: new
+/// columns become optional fields with fresh ids (after `last_column_id`),
+/// int→long, float→double and wider decimals are promoted, columns the source
+/// dropped stay (optional, null from now on). Anything else follows `policy`.
+/// The primary key must stay the table's identifier fields.
+pub fn evolve(
+    table: &Schema,
+    last_column_id: i32,
+    source: &TableSchema,
+    policy: ColumnPolicy,
+) -> Result<Evolution> {
+    let key: Vec<&str> = source
+        .primary_key
+        .iter()
+        .map(|&i| source.columns[i].name.as_str())
+        .collect();
+    let mut ident: Vec<&str> = table
+        .identifier_field_ids()
+        .filter_map(|id| table.name_by_field_id(id))
+        .collect();
+    let mut sorted_key = key.clone();
+    ident.sort();
+    sorted_key.sort();
+    if ident != sorted_key {
+        return Err(Error::new(
+            ErrorKind::SchemaMismatch,
+            format!(
+                "{}: the primary key is now {key:?} but the Iceberg table's identifier fields are \
+                 {ident:?}; an upsert table cannot change its key: write to a new table",
+                source.table
+            ),
+        ));
+    }
+    let mut fields: Vec<NestedField> = table
+        .as_struct()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    let (mut next_id, mut changed, mut skipped) = (last_column_id, false, Vec::new());
+    for c in &source.columns {
+        let is_key = key.contains(&c.name.as_str());
+        let wanted = iceberg_type(&c.data_type);
+        let Some(f) = fields.iter_mut().find(|f| f.name == c.name) else {
+            match wanted {
+                Ok(t) => {
+                    next_id += 1;
+                    fields.push(NestedField::optional(next_id, &c.name, Type::Primitive(t)));
+                    changed = true;
+                }
+                Err(e) => skip_or_fail(policy, source, &c.name, is_key, e.to_string())
+                    .map(|()| skipped.push(c.name.clone()))?,
+            }
+            continue;
+        };
+        let have = match f.field_type.as_ref() {
+            Type::Primitive(p) => p.clone(),
+            other => {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!("field {} is {other}", f.name),
+                ));
+            }
+        };
+        match wanted {
+            Ok(t) if t == have => {}
+            Ok(t) if promotable(&have, &t) && !is_key => {
+                *f.field_type = Type::Primitive(t);
+                changed = true;
+            }
+            other => {
+                let why = match other {
+                    Ok(t) => format!(
+                        "its type changed from {have} to {t}, which Iceberg cannot promote{}",
+                        if is_key {
+                            " (or it is a key column)"
+                        } else {
+                            ""
+                        }
+                    ),
+                    Err(e) => e.to_string(),
+                };
+                skip_or_fail(policy, source, &c.name, is_key, why)?;
+                skipped.push(c.name.clone());
+                changed |= f.required;
+                f.required = false;
+            }
+        }
+        if c.nullable && f.required && !is_key {
+            f.required = false;
+            changed = true;
+        }
+    }
+    // Fields the source dropped stay for older rows; new rows write null.
+    for f in fields.iter_mut().filter(|f| f.required) {
+        if !source.columns.iter().any(|c| c.name == f.name) {
+            f.required = false;
+            changed = true;
+        }
+    }
+    let schema = changed
+        .then(|| {
+            Schema::builder()
+                .with_fields(fields.into_iter().map(Arc::new))
+                .with_identifier_field_ids(table.identifier_field_ids())
+                .build()
+                .map_err(|e| {
+                    Error::new(
+                        ErrorKind::SchemaMismatch,
+                        format!("evolving {}: {e}", source.table),
+                    )
+                })
+        })
+        .transpose()?;
+    Ok(Evolution { schema, skipped })
+}
+
+fn skip_or_fail(
+    policy: ColumnPolicy,
+    source: &TableSchema,
+    column: &str,
+    is_key: bool,
+    why: String,
+) -> Result<()> {
+    if policy == ColumnPolicy::Skip && !is_key {
+        return Ok(());
+    }
+    let fix = if is_key {
+        "key columns cannot be skipped: write to a new table"
+    } else {
+        "set column_policy = \"skip\" to stop writing the column, or write to a new table"
+    };
+    Err(Error::new(
+        ErrorKind::SchemaMismatch,
+        format!("{}.{column}: {why}; {fix}", source.table),
+    ))
+}
+
+/// A row image of a change batch as a record batch of the data-file schema:
+/// each mapped source column cast to its field's type, unmapped fields null.
 /// Rows without the image (nulls of the struct) are kept as nulls; callers
 /// select the rows they need.
-pub fn to_file_batch(image: &StructArray, schema: &SchemaRef) -> Result<RecordBatch> {
-    let columns: Result<Vec<ArrayRef>> = image
-        .columns()
-        .iter()
+pub fn to_file_batch(image: &StructArray, map: &ColumnMap) -> Result<RecordBatch> {
+    let schema = &map.file_schema;
+    let mut columns: Vec<Option<ArrayRef>> = vec![None; schema.fields().len()];
+    for (col, target) in image.columns().iter().zip(&map.source_to_file) {
+        let Some(j) = *target else { continue };
+        let col: ArrayRef = match col.data_type() {
+            // TIME arrives as a duration; Iceberg stores its microseconds.
+            DataType::Duration(TimeUnit::Microsecond) => Arc::new(
+                arrow_array::cast::AsArray::as_primitive::<
+                    arrow_array::types::DurationMicrosecondType,
+                >(col.as_ref())
+                .reinterpret_cast::<arrow_array::types::Int64Type>(),
+            ),
+            _ => col.clone(),
+        };
+        columns[j] = Some(arrow_cast::cast(&col, schema.field(j).data_type())?);
+    }
+    let columns: Vec<ArrayRef> = columns
+        .into_iter()
         .zip(schema.fields())
-        .map(|(col, f)| {
-            let col: ArrayRef = match col.data_type() {
-                // TIME arrives as a duration; Iceberg stores its microseconds.
-                DataType::Duration(TimeUnit::Microsecond) => Arc::new(
-                    arrow_array::cast::AsArray::as_primitive::<
-                        arrow_array::types::DurationMicrosecondType,
-                    >(col.as_ref())
-                    .reinterpret_cast::<arrow_array::types::Int64Type>(),
-                ),
-                _ => col.clone(),
-            };
-            arrow_cast::cast(&col, f.data_type()).map_err(Error::from)
+        .map(|(c, f)| {
+            c.unwrap_or_else(|| {
+                arrow_array::new_null_array(f.data_type(), arrow_array::Array::len(image))
+            })
         })
         .collect();
     // The struct's children may be non-nullable while absent rows hold nulls.
@@ -153,5 +387,5 @@ pub fn to_file_batch(image: &StructArray, schema: &SchemaRef) -> Result<RecordBa
         .map(|f| f.as_ref().clone().with_nullable(true))
         .collect();
     let relaxed = Arc::new(ArrowSchema::new(relaxed));
-    Ok(RecordBatch::try_new(relaxed, columns?)?)
+    Ok(RecordBatch::try_new(relaxed, columns)?)
 }

@@ -1,62 +1,47 @@
-//! `UpsertWriter`: applies CDC batches to an Iceberg v2 table with position
-//! deletes only (`delete_mode = "position"`), so every reader, pyiceberg
-//! included, can read the result.
+//! `UpsertWriter`: applies CDC batches to an Iceberg v2 table.
 //!
 //! Between commits, events are reduced per primary key to their final state
-//! (a key change is a delete of the old key plus an upsert of the new). At
-//! commit the writer looks up each touched key's live row in its key index
-//! (key → data file and row position), writes one data file with the upserts
-//! and one position-delete file for the rows they replace or delete, and
-//! commits both with the source checkpoint in the snapshot summary.
+//! (a key change is a delete of the old key plus an upsert of the new). When
+//! the buffered rows reach `target_file_bytes` they are written as a data
+//! file right away (a spill; not yet committed), so memory stays bounded; a
+//! later change of a spilled key deletes its spilled row by position in the
+//! same commit. At commit the rest is written as one more data file, the
+//! touched keys' committed rows are deleted (position mode: found through
+//! the key index; equality mode: an equality delete only for keys the bloom
+//! filters say may exist), and everything is committed as one snapshot with
+//! the source checkpoint in its summary.
 //!
 //! Exactly-once: the checkpoint committed with the data is read back on
-//! open; events at or before its position are skipped, so a source resumed
-//! there never applies a change twice.
-//!
-//! The key index is built on open from the live data files minus their
-//! position deletes (key columns only) and maintained in memory after every
-//! commit. Not yet done (see the issue): bloom-filtered candidate files and a
-//! persisted index, equality-delete mode, partitioned tables, spilling.
+//! open; change events at or before its position are skipped, so a source
+//! resumed there never applies a change twice. A crash before the catalog
+//! commit leaves only unreferenced files behind (orphans for maintenance).
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arrow_array::{Array, RecordBatch};
 use arrow_row::SortField;
-use arrow_schema::SchemaRef;
 use async_trait::async_trait;
 use iceberg::spec::{DataContentType, DataFile, Struct, UnboundPartitionSpec};
 use tributary_catalog::{
-    Catalog, CatalogTable, RowDelta, TableName, commit_row_delta, live_files,
+    Catalog, CatalogTable, RowDelta, TableName, commit_row_delta, commit_schema, live_files,
     write_position_deletes,
 };
 use tributary_core::{
-    ChangeBatch, Checkpoint, Error, ErrorKind, Image, Op, Result, SchemaChange, Sink, TableSchema,
+    ChangeBatch, Checkpoint, Error, ErrorKind, Image, Op, Result, SchemaChange, SchemaChangeKind,
+    Sink, TableSchema,
 };
 
 use crate::key_index::{FileKeys, IndexStats, KeyIndex, sidecar_path};
-use crate::types::{file_schema, iceberg_schema, to_file_batch};
+use crate::types::{ColumnMap, ColumnPolicy, evolve, iceberg_schema, to_file_batch};
 
 /// Snapshot-summary property holding the committed source checkpoint (JSON).
 pub const CHECKPOINT_PROPERTY: &str = "tributary.checkpoint";
 
 fn iceberg_err(what: &str, e: iceberg::Error) -> Error {
     Error::new(ErrorKind::Io, what.to_string()).with_source(e)
-}
-
-pub struct UpsertWriter {
-    catalog: Arc<dyn Catalog>,
-    table: CatalogTable,
-    file_schema: SchemaRef,
-    /// Finds the live row of a key (bloom-filtered file summaries).
-    index: KeyIndex,
-    /// Final state per touched key since the last commit: the row (batch,
-    /// index into `buffered`) to upsert, or None to delete.
-    pending: HashMap<Vec<u8>, Option<(usize, usize)>>,
-    buffered: Vec<RecordBatch>,
-    committed: Option<Checkpoint>,
-    delete_mode: DeleteMode,
 }
 
 /// How replaced and deleted rows are removed.
@@ -70,6 +55,103 @@ pub enum DeleteMode {
     Equality,
 }
 
+/// Writer settings. Sizes are in-memory Arrow bytes (Parquet files come out
+/// smaller).
+#[derive(Debug, Clone)]
+pub struct UpsertConfig {
+    pub delete_mode: DeleteMode,
+    /// A commit is due this long after the previous one (default 10 s)…
+    pub commit_interval: Duration,
+    /// …or once this many changes are buffered (default 1 M)…
+    pub commit_rows: usize,
+    /// …or once this many bytes were buffered or spilled (default 512 MiB).
+    pub commit_bytes: usize,
+    /// Buffered rows are written out as a data file at this size (default
+    /// 128 MiB): the bound on buffered row memory, and the data file size.
+    pub target_file_bytes: usize,
+    /// Parquet row-group size in rows (default 1 Mi).
+    pub row_group_rows: usize,
+    /// Source columns Iceberg cannot follow (default: fail).
+    pub column_policy: ColumnPolicy,
+    /// With nothing to write, a due commit still records the advanced source
+    /// position, at most this often (default 5 min), so an idle table's
+    /// position never falls behind the source's retention (purged binlogs).
+    pub idle_commit_interval: Duration,
+}
+
+impl Default for UpsertConfig {
+    fn default() -> Self {
+        UpsertConfig {
+            delete_mode: DeleteMode::Position,
+            commit_interval: Duration::from_secs(10),
+            commit_rows: 1 << 20,
+            commit_bytes: 512 << 20,
+            target_file_bytes: 128 << 20,
+            row_group_rows: 1 << 20,
+            column_policy: ColumnPolicy::Fail,
+            idle_commit_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+impl UpsertConfig {
+    /// Checks the settings before anything connects.
+    pub fn validate(&self) -> Result<()> {
+        let zero = [
+            ("commit_interval", self.commit_interval.is_zero()),
+            ("commit_rows", self.commit_rows == 0),
+            ("commit_bytes", self.commit_bytes == 0),
+            ("target_file_bytes", self.target_file_bytes == 0),
+            ("row_group_rows", self.row_group_rows == 0),
+        ];
+        match zero.iter().find(|(_, z)| *z) {
+            Some((name, _)) => Err(Error::invalid_config(format!(
+                "iceberg sink: {name} must be greater than zero"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The final state of a key touched since the last commit.
+#[derive(Debug, Clone, Copy)]
+enum KeyState {
+    Deleted,
+    /// Row `.1` of buffered batch `.0`.
+    Buffered(usize, usize),
+    /// Row `.1` of spill file `.0`.
+    Spilled(usize, i64),
+}
+
+/// A data file written before its commit.
+struct Spill {
+    file: DataFile,
+    summary: FileKeys,
+    /// Encoded keys in row order.
+    keys: Vec<Vec<u8>>,
+}
+
+pub struct UpsertWriter {
+    catalog: Arc<dyn Catalog>,
+    table: CatalogTable,
+    config: UpsertConfig,
+    source: Arc<TableSchema>,
+    columns: ColumnMap,
+    /// Finds the live row of a key in committed files.
+    index: KeyIndex,
+    state: HashMap<Vec<u8>, KeyState>,
+    buffered: Vec<RecordBatch>,
+    buffered_bytes: usize,
+    spills: Vec<Spill>,
+    /// Rows of spill files whose key changed again after the spill.
+    superseded: Vec<(Arc<str>, i64)>,
+    changes_since_commit: usize,
+    bytes_since_commit: usize,
+    last_commit: Instant,
+    last_snapshot: Instant,
+    committed: Option<Checkpoint>,
+}
+
 impl UpsertWriter {
     /// Opens (creating if needed) the table for `source` in position mode.
     pub async fn open(
@@ -80,13 +162,30 @@ impl UpsertWriter {
         Self::open_with(catalog, name, source, DeleteMode::Position).await
     }
 
-    /// Opens (creating if needed) the table for `source` and loads its state.
+    /// Opens with default settings and `delete_mode`.
     pub async fn open_with(
         catalog: Arc<dyn Catalog>,
         name: TableName,
         source: &TableSchema,
         delete_mode: DeleteMode,
     ) -> Result<UpsertWriter> {
+        let config = UpsertConfig {
+            delete_mode,
+            ..UpsertConfig::default()
+        };
+        Self::open_config(catalog, name, source, config).await
+    }
+
+    /// Opens (creating if needed) the table for `source`, evolves its schema
+    /// to `source` if needed, and loads the key index and the committed
+    /// checkpoint.
+    pub async fn open_config(
+        catalog: Arc<dyn Catalog>,
+        name: TableName,
+        source: &TableSchema,
+        config: UpsertConfig,
+    ) -> Result<UpsertWriter> {
+        config.validate()?;
         if source.primary_key.is_empty() {
             return Err(Error::invalid_config(format!(
                 "{} has no primary key: an upsert table needs one (configure a key or use append mode)",
@@ -103,54 +202,62 @@ impl UpsertWriter {
                 created.map_err(|e| e.with_context("load error", load))?
             }
         };
-        let file_schema = file_schema(source)?;
-        let key_fields = source
-            .primary_key
-            .iter()
-            .map(|&i| SortField::new(file_schema.field(i).data_type().clone()))
-            .collect();
-        let index = KeyIndex::new(
-            table.file_io.clone(),
-            source.primary_key.clone(),
-            key_fields,
-        )?;
-        let committed = table
-            .metadata
-            .current_snapshot()
-            .and_then(|s| {
-                s.summary()
-                    .additional_properties
-                    .get(CHECKPOINT_PROPERTY)
-                    .cloned()
-            })
-            .map(|json| serde_json::from_str(&json))
-            .transpose()?;
+        let (table, columns) = Self::fit_schema(&*catalog, table, source, &config).await?;
+        let index = key_index(&table, &columns, source)?;
+        let committed = committed_checkpoint(&table)?;
         let mut writer = UpsertWriter {
             catalog,
             table,
-            file_schema,
+            config,
+            source: Arc::new(source.clone()),
+            columns,
             index,
-            pending: HashMap::new(),
+            state: HashMap::new(),
             buffered: Vec::new(),
+            buffered_bytes: 0,
+            spills: Vec::new(),
+            superseded: Vec::new(),
+            changes_since_commit: 0,
+            bytes_since_commit: 0,
+            last_commit: Instant::now(),
+            last_snapshot: Instant::now(),
             committed,
-            delete_mode,
         };
         writer.load_index().await?;
         Ok(writer)
+    }
+
+    /// Evolves the table's schema to take rows of `source` (committing the
+    /// new schema when it changes) and maps the source's columns onto it.
+    async fn fit_schema(
+        catalog: &dyn Catalog,
+        table: CatalogTable,
+        source: &TableSchema,
+        config: &UpsertConfig,
+    ) -> Result<(CatalogTable, ColumnMap)> {
+        let current = table.metadata.current_schema().clone();
+        let last_id = table.metadata.last_column_id();
+        let evolution = evolve(&current, last_id, source, config.column_policy)?;
+        let table = match &evolution.schema {
+            Some(next) => commit_schema(catalog, &table, next).await?,
+            None => table,
+        };
+        let columns = ColumnMap::new(table.metadata.current_schema(), source, &evolution.skipped)?;
+        Ok((table, columns))
     }
 
     pub fn table(&self) -> &CatalogTable {
         &self.table
     }
 
-    /// Encoded keys of `batch`'s rows (file-typed).
-    fn keys(&self, batch: &RecordBatch) -> Result<arrow_row::Rows> {
-        self.index.encode(batch)
-    }
-
     /// Key-index counters (files probed, sidecars read).
     pub fn index_stats(&self) -> IndexStats {
         self.index.stats
+    }
+
+    /// Data files written before their commit so far (spills).
+    pub fn spilled_files(&self) -> usize {
+        self.spills.len()
     }
 
     /// Loads the key index from the live files.
@@ -187,68 +294,161 @@ impl UpsertWriter {
         )
     }
 
-    /// Buffers a batch, reducing per key.
-    pub fn write_batch(&mut self, batch: &ChangeBatch) -> Result<()> {
-        let after = batch
-            .image(Image::After)
-            .map(|a| to_file_batch(a, &self.file_schema))
-            .transpose()?;
-        let before = batch
-            .image(Image::Before)
-            .map(|b| to_file_batch(b, &self.file_schema))
-            .transpose()?;
-        let after_keys = after.as_ref().map(|a| self.keys(a)).transpose()?;
-        let before_keys = before.as_ref().map(|b| self.keys(b)).transpose()?;
+    /// Whether a commit is due: the interval passed, or the row or byte bound
+    /// was reached. A runner asks at each source checkpoint.
+    pub fn commit_due(&self) -> bool {
+        self.last_commit.elapsed() >= self.config.commit_interval
+            || self.changes_since_commit >= self.config.commit_rows
+            || self.bytes_since_commit >= self.config.commit_bytes
+    }
+
+    /// Buffers a batch, reducing per key; spills to a data file when the
+    /// buffer reaches `target_file_bytes`. A batch of another schema version
+    /// first evolves the table (see `apply_schema`).
+    pub async fn write_batch(&mut self, batch: &ChangeBatch) -> Result<()> {
+        if batch.schema().fingerprint() != self.source.fingerprint() {
+            self.apply_schema(batch.schema()).await?;
+        }
+        let image = |i| {
+            batch
+                .image(i)
+                .map(|a| to_file_batch(a, &self.columns))
+                .transpose()
+        };
+        let (after, before) = (image(Image::After)?, image(Image::Before)?);
+        let after_keys = after.as_ref().map(|a| self.index.encode(a)).transpose()?;
+        let before_keys = before.as_ref().map(|b| self.index.encode(b)).transpose()?;
         let slot = self.buffered.len();
         for row in 0..batch.len() {
             if self.already_committed(batch, row) {
                 continue;
             }
+            let key = |keys: &Option<arrow_row::Rows>, i| {
+                keys.as_ref()
+                    .filter(|_| batch.has_image(i, row))
+                    .map(|k| k.row(row).as_ref().to_vec())
+            };
+            let (after_key, before_key) = (
+                key(&after_keys, Image::After),
+                key(&before_keys, Image::Before),
+            );
             let op = batch.op(row);
-            let after_key = after_keys
-                .as_ref()
-                .filter(|_| batch.has_image(Image::After, row))
-                .map(|k| k.row(row).as_ref().to_vec());
-            let before_key = before_keys
-                .as_ref()
-                .filter(|_| batch.has_image(Image::Before, row))
-                .map(|k| k.row(row).as_ref().to_vec());
             if let Some(k) =
                 before_key.filter(|k| op == Op::Delete || after_key.as_ref() != Some(k))
             {
-                self.pending.insert(k, None);
+                self.set_state(k, KeyState::Deleted);
             }
             if let Some(k) = after_key {
-                self.pending.insert(k, Some((slot, row)));
+                self.set_state(k, KeyState::Buffered(slot, row));
             }
+            self.changes_since_commit += 1;
         }
         if let Some(a) = after {
+            let bytes = a.get_array_memory_size();
+            self.buffered_bytes += bytes;
+            self.bytes_since_commit += bytes;
             self.buffered.push(a);
         }
+        if self.buffered_bytes >= self.config.target_file_bytes {
+            self.spill().await?;
+        }
+        Ok(())
+    }
+
+    fn set_state(&mut self, key: Vec<u8>, state: KeyState) {
+        if let Some(KeyState::Spilled(file, pos)) = self.state.insert(key, state) {
+            let path = self.spills[file].summary.path().clone();
+            self.superseded.push((path, pos));
+        }
+    }
+
+    /// Evolves the table to `source` (a new schema version of the table):
+    /// buffered rows are carried over to the new data-file schema.
+    pub async fn apply_schema(&mut self, source: &TableSchema) -> Result<()> {
+        if source.table != self.source.table {
+            return Err(Error::new(
+                ErrorKind::SchemaMismatch,
+                format!(
+                    "rows of {} sent to the writer of {}",
+                    source.table, self.source.table
+                ),
+            ));
+        }
+        let table = self.table.clone();
+        let (table, columns) =
+            Self::fit_schema(&*self.catalog, table, source, &self.config).await?;
+        if columns.key_columns(source)? != self.index.key_columns() {
+            return Err(Error::new(
+                ErrorKind::SchemaMismatch,
+                format!("{}: key columns moved in the data files", source.table),
+            ));
+        }
+        let carried: Result<Vec<RecordBatch>> = self
+            .buffered
+            .iter()
+            .map(|b| carry_over(b, &columns))
+            .collect();
+        self.buffered = carried?;
+        (self.table, self.columns, self.source) = (table, columns, Arc::new(source.clone()));
+        Ok(())
+    }
+
+    /// Writes the buffered rows (each key's final row) as a data file that
+    /// the next commit adds.
+    async fn spill(&mut self) -> Result<()> {
+        let (mut rows, mut keys) = (Vec::new(), Vec::new());
+        for (k, s) in &self.state {
+            if let KeyState::Buffered(b, r) = s {
+                rows.push((*b, *r));
+                keys.push(k.clone());
+            }
+        }
+        if !rows.is_empty() {
+            let batch = interleave_rows(&self.buffered, &rows)?;
+            let strict =
+                RecordBatch::try_new(self.columns.file_schema.clone(), batch.columns().to_vec())?;
+            let file = self.write_data_file(&strict).await?;
+            let path = Arc::<str>::from(file.file_path());
+            let summary = FileKeys::build(path.clone(), keys.iter().map(Vec::as_slice))?;
+            self.table
+                .file_io
+                .new_output(sidecar_path(&path))
+                .map_err(|e| iceberg_err("sidecar", e))?
+                .write(summary.to_bytes().into())
+                .await
+                .map_err(|e| iceberg_err("writing a key index sidecar", e))?;
+            let n = self.spills.len();
+            for (pos, k) in keys.iter().enumerate() {
+                self.state
+                    .insert(k.clone(), KeyState::Spilled(n, pos as i64));
+            }
+            self.spills.push(Spill {
+                file,
+                summary,
+                keys,
+            });
+        }
+        self.buffered.clear();
+        self.buffered_bytes = 0;
         Ok(())
     }
 
     /// Writes the key columns of `keys` as an equality-delete file.
     async fn write_equality_deletes(&self, keys: &[&[u8]]) -> Result<DataFile> {
         let columns = self.index.decode(keys)?;
-        let fields: Vec<_> = self
-            .index
-            .key_columns()
+        let file_schema = &self.columns.file_schema;
+        let key_columns = self.index.key_columns();
+        let fields: Vec<_> = key_columns
             .iter()
-            .map(|&i| self.file_schema.field(i).clone())
+            .map(|&i| file_schema.field(i).clone())
             .collect();
         let batch = RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), columns)?;
-        let ids = self
-            .index
-            .key_columns()
+        let current = self.table.metadata.current_schema();
+        let ids = key_columns
             .iter()
-            .map(|&i| i as i32 + 1)
+            .map(|&i| current.as_struct().fields()[i].id)
             .collect();
-        let path = format!(
-            "{}/data/{}-eq-deletes.parquet",
-            self.table.metadata.location(),
-            uuid::Uuid::new_v4()
-        );
+        let path = self.new_file_path("eq-deletes");
         let spec = self.table.metadata.default_partition_spec_id();
         tributary_catalog::write_equality_deletes(
             &self.table.file_io,
@@ -261,15 +461,21 @@ impl UpsertWriter {
         .await
     }
 
-    /// Writes `batch` (file schema, strict) as a Parquet data file.
-    async fn write_data_file(&self, batch: &RecordBatch) -> Result<DataFile> {
-        let path = format!(
-            "{}/data/{}.parquet",
+    fn new_file_path(&self, suffix: &str) -> String {
+        format!(
+            "{}/data/{}-{suffix}.parquet",
             self.table.metadata.location(),
             uuid::Uuid::new_v4()
-        );
+        )
+    }
+
+    /// Writes `batch` (file schema, strict) as a Parquet data file.
+    async fn write_data_file(&self, batch: &RecordBatch) -> Result<DataFile> {
+        let path = self.new_file_path("data");
         let spec = self.table.metadata.default_partition_spec_id();
-        tributary_catalog::write_data_file(&self.table.file_io, &path, batch, Struct::empty(), spec)
+        let file_io = &self.table.file_io;
+        let row_group = Some(self.config.row_group_rows);
+        tributary_catalog::write_data_file(file_io, &path, batch, Struct::empty(), spec, row_group)
             .await
     }
 
@@ -277,6 +483,12 @@ impl UpsertWriter {
     /// (compaction) replaced files our position deletes point at, the table
     /// and index are reloaded and the deletes planned again.
     pub async fn commit_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        let idle = self.state.is_empty() && self.spills.is_empty();
+        if idle && self.last_snapshot.elapsed() < self.config.idle_commit_interval {
+            // Nothing to write and the position was recorded recently.
+            self.last_commit = Instant::now();
+            return Ok(());
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -292,10 +504,10 @@ impl UpsertWriter {
     }
 
     async fn try_commit(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        self.spill().await?;
         let (mut deletes, mut found, mut equality) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut upserts, mut upsert_keys) = (Vec::new(), Vec::new());
-        for (key, action) in &self.pending {
-            match self.delete_mode {
+        for key in self.state.keys() {
+            match self.config.delete_mode {
                 DeleteMode::Equality if self.index.may_exist(key) => equality.push(key.as_slice()),
                 DeleteMode::Equality => {}
                 DeleteMode::Position => {
@@ -305,41 +517,22 @@ impl UpsertWriter {
                     }
                 }
             }
-            if let Some(row) = action {
-                upserts.push(*row);
-                upsert_keys.push(key.clone());
-            }
         }
-        let mut delta = RowDelta::default();
-        let mut new_summary = None;
-        if !upserts.is_empty() {
-            let rows = interleave_rows(&self.buffered, &upserts)?;
-            let strict = RecordBatch::try_new(self.file_schema.clone(), rows.columns().to_vec())?;
-            let file = self.write_data_file(&strict).await?;
-            let path = Arc::<str>::from(file.file_path());
-            let summary = FileKeys::build(path.clone(), upsert_keys.iter().map(Vec::as_slice))?;
-            let sidecar = self
-                .table
-                .file_io
-                .new_output(sidecar_path(&path))
-                .map_err(|e| iceberg_err("sidecar", e))?;
-            sidecar
-                .write(summary.to_bytes().into())
-                .await
-                .map_err(|e| iceberg_err("writing a key index sidecar", e))?;
-            new_summary = Some(summary);
-            delta.data_files.push(file);
-        }
-        let referenced: std::collections::BTreeSet<String> =
-            deletes.iter().map(|(p, _)| p.clone()).collect();
-        delta.referenced_data_files = referenced.into_iter().collect();
-        delta.planned_at_snapshot = self.table.metadata.current_snapshot_id();
+        let mut delta = RowDelta {
+            // Only committed files can vanish under a rewrite; spills are ours.
+            referenced_data_files: deletes
+                .iter()
+                .map(|(p, _)| p.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+            planned_at_snapshot: self.table.metadata.current_snapshot_id(),
+            data_files: self.spills.iter().map(|s| s.file.clone()).collect(),
+            ..RowDelta::default()
+        };
+        deletes.extend(self.superseded.iter().map(|(p, pos)| (p.to_string(), *pos)));
         if !deletes.is_empty() {
-            let path = format!(
-                "{}/data/{}-deletes.parquet",
-                self.table.metadata.location(),
-                uuid::Uuid::new_v4()
-            );
+            let path = self.new_file_path("deletes");
             let spec = self.table.metadata.default_partition_spec_id();
             let file =
                 write_position_deletes(&self.table.file_io, &path, deletes, Struct::empty(), spec)
@@ -356,18 +549,74 @@ impl UpsertWriter {
             serde_json::to_string(checkpoint)?,
         );
         self.table = commit_row_delta(self.catalog.as_ref(), &self.table, &delta).await?;
-        // Only now, with the commit durable, does the index move on.
-        for (path, pos) in &found {
-            self.index.mark_deleted(path, *pos);
-        }
-        if let Some(summary) = new_summary {
-            self.index.add_file(summary, upsert_keys);
-        }
-        self.pending.clear();
-        self.buffered.clear();
-        self.committed = Some(checkpoint.clone());
+        self.committed_now(found, checkpoint);
         Ok(())
     }
+
+    /// After a durable commit: the index takes the new files and deletes,
+    /// and the buffers start over.
+    fn committed_now(&mut self, found: Vec<(Arc<str>, i64)>, checkpoint: &Checkpoint) {
+        for (path, pos) in found.iter().chain(&self.superseded) {
+            self.index.mark_deleted(path, *pos);
+        }
+        for spill in self.spills.drain(..) {
+            self.index.add_file(spill.summary, spill.keys);
+        }
+        self.state.clear();
+        self.superseded.clear();
+        (self.changes_since_commit, self.bytes_since_commit) = (0, 0);
+        (self.last_commit, self.last_snapshot) = (Instant::now(), Instant::now());
+        self.committed = Some(checkpoint.clone());
+    }
+}
+
+/// The key index for the table's data files, on the data-file key columns.
+fn key_index(table: &CatalogTable, columns: &ColumnMap, source: &TableSchema) -> Result<KeyIndex> {
+    let key_columns = columns.key_columns(source)?;
+    let key_fields = key_columns
+        .iter()
+        .map(|&i| SortField::new(columns.file_schema.field(i).data_type().clone()))
+        .collect();
+    KeyIndex::new(table.file_io.clone(), key_columns, key_fields)
+}
+
+/// The checkpoint committed with the table's current snapshot.
+fn committed_checkpoint(table: &CatalogTable) -> Result<Option<Checkpoint>> {
+    let json = table.metadata.current_snapshot().and_then(|s| {
+        s.summary()
+            .additional_properties
+            .get(CHECKPOINT_PROPERTY)
+            .cloned()
+    });
+    Ok(json.map(|j| serde_json::from_str(&j)).transpose()?)
+}
+
+/// A buffered batch (old data-file schema) in the new data-file schema:
+/// columns matched by field id, promoted by cast, new fields null.
+fn carry_over(batch: &RecordBatch, to: &ColumnMap) -> Result<RecordBatch> {
+    let id = |f: &arrow_schema::Field| f.metadata().get("PARQUET:field_id").cloned();
+    let from = batch.schema();
+    let columns: Result<Vec<_>> = to
+        .file_schema
+        .fields()
+        .iter()
+        .map(
+            |f| match from.fields().iter().position(|g| id(g) == id(f)) {
+                Some(i) => Ok(arrow_cast::cast(batch.column(i), f.data_type())?),
+                None => Ok(arrow_array::new_null_array(f.data_type(), batch.num_rows())),
+            },
+        )
+        .collect();
+    let relaxed: Vec<_> = to
+        .file_schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
+    Ok(RecordBatch::try_new(
+        Arc::new(arrow_schema::Schema::new(relaxed)),
+        columns?,
+    )?)
 }
 
 /// Gathers `(batch, row)` rows of `batches` into one record batch.
@@ -384,21 +633,33 @@ fn interleave_rows(batches: &[RecordBatch], rows: &[(usize, usize)]) -> Result<R
 #[async_trait]
 impl Sink for UpsertWriter {
     async fn write(&mut self, batch: &ChangeBatch) -> Result<()> {
-        self.write_batch(batch)
+        self.write_batch(batch).await
     }
 
+    /// Column changes evolve the table; dropping, truncating or renaming the
+    /// source table is not something an upsert table can follow silently.
     async fn apply_schema_change(&mut self, change: &SchemaChange) -> Result<()> {
-        Err(Error::new(
-            ErrorKind::Unsupported,
-            format!(
-                "schema evolution is not implemented yet ({:?} on {})",
-                change.kind, change.table
-            ),
-        ))
+        match (&change.kind, &change.after) {
+            (SchemaChangeKind::Create | SchemaChangeKind::Alter, Some(after)) => {
+                self.apply_schema(after).await
+            }
+            (kind, _) => Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "{kind:?} of {} cannot be applied to the Iceberg table {}: stop the pipeline, \
+                     handle the table by hand (or re-snapshot into a new table), then resume",
+                    change.table, self.table.name
+                ),
+            )),
+        }
     }
 
     async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<()> {
         self.commit_checkpoint(checkpoint).await
+    }
+
+    fn commit_due(&self) -> bool {
+        UpsertWriter::commit_due(self)
     }
 
     async fn committed(&self) -> Result<Option<Checkpoint>> {

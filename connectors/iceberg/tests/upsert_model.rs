@@ -193,6 +193,7 @@ async fn run_seed(seed: u64, mode: DeleteMode) {
         let events = random_events(&mut rng, &mut model, &mut offset, n);
         writer
             .write_batch(&ChangeBatch::from_events(schema.clone(), &events).unwrap())
+            .await
             .unwrap();
         let cp = Checkpoint {
             position: events.last().unwrap().position.clone(),
@@ -270,6 +271,7 @@ async fn run_seed(seed: u64, mode: DeleteMode) {
             .write_batch(
                 &ChangeBatch::from_events(schema.clone(), std::slice::from_ref(e)).unwrap(),
             )
+            .await
             .unwrap();
     }
     let cp = Checkpoint {
@@ -333,6 +335,7 @@ async fn snapshot_reads_at_the_committed_position_are_applied_but_replayed_chang
         .write_batch(
             &ChangeBatch::from_events(schema.clone(), &[event(Op::Insert, 1, 10)]).unwrap(),
         )
+        .await
         .unwrap();
     writer
         .commit_checkpoint(&Checkpoint {
@@ -343,10 +346,10 @@ async fn snapshot_reads_at_the_committed_position_are_applied_but_replayed_chang
         .unwrap();
     // A snapshot chunk read at exactly the committed position is new state…
     let read = ChangeBatch::from_events(schema.clone(), &[event(Op::Read, 2, 20)]).unwrap();
-    writer.write_batch(&read).unwrap();
+    writer.write_batch(&read).await.unwrap();
     // …while a change event at that position is a replay of what is committed.
     let replay = ChangeBatch::from_events(schema.clone(), &[event(Op::Insert, 3, 30)]).unwrap();
-    writer.write_batch(&replay).unwrap();
+    writer.write_batch(&replay).await.unwrap();
     writer
         .commit_checkpoint(&Checkpoint {
             position: Some(at),
@@ -389,6 +392,7 @@ async fn a_reopened_writer_reads_sidecars_not_key_columns_and_probes_only_candid
             .collect();
         writer
             .write_batch(&ChangeBatch::from_events(schema.clone(), &events).unwrap())
+            .await
             .unwrap();
         writer
             .commit_checkpoint(&Checkpoint {
@@ -423,6 +427,7 @@ async fn a_reopened_writer_reads_sidecars_not_key_columns_and_probes_only_candid
     model.insert(7005, (Some(-1), Some("new".into())));
     reopened
         .write_batch(&ChangeBatch::from_events(schema.clone(), &[update]).unwrap())
+        .await
         .unwrap();
     reopened
         .commit_checkpoint(&Checkpoint::default())
@@ -460,6 +465,7 @@ async fn delete_accounting_half_new_keys() {
         };
         let existing: Vec<ChangeEvent> = (0..5000).map(|i| insert(i, 0, Op::Insert)).collect();
         w.write_batch(&ChangeBatch::from_events(schema.clone(), &existing).unwrap())
+            .await
             .unwrap();
         w.commit_checkpoint(&Checkpoint::default()).await.unwrap();
         // 10k upserts over keys 0..10000: 0..5000 exist, 5000..10000 are new.
@@ -473,6 +479,7 @@ async fn delete_accounting_half_new_keys() {
             .collect();
         let existed = keys.iter().filter(|k| **k < 5000).count();
         w.write_batch(&ChangeBatch::from_events(schema.clone(), &upserts).unwrap())
+            .await
             .unwrap();
         w.commit_checkpoint(&Checkpoint::default()).await.unwrap();
         let s = &w
@@ -528,6 +535,7 @@ async fn position_deletes_are_replanned_after_a_concurrent_rewrite() {
         .collect();
     writer
         .write_batch(&ChangeBatch::from_events(schema.clone(), &inserts).unwrap())
+        .await
         .unwrap();
     writer
         .commit_checkpoint(&Checkpoint::default())
@@ -558,6 +566,7 @@ async fn position_deletes_are_replanned_after_a_concurrent_rewrite() {
         &with_field_ids(&batch),
         iceberg::spec::Struct::empty(),
         0,
+        None,
     )
     .await
     .unwrap();
@@ -575,6 +584,7 @@ async fn position_deletes_are_replanned_after_a_concurrent_rewrite() {
     let delete = ev(Op::Delete, Some((4, 4)), None);
     writer
         .write_batch(&ChangeBatch::from_events(schema.clone(), &[update, delete]).unwrap())
+        .await
         .unwrap();
     writer
         .commit_checkpoint(&Checkpoint::default())
