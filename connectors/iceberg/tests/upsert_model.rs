@@ -13,7 +13,7 @@ use tributary_core::{
     BinlogFilePos, ChangeBatch, ChangeEvent, Checkpoint, Column, ColumnType, Op, SourcePosition,
     TableId, TableSchema, Value,
 };
-use tributary_iceberg::{DeleteMode, UpsertWriter};
+use tributary_iceberg::{DeleteMode, UpsertConfig, UpsertWriter};
 use tributary_testkit::{DevServices, dev_dir, unique_name};
 
 type Model = BTreeMap<i32, (Option<i32>, Option<String>)>;
@@ -177,24 +177,54 @@ for loc in sys.argv[1:]:
 }
 
 async fn run_seed(seed: u64, mode: DeleteMode) {
+    let config = UpsertConfig {
+        delete_mode: mode,
+        ..UpsertConfig::default()
+    };
+    run_seed_with(seed, config).await
+}
+
+/// Spills at every event (a 1-byte file target): every commit adds several
+/// data files, and keys changed again after their spill delete their spilled
+/// row by position in the same commit.
+async fn run_seed_spilling(seed: u64, mode: DeleteMode) {
+    let config = UpsertConfig {
+        delete_mode: mode,
+        target_file_bytes: 1,
+        ..UpsertConfig::default()
+    };
+    run_seed_with(seed, config).await
+}
+
+async fn run_seed_with(seed: u64, config: UpsertConfig) {
     let catalog = Arc::new(
         HadoopCatalog::new_local(dev_dir().join("tmp").join(unique_name("upsert"))).unwrap(),
     );
     let name = TableName::new("shop", "items");
     let schema = source();
-    let mut writer = UpsertWriter::open_with(catalog.clone(), name.clone(), &schema, mode)
-        .await
-        .unwrap();
+    let (mode, spilling) = (config.delete_mode, config.target_file_bytes == 1);
+    let mut writer =
+        UpsertWriter::open_config(catalog.clone(), name.clone(), &schema, config.clone())
+            .await
+            .unwrap();
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let (mut model, mut offset) = (Model::new(), 0u64);
     let mut snapshots = Vec::new();
     for _ in 0..20 {
         let n = 1 + rng.below(30) as usize;
         let events = random_events(&mut rng, &mut model, &mut offset, n);
-        writer
-            .write_batch(&ChangeBatch::from_events(schema.clone(), &events).unwrap())
-            .await
-            .unwrap();
+        let groups: Vec<&[ChangeEvent]> = if spilling {
+            events.chunks(1).collect()
+        } else {
+            vec![&events]
+        };
+        for g in groups {
+            let batch = ChangeBatch::from_events(schema.clone(), g).unwrap();
+            writer.write_batch(&batch).await.unwrap();
+        }
+        if spilling {
+            assert!(writer.spilled_files() > 0, "a 1-byte target spills");
+        }
         let cp = Checkpoint {
             position: events.last().unwrap().position.clone(),
             ..Default::default()
@@ -218,7 +248,7 @@ async fn run_seed(seed: u64, mode: DeleteMode) {
                 summary["total-equality-deletes"], "0",
                 "position mode writes no equality deletes"
             );
-        } else {
+        } else if !spilling {
             assert_eq!(
                 summary["total-position-deletes"], "0",
                 "equality mode writes no position deletes"
@@ -241,7 +271,7 @@ async fn run_seed(seed: u64, mode: DeleteMode) {
 
     // Restart: the checkpoint comes back, and replayed events are skipped.
     drop(writer);
-    let mut reopened = UpsertWriter::open_with(catalog.clone(), name, &schema, mode)
+    let mut reopened = UpsertWriter::open_config(catalog.clone(), name, &schema, config)
         .await
         .unwrap();
     let committed = tributary_core::Sink::committed(&reopened)
@@ -310,6 +340,17 @@ async fn upserts_match_the_model_seed_4() {
 async fn upserts_match_the_model_seed_5() {
     run_seed(5, DeleteMode::Position).await;
     run_seed(5, DeleteMode::Equality).await;
+}
+
+#[tokio::test]
+async fn upserts_match_the_model_when_spilling_seed_6() {
+    run_seed_spilling(6, DeleteMode::Position).await;
+    run_seed_spilling(6, DeleteMode::Equality).await;
+}
+#[tokio::test]
+async fn upserts_match_the_model_when_spilling_seed_7() {
+    run_seed_spilling(7, DeleteMode::Position).await;
+    run_seed_spilling(7, DeleteMode::Equality).await;
 }
 
 #[tokio::test]
