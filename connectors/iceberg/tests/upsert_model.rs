@@ -669,3 +669,156 @@ fn with_field_ids(batch: &RecordBatch) -> RecordBatch {
     )
     .unwrap()
 }
+
+/// Polls a future until it has been pending `pendings` times, then drops it:
+/// the writer "dies" at that await point (mid-commit: after some files are
+/// written, or after the catalog commit but before the writer hears of it).
+struct KillAfter<F: std::future::Future> {
+    inner: std::pin::Pin<Box<F>>,
+    pendings: u64,
+}
+
+impl<F: std::future::Future> std::future::Future for KillAfter<F> {
+    type Output = Option<F::Output>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.inner.as_mut().poll(cx) {
+            std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
+            std::task::Poll::Pending if self.pendings == 0 => std::task::Poll::Ready(None),
+            std::task::Poll::Pending => {
+                self.pendings -= 1;
+                std::task::Poll::Pending
+            }
+        }
+    }
+}
+
+/// The model after the events at or before `position` (None: empty).
+fn model_at(log: &[(ChangeEvent, Model)], position: Option<&SourcePosition>) -> Model {
+    let Some(p) = position else {
+        return Model::new();
+    };
+    log.iter()
+        .rev()
+        .find(|(e, _)| e.position.as_ref() <= Some(p))
+        .map_or_else(Model::new, |(_, m)| m.clone())
+}
+
+/// Kills the writer at random points — between batches, and at a random
+/// await point inside a commit — and restarts it from the checkpoint it finds
+/// in the table, with the source replaying a few events before it. After
+/// every restart the table equals the model at the committed position; at
+/// the end, the whole model; never a duplicate key (`read_rust` checks).
+async fn kill_and_restart(seed: u64, mode: DeleteMode) -> (usize, usize) {
+    // On S3 (moto): every file operation is a network round trip, so a
+    // commit has many await points to die at (local files complete at once).
+    let s3 = DevServices::load().s3();
+    let props = s3.catalog_properties(&format!("s3://{}/wh", s3.new_bucket().await));
+    let catalog = Arc::new(HadoopCatalog::from_properties(&props).unwrap());
+    let name = TableName::new("shop", "items");
+    let schema = source();
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let (mut model, mut offset) = (Model::new(), 0u64);
+    let log: Vec<(ChangeEvent, Model)> = (0..100)
+        .map(|_| {
+            let e = random_events(&mut rng, &mut model, &mut offset, 1).remove(0);
+            (e, model.clone())
+        })
+        .collect();
+    let (mut kills, mut mid_commit_kills) = (0usize, 0usize);
+    // Commits killed after the catalog had them (the writer never heard).
+    let (mut killed_commit, mut landed_unacknowledged) = (None, 0);
+    'restart: loop {
+        let mut writer = UpsertWriter::open_with(catalog.clone(), name.clone(), &schema, mode)
+            .await
+            .unwrap();
+        let committed = tributary_core::Sink::committed(&writer).await.unwrap();
+        let at = committed.as_ref().and_then(|c| c.position.clone());
+        if killed_commit.take().is_some_and(|k| Some(k) == at) {
+            landed_unacknowledged += 1;
+        }
+        assert_eq!(
+            read_rust(writer.table()).await,
+            model_at(&log, at.as_ref()),
+            "seed {seed} {mode:?}: after restart {kills} the table is the model at {at:?}"
+        );
+        // The source resumes a little before the checkpoint (replays).
+        let resume = log
+            .iter()
+            .position(|(e, _)| at.is_none() || e.position > at)
+            .unwrap_or(log.len());
+        let mut next = resume.saturating_sub(rng.below(4) as usize);
+        while next < log.len() {
+            let n = (1 + rng.below(12) as usize).min(log.len() - next);
+            let events: Vec<ChangeEvent> =
+                log[next..next + n].iter().map(|(e, _)| e.clone()).collect();
+            next += n;
+            let batch = ChangeBatch::from_events(schema.clone(), &events).unwrap();
+            writer.write_batch(&batch).await.unwrap();
+            if rng.below(10) == 0 {
+                kills += 1;
+                continue 'restart; // killed between batches: the buffer is lost
+            }
+            if rng.below(3) > 0 && next < log.len() {
+                continue; // no commit yet
+            }
+            let cp = Checkpoint {
+                position: events.last().unwrap().position.clone(),
+                ..Default::default()
+            };
+            let pendings = rng.below(60);
+            let done = KillAfter {
+                inner: Box::pin(writer.commit_checkpoint(&cp)),
+                pendings,
+            }
+            .await;
+            match done {
+                Some(r) => {
+                    r.unwrap();
+                    if rng.below(8) == 0 {
+                        kills += 1;
+                        continue 'restart; // killed before the runner heard of the commit
+                    }
+                }
+                None => {
+                    (kills, mid_commit_kills) = (kills + 1, mid_commit_kills + 1);
+                    killed_commit = cp.position.clone();
+                    continue 'restart;
+                }
+            }
+        }
+        assert_eq!(
+            read_rust(writer.table()).await,
+            model,
+            "seed {seed} {mode:?}: final"
+        );
+        break;
+    }
+    eprintln!(
+        "seed {seed} {mode:?}: {kills} kills, {mid_commit_kills} mid-commit, \
+         {landed_unacknowledged} of them after the catalog commit"
+    );
+    (kills - mid_commit_kills, mid_commit_kills)
+}
+
+#[tokio::test]
+async fn killed_at_random_points_the_writer_restarts_to_exactly_the_model_seed_1() {
+    let a = kill_and_restart(11, DeleteMode::Position).await;
+    let b = kill_and_restart(11, DeleteMode::Equality).await;
+    assert!(
+        a.0 + b.0 > 0 && a.1 + b.1 > 0,
+        "kills between batches and mid-commit"
+    );
+}
+
+#[tokio::test]
+async fn killed_at_random_points_the_writer_restarts_to_exactly_the_model_seed_2() {
+    let a = kill_and_restart(12, DeleteMode::Position).await;
+    let b = kill_and_restart(12, DeleteMode::Equality).await;
+    assert!(
+        a.0 + b.0 > 0 && a.1 + b.1 > 0,
+        "kills between batches and mid-commit"
+    );
+}
