@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow_array::{Array, Int32Array, RecordBatch, StringArray};
-use futures_util::TryStreamExt;
+use arrow_array::{Array, Int32Array, StringArray};
 use iceberg::io::FileIO;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts};
@@ -28,17 +27,7 @@ async fn source_rows(conn: &mut Conn, table: &str) -> Rows {
 }
 
 async fn iceberg_rows(t: &CatalogTable) -> Rows {
-    let table = t.to_iceberg_table().unwrap();
-    let batches: Vec<RecordBatch> = table
-        .scan()
-        .build()
-        .unwrap()
-        .to_arrow()
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let batches = t.scan(None).await.unwrap();
     let mut rows = Rows::new();
     for b in batches {
         let col = |n: &str| b.column_by_name(n).unwrap().clone();

@@ -133,6 +133,25 @@ impl CatalogTable {
     }
 }
 
+impl CatalogTable {
+    /// Every live row of this version as iceberg-rust's scan reads it
+    /// (position and equality deletes applied), optionally filtered.
+    pub async fn scan(
+        &self,
+        filter: Option<iceberg::expr::Predicate>,
+    ) -> tributary_core::Result<Vec<arrow_array::RecordBatch>> {
+        use futures_util::TryStreamExt;
+        let table = self.to_iceberg_table()?;
+        let mut scan = table.scan();
+        if let Some(f) = filter {
+            scan = scan.with_filter(f);
+        }
+        let err = |e| iceberg_err(format!("scanning {}", self.name), e);
+        let stream = scan.build().map_err(err)?.to_arrow().await.map_err(err)?;
+        stream.try_collect().await.map_err(err)
+    }
+}
+
 pub(crate) fn iceberg_err(what: impl Into<String>, e: iceberg::Error) -> Error {
     Error::new(ErrorKind::Unexpected, what).with_source(e)
 }

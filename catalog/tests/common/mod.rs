@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema as ArrowSchema};
-use futures_util::TryStreamExt;
 use iceberg::expr::Predicate;
 use iceberg::spec::{DataFile, NestedField, PrimitiveType, Schema, Struct, Type};
 use tributary_catalog::{
@@ -71,20 +70,7 @@ pub async fn write_data_file(table: &CatalogTable, ids: &[i64]) -> DataFile {
 
 /// Sorted ids read by iceberg-rust's own scan, optionally filtered.
 pub async fn iceberg_rust_ids(table: &CatalogTable, filter: Option<Predicate>) -> Vec<i64> {
-    let t = table.to_iceberg_table().unwrap();
-    let mut scan = t.scan();
-    if let Some(f) = filter {
-        scan = scan.with_filter(f);
-    }
-    let batches: Vec<RecordBatch> = scan
-        .build()
-        .unwrap()
-        .to_arrow()
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let batches = table.scan(filter).await.unwrap();
     let mut ids: Vec<i64> = batches
         .iter()
         .flat_map(|b| {

@@ -318,7 +318,7 @@ impl UpsertWriter {
         let (after, before) = (image(Image::After)?, image(Image::Before)?);
         let after_keys = after.as_ref().map(|a| self.index.encode(a)).transpose()?;
         let before_keys = before.as_ref().map(|b| self.index.encode(b)).transpose()?;
-        let slot = self.buffered.len();
+        let (slot, mut used) = (self.buffered.len(), false);
         for row in 0..batch.len() {
             if self.already_committed(batch, row) {
                 continue;
@@ -340,10 +340,12 @@ impl UpsertWriter {
             }
             if let Some(k) = after_key {
                 self.set_state(k, KeyState::Buffered(slot, row));
+                used = true;
             }
             self.changes_since_commit += 1;
         }
-        if let Some(a) = after {
+        // A batch whose rows were all replays holds nothing to keep.
+        if let Some(a) = after.filter(|_| used) {
             let bytes = a.get_array_memory_size();
             self.buffered_bytes += bytes;
             self.bytes_since_commit += bytes;

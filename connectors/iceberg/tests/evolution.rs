@@ -249,20 +249,12 @@ async fn columns_are_added_widened_and_dropped_and_incompatible_changes_follow_t
 }
 
 async fn scan_rows(t: &tributary_catalog::CatalogTable) -> usize {
-    use futures_util::TryStreamExt;
-    let batches: Vec<arrow_array::RecordBatch> = t
-        .to_iceberg_table()
-        .unwrap()
-        .scan()
-        .build()
-        .unwrap()
-        .to_arrow()
+    t.scan(None)
         .await
         .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    batches.iter().map(|b| b.num_rows()).sum()
+        .iter()
+        .map(|b| b.num_rows())
+        .sum()
 }
 
 #[tokio::test]

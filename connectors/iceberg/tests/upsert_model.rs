@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow_array::{Array, Int32Array, RecordBatch, StringArray};
-use futures_util::TryStreamExt;
 use tributary_catalog::{CatalogTable, HadoopCatalog, TableName};
 use tributary_core::{
     BinlogFilePos, ChangeBatch, ChangeEvent, Checkpoint, Column, ColumnType, Op, SourcePosition,
@@ -95,17 +94,7 @@ fn random_events(rng: &mut Rng, model: &mut Model, offset: &mut u64, n: usize) -
 }
 
 async fn read_rust(table: &CatalogTable) -> Model {
-    let t = table.to_iceberg_table().unwrap();
-    let batches: Vec<RecordBatch> = t
-        .scan()
-        .build()
-        .unwrap()
-        .to_arrow()
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let batches = table.scan(None).await.unwrap();
     let mut model = Model::new();
     for b in batches {
         let id = b
@@ -586,20 +575,7 @@ async fn position_deletes_are_replanned_after_a_concurrent_rewrite() {
     // Maintenance rewrites the only data file into a copy (same rows).
     let t = catalog.load_table(&name).await.unwrap();
     let (data, _) = tributary_catalog::live_files(&t).await.unwrap();
-    let batch = {
-        let table = t.to_iceberg_table().unwrap();
-        let batches: Vec<RecordBatch> = table
-            .scan()
-            .build()
-            .unwrap()
-            .to_arrow()
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
-        arrow_select_concat(&batches)
-    };
+    let batch = arrow_select_concat(&t.scan(None).await.unwrap());
     let path = format!("{}/data/compacted.parquet", t.metadata.location());
     let copy = tributary_catalog::write_data_file(
         &t.file_io,
