@@ -134,6 +134,16 @@ async fn every_column_type_decodes_exactly_from_the_binlog() {
     db.drop().await;
 }
 
+/// Creates `<db>.<name> (id INT PRIMARY KEY, v VARCHAR(10))`; returns its name.
+async fn kv_table(db: &mut Db, name: &str) -> String {
+    let table = format!("{}.{name}", db.name);
+    db.sql(format!(
+        "CREATE TABLE {table} (id INT PRIMARY KEY, v VARCHAR(10))"
+    ))
+    .await;
+    table
+}
+
 /// Runs `n` single-row transactions on `table` with ids from `start`.
 async fn insert_each(conn: &mut Conn, table: &str, ids: std::ops::Range<i32>) {
     for id in ids {
@@ -156,11 +166,7 @@ fn ids(records: &[SourceRecord]) -> Vec<i32> {
 #[tokio::test]
 async fn resume_from_gtid_and_file_checkpoints_loses_and_repeats_nothing() {
     let mut db = database().await;
-    let table = format!("{}.kv", db.name);
-    db.sql(format!(
-        "CREATE TABLE {table} (id INT PRIMARY KEY, v VARCHAR(10))"
-    ))
-    .await;
+    let table = kv_table(&mut db, "kv").await;
     db.config.start = StartMode::Latest;
     db.config.max_batch_rows = 1; // a checkpoint after every transaction
     let mut reader = BinlogReader::start(db.config.clone(), None).await.unwrap();
@@ -315,11 +321,7 @@ async fn an_idle_server_still_moves_the_checkpoint_watermark() {
 #[tokio::test]
 async fn resuming_from_a_purged_binlog_is_position_lost() {
     let mut db = database().await;
-    let table = format!("{}.kv", db.name);
-    db.sql(format!(
-        "CREATE TABLE {table} (id INT PRIMARY KEY, v VARCHAR(10))"
-    ))
-    .await;
+    let table = kv_table(&mut db, "kv").await;
     db.config.start = StartMode::Latest;
     db.config.max_batch_rows = 1;
     let mut reader = BinlogReader::start(db.config.clone(), None).await.unwrap();
@@ -401,11 +403,7 @@ async fn a_binlog_file_that_never_existed_is_position_lost() {
 #[tokio::test]
 async fn a_timestamp_start_begins_at_the_first_transaction_at_or_after_it() {
     let mut db = database().await;
-    let table = format!("{}.kv", db.name);
-    db.sql(format!(
-        "CREATE TABLE {table} (id INT PRIMARY KEY, v VARCHAR(10))"
-    ))
-    .await;
+    let table = kv_table(&mut db, "kv").await;
     insert_each(&mut db.conn, &table, 1..2).await;
     // Binlog timestamps have whole seconds: wait (polling the server clock)
     // until the second after the first insert's.
@@ -450,13 +448,8 @@ async fn a_timestamp_start_begins_at_the_first_transaction_at_or_after_it() {
 #[tokio::test]
 async fn excluded_tables_never_reach_the_output() {
     let mut db = database().await;
-    let (kept, dropped) = (format!("{}.kept", db.name), format!("{}.skipped", db.name));
-    for t in [&kept, &dropped] {
-        db.sql(format!(
-            "CREATE TABLE {t} (id INT PRIMARY KEY, v VARCHAR(10))"
-        ))
-        .await;
-    }
+    let kept = kv_table(&mut db, "kept").await;
+    let dropped = kv_table(&mut db, "skipped").await;
     db.config.tables.exclude = vec![format!("{}.skip*", db.name)];
     db.config.start = StartMode::Latest;
     let mut reader = BinlogReader::start(db.config.clone(), None).await.unwrap();
@@ -474,11 +467,7 @@ async fn excluded_tables_never_reach_the_output() {
 #[tokio::test]
 async fn an_earliest_start_reads_from_the_oldest_binlog_and_renames_are_reported() {
     let mut db = database().await;
-    let table = format!("{}.old_name", db.name);
-    db.sql(format!(
-        "CREATE TABLE {table} (id INT PRIMARY KEY, v VARCHAR(10))"
-    ))
-    .await;
+    let table = kv_table(&mut db, "old_name").await;
     insert_each(&mut db.conn, &table, 0..3).await;
     db.sql(format!("RENAME TABLE {table} TO {}.new_name", db.name))
         .await;
@@ -554,11 +543,7 @@ async fn fake_rotate_checksum_head(db: &Db) -> (String, u8) {
 #[tokio::test]
 async fn a_gtid_start_names_the_real_file_whatever_its_fake_rotate_checksum() {
     let mut db = database().await;
-    let table = format!("{}.kv", db.name);
-    db.sql(format!(
-        "CREATE TABLE {table} (id INT PRIMARY KEY, v VARCHAR(10))"
-    ))
-    .await;
+    let table = kv_table(&mut db, "kv").await;
     let mut tries = 0;
     let file = loop {
         let (file, head) = fake_rotate_checksum_head(&db).await;
