@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use arrow_array::{Array, RecordBatch};
 use arrow_row::SortField;
 use async_trait::async_trait;
-use iceberg::spec::{DataContentType, DataFile, Struct, UnboundPartitionSpec};
+use iceberg::spec::{DataContentType, DataFile, Struct};
 use tributary_catalog::{
     Catalog, CatalogTable, RowDelta, TableName, commit_row_delta, commit_schema, live_files,
     write_position_deletes,
@@ -35,6 +35,7 @@ use tributary_core::{
 };
 
 use crate::key_index::{FileKeys, IndexStats, KeyIndex, sidecar_path};
+use crate::partition::{PartitionField, Partitioner, spec_fields, unbound_spec};
 use crate::types::{ColumnMap, ColumnPolicy, evolve, iceberg_schema, to_file_batch};
 
 /// Snapshot-summary property holding the committed source checkpoint (JSON).
@@ -77,6 +78,9 @@ pub struct UpsertConfig {
     /// position, at most this often (default 5 min), so an idle table's
     /// position never falls behind the source's retention (purged binlogs).
     pub idle_commit_interval: Duration,
+    /// Partition spec of a table the writer creates (default: none). An
+    /// existing table keeps its spec; a different one here is an error.
+    pub partition_by: Vec<PartitionField>,
 }
 
 impl Default for UpsertConfig {
@@ -90,6 +94,7 @@ impl Default for UpsertConfig {
             row_group_rows: 1 << 20,
             column_policy: ColumnPolicy::Fail,
             idle_commit_interval: Duration::from_secs(300),
+            partition_by: Vec::new(),
         }
     }
 }
@@ -111,6 +116,44 @@ impl UpsertConfig {
             None => Ok(()),
         }
     }
+
+    /// Checks the partition spec against the source table: the columns
+    /// exist, and in equality mode they are key columns (an equality delete
+    /// applies only in its own partition, so a row must never change
+    /// partition without changing key).
+    pub fn validate_for(&self, source: &TableSchema) -> Result<()> {
+        self.validate()?;
+        let names: Vec<&str> = self
+            .partition_by
+            .iter()
+            .map(|f| f.column.as_str())
+            .collect();
+        check_partition_columns(&names, source, self.delete_mode, "partition_by")
+    }
+}
+
+/// See `UpsertConfig::validate_for`; `what` names the spec in errors.
+fn check_partition_columns(
+    columns: &[&str],
+    source: &TableSchema,
+    mode: DeleteMode,
+    what: &str,
+) -> Result<()> {
+    for &c in columns {
+        let Some(i) = source.columns.iter().position(|col| col.name == c) else {
+            return Err(Error::invalid_config(format!(
+                "{what}: {} has no column {c:?}",
+                source.table
+            )));
+        };
+        if mode == DeleteMode::Equality && !source.primary_key.contains(&i) {
+            return Err(Error::invalid_config(format!(
+                "{what}: equality delete mode needs every partition column to be a key column,                  and {c:?} is not in the primary key of {}: an update of {c} would move the row                  to another partition, where the equality delete of its old row does not apply.                  Partition by key columns only, or use delete_mode = \"position\"",
+                source.table
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The final state of a key touched since the last commit.
@@ -139,6 +182,9 @@ pub struct UpsertWriter {
     columns: ColumnMap,
     /// Finds the live row of a key in committed files.
     index: KeyIndex,
+    partitioner: Partitioner,
+    /// The partition of every committed live data file (deletes go there).
+    file_partitions: HashMap<Arc<str>, Struct>,
     state: HashMap<Vec<u8>, KeyState>,
     buffered: Vec<RecordBatch>,
     buffered_bytes: usize,
@@ -185,7 +231,7 @@ impl UpsertWriter {
         source: &TableSchema,
         config: UpsertConfig,
     ) -> Result<UpsertWriter> {
-        config.validate()?;
+        config.validate_for(source)?;
         if source.primary_key.is_empty() {
             return Err(Error::invalid_config(format!(
                 "{} has no primary key: an upsert table needs one (configure a key or use append mode)",
@@ -195,15 +241,17 @@ impl UpsertWriter {
         let table = match catalog.load_table(&name).await {
             Ok(t) => t,
             Err(load) => {
-                let spec = UnboundPartitionSpec::builder().build();
+                let schema = iceberg_schema(source)?;
+                let spec = unbound_spec(&config.partition_by, &schema)?;
                 let created = catalog
-                    .create_table(&name, iceberg_schema(source)?, spec, HashMap::new())
+                    .create_table(&name, schema, spec, HashMap::new())
                     .await;
                 created.map_err(|e| e.with_context("load error", load))?
             }
         };
         let (table, columns) = Self::fit_schema(&*catalog, table, source, &config).await?;
         let index = key_index(&table, &columns, source)?;
+        let partitioner = partitioner(&table, source, &config)?;
         let committed = committed_checkpoint(&table)?;
         let mut writer = UpsertWriter {
             catalog,
@@ -212,6 +260,8 @@ impl UpsertWriter {
             source: Arc::new(source.clone()),
             columns,
             index,
+            partitioner,
+            file_partitions: HashMap::new(),
             state: HashMap::new(),
             buffered: Vec::new(),
             buffered_bytes: 0,
@@ -265,6 +315,10 @@ impl UpsertWriter {
         let (data, deletes) = live_files(&self.table)
             .await
             .map_err(|e| e.with_context("table", &self.table.name))?;
+        self.file_partitions = data
+            .iter()
+            .map(|f| (Arc::from(f.file_path()), f.partition().clone()))
+            .collect();
         let data: Vec<String> = data.iter().map(|f| f.file_path().to_string()).collect();
         let positions: Vec<String> = deletes
             .iter()
@@ -391,12 +445,13 @@ impl UpsertWriter {
             .map(|b| carry_over(b, &columns))
             .collect();
         self.buffered = carried?;
+        self.partitioner = partitioner(&table, source, &self.config)?;
         (self.table, self.columns, self.source) = (table, columns, Arc::new(source.clone()));
         Ok(())
     }
 
-    /// Writes the buffered rows (each key's final row) as a data file that
-    /// the next commit adds.
+    /// Writes the buffered rows (each key's final row) as data files, one per
+    /// partition, that the next commit adds.
     async fn spill(&mut self) -> Result<()> {
         let (mut rows, mut keys) = (Vec::new(), Vec::new());
         for (k, s) in &self.state {
@@ -409,34 +464,59 @@ impl UpsertWriter {
             let batch = interleave_rows(&self.buffered, &rows)?;
             let strict =
                 RecordBatch::try_new(self.columns.file_schema.clone(), batch.columns().to_vec())?;
-            let file = self.write_data_file(&strict).await?;
-            let path = Arc::<str>::from(file.file_path());
-            let summary = FileKeys::build(path.clone(), keys.iter().map(Vec::as_slice))?;
-            self.table
-                .file_io
-                .new_output(sidecar_path(&path))
-                .map_err(|e| iceberg_err("sidecar", e))?
-                .write(summary.to_bytes().into())
-                .await
-                .map_err(|e| iceberg_err("writing a key index sidecar", e))?;
-            let n = self.spills.len();
-            for (pos, k) in keys.iter().enumerate() {
-                self.state
-                    .insert(k.clone(), KeyState::Spilled(n, pos as i64));
+            let groups = self.partitioner.group(&strict)?;
+            if let [(partition, _)] = &groups[..] {
+                self.spill_file(strict, keys, partition.clone()).await?;
+            } else {
+                for (partition, rows) in groups {
+                    let taken = arrow_select::take::take_record_batch(
+                        &strict,
+                        &arrow_array::UInt32Array::from(rows.clone()),
+                    )?;
+                    let keys = rows.iter().map(|&r| keys[r as usize].clone()).collect();
+                    self.spill_file(taken, keys, partition).await?;
+                }
             }
-            self.spills.push(Spill {
-                file,
-                summary,
-                keys,
-            });
         }
         self.buffered.clear();
         self.buffered_bytes = 0;
         Ok(())
     }
 
-    /// Writes the key columns of `keys` as an equality-delete file.
-    async fn write_equality_deletes(&self, keys: &[&[u8]]) -> Result<DataFile> {
+    /// Writes one spill file (rows of one partition, `keys` in row order)
+    /// and its key-index sidecar; its keys now live there.
+    async fn spill_file(
+        &mut self,
+        batch: RecordBatch,
+        keys: Vec<Vec<u8>>,
+        partition: Struct,
+    ) -> Result<()> {
+        let file = self.write_data_file(&batch, partition).await?;
+        let path = Arc::<str>::from(file.file_path());
+        let summary = FileKeys::build(path.clone(), keys.iter().map(Vec::as_slice))?;
+        self.table
+            .file_io
+            .new_output(sidecar_path(&path))
+            .map_err(|e| iceberg_err("sidecar", e))?
+            .write(summary.to_bytes().into())
+            .await
+            .map_err(|e| iceberg_err("writing a key index sidecar", e))?;
+        let n = self.spills.len();
+        for (pos, k) in keys.iter().enumerate() {
+            self.state
+                .insert(k.clone(), KeyState::Spilled(n, pos as i64));
+        }
+        self.spills.push(Spill {
+            file,
+            summary,
+            keys,
+        });
+        Ok(())
+    }
+
+    /// Writes the key columns of `keys` as equality-delete files, one per
+    /// partition (in equality mode the partition follows from the key).
+    async fn write_equality_deletes(&self, keys: &[&[u8]]) -> Result<Vec<DataFile>> {
         let columns = self.index.decode(keys)?;
         let file_schema = &self.columns.file_schema;
         let key_columns = self.index.key_columns();
@@ -446,21 +526,61 @@ impl UpsertWriter {
             .collect();
         let batch = RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), columns)?;
         let current = self.table.metadata.current_schema();
-        let ids = key_columns
+        let ids: Vec<i32> = key_columns
             .iter()
             .map(|&i| current.as_struct().fields()[i].id)
             .collect();
-        let path = self.new_file_path("eq-deletes");
-        let spec = self.table.metadata.default_partition_spec_id();
-        tributary_catalog::write_equality_deletes(
-            &self.table.file_io,
-            &path,
-            &batch,
-            ids,
-            Struct::empty(),
-            spec,
-        )
-        .await
+        let mut files = Vec::new();
+        for (partition, rows) in self.partitioner.group(&batch)? {
+            let rows = arrow_array::UInt32Array::from(rows);
+            let part = arrow_select::take::take_record_batch(&batch, &rows)?;
+            let path = self.new_file_path("eq-deletes");
+            let file = tributary_catalog::write_equality_deletes(
+                &self.table.file_io,
+                &path,
+                &part,
+                ids.clone(),
+                partition,
+                self.partitioner.spec_id(),
+            )
+            .await?;
+            files.push(file);
+        }
+        Ok(files)
+    }
+
+    /// Writes position deletes, one file per partition of the data files
+    /// they point at.
+    async fn write_position_deletes(&self, deletes: Vec<(String, i64)>) -> Result<Vec<DataFile>> {
+        let mut by_partition: HashMap<&Struct, Vec<(String, i64)>> = HashMap::new();
+        for (path, pos) in deletes {
+            let partition = self.partition_of(&path)?;
+            by_partition.entry(partition).or_default().push((path, pos));
+        }
+        let mut files = Vec::new();
+        for (partition, deletes) in by_partition {
+            let path = self.new_file_path("deletes");
+            let file_io = &self.table.file_io;
+            let spec = self.partitioner.spec_id();
+            let file =
+                write_position_deletes(file_io, &path, deletes, partition.clone(), spec).await?;
+            files.push(file);
+        }
+        Ok(files)
+    }
+
+    /// The partition of a committed or spilled data file.
+    fn partition_of(&self, path: &str) -> Result<&Struct> {
+        let spilled = self.spills.iter().map(|s| &s.file);
+        match spilled.into_iter().find(|f| f.file_path() == path) {
+            Some(f) => Ok(f.partition()),
+            None => self.file_partitions.get(path).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Unexpected,
+                    format!("a delete points at {path}, which is not a live data file"),
+                )
+            }),
+        }
     }
 
     fn new_file_path(&self, suffix: &str) -> String {
@@ -471,14 +591,14 @@ impl UpsertWriter {
         )
     }
 
-    /// Writes `batch` (file schema, strict) as a Parquet data file.
-    async fn write_data_file(&self, batch: &RecordBatch) -> Result<DataFile> {
+    /// Writes `batch` (file schema, strict; rows of one partition) as a
+    /// Parquet data file.
+    async fn write_data_file(&self, batch: &RecordBatch, partition: Struct) -> Result<DataFile> {
         let path = self.new_file_path("data");
-        let spec = self.table.metadata.default_partition_spec_id();
+        let spec = self.partitioner.spec_id();
         let file_io = &self.table.file_io;
         let row_group = Some(self.config.row_group_rows);
-        tributary_catalog::write_data_file(file_io, &path, batch, Struct::empty(), spec, row_group)
-            .await
+        tributary_catalog::write_data_file(file_io, &path, batch, partition, spec, row_group).await
     }
 
     /// Commits everything buffered together with `checkpoint`. If a rewrite
@@ -533,18 +653,13 @@ impl UpsertWriter {
             ..RowDelta::default()
         };
         deletes.extend(self.superseded.iter().map(|(p, pos)| (p.to_string(), *pos)));
-        if !deletes.is_empty() {
-            let path = self.new_file_path("deletes");
-            let spec = self.table.metadata.default_partition_spec_id();
-            let file =
-                write_position_deletes(&self.table.file_io, &path, deletes, Struct::empty(), spec)
-                    .await?;
-            delta.delete_files.push(file);
-        }
+        delta
+            .delete_files
+            .extend(self.write_position_deletes(deletes).await?);
         if !equality.is_empty() {
             delta
                 .delete_files
-                .push(self.write_equality_deletes(&equality).await?);
+                .extend(self.write_equality_deletes(&equality).await?);
         }
         delta.properties.insert(
             CHECKPOINT_PROPERTY.to_string(),
@@ -562,6 +677,9 @@ impl UpsertWriter {
             self.index.mark_deleted(path, *pos);
         }
         for spill in self.spills.drain(..) {
+            let path = spill.summary.path().clone();
+            self.file_partitions
+                .insert(path, spill.file.partition().clone());
             self.index.add_file(spill.summary, spill.keys);
         }
         self.state.clear();
@@ -580,6 +698,50 @@ fn key_index(table: &CatalogTable, columns: &ColumnMap, source: &TableSchema) ->
         .map(|&i| SortField::new(columns.file_schema.field(i).data_type().clone()))
         .collect();
     KeyIndex::new(table.file_io.clone(), key_columns, key_fields)
+}
+
+/// The partitioner of the table's spec, checked against the configuration:
+/// the configured spec (if any) is the table's, there is no older spec
+/// (partition evolution is not followed), and equality mode partitions by
+/// key columns only.
+fn partitioner(
+    table: &CatalogTable,
+    source: &TableSchema,
+    config: &UpsertConfig,
+) -> Result<Partitioner> {
+    let meta = &table.metadata;
+    let schema = meta.current_schema();
+    let spec = meta.default_partition_spec();
+    let actual = spec_fields(spec, schema);
+    let show = |f: &[PartitionField]| {
+        let parts: Vec<String> = f.iter().map(ToString::to_string).collect();
+        format!("[{}]", parts.join(", "))
+    };
+    if !config.partition_by.is_empty() && config.partition_by != actual {
+        return Err(Error::invalid_config(format!(
+            "{} exists partitioned by {}, but partition_by is {}: the writer does not change \
+             an existing table's partition spec; set partition_by to the table's spec (or leave \
+             it empty), or write to a new table",
+            table.name,
+            show(&actual),
+            show(&config.partition_by)
+        )));
+    }
+    if meta.partition_specs_iter().count() > 1 {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "{} has {} partition specs (its spec evolved): the upsert writer needs every \
+                 data file in the current spec; rewrite the table into it first",
+                table.name,
+                meta.partition_specs_iter().count()
+            ),
+        ));
+    }
+    let names: Vec<&str> = actual.iter().map(|f| f.column.as_str()).collect();
+    let what = format!("the partition spec of {}", table.name);
+    check_partition_columns(&names, source, config.delete_mode, &what)?;
+    Partitioner::new(spec, schema)
 }
 
 /// The checkpoint committed with the table's current snapshot.

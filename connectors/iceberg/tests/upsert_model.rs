@@ -94,7 +94,11 @@ fn random_events(rng: &mut Rng, model: &mut Model, offset: &mut u64, n: usize) -
 }
 
 async fn read_rust(table: &CatalogTable) -> Model {
-    let batches = table.scan(None).await.unwrap();
+    rows_of(table.scan(None).await.unwrap())
+}
+
+/// The rows of scanned batches; a key seen twice fails the test.
+fn rows_of(batches: Vec<RecordBatch>) -> Model {
     let mut model = Model::new();
     for b in batches {
         let id = b
@@ -185,6 +189,41 @@ async fn run_seed_spilling(seed: u64, mode: DeleteMode) {
     run_seed_with(seed, config).await
 }
 
+/// A partitioned table. Position mode partitions by a non-key column that
+/// updates change (rows move between partitions: the delete goes to the old
+/// row's partition) and a key bucket; equality mode by a key bucket only.
+async fn run_seed_partitioned(seed: u64, mode: DeleteMode) {
+    let partition_by = match mode {
+        DeleteMode::Position => vec!["bucket(4, v)", "bucket(2, id)"],
+        DeleteMode::Equality => vec!["bucket(4, id)"],
+    };
+    let config = UpsertConfig {
+        delete_mode: mode,
+        partition_by: partition_by.iter().map(|p| p.parse().unwrap()).collect(),
+        ..UpsertConfig::default()
+    };
+    run_seed_with(seed, config).await
+}
+
+/// Filtered scans prune by partition (data and delete files alike): for a
+/// few values of `v`, the rows iceberg-rust returns for `v = x` are the
+/// model's. A file in the wrong partition loses rows here; a delete in the
+/// wrong partition resurrects them.
+async fn check_filtered(table: &CatalogTable, model: &Model, what: &str) {
+    let values: std::collections::BTreeSet<i32> =
+        model.values().filter_map(|r| r.0).take(5).collect();
+    for x in values {
+        let filter = iceberg::expr::Reference::new("v").equal_to(iceberg::spec::Datum::int(x));
+        let got = rows_of(table.scan(Some(filter)).await.unwrap());
+        let want: Model = model
+            .iter()
+            .filter(|(_, r)| r.0 == Some(x))
+            .map(|(k, r)| (*k, r.clone()))
+            .collect();
+        assert_eq!(got, want, "{what}: rows with v = {x}");
+    }
+}
+
 async fn run_seed_with(seed: u64, config: UpsertConfig) {
     let catalog = Arc::new(
         HadoopCatalog::new_local(dev_dir().join("tmp").join(unique_name("upsert"))).unwrap(),
@@ -192,6 +231,7 @@ async fn run_seed_with(seed: u64, config: UpsertConfig) {
     let name = TableName::new("shop", "items");
     let schema = source();
     let (mode, spilling) = (config.delete_mode, config.target_file_bytes == 1);
+    let partitioned = !config.partition_by.is_empty();
     let mut writer =
         UpsertWriter::open_config(catalog.clone(), name.clone(), &schema, config.clone())
             .await
@@ -226,6 +266,9 @@ async fn run_seed_with(seed: u64, config: UpsertConfig) {
             "seed {seed}: iceberg-rust after commit {}",
             snapshots.len() + 1
         );
+        if partitioned {
+            check_filtered(&t, &model, &format!("seed {seed} {mode:?}")).await;
+        }
         let summary = &t
             .metadata
             .current_snapshot()
@@ -244,6 +287,16 @@ async fn run_seed_with(seed: u64, config: UpsertConfig) {
             );
         }
         snapshots.push((t.metadata_location.clone(), model.clone()));
+    }
+    if partitioned {
+        let (data, deletes) = tributary_catalog::live_files(writer.table()).await.unwrap();
+        let partitions: std::collections::HashSet<_> =
+            data.iter().map(|f| f.partition().clone()).collect();
+        assert!(partitions.len() > 2, "rows spread over partitions");
+        assert!(
+            deletes.iter().all(|d| partitions.contains(d.partition())),
+            "deletes are in partitions that hold data"
+        );
     }
     let locations: Vec<String> = snapshots.iter().map(|s| s.0.clone()).collect();
     if mode == DeleteMode::Equality {
@@ -340,6 +393,82 @@ async fn upserts_match_the_model_when_spilling_seed_6() {
 async fn upserts_match_the_model_when_spilling_seed_7() {
     run_seed_spilling(7, DeleteMode::Position).await;
     run_seed_spilling(7, DeleteMode::Equality).await;
+}
+
+#[tokio::test]
+async fn partitioned_upserts_match_the_model_seed_8() {
+    run_seed_partitioned(8, DeleteMode::Position).await;
+    run_seed_partitioned(8, DeleteMode::Equality).await;
+}
+#[tokio::test]
+async fn partitioned_upserts_match_the_model_seed_9() {
+    run_seed_partitioned(9, DeleteMode::Position).await;
+    run_seed_partitioned(9, DeleteMode::Equality).await;
+}
+
+/// Equality mode refuses a partition column outside the key (before it
+/// touches the catalog); an existing table keeps its spec, and a different
+/// configured spec is refused with both specs named.
+#[tokio::test]
+async fn partition_specs_are_checked() {
+    let catalog = Arc::new(
+        HadoopCatalog::new_local(dev_dir().join("tmp").join(unique_name("spec"))).unwrap(),
+    );
+    let (schema, name) = (source(), TableName::new("shop", "items"));
+    let config = |mode, spec: &[&str]| UpsertConfig {
+        delete_mode: mode,
+        partition_by: spec.iter().map(|p| p.parse().unwrap()).collect(),
+        ..UpsertConfig::default()
+    };
+    let open =
+        |c: UpsertConfig| UpsertWriter::open_config(catalog.clone(), name.clone(), &schema, c);
+    let e = open(config(DeleteMode::Equality, &["bucket(4, v)"]))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.kind(), tributary_core::ErrorKind::InvalidConfig);
+    assert!(
+        e.to_string().contains("\"v\" is not in the primary key")
+            && e.to_string().contains("position"),
+        "{e}"
+    );
+    assert!(
+        catalog.load_table(&name).await.is_err(),
+        "nothing was created"
+    );
+    let e = open(config(DeleteMode::Position, &["day(id)"]))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.kind(), tributary_core::ErrorKind::InvalidConfig, "{e}");
+    let e = open(config(DeleteMode::Position, &["nope"]))
+        .await
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("no column \"nope\""), "{e}");
+
+    // Created partitioned by s; reopened with no spec, it keeps it.
+    drop(open(config(DeleteMode::Position, &["s"])).await.unwrap());
+    let w = open(config(DeleteMode::Position, &[])).await.unwrap();
+    assert_eq!(
+        w.table().metadata.default_partition_spec().fields().len(),
+        1
+    );
+    drop(w);
+    let e = open(config(DeleteMode::Position, &["bucket(8, id)"]))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        e.to_string().contains("partitioned by [s]") && e.to_string().contains("[bucket(8, id)]"),
+        "{e}"
+    );
+    // The existing spec is checked against equality mode too.
+    let e = open(config(DeleteMode::Equality, &[])).await.err().unwrap();
+    assert!(
+        e.to_string().contains("\"s\" is not in the primary key"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
