@@ -168,7 +168,7 @@ impl HadoopCatalog {
     }
 
     /// The version the hint names, or the highest listed (1 if neither).
-    async fn hinted_version(&self, location: &str) -> Result<u32> {
+    async fn hinted_version(&self, location: &str) -> Result<Option<u32>> {
         let hint = format!("{location}/metadata/version-hint.text");
         if let Ok(bytes) = self
             .file_io
@@ -180,7 +180,7 @@ impl HadoopCatalog {
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
         {
-            return Ok(v);
+            return Ok(Some(v));
         }
         let names: Vec<String> = match &self.store {
             Store::Local => {
@@ -215,14 +215,19 @@ impl HadoopCatalog {
                     .ok()
             })
             .max();
-        Ok(version.unwrap_or(1))
+        Ok(version)
     }
 
     /// Loads the newest version: the hint, then probing for newer files a
     /// committer that stopped before updating the hint left behind.
     pub async fn load_table(&self, name: &TableName) -> Result<CatalogTable> {
         let location = self.table_location(name);
-        let mut version = self.hinted_version(&location).await?;
+        let mut version = self.hinted_version(&location).await?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("table {name} does not exist (no metadata under {location})"),
+            )
+        })?;
         while self
             .exists(&Self::metadata_file(&location, version + 1))
             .await?

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use hive_metastore::{
     Database, EnvironmentContext, FieldSchema, SerDeInfo, StorageDescriptor, Table,
     ThriftHiveMetastoreClient, ThriftHiveMetastoreClientBuilder,
+    ThriftHiveMetastoreGetTableException,
 };
 use iceberg::io::FileIO;
 use iceberg::spec::{
@@ -250,12 +251,17 @@ impl HiveCatalog {
     }
 
     async fn load(&self, name: &TableName) -> Result<CatalogTable> {
-        let table = unwrap(
-            "get_table",
-            self.client
-                .get_table(fast(name.namespace.clone()), fast(name.table.clone()))
-                .await,
-        )?;
+        let got = self
+            .client
+            .get_table(fast(name.namespace.clone()), fast(name.table.clone()))
+            .await;
+        if let Ok(MaybeException::Exception(ThriftHiveMetastoreGetTableException::O2(_))) = got {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("table {name} does not exist in the metastore"),
+            ));
+        }
+        let table = unwrap("get_table", got)?;
         let params = table.parameters.unwrap_or_default();
         let is_iceberg = params
             .get("table_type")

@@ -21,6 +21,13 @@ async fn expect(table: &CatalogTable, ids: &[i64]) {
 
 async fn unpartitioned(catalog: &dyn Catalog) {
     let name = TableName::new(unique_name("db"), "plain");
+    // A missing table is NotFound (a runner tells it from an unreachable catalog).
+    let missing = catalog.load_table(&name).await.unwrap_err();
+    assert_eq!(
+        missing.kind(),
+        tributary_core::ErrorKind::NotFound,
+        "{missing}"
+    );
     let t = catalog
         .create_table(
             &name,

@@ -16,6 +16,8 @@ pub enum ErrorKind {
     SchemaMismatch,
     /// The request is valid but not supported (yet, or by this server).
     Unsupported,
+    /// The named thing (a table, a file) does not exist.
+    NotFound,
     /// A server could not be reached or dropped the connection; usually retryable.
     Connection,
     /// Credentials were rejected.
@@ -43,6 +45,7 @@ impl ErrorKind {
             ErrorKind::InvalidData => "invalid data",
             ErrorKind::SchemaMismatch => "schema mismatch",
             ErrorKind::Unsupported => "unsupported",
+            ErrorKind::NotFound => "not found",
             ErrorKind::Connection => "connection",
             ErrorKind::Authentication => "authentication",
             ErrorKind::PositionLost => "position lost",

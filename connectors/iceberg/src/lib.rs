@@ -6,12 +6,16 @@
 //!   resume; bounded memory (spills), schema evolution, partitioned tables.
 //! - [`types`]: the documented source → Iceberg type mapping.
 
+pub mod config;
 pub mod key_index;
 pub mod partition;
 pub mod types;
 pub mod writer;
 
+pub use config::{CatalogKind, IcebergSinkConfig};
 pub use key_index::IndexStats;
 pub use partition::PartitionField;
 pub use types::ColumnPolicy;
-pub use writer::{CHECKPOINT_PROPERTY, DeleteMode, UpsertConfig, UpsertWriter};
+pub use writer::{
+    CHECKPOINT_PROPERTY, DeleteMode, UpsertConfig, UpsertWriter, committed_checkpoint,
+};

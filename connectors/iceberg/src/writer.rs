@@ -240,7 +240,7 @@ impl UpsertWriter {
         }
         let table = match catalog.load_table(&name).await {
             Ok(t) => t,
-            Err(load) => {
+            Err(load) if load.kind() == ErrorKind::NotFound => {
                 let schema = iceberg_schema(source)?;
                 let spec = unbound_spec(&config.partition_by, &schema)?;
                 let created = catalog
@@ -248,6 +248,7 @@ impl UpsertWriter {
                     .await;
                 created.map_err(|e| e.with_context("load error", load))?
             }
+            Err(e) => return Err(e),
         };
         let (table, columns) = Self::fit_schema(&*catalog, table, source, &config).await?;
         let index = key_index(&table, &columns, source)?;
@@ -606,8 +607,11 @@ impl UpsertWriter {
     /// and index are reloaded and the deletes planned again.
     pub async fn commit_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()> {
         let idle = self.state.is_empty() && self.spills.is_empty();
-        if idle && self.last_snapshot.elapsed() < self.config.idle_commit_interval {
-            // Nothing to write and the position was recorded recently.
+        let recorded = self.committed.is_some();
+        if idle && recorded && self.last_snapshot.elapsed() < self.config.idle_commit_interval {
+            // Nothing to write and the position was recorded recently (a
+            // table with no checkpoint yet records one at once: a runner
+            // resumes from the oldest, and "none" means from the start).
             self.last_commit = Instant::now();
             return Ok(());
         }
@@ -745,7 +749,7 @@ fn partitioner(
 }
 
 /// The checkpoint committed with the table's current snapshot.
-fn committed_checkpoint(table: &CatalogTable) -> Result<Option<Checkpoint>> {
+pub fn committed_checkpoint(table: &CatalogTable) -> Result<Option<Checkpoint>> {
     let json = table.metadata.current_snapshot().and_then(|s| {
         s.summary()
             .additional_properties

@@ -597,7 +597,7 @@ async fn a_reopened_writer_reads_sidecars_not_key_columns_and_probes_only_candid
     assert_eq!(read_rust(reopened.table()).await, model);
 }
 
-/// 10k upserts into 5k existing keys, half of them new: equality mode writes
+/// 100k upserts into 50k existing keys, half of them new: equality mode writes
 /// equality deletes only for keys that existed (plus rare bloom false
 /// positives), where Flink's writer writes one per upsert; position mode
 /// writes none.
@@ -622,13 +622,16 @@ async fn delete_accounting_half_new_keys() {
             commit_ts_micros: 0,
             schema_version: 1,
         };
-        let existing: Vec<ChangeEvent> = (0..5000).map(|i| insert(i, 0, Op::Insert)).collect();
+        let existing: Vec<ChangeEvent> =
+            (0..50_000).map(|i| insert(2 * i, 0, Op::Insert)).collect();
         w.write_batch(&ChangeBatch::from_events(schema.clone(), &existing).unwrap())
             .await
             .unwrap();
         w.commit_checkpoint(&Checkpoint::default()).await.unwrap();
-        // 10k upserts over keys 0..10000: 0..5000 exist, 5000..10000 are new.
-        let upserts: Vec<ChangeEvent> = (0..10_000).map(|i| insert(i, 1, Op::Read)).collect();
+        // 100k upserts over keys 0..100k: the even ones exist, the odd ones
+        // are new and inside the files' key ranges (only the bloom filters
+        // can tell them apart).
+        let upserts: Vec<ChangeEvent> = (0..100_000).map(|i| insert(i, 1, Op::Read)).collect();
         let keys: std::collections::BTreeSet<i32> = upserts
             .iter()
             .map(|e| match e.after.as_ref().unwrap()[0] {
@@ -636,7 +639,7 @@ async fn delete_accounting_half_new_keys() {
                 _ => 0,
             })
             .collect();
-        let existed = keys.iter().filter(|k| **k < 5000).count();
+        let existed = keys.iter().filter(|k| **k % 2 == 0).count();
         w.write_batch(&ChangeBatch::from_events(schema.clone(), &upserts).unwrap())
             .await
             .unwrap();
@@ -662,7 +665,7 @@ async fn delete_accounting_half_new_keys() {
             }
         }
         let model_rows = read_rust(w.table()).await.len();
-        assert_eq!(model_rows, 5000 + (keys.len() - existed));
+        assert_eq!(model_rows, 50_000 + (keys.len() - existed));
         figures.push(format!("{mode:?}: {} upserted keys ({existed} existing) → {eq} equality / {pos} position deletes", keys.len()));
     }
     println!("{}", figures.join("\n"));

@@ -120,6 +120,17 @@ impl MySqlSource {
         })
     }
 
+    /// The tables `config` selects, as the server has them now.
+    pub async fn list_tables(config: &MySqlSourceConfig) -> Result<Vec<TableId>> {
+        config.validate()?;
+        let mut conn = connect(config).await?;
+        let tables = snapshot::list_tables(&mut conn, &TableFilter::new(&config.tables)?).await?;
+        conn.disconnect()
+            .await
+            .map_err(|e| map_err("disconnect", e))?;
+        Ok(tables)
+    }
+
     /// Where the snapshot stands (for status and tests).
     pub fn snapshot_progress(&self) -> &SnapshotProgress {
         &self.progress

@@ -1,0 +1,377 @@
+//! `tributary sync` end to end, as a user runs it: a pipeline file, a
+//! MariaDB database with two tables (one partitioned) under random writes,
+//! the process killed with SIGKILL mid-run and started again. The Iceberg
+//! tables end equal to `SELECT *` (iceberg-rust and pyiceberg read them), and
+//! neither the MariaDB password nor the S3 secret appears in the logs, the
+//! status output or any file written to the warehouse.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use arrow_array::{Array, Int32Array, StringArray};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts};
+use tributary_catalog::{HadoopCatalog, TableName};
+use tributary_testkit::{DevServices, dev_dir, unique_name};
+
+type Rows = BTreeMap<i32, (Option<i32>, Option<String>)>;
+
+const PASSWORD: &str = "pw-Sync-9f3a1c";
+const S3_SECRET: &str = "s3-Secret-77d0e2";
+
+/// A running `tributary sync`, killed when dropped.
+struct SyncProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+impl SyncProcess {
+    fn start(config: &Path, log: &Path) -> SyncProcess {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tributary"))
+            .args(["sync", "--config"])
+            .arg(config)
+            .env("SYNC_TEST_PASSWORD", PASSWORD)
+            .env("SYNC_TEST_S3_SECRET", S3_SECRET)
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        SyncProcess {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Fails the test if the process exited (with its log).
+    fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!("tributary sync exited ({status}):\n{}", self.log());
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then the exit status within 30 s.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "no exit 30 s after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for SyncProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn source_rows(conn: &mut Conn, table: &str) -> Rows {
+    let rows: Vec<(i32, Option<i32>, Option<String>)> = conn
+        .query(format!("SELECT id, v, s FROM {table}"))
+        .await
+        .unwrap();
+    rows.into_iter().map(|(id, v, s)| (id, (v, s))).collect()
+}
+
+/// The table as iceberg-rust reads it (None: not created yet).
+async fn iceberg_rows(catalog: &HadoopCatalog, name: &TableName) -> Option<Rows> {
+    let t = catalog.load_table(name).await.ok()?;
+    let mut rows = Rows::new();
+    for b in t.scan(None).await.unwrap() {
+        let col = |n: &str| b.column_by_name(n).unwrap().clone();
+        let (id, v, s) = (col("id"), col("v"), col("s"));
+        let id = id.as_any().downcast_ref::<Int32Array>().unwrap();
+        let v = v.as_any().downcast_ref::<Int32Array>().unwrap();
+        let s = s.as_any().downcast_ref::<StringArray>().unwrap();
+        for i in 0..b.num_rows() {
+            let value = (
+                v.is_valid(i).then(|| v.value(i)),
+                s.is_valid(i).then(|| s.value(i).to_string()),
+            );
+            assert!(rows.insert(id.value(i), value).is_none(), "duplicate key");
+        }
+    }
+    Some(rows)
+}
+
+async fn write_randomly(url: String, tables: [String; 2], ops: usize, seed: u64) {
+    let mut conn = Conn::new(Opts::from_url(&url).unwrap()).await.unwrap();
+    let mut x = seed | 1;
+    let mut next = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    for _ in 0..ops {
+        let table = &tables[next(2) as usize];
+        let (a, b, v) = (next(6000), next(6000), next(1000));
+        let sql = match next(4) {
+            0 => format!("INSERT IGNORE INTO {table} VALUES ({a}, {v}, 'ins-{v}')"),
+            1 => format!("UPDATE {table} SET v = {v}, s = NULL WHERE id = {a}"),
+            2 => format!("DELETE FROM {table} WHERE id = {a}"),
+            _ => format!("UPDATE IGNORE {table} SET id = {b} WHERE id = {a}"),
+        };
+        conn.query_drop(sql).await.unwrap();
+    }
+}
+
+fn pipeline_file(dir: &Path, db: &str, user: &str, warehouse: &Path) -> PathBuf {
+    let m = DevServices::load().mariadb();
+    let text = format!(
+        r#"
+[source.mysql]
+host = "{host}"
+port = {port}
+user = "{user}"
+password = {{ env = "SYNC_TEST_PASSWORD" }}
+server_id = 7101
+heartbeat_interval = 0.2
+tables = {{ include = ["{db}.*"] }}
+snapshot = {{ chunk_rows = 100, max_rows_per_sec = 3000 }}
+
+[sink.iceberg]
+commit_interval = 0.3
+properties = {{ warehouse = "{warehouse}", "s3.secret-access-key" = "${{SYNC_TEST_S3_SECRET}}" }}
+partition_by = {{ "{db}.b" = ["bucket(4, id)"] }}
+"#,
+        host = m.host,
+        port = m.port,
+        warehouse = warehouse.display(),
+    );
+    let path = dir.join("pipeline.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn create_source(conn: &mut Conn, db: &str, user: &str) {
+    for sql in [
+        format!("CREATE DATABASE {db}"),
+        format!("CREATE TABLE {db}.a (id INT PRIMARY KEY, v INT, s VARCHAR(20))"),
+        format!("CREATE TABLE {db}.b (id INT PRIMARY KEY, v INT, s VARCHAR(20))"),
+        format!("CREATE USER '{user}'@'%' IDENTIFIED BY '{PASSWORD}'"),
+        format!("GRANT SELECT, REPLICATION SLAVE, BINLOG MONITOR ON *.* TO '{user}'@'%'"),
+    ] {
+        conn.query_drop(sql).await.unwrap();
+    }
+    for t in ["a", "b"] {
+        let values: Vec<String> = (0..3000)
+            .map(|i| format!("({}, {i}, 'init')", i * 2))
+            .collect();
+        let sql = format!("INSERT INTO {db}.{t} VALUES {}", values.join(","));
+        conn.query_drop(sql).await.unwrap();
+    }
+}
+
+/// Polls until both Iceberg tables equal the source (deadline 120 s).
+async fn wait_until_equal(
+    conn: &mut Conn,
+    catalog: &HadoopCatalog,
+    db: &str,
+    sync: &mut SyncProcess,
+) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        sync.assert_running();
+        let mut equal = true;
+        for t in ["a", "b"] {
+            let expected = source_rows(conn, &format!("{db}.{t}")).await;
+            let actual = iceberg_rows(catalog, &TableName::new(db, t)).await;
+            equal &= actual.as_ref() == Some(&expected);
+        }
+        if equal {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Iceberg tables did not reach SELECT * within 120 s:\n{}",
+            sync.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Whether the table's last commit recorded an unfinished snapshot.
+async fn snapshot_in_progress_committed(catalog: &HadoopCatalog, name: &TableName) -> bool {
+    let Ok(t) = catalog.load_table(name).await else {
+        return false;
+    };
+    let cp = tributary_iceberg::committed_checkpoint(&t).unwrap();
+    cp.is_some_and(|c| c.properties.contains_key("mysql.snapshot"))
+}
+
+fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_containing(&path, needle));
+        } else if std::fs::read(&path)
+            .unwrap()
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+        {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn sync_survives_sigkill_and_ends_equal_to_the_source() {
+    let m = DevServices::load().mariadb();
+    let mut conn = Conn::new(Opts::from_url(&m.url).unwrap()).await.unwrap();
+    let (db, user) = (unique_name("sync"), unique_name("syncu"));
+    create_source(&mut conn, &db, &user).await;
+    let dir = dev_dir().join("tmp").join(unique_name("sync_cli"));
+    let warehouse = dir.join("warehouse");
+    std::fs::create_dir_all(&warehouse).unwrap();
+    let config = pipeline_file(&dir, &db, &user, &warehouse);
+    let log = dir.join("sync.log");
+    let catalog = HadoopCatalog::new_local(&warehouse).unwrap();
+    let tables = [format!("{db}.a"), format!("{db}.b")];
+
+    // Run 1: a rate-limited snapshot (6000 rows at 3000/s) under writes;
+    // SIGKILL once a commit recorded the snapshot half done.
+    let mut sync = SyncProcess::start(&config, &log);
+    let writes = tokio::spawn(write_randomly(m.url.clone(), tables.clone(), 400, 11));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !snapshot_in_progress_committed(&catalog, &TableName::new(&db, "a")).await {
+        sync.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot commit in 60 s:\n{}",
+            sync.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sync.kill();
+    writes.await.unwrap();
+
+    // Run 2: resumes; more writes; ends equal to the source.
+    let mut sync = SyncProcess::start(&config, &log);
+    write_randomly(m.url.clone(), tables.clone(), 400, 23).await;
+    wait_until_equal(&mut conn, &catalog, &db, &mut sync).await;
+    assert!(
+        sync.terminate().success(),
+        "clean exit on SIGTERM:\n{}",
+        sync.log()
+    );
+    let text = sync.log();
+    assert!(
+        text.contains("resuming"),
+        "run 2 resumed from a commit:\n{text}"
+    );
+
+    // pyiceberg reads the same rows; b is partitioned into 4 buckets.
+    let b = catalog.load_table(&TableName::new(&db, "b")).await.unwrap();
+    let out = DevServices::load().run_python(
+        r#"
+import sys
+from pyiceberg.table import StaticTable
+t = StaticTable.from_metadata(sys.argv[1])
+print(t.scan().to_arrow().num_rows, len(t.spec().fields))
+"#,
+        &[&b.metadata_location],
+    );
+    let expected = source_rows(&mut conn, &tables[1]).await.len();
+    assert_eq!(
+        out.trim(),
+        format!("{expected} 1"),
+        "pyiceberg rows, partition fields"
+    );
+
+    // `status` names both tables with their committed position.
+    let status = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["status", "--config"])
+        .arg(&config)
+        .env("SYNC_TEST_PASSWORD", PASSWORD)
+        .env("SYNC_TEST_S3_SECRET", S3_SECRET)
+        .output()
+        .unwrap();
+    let status_text = String::from_utf8_lossy(&status.stdout).to_string()
+        + &String::from_utf8_lossy(&status.stderr);
+    assert!(status.status.success(), "{status_text}");
+    for t in ["a", "b"] {
+        assert!(
+            status_text.contains(&format!("{db}.{t} -> {db}.{t}: position ")),
+            "{status_text}"
+        );
+    }
+
+    for secret in [PASSWORD, S3_SECRET] {
+        assert!(!text.contains(secret), "a secret is in the log");
+        assert!(
+            !status_text.contains(secret),
+            "a secret is in the status output"
+        );
+        let leaked = files_containing(&warehouse, secret);
+        assert!(leaked.is_empty(), "a secret is in {leaked:?}");
+    }
+    conn.query_drop(format!("DROP DATABASE {db}"))
+        .await
+        .unwrap();
+    conn.query_drop(format!("DROP USER '{user}'@'%'"))
+        .await
+        .unwrap();
+}
+
+#[test]
+fn a_bad_pipeline_file_fails_with_the_cause_and_no_secret() {
+    let dir = dev_dir().join("tmp").join(unique_name("sync_bad"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = [
+        // A missing environment variable is named.
+        (
+            "[source.mysql]\nhost = \"h\"\nuser = \"u\"\n[sink.iceberg]\nproperties = { warehouse = \"${SYNC_TEST_UNSET}\" }\n",
+            "SYNC_TEST_UNSET, which is not set",
+        ),
+        // A misspelt key is refused, not ignored.
+        (
+            "[source.mysql]\nhost = \"h\"\nuser = \"u\"\n[sink.iceberg]\nwarehouse = \"/w\"\n",
+            "unknown field `warehouse`",
+        ),
+        // A partition field that is no Iceberg transform is named.
+        (
+            "[source.mysql]\nhost = \"h\"\nuser = \"u\"\n[sink.iceberg]\nproperties = { warehouse = \"/w\" }\npartition_by = { \"d.t\" = [\"week(ts)\"] }\n",
+            "week(ts)",
+        ),
+    ];
+    for (text, expected) in cases {
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_tributary"))
+            .args(["sync", "--config"])
+            .arg(&path)
+            .env("SYNC_TEST_S3_SECRET", S3_SECRET)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains(expected),
+            "expected {expected:?} in:\n{stderr}"
+        );
+    }
+}
