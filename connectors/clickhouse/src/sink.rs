@@ -1,0 +1,627 @@
+//! `ClickHouseSink`: change batches of one source table as versioned rows of
+//! a ReplacingMergeTree, in large RowBinary inserts.
+//!
+//! Every change becomes one row: inserts, snapshot reads and updates write
+//! the new image with `_is_deleted = 0`; deletes write the old image with
+//! `_is_deleted = 1`; a key change writes both. `_version` comes from the
+//! source position of the change's transaction (`row_version`), so it grows
+//! with the binlog and a replayed change carries the same version: replays
+//! never add a visible row, and the view `t_live` reads each key's newest
+//! state. Rows are buffered (bounded by `batch_rows`/`batch_bytes`) and sent
+//! with retries and exponential backoff on transient errors; a buffer is
+//! cleared only after the server acknowledged it.
+//!
+//! Exactly-once: `commit` sends everything buffered, then records the
+//! checkpoint in `_tributary_checkpoints` (first server). A crash before
+//! that replays from the previous checkpoint — the same rows, the same
+//! versions.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arrow_array::StructArray;
+use async_trait::async_trait;
+use bytes::Bytes;
+use tracing::{info, warn};
+use tributary_core::{
+    ChangeBatch, Checkpoint, Error, ErrorKind, Image, Op, Result, SchemaChange, SchemaChangeKind,
+    Sink, SourcePosition, TableSchema,
+};
+
+use crate::config::{ClickHouseSinkConfig, ClusterMode};
+use crate::ddl::{self, CHECKPOINT_TABLE, DELETED_COLUMN, VERSION_COLUMN, ident, literal};
+use crate::types::{CellEncoder, ServerVersion};
+
+/// Counters for tests, benchmarks and metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SinkStats {
+    pub rows_sent: u64,
+    pub inserts: u64,
+    /// Insert attempts that failed transiently and were retried.
+    pub retries: u64,
+}
+
+/// Where one buffer goes: a server and a table.
+struct Target {
+    client: clickhouse::Client,
+    table: String,
+    buffer: Vec<u8>,
+    rows: usize,
+}
+
+pub struct ClickHouseSink {
+    config: ClickHouseSinkConfig,
+    /// One client per url (every shard).
+    clients: Vec<clickhouse::Client>,
+    modern: bool,
+    schema: Arc<TableSchema>,
+    /// The local table's name (the source table's name).
+    table: String,
+    targets: Vec<Target>,
+    rows_buffered: usize,
+    bytes_buffered: usize,
+    last_flush: Instant,
+    committed: Option<Checkpoint>,
+    stats: SinkStats,
+}
+
+/// The `_version` of a change at `position`: binlog file number × 2³⁴ +
+/// offset, so versions grow with the binlog. Changes without a file
+/// position (snapshot-only mode) get 0; equal versions keep the row
+/// inserted last.
+pub fn row_version(position: Option<&SourcePosition>) -> Result<u64> {
+    let Some(fp) = position.and_then(SourcePosition::file_pos) else {
+        return Ok(0);
+    };
+    let number = fp
+        .file
+        .rsplit('.')
+        .next()
+        .and_then(|n| n.parse::<u64>().ok())
+        .filter(|n| *n < 1 << 30)
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidData,
+                format!("binlog file name {:?} has no number suffix", fp.file),
+            )
+        })?;
+    Ok(number << 34 | fp.pos.min((1 << 34) - 1))
+}
+
+/// Transient failures (network, timeouts, "too many parts", a shard
+/// unreachable from the Distributed engine) are retried; others are not.
+fn classify(what: &str, e: clickhouse::error::Error) -> Error {
+    use clickhouse::error::Error as E;
+    let transient = match &e {
+        E::Network(_) | E::TimedOut => true,
+        E::BadResponse(text) => [159, 164, 202, 209, 210, 242, 252, 279, 319]
+            .iter()
+            .any(|code| text.contains(&format!("Code: {code}"))),
+        _ => false,
+    };
+    let kind = if transient {
+        ErrorKind::Connection
+    } else {
+        ErrorKind::InvalidData
+    };
+    Error::new(kind, format!("ClickHouse: {what}")).with_source(e)
+}
+
+impl ClickHouseSink {
+    /// Connects, creates the tables (every shard) if needed, adds columns
+    /// the source has and the table lacks, and reads the committed checkpoint.
+    pub async fn open(
+        config: ClickHouseSinkConfig,
+        schema: &TableSchema,
+    ) -> Result<ClickHouseSink> {
+        config.validate()?;
+        if schema.primary_key.is_empty() {
+            return Err(Error::invalid_config(format!(
+                "{} has no primary key: a ClickHouse upsert table needs one",
+                schema.table
+            )));
+        }
+        let clients: Vec<_> = config.urls.iter().map(|u| config.client(u)).collect();
+        let modern = server_version(&clients[0]).await?.is_modern();
+        let table = schema.table.table.clone();
+        let mut sink = ClickHouseSink {
+            targets: Vec::new(),
+            config,
+            clients,
+            modern,
+            schema: Arc::new(schema.clone()),
+            table,
+            rows_buffered: 0,
+            bytes_buffered: 0,
+            last_flush: Instant::now(),
+            committed: None,
+            stats: SinkStats::default(),
+        };
+        sink.check_cluster().await?;
+        sink.create_tables().await?;
+        sink.add_missing_columns(schema).await?;
+        sink.targets = sink.make_targets();
+        sink.committed = sink.read_checkpoint().await?;
+        Ok(sink)
+    }
+
+    pub fn stats(&self) -> SinkStats {
+        self.stats
+    }
+
+    pub fn is_modern(&self) -> bool {
+        self.modern
+    }
+
+    /// The view of current rows (the table to query).
+    pub fn live_view(&self) -> String {
+        format!("{}_live", self.table)
+    }
+
+    fn distributed_name(&self) -> String {
+        format!("{}_all", self.table)
+    }
+
+    /// In cluster modes, `system.clusters` must list as many shards as urls.
+    async fn check_cluster(&self) -> Result<()> {
+        let Some(cluster) = self.config.cluster.as_ref() else {
+            return Ok(());
+        };
+        let sql = format!(
+            "SELECT count(DISTINCT shard_num) FROM system.clusters WHERE cluster = {}",
+            literal(cluster)
+        );
+        let shards: u64 = self.clients[0]
+            .query(&sql)
+            .fetch_one()
+            .await
+            .map_err(|e| classify("reading system.clusters", e))?;
+        if shards as usize != self.config.urls.len() {
+            return Err(Error::invalid_config(format!(
+                "sink.clickhouse: cluster {cluster:?} has {shards} shards in system.clusters but \
+                 urls lists {}: list one HTTP url per shard, in shard order",
+                self.config.urls.len()
+            )));
+        }
+        Ok(())
+    }
+
+    async fn execute_everywhere(&self, sql: &str) -> Result<()> {
+        for c in &self.clients {
+            c.query(sql)
+                .execute()
+                .await
+                .map_err(|e| classify(&format!("executing {sql}"), e))?;
+        }
+        Ok(())
+    }
+
+    async fn create_tables(&self) -> Result<()> {
+        let s = &self.schema;
+        self.execute_everywhere(&ddl::local_table(&self.table, s, self.modern))
+            .await?;
+        let view_source = match &self.config.cluster {
+            Some(cluster) => {
+                let dist = self.distributed_name();
+                let db = &self.config.database;
+                self.execute_everywhere(&ddl::distributed_table(
+                    &dist,
+                    &self.table,
+                    db,
+                    cluster,
+                    s,
+                ))
+                .await?;
+                dist
+            }
+            None => self.table.clone(),
+        };
+        self.execute_everywhere(&ddl::live_view(&self.live_view(), &view_source))
+            .await?;
+        self.clients[0]
+            .query(&ddl::checkpoint_table())
+            .execute()
+            .await
+            .map_err(|e| classify("creating the checkpoint table", e))
+    }
+
+    /// Adds source columns the tables lack, on every server: the local
+    /// table, then the Distributed table (each checked on its own, so an
+    /// interrupted evolution completes on the next open).
+    async fn add_missing_columns(&self, schema: &TableSchema) -> Result<()> {
+        let mut tables = vec![self.table.clone()];
+        if self.config.cluster.is_some() {
+            tables.push(self.distributed_name());
+        }
+        for client in &self.clients {
+            for table in &tables {
+                let existing = table_columns(client, &self.config.database, table).await?;
+                for c in schema
+                    .columns
+                    .iter()
+                    .filter(|c| !existing.contains(&c.name))
+                {
+                    let sql = ddl::add_column(table, c, self.modern);
+                    client
+                        .query(&sql)
+                        .execute()
+                        .await
+                        .map_err(|e| classify(&format!("executing {sql}"), e))?;
+                    info!(table = %table, column = %c.name, "column added");
+                }
+            }
+            self.refresh_view(client, schema).await?;
+        }
+        Ok(())
+    }
+
+    /// 18.16 fixes a view's columns when it is created: a view missing a
+    /// source column is created again.
+    async fn refresh_view(&self, client: &clickhouse::Client, schema: &TableSchema) -> Result<()> {
+        let view = self.live_view();
+        let existing = table_columns(client, &self.config.database, &view).await?;
+        if schema.columns.iter().all(|c| existing.contains(&c.name)) {
+            return Ok(());
+        }
+        let source = match self.config.cluster {
+            Some(_) => self.distributed_name(),
+            None => self.table.clone(),
+        };
+        for sql in [
+            format!("DROP TABLE IF EXISTS {}", ident(&view)),
+            ddl::live_view(&view, &source),
+        ] {
+            client
+                .query(&sql)
+                .execute()
+                .await
+                .map_err(|e| classify(&format!("executing {sql}"), e))?;
+        }
+        Ok(())
+    }
+
+    fn make_targets(&self) -> Vec<Target> {
+        let target = |client: &clickhouse::Client, table: String| Target {
+            client: client.clone(),
+            table,
+            buffer: Vec::new(),
+            rows: 0,
+        };
+        match self.config.mode {
+            ClusterMode::Single => vec![target(&self.clients[0], self.table.clone())],
+            ClusterMode::Local => self
+                .clients
+                .iter()
+                .map(|c| target(c, self.table.clone()))
+                .collect(),
+            ClusterMode::Distributed => {
+                let c = self.clients[0]
+                    .clone()
+                    .with_setting("insert_distributed_sync", "1");
+                vec![target(&c, self.distributed_name())]
+            }
+        }
+    }
+
+    async fn read_checkpoint(&self) -> Result<Option<Checkpoint>> {
+        let sql = format!(
+            "SELECT checkpoint FROM {CHECKPOINT_TABLE} FINAL WHERE table = {}",
+            literal(&self.table)
+        );
+        let rows: Vec<String> = self.clients[0]
+            .query(&sql)
+            .fetch_all()
+            .await
+            .map_err(|e| classify("reading the committed checkpoint", e))?;
+        rows.last()
+            .map(|j| serde_json::from_str(j).map_err(Error::from))
+            .transpose()
+    }
+
+    /// Whether a change of `batch` is already in the table (at or before
+    /// the committed position; snapshot reads are always applied).
+    fn already_committed(&self, batch: &ChangeBatch, row: usize) -> bool {
+        if batch.op(row) == Op::Read {
+            return false;
+        }
+        let (Some(done), Some(pos)) = (
+            self.committed.as_ref().and_then(|c| c.position.as_ref()),
+            batch.txn_of(row).position.as_ref(),
+        ) else {
+            return false;
+        };
+        matches!(
+            pos.partial_cmp(done),
+            Some(Ordering::Less | Ordering::Equal)
+        )
+    }
+
+    /// Buffers a batch; sends when a bound is reached.
+    pub async fn write_batch(&mut self, batch: &ChangeBatch) -> Result<()> {
+        if batch.schema().fingerprint() != self.schema.fingerprint() {
+            self.apply_schema(batch.schema()).await?;
+        }
+        let (schema, modern) = (self.schema.clone(), self.modern);
+        let after = encoders(batch.image(Image::After), &schema, modern);
+        let before = encoders(batch.image(Image::Before), &schema, modern);
+        let mut rows: Vec<(usize, Vec<u8>)> = Vec::new();
+        for row in 0..batch.len() {
+            if self.already_committed(batch, row) {
+                continue;
+            }
+            let version = row_version(batch.txn_of(row).position.as_ref())?;
+            let encode =
+                |enc: &[CellEncoder], deleted: bool| self.encode_row(enc, row, version, deleted);
+            match batch.op(row) {
+                Op::Delete => rows.push(encode(&before, true)?),
+                Op::Insert | Op::Read => rows.push(encode(&after, false)?),
+                Op::Update => {
+                    if batch.has_image(Image::Before, row)
+                        && self.key_bytes(&before, row)? != self.key_bytes(&after, row)?
+                    {
+                        rows.push(encode(&before, true)?); // key change: the old key goes
+                    }
+                    rows.push(encode(&after, false)?);
+                }
+            }
+        }
+        for (target, bytes) in rows {
+            self.bytes_buffered += bytes.len();
+            self.rows_buffered += 1;
+            let t = &mut self.targets[target];
+            t.buffer.extend(bytes);
+            t.rows += 1;
+        }
+        if self.rows_buffered >= self.config.batch_rows
+            || self.bytes_buffered >= self.config.batch_bytes
+        {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    fn key_bytes(&self, enc: &[CellEncoder], row: usize) -> Result<Vec<u8>> {
+        let mut key = Vec::new();
+        for &i in &self.schema.primary_key {
+            enc[i].encode(&mut key, row)?;
+        }
+        Ok(key)
+    }
+
+    /// One row in RowBinary and the target it goes to (local mode: the
+    /// shard of its key).
+    fn encode_row(
+        &self,
+        enc: &[CellEncoder],
+        row: usize,
+        version: u64,
+        deleted: bool,
+    ) -> Result<(usize, Vec<u8>)> {
+        let mut out = Vec::with_capacity(64);
+        for e in enc {
+            e.encode(&mut out, row)?;
+        }
+        out.extend(version.to_le_bytes());
+        out.push(deleted as u8);
+        let target = match self.config.mode {
+            ClusterMode::Local => {
+                let key = self.key_bytes(enc, row)?;
+                (xxhash_rust::xxh3::xxh3_64(&key) % self.targets.len() as u64) as usize
+            }
+            _ => 0,
+        };
+        Ok((target, out))
+    }
+
+    /// Sends every non-empty buffer; a buffer is kept until acknowledged.
+    pub async fn flush(&mut self) -> Result<()> {
+        let columns: Vec<String> = self
+            .schema
+            .columns
+            .iter()
+            .map(|c| ident(&c.name))
+            .chain([VERSION_COLUMN.to_string(), DELETED_COLUMN.to_string()])
+            .collect();
+        for i in 0..self.targets.len() {
+            if self.targets[i].rows == 0 {
+                continue;
+            }
+            let t = &self.targets[i];
+            let sql = format!(
+                "INSERT INTO {} ({}) FORMAT RowBinary",
+                ident(&t.table),
+                columns.join(", ")
+            );
+            let data = Bytes::copy_from_slice(&t.buffer);
+            let retries = send_with_retries(&t.client, &sql, data, self.config.attempts).await?;
+            let t = &mut self.targets[i];
+            self.stats.rows_sent += t.rows as u64;
+            self.stats.inserts += 1;
+            self.stats.retries += retries;
+            t.buffer.clear();
+            t.rows = 0;
+        }
+        (self.rows_buffered, self.bytes_buffered) = (0, 0);
+        self.last_flush = Instant::now();
+        Ok(())
+    }
+
+    /// Sends what is buffered, then records `checkpoint`.
+    pub async fn commit_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        self.flush().await?;
+        let version = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let sql = format!(
+            "INSERT INTO {CHECKPOINT_TABLE} (table, checkpoint, {VERSION_COLUMN}) VALUES ({}, {}, {version})",
+            literal(&self.table),
+            literal(&serde_json::to_string(checkpoint)?)
+        );
+        self.clients[0]
+            .query(&sql)
+            .execute()
+            .await
+            .map_err(|e| classify("recording the checkpoint", e))?;
+        self.committed = Some(checkpoint.clone());
+        Ok(())
+    }
+
+    /// Follows a new schema version: new columns are added everywhere;
+    /// a changed key or a changed column type is refused.
+    pub async fn apply_schema(&mut self, schema: &TableSchema) -> Result<()> {
+        for old in &self.schema.columns {
+            if let Some(new) = schema.columns.iter().find(|c| c.name == old.name)
+                && crate::types::column_type(new, self.modern)
+                    != crate::types::column_type(old, self.modern)
+            {
+                return Err(Error::new(
+                    ErrorKind::SchemaMismatch,
+                    format!(
+                        "{}.{} changed type ({:?} → {:?}); the ClickHouse sink only adds columns: \
+                         ALTER the ClickHouse column by hand on every shard, then resume",
+                        self.table, new.name, old.data_type, new.data_type
+                    ),
+                ));
+            }
+        }
+        let key = |s: &TableSchema| -> Vec<String> {
+            s.primary_key
+                .iter()
+                .map(|&i| s.columns[i].name.clone())
+                .collect()
+        };
+        if key(schema) != key(&self.schema) {
+            return Err(Error::new(
+                ErrorKind::SchemaMismatch,
+                format!(
+                    "{}: the primary key changed; the table's ORDER BY cannot follow",
+                    self.table
+                ),
+            ));
+        }
+        self.flush().await?;
+        self.add_missing_columns(schema).await?;
+        self.schema = Arc::new(schema.clone());
+        Ok(())
+    }
+}
+
+async fn table_columns(
+    client: &clickhouse::Client,
+    database: &str,
+    table: &str,
+) -> Result<Vec<String>> {
+    let sql = format!(
+        "SELECT name FROM system.columns WHERE database = {} AND table = {}",
+        literal(database),
+        literal(table)
+    );
+    client
+        .query(&sql)
+        .fetch_all()
+        .await
+        .map_err(|e| classify("reading a table's columns", e))
+}
+
+/// One encoder per column of a row image (none when no row has the image).
+fn encoders<'a>(
+    image: Option<&'a StructArray>,
+    schema: &TableSchema,
+    modern: bool,
+) -> Vec<CellEncoder<'a>> {
+    image.map_or_else(Vec::new, |a| {
+        a.columns()
+            .iter()
+            .zip(&schema.columns)
+            .map(|(col, c)| CellEncoder::new(col, c, modern))
+            .collect()
+    })
+}
+
+async fn server_version(client: &clickhouse::Client) -> Result<ServerVersion> {
+    let text: String = client
+        .query("SELECT version()")
+        .fetch_one()
+        .await
+        .map_err(|e| classify("reading the server version", e))?;
+    ServerVersion::parse(&text)
+}
+
+/// One insert, retried with exponential backoff (100 ms doubling, at most
+/// `attempts` tries) while the failure is transient. Returns the retries.
+async fn send_with_retries(
+    client: &clickhouse::Client,
+    sql: &str,
+    data: Bytes,
+    attempts: u32,
+) -> Result<u64> {
+    let mut wait = Duration::from_millis(100);
+    for attempt in 1..=attempts {
+        let result = async {
+            let mut insert = client.insert_formatted_with(sql.to_string());
+            insert.send(data.clone()).await?;
+            insert.end().await
+        }
+        .await;
+        match result.map_err(|e| classify("insert", e)) {
+            Ok(()) => return Ok(u64::from(attempt - 1)),
+            Err(e) if e.kind().is_transient() && attempt < attempts => {
+                warn!(attempt, error = %e, "insert failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(e.with_context("attempts", attempt)),
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+#[async_trait]
+impl Sink for ClickHouseSink {
+    async fn write(&mut self, batch: &ChangeBatch) -> Result<()> {
+        self.write_batch(batch).await
+    }
+
+    async fn apply_schema_change(&mut self, change: &SchemaChange) -> Result<()> {
+        match (&change.kind, &change.after) {
+            (SchemaChangeKind::Create | SchemaChangeKind::Alter, Some(after)) => {
+                self.apply_schema(after).await
+            }
+            (kind, _) => Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "{kind:?} of {} cannot be applied to ClickHouse table {}: stop, handle the \
+                     table by hand, then resume",
+                    change.table, self.table
+                ),
+            )),
+        }
+    }
+
+    async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        self.commit_checkpoint(checkpoint).await
+    }
+
+    fn commit_due(&self) -> bool {
+        self.rows_buffered >= self.config.batch_rows
+            || self
+                .config
+                .flush_interval_duration()
+                .is_some_and(|d| self.last_flush.elapsed() >= d)
+    }
+
+    async fn committed(&self) -> Result<Option<Checkpoint>> {
+        Ok(self.committed.clone())
+    }
+
+    async fn health_check(&self) -> Result<()> {
+        for c in &self.clients {
+            c.query("SELECT 1")
+                .execute()
+                .await
+                .map_err(|e| classify("health check", e))?;
+        }
+        Ok(())
+    }
+}

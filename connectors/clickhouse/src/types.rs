@@ -1,0 +1,256 @@
+//! Source column types in ClickHouse, and their RowBinary encoding.
+//!
+//! | source | modern server (≥ 23.2) | 18.16 ("legacy") |
+//! |---|---|---|
+//! | BOOL/TINYINT(1) | `Bool` | `UInt8` |
+//! | TINYINT … BIGINT (MEDIUMINT → Int32), UNSIGNED alike | `Int8` … `UInt64` | same |
+//! | YEAR | `UInt16` | same |
+//! | BIT(n) | `UInt64` | same |
+//! | FLOAT, DOUBLE | `Float32`, `Float64` | same |
+//! | DECIMAL(p,s), p ≤ 38 | `Decimal(p,s)` | same |
+//! | DECIMAL(p,s), p > 38 | `Decimal(p,s)` (Decimal256) | `String`, the exact decimal text |
+//! | CHAR/VARCHAR/TEXT, ENUM (label), SET (labels joined by `,`), JSON (text) | `String` | same |
+//! | BINARY/VARBINARY/BLOB | `String` (bytes) | same |
+//! | DATE | `Date32` | `Int32`: days since 1970-01-01 (18.16's `Date` cannot hold dates before 1970) |
+//! | DATETIME(fsp) | `DateTime64(6)` | `Int64`: microseconds since 1970-01-01 of the wall-clock time (18.16 has no DateTime64) |
+//! | TIMESTAMP(fsp) | `DateTime64(6, 'UTC')` | `Int64`: microseconds since the epoch, UTC |
+//! | TIME(fsp) | `Int64`: signed microseconds (TIME spans ±838 h) | same |
+//!
+//! Nullable source columns are `Nullable(T)`. The legacy integer encodings are
+//! the same bytes as the modern types (Date32 and DateTime64(6) are Int32 and
+//! Int64 in RowBinary), so `toDate(toInt64(d))`-style conversions are not
+//! needed on a modern server, and a legacy table converts with
+//! `ALTER … MODIFY COLUMN` losslessly.
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::*;
+use arrow_array::{Array, ArrayRef};
+use arrow_schema::DataType;
+use tributary_core::{Column, ColumnType, Error, ErrorKind, Result};
+
+/// A ClickHouse server version, read at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServerVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl ServerVersion {
+    /// Parses `version()` output such as `18.16.1` or `24.8.4.13`.
+    pub fn parse(text: &str) -> Result<ServerVersion> {
+        let mut parts = text.trim().split('.').map(|p| p.parse::<u32>());
+        match (parts.next(), parts.next()) {
+            (Some(Ok(major)), Some(Ok(minor))) => Ok(ServerVersion { major, minor }),
+            _ => Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("unrecognized ClickHouse version {text:?}"),
+            )),
+        }
+    }
+
+    /// `ReplacingMergeTree(ver, is_deleted)`, Date32, DateTime64, Decimal256, Bool.
+    pub fn is_modern(&self) -> bool {
+        (self.major, self.minor) >= (23, 2)
+    }
+}
+
+/// The ClickHouse type of a source column (without `Nullable`).
+pub fn clickhouse_type(t: &ColumnType, modern: bool) -> String {
+    use ColumnType as C;
+    let s = match t {
+        C::Bool if modern => "Bool",
+        C::Bool | C::UInt8 => "UInt8",
+        C::Int8 => "Int8",
+        C::Int16 => "Int16",
+        C::Int24 | C::Int32 => "Int32",
+        C::Int64 => "Int64",
+        C::UInt16 | C::Year => "UInt16",
+        C::UInt24 | C::UInt32 => "UInt32",
+        C::UInt64 | C::Bit { .. } => "UInt64",
+        C::Float => "Float32",
+        C::Double => "Float64",
+        C::Decimal { precision, scale } if *precision <= 38 || modern => {
+            return format!("Decimal({precision}, {scale})");
+        }
+        C::Decimal { .. } => "String",
+        C::String { .. } | C::Bytes { .. } | C::Enum { .. } | C::Set { .. } | C::Json => "String",
+        C::Date if modern => "Date32",
+        C::Date => "Int32",
+        C::DateTime { .. } if modern => "DateTime64(6)",
+        C::Timestamp { .. } if modern => "DateTime64(6, 'UTC')",
+        C::DateTime { .. } | C::Timestamp { .. } | C::Time { .. } => "Int64",
+    };
+    s.to_string()
+}
+
+/// The column's full ClickHouse type (`Nullable(…)` when the source allows NULL).
+pub fn column_type(c: &Column, modern: bool) -> String {
+    let t = clickhouse_type(&c.data_type, modern);
+    if c.nullable {
+        format!("Nullable({t})")
+    } else {
+        t
+    }
+}
+
+/// Writes one column's cells in RowBinary, row by row, for one batch.
+pub struct CellEncoder<'a> {
+    array: &'a ArrayRef,
+    nullable: bool,
+    /// Decimal width in bytes (4, 8, 16, 32), or 0: decimal as text.
+    decimal_bytes: usize,
+}
+
+impl<'a> CellEncoder<'a> {
+    pub fn new(array: &'a ArrayRef, column: &Column, modern: bool) -> CellEncoder<'a> {
+        let decimal_bytes = match column.data_type {
+            ColumnType::Decimal { precision, .. } => match precision {
+                0..=9 => 4,
+                10..=18 => 8,
+                19..=38 => 16,
+                _ if modern => 32,
+                _ => 0,
+            },
+            _ => 0,
+        };
+        CellEncoder {
+            array,
+            nullable: column.nullable,
+            decimal_bytes,
+        }
+    }
+
+    /// Appends row `row`'s cell.
+    pub fn encode(&self, out: &mut Vec<u8>, row: usize) -> Result<()> {
+        if self.nullable {
+            let null = self.array.is_null(row);
+            out.push(null as u8);
+            if null {
+                return Ok(());
+            }
+        } else if self.array.is_null(row) {
+            // A NOT NULL column without a value: the delete image of a
+            // row whose before image lacks it. The type's zero keeps the
+            // row well-formed; deleted rows are never read as data.
+            return self.encode_zero(out);
+        }
+        let a = self.array;
+        match a.data_type() {
+            DataType::Boolean => out.push(a.as_boolean().value(row) as u8),
+            DataType::Int8 => out.extend(a.as_primitive::<Int8Type>().value(row).to_le_bytes()),
+            DataType::Int16 => out.extend(a.as_primitive::<Int16Type>().value(row).to_le_bytes()),
+            DataType::Int32 => out.extend(a.as_primitive::<Int32Type>().value(row).to_le_bytes()),
+            DataType::Int64 => out.extend(a.as_primitive::<Int64Type>().value(row).to_le_bytes()),
+            DataType::UInt8 => out.push(a.as_primitive::<UInt8Type>().value(row)),
+            DataType::UInt16 => out.extend(a.as_primitive::<UInt16Type>().value(row).to_le_bytes()),
+            DataType::UInt32 => out.extend(a.as_primitive::<UInt32Type>().value(row).to_le_bytes()),
+            DataType::UInt64 => out.extend(a.as_primitive::<UInt64Type>().value(row).to_le_bytes()),
+            DataType::Float32 => {
+                out.extend(a.as_primitive::<Float32Type>().value(row).to_le_bytes())
+            }
+            DataType::Float64 => {
+                out.extend(a.as_primitive::<Float64Type>().value(row).to_le_bytes())
+            }
+            DataType::Date32 => out.extend(a.as_primitive::<Date32Type>().value(row).to_le_bytes()),
+            DataType::Timestamp(_, _) => out.extend(
+                a.as_primitive::<TimestampMicrosecondType>()
+                    .value(row)
+                    .to_le_bytes(),
+            ),
+            DataType::Duration(_) => out.extend(
+                a.as_primitive::<DurationMicrosecondType>()
+                    .value(row)
+                    .to_le_bytes(),
+            ),
+            DataType::Utf8 => string(out, a.as_string::<i32>().value(row).as_bytes()),
+            DataType::Binary => string(out, a.as_binary::<i32>().value(row)),
+            DataType::Decimal128(_, _) => {
+                let v = a.as_primitive::<Decimal128Type>().value(row);
+                self.decimal(out, &v.to_le_bytes(), || {
+                    a.as_primitive::<Decimal128Type>().value_as_string(row)
+                })
+            }
+            DataType::Decimal256(_, _) => {
+                let v = a.as_primitive::<Decimal256Type>().value(row);
+                self.decimal(out, &v.to_le_bytes(), || {
+                    a.as_primitive::<Decimal256Type>().value_as_string(row)
+                })
+            }
+            other => {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!("no ClickHouse encoding for Arrow type {other}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Two's-complement little-endian bytes cut to the column's width (the
+    /// value fits: its precision bounds it), or the text on legacy servers.
+    fn decimal(&self, out: &mut Vec<u8>, le: &[u8], text: impl FnOnce() -> String) {
+        if self.decimal_bytes == 0 {
+            string(out, text().as_bytes());
+        } else if le.len() >= self.decimal_bytes {
+            out.extend(&le[..self.decimal_bytes]);
+        } else {
+            let fill = if le.last().is_some_and(|b| b & 0x80 != 0) {
+                0xFF
+            } else {
+                0
+            };
+            out.extend(le);
+            out.extend(std::iter::repeat_n(fill, self.decimal_bytes - le.len()));
+        }
+    }
+
+    fn encode_zero(&self, out: &mut Vec<u8>) -> Result<()> {
+        let width = match self.array.data_type() {
+            DataType::Boolean | DataType::Int8 | DataType::UInt8 => 1,
+            DataType::Int16 | DataType::UInt16 => 2,
+            DataType::Int32 | DataType::UInt32 | DataType::Float32 | DataType::Date32 => 4,
+            DataType::Utf8 | DataType::Binary => 1, // empty string: length 0
+            DataType::Decimal128(_, _) | DataType::Decimal256(_, _) => self.decimal_bytes.max(1),
+            _ => 8,
+        };
+        out.extend(std::iter::repeat_n(0u8, width));
+        Ok(())
+    }
+}
+
+/// RowBinary String: LEB128 length, then the bytes.
+pub fn string(out: &mut Vec<u8>, bytes: &[u8]) {
+    let mut n = bytes.len() as u64;
+    loop {
+        let b = (n & 0x7F) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            break;
+        }
+        out.push(b | 0x80);
+    }
+    out.extend(bytes);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_and_modern_starts_at_23_2() {
+        assert!(!ServerVersion::parse("18.16.1").unwrap().is_modern());
+        assert!(!ServerVersion::parse("23.1.9").unwrap().is_modern());
+        assert!(ServerVersion::parse("23.2.1.5").unwrap().is_modern());
+        assert!(ServerVersion::parse("26.9").unwrap().is_modern());
+        assert!(ServerVersion::parse("dev").is_err());
+    }
+
+    #[test]
+    fn strings_carry_leb128_lengths() {
+        let mut out = Vec::new();
+        string(&mut out, &[7u8; 300]);
+        assert_eq!(&out[..2], &[0xAC, 0x02]);
+        assert_eq!(out.len(), 302);
+    }
+}
