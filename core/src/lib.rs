@@ -5,12 +5,14 @@
 //! - [`SourcePosition`], [`Checkpoint`]: where a change came from and what a
 //!   sink commits with its data.
 //! - [`ChangeEvent`] (per row) and [`ChangeBatch`] (Arrow arrays, the bulk path).
-//! - [`Source`] and [`Sink`]: the connector traits.
+//! - [`Source`] and [`Sink`]: the connector traits; [`HaSink`]: any sink as a
+//!   primary/standby pair with failover and fail-back.
 //! - [`Error`]: one error type with a kind, a message and context.
 
 pub mod batch;
 pub mod error;
 pub mod event;
+pub mod ha;
 pub mod position;
 pub mod schema;
 pub mod traits;
@@ -19,6 +21,7 @@ pub mod value;
 pub use batch::{ChangeBatch, ChangeBatchBuilder, Image, RowImageBuilder, TxnMeta};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{ChangeEvent, Op, Row, SchemaChange, SchemaChangeKind};
+pub use ha::{HaConfig, HaSink, HaStats, Side};
 pub use position::{
     BinlogFilePos, Checkpoint, MariaDbGtid, MariaDbGtidList, MySqlGtidSet, SourcePosition,
 };

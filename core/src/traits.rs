@@ -49,6 +49,10 @@ pub trait Sink: Send {
         true
     }
 
+    /// Drops writes not yet committed (buffers of a sink being switched
+    /// away from, see `HaSink`); they are replayed elsewhere.
+    fn discard_uncommitted(&mut self) {}
+
     /// The last checkpoint made durable, read back from the target.
     async fn committed(&self) -> Result<Option<Checkpoint>>;
 

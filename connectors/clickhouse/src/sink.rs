@@ -611,6 +611,14 @@ impl Sink for ClickHouseSink {
                 .is_some_and(|d| self.last_flush.elapsed() >= d)
     }
 
+    fn discard_uncommitted(&mut self) {
+        for t in &mut self.targets {
+            t.buffer.clear();
+            t.rows = 0;
+        }
+        (self.rows_buffered, self.bytes_buffered) = (0, 0);
+    }
+
     async fn committed(&self) -> Result<Option<Checkpoint>> {
         Ok(self.committed.clone())
     }

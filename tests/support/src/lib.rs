@@ -5,6 +5,10 @@
 //! `<repo>/target/dev-services/services.env`). A test whose server is missing
 //! or unreachable fails — it never skips — with the command that starts it.
 
+mod clickhouse_server;
+
+pub use clickhouse_server::ClickHouseServer;
+
 use std::collections::HashMap;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
