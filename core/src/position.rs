@@ -353,6 +353,16 @@ pub enum SourcePosition {
 }
 
 impl SourcePosition {
+    /// The binlog file position as one number that grows with the binlog:
+    /// file number × 2³⁴ + offset (file numbers below 2²⁸, offsets below
+    /// 16 GiB). Sinks use it as a row version. None without a file
+    /// position or with a file name that has no number suffix.
+    pub fn binlog_ordinal(&self) -> Option<u64> {
+        let fp = self.file_pos()?;
+        let number: u64 = fp.file.rsplit('.').next()?.parse().ok()?;
+        (number < 1 << 28).then(|| number << 34 | fp.pos.min((1 << 34) - 1))
+    }
+
     pub fn file_pos(&self) -> Option<&BinlogFilePos> {
         match self {
             SourcePosition::FilePos(p) => Some(p),

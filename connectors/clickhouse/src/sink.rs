@@ -66,27 +66,14 @@ pub struct ClickHouseSink {
     stats: SinkStats,
 }
 
-/// The `_version` of a change at `position`: binlog file number × 2³⁴ +
-/// offset, so versions grow with the binlog. Changes without a file
-/// position (snapshot-only mode) get 0; equal versions keep the row
-/// inserted last.
-pub fn row_version(position: Option<&SourcePosition>) -> Result<u64> {
-    let Some(fp) = position.and_then(SourcePosition::file_pos) else {
-        return Ok(0);
-    };
-    let number = fp
-        .file
-        .rsplit('.')
-        .next()
-        .and_then(|n| n.parse::<u64>().ok())
-        .filter(|n| *n < 1 << 30)
-        .ok_or_else(|| {
-            Error::new(
-                ErrorKind::InvalidData,
-                format!("binlog file name {:?} has no number suffix", fp.file),
-            )
-        })?;
-    Ok(number << 34 | fp.pos.min((1 << 34) - 1))
+/// The `_version` of a change at `position`: its binlog ordinal (file
+/// number × 2³⁴ + offset), so versions grow with the binlog. Changes
+/// without a file position (snapshot-only mode) get 0; equal versions keep
+/// the row inserted last.
+pub fn row_version(position: Option<&SourcePosition>) -> u64 {
+    position
+        .and_then(SourcePosition::binlog_ordinal)
+        .unwrap_or(0)
 }
 
 /// Transient failures (network, timeouts, "too many parts", a shard
@@ -350,7 +337,7 @@ impl ClickHouseSink {
             if self.already_committed(batch, row) {
                 continue;
             }
-            let version = row_version(batch.txn_of(row).position.as_ref())?;
+            let version = row_version(batch.txn_of(row).position.as_ref());
             let encode =
                 |enc: &[CellEncoder], deleted: bool| self.encode_row(enc, row, version, deleted);
             match batch.op(row) {

@@ -1,0 +1,404 @@
+//! `HBaseSink`: one source table as an HBase table, through a Thrift2
+//! gateway.
+//!
+//! Each row is an HBase row (key from the primary key, see `encoding`),
+//! one cell per non-NULL column in `column_family`. Changes are reduced per
+//! row key between flushes; an upsert is a put of the row's cells plus a
+//! column delete of its NULL columns, a delete removes the whole row, a key
+//! change does both. Cell timestamps come from the source position (`2v+1`
+//! for puts, `2v` for deletes, `v` = binlog file number × 2³⁴ + offset), so
+//! HBase's own version order is the binlog's: a replayed change rewrites
+//! the same cells at the same timestamps, and a key deleted and re-inserted
+//! in one transaction stays. `commit` flushes, then stores the checkpoint as
+//! a cell of row `<table>` in `checkpoint_table`.
+//!
+//! The tables must exist (`create 'ns:t', 'cf'` and the checkpoint table
+//! with the same family): the sink never creates or alters HBase tables.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use tributary_core::{
+    ChangeBatch, Checkpoint, Error, ErrorKind, Image, Op, Result, SchemaChange, Sink,
+    SourcePosition, TableSchema, Value,
+};
+
+use crate::encoding::{RowKeyEncoding, ValueEncoding, cell, row_key};
+use crate::gateway::{Endpoint, Gateway};
+use crate::hbase2::{TColumn, TColumnValue, TDelete, TDeleteType, TPut};
+
+/// `[sink.hbase]`. Seconds for durations.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HBaseSinkConfig {
+    /// The Thrift2 gateway, `host:port` (HBase's default port 9090).
+    pub address: String,
+    /// The HBase table (`namespace:table`); default: the source table's name.
+    #[serde(default)]
+    pub table: Option<String>,
+    #[serde(default = "default_family")]
+    pub column_family: String,
+    #[serde(default)]
+    pub row_key: RowKeyEncoding,
+    #[serde(default)]
+    pub values: ValueEncoding,
+    /// The gateway runs with `-f` (framed transport).
+    #[serde(default)]
+    pub framed: bool,
+    /// The gateway runs with `-c` (compact protocol).
+    #[serde(default)]
+    pub compact: bool,
+    /// Rows (after per-key reduction) buffered before a flush (default 10 000).
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
+    /// A commit is due this long after the previous one (default 1 s).
+    #[serde(default = "default_commit_interval")]
+    pub commit_interval: f64,
+    /// Connect/read/write timeout (default 5 s).
+    #[serde(default = "default_timeout")]
+    pub timeout: f64,
+    #[serde(default = "default_checkpoint_table")]
+    pub checkpoint_table: String,
+}
+
+fn default_family() -> String {
+    "cf".into()
+}
+fn default_batch_rows() -> usize {
+    10_000
+}
+fn default_commit_interval() -> f64 {
+    1.0
+}
+fn default_timeout() -> f64 {
+    5.0
+}
+fn default_checkpoint_table() -> String {
+    "tributary_checkpoints".into()
+}
+
+impl HBaseSinkConfig {
+    pub fn new(address: impl Into<String>) -> HBaseSinkConfig {
+        HBaseSinkConfig {
+            address: address.into(),
+            table: None,
+            column_family: default_family(),
+            row_key: RowKeyEncoding::default(),
+            values: ValueEncoding::default(),
+            framed: false,
+            compact: false,
+            batch_rows: default_batch_rows(),
+            commit_interval: default_commit_interval(),
+            timeout: default_timeout(),
+            checkpoint_table: default_checkpoint_table(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let fail = |m: &str| Err(Error::invalid_config(format!("sink.hbase: {m}")));
+        if !self.address.contains(':') {
+            return fail("address must be host:port of the Thrift2 gateway");
+        }
+        if self.column_family.is_empty() || self.batch_rows == 0 {
+            return fail("column_family must be set and batch_rows at least 1");
+        }
+        if let RowKeyEncoding::Text { separator } = &self.row_key
+            && separator.is_empty()
+        {
+            return fail("the text row key needs a non-empty separator");
+        }
+        for (name, secs) in [
+            ("timeout", self.timeout),
+            ("commit_interval", self.commit_interval),
+        ] {
+            if Duration::try_from_secs_f64(secs).is_ok_and(|d| !d.is_zero()) {
+                continue;
+            }
+            return fail(&format!("{name} must be a positive number of seconds"));
+        }
+        Ok(())
+    }
+}
+
+/// A row's final state since the last flush.
+#[derive(Debug, Clone)]
+enum Mutation {
+    /// (qualifier, value or None for NULL) per column.
+    Put(Vec<(Vec<u8>, Option<Vec<u8>>)>, u64),
+    Delete(u64),
+}
+
+pub struct HBaseSink {
+    config: HBaseSinkConfig,
+    table: String,
+    schema: Arc<TableSchema>,
+    gateway: Arc<Mutex<Gateway>>,
+    pending: BTreeMap<Vec<u8>, Mutation>,
+    last_commit: std::time::Instant,
+    committed: Option<Checkpoint>,
+}
+
+/// The source position as a number that grows with the binlog (0 without).
+fn position_version(p: Option<&SourcePosition>) -> u64 {
+    p.and_then(SourcePosition::binlog_ordinal).unwrap_or(0)
+}
+
+impl HBaseSink {
+    /// Connects and reads the committed checkpoint.
+    pub async fn open(config: HBaseSinkConfig, schema: &TableSchema) -> Result<HBaseSink> {
+        config.validate()?;
+        if schema.primary_key.is_empty() {
+            return Err(Error::invalid_config(format!(
+                "{} has no primary key: HBase row keys come from it",
+                schema.table
+            )));
+        }
+        let endpoint = Endpoint {
+            address: config.address.clone(),
+            framed: config.framed,
+            compact: config.compact,
+            timeout: Duration::from_secs_f64(config.timeout),
+        };
+        let mut sink = HBaseSink {
+            table: config
+                .table
+                .clone()
+                .unwrap_or_else(|| schema.table.table.clone()),
+            config,
+            schema: Arc::new(schema.clone()),
+            gateway: Arc::new(Mutex::new(Gateway::new(endpoint))),
+            pending: BTreeMap::new(),
+            last_commit: std::time::Instant::now(),
+            committed: None,
+        };
+        sink.committed = sink.read_checkpoint().await?;
+        Ok(sink)
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Runs a gateway call on the blocking pool.
+    async fn on_gateway<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Gateway) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let gateway = self.gateway.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut g = gateway.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut g)
+        })
+        .await
+        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("HBase call panicked: {e}")))?
+    }
+
+    async fn read_checkpoint(&self) -> Result<Option<Checkpoint>> {
+        let (table, row) = (
+            self.config.checkpoint_table.clone(),
+            self.table.clone().into_bytes(),
+        );
+        let result = self.on_gateway(move |g| g.get(&table, &row)).await?;
+        let value = result
+            .column_values
+            .iter()
+            .find(|c| c.qualifier == b"checkpoint")
+            .map(|c| c.value.clone());
+        value
+            .map(|v| serde_json::from_slice(&v).map_err(Error::from))
+            .transpose()
+    }
+
+    fn already_committed(&self, batch: &ChangeBatch, row: usize) -> bool {
+        if batch.op(row) == Op::Read {
+            return false;
+        }
+        let (Some(done), Some(pos)) = (
+            self.committed.as_ref().and_then(|c| c.position.as_ref()),
+            batch.txn_of(row).position.as_ref(),
+        ) else {
+            return false;
+        };
+        matches!(
+            pos.partial_cmp(done),
+            Some(Ordering::Less | Ordering::Equal)
+        )
+    }
+
+    fn key_of(&self, values: &[Value]) -> Result<Vec<u8>> {
+        let key: Vec<Value> = self
+            .schema
+            .primary_key
+            .iter()
+            .map(|&i| values[i].clone())
+            .collect();
+        row_key(&key, &self.config.row_key)
+    }
+
+    fn put_of(&self, values: &[Value], version: u64) -> Mutation {
+        let cells = self
+            .schema
+            .columns
+            .iter()
+            .zip(values)
+            .map(|(c, v)| (c.name.clone().into_bytes(), cell(v, self.config.values)))
+            .collect();
+        Mutation::Put(cells, version)
+    }
+
+    /// Buffers a batch, reduced per row key; flushes at `batch_rows`.
+    pub async fn write_batch(&mut self, batch: &ChangeBatch) -> Result<()> {
+        if batch.schema().fingerprint() != self.schema.fingerprint() {
+            // New columns become new qualifiers: nothing to alter in HBase.
+            self.schema = batch.schema().clone();
+        }
+        for row in 0..batch.len() {
+            if self.already_committed(batch, row) {
+                continue;
+            }
+            let version = position_version(batch.txn_of(row).position.as_ref());
+            let before = batch.row(Image::Before, row);
+            let after = batch.row(Image::After, row);
+            if let Some(old) = &before {
+                let old_key = self.key_of(old)?;
+                let new_key = after.as_ref().map(|a| self.key_of(a)).transpose()?;
+                if batch.op(row) == Op::Delete || new_key.as_ref() != Some(&old_key) {
+                    self.pending.insert(old_key, Mutation::Delete(version));
+                }
+            }
+            if let Some(new) = &after {
+                let key = self.key_of(new)?;
+                let put = self.put_of(new, version);
+                self.pending.insert(key, put);
+            }
+        }
+        if self.pending.len() >= self.config.batch_rows {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the buffered mutations: row and NULL-column deletes, then puts.
+    /// The buffer is kept until both calls succeeded.
+    pub async fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let family = self.config.column_family.clone().into_bytes();
+        let (mut puts, mut deletes) = (Vec::new(), Vec::new());
+        for (key, m) in &self.pending {
+            match m {
+                Mutation::Delete(v) => {
+                    deletes.push(TDelete::new(key.clone(), None, (2 * v) as i64, None));
+                }
+                Mutation::Put(cells, v) => {
+                    let ts = (2 * v + 1) as i64;
+                    let (mut values, mut nulls) = (Vec::new(), Vec::new());
+                    for (q, value) in cells {
+                        match value {
+                            Some(val) => values.push(TColumnValue::new(
+                                family.clone(),
+                                q.clone(),
+                                val.clone(),
+                                ts,
+                            )),
+                            None => nulls.push(TColumn::new(family.clone(), q.clone(), ts)),
+                        }
+                    }
+                    if !nulls.is_empty() {
+                        deletes.push(TDelete::new(
+                            key.clone(),
+                            nulls,
+                            None,
+                            TDeleteType::DELETE_COLUMNS,
+                        ));
+                    }
+                    puts.push(TPut::new(key.clone(), values, ts));
+                }
+            }
+        }
+        let table = self.table.clone();
+        self.on_gateway(move |g| {
+            if !deletes.is_empty() {
+                g.delete_multiple(&table, deletes)?;
+            }
+            g.put_multiple(&table, puts)
+        })
+        .await?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    pub async fn commit_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        self.flush().await?;
+        let ts = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        let value = TColumnValue::new(
+            self.config.column_family.clone().into_bytes(),
+            b"checkpoint".to_vec(),
+            serde_json::to_vec(checkpoint)?,
+            ts,
+        );
+        let put = TPut::new(self.table.clone().into_bytes(), vec![value], ts);
+        let table = self.config.checkpoint_table.clone();
+        self.on_gateway(move |g| g.put_multiple(&table, vec![put]))
+            .await?;
+        self.committed = Some(checkpoint.clone());
+        self.last_commit = std::time::Instant::now();
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Sink for HBaseSink {
+    async fn write(&mut self, batch: &ChangeBatch) -> Result<()> {
+        self.write_batch(batch).await
+    }
+
+    /// Columns come and go as qualifiers; a dropped, truncated or renamed
+    /// source table needs a person.
+    async fn apply_schema_change(&mut self, change: &SchemaChange) -> Result<()> {
+        match &change.after {
+            Some(after) => {
+                self.schema = Arc::new(after.clone());
+                Ok(())
+            }
+            None => Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "{:?} of {} is not applied to HBase table {}: stop, handle it by hand, resume",
+                    change.kind, change.table, self.table
+                ),
+            )),
+        }
+    }
+
+    async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        self.commit_checkpoint(checkpoint).await
+    }
+
+    fn commit_due(&self) -> bool {
+        self.pending.len() >= self.config.batch_rows
+            || self.last_commit.elapsed().as_secs_f64() >= self.config.commit_interval
+    }
+
+    fn discard_uncommitted(&mut self) {
+        self.pending.clear();
+    }
+
+    async fn committed(&self) -> Result<Option<Checkpoint>> {
+        Ok(self.committed.clone())
+    }
+
+    async fn health_check(&self) -> Result<()> {
+        let table = self.config.checkpoint_table.clone();
+        self.on_gateway(move |g| g.exists(&table, b"health"))
+            .await
+            .map(drop)
+    }
+}
