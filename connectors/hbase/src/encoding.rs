@@ -42,7 +42,6 @@ fn default_separator() -> String {
     "|".into()
 }
 
-
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ValueEncoding {
