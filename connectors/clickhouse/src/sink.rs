@@ -332,33 +332,34 @@ impl ClickHouseSink {
         let (schema, modern) = (self.schema.clone(), self.modern);
         let after = encoders(batch.image(Image::After), &schema, modern);
         let before = encoders(batch.image(Image::Before), &schema, modern);
-        let mut rows: Vec<(usize, Vec<u8>)> = Vec::new();
+        let key_columns = &schema.primary_key;
+        let (mut key, mut old_key) = (Vec::new(), Vec::new());
         for row in 0..batch.len() {
             if self.already_committed(batch, row) {
                 continue;
             }
             let version = row_version(batch.txn_of(row).position.as_ref());
-            let encode =
-                |enc: &[CellEncoder], deleted: bool| self.encode_row(enc, row, version, deleted);
             match batch.op(row) {
-                Op::Delete => rows.push(encode(&before, true)?),
-                Op::Insert | Op::Read => rows.push(encode(&after, false)?),
+                Op::Delete => {
+                    key_bytes(&before, key_columns, row, &mut old_key)?;
+                    self.push_row(&before, row, version, true, &old_key)?;
+                }
+                Op::Insert | Op::Read => {
+                    key_bytes(&after, key_columns, row, &mut key)?;
+                    self.push_row(&after, row, version, false, &key)?;
+                }
                 Op::Update => {
-                    if batch.has_image(Image::Before, row)
-                        && self.key_bytes(&before, row)? != self.key_bytes(&after, row)?
-                    {
-                        rows.push(encode(&before, true)?); // key change: the old key goes
+                    key_bytes(&after, key_columns, row, &mut key)?;
+                    if batch.has_image(Image::Before, row) {
+                        key_bytes(&before, key_columns, row, &mut old_key)?;
+                        if old_key != key {
+                            // A key change: the old key goes.
+                            self.push_row(&before, row, version, true, &old_key)?;
+                        }
                     }
-                    rows.push(encode(&after, false)?);
+                    self.push_row(&after, row, version, false, &key)?;
                 }
             }
-        }
-        for (target, bytes) in rows {
-            self.bytes_buffered += bytes.len();
-            self.rows_buffered += 1;
-            let t = &mut self.targets[target];
-            t.buffer.extend(bytes);
-            t.rows += 1;
         }
         if self.rows_buffered >= self.config.batch_rows
             || self.bytes_buffered >= self.config.batch_bytes
@@ -368,37 +369,35 @@ impl ClickHouseSink {
         Ok(())
     }
 
-    fn key_bytes(&self, enc: &[CellEncoder], row: usize) -> Result<Vec<u8>> {
-        let mut key = Vec::new();
-        for &i in &self.schema.primary_key {
-            enc[i].encode(&mut key, row)?;
-        }
-        Ok(key)
-    }
-
-    /// One row in RowBinary and the target it goes to (local mode: the
-    /// shard of its key).
-    fn encode_row(
-        &self,
+    /// Appends one row in RowBinary to its target's buffer (local mode: the
+    /// shard its key hashes to). A row that fails to encode leaves nothing.
+    fn push_row(
+        &mut self,
         enc: &[CellEncoder],
         row: usize,
         version: u64,
         deleted: bool,
-    ) -> Result<(usize, Vec<u8>)> {
-        let mut out = Vec::with_capacity(64);
-        for e in enc {
-            e.encode(&mut out, row)?;
-        }
-        out.extend(version.to_le_bytes());
-        out.push(deleted as u8);
+        key: &[u8],
+    ) -> Result<()> {
+        let n = self.targets.len() as u64;
         let target = match self.config.mode {
-            ClusterMode::Local => {
-                let key = self.key_bytes(enc, row)?;
-                (xxhash_rust::xxh3::xxh3_64(&key) % self.targets.len() as u64) as usize
-            }
+            ClusterMode::Local => (xxhash_rust::xxh3::xxh3_64(key) % n) as usize,
             _ => 0,
         };
-        Ok((target, out))
+        let t = &mut self.targets[target];
+        let start = t.buffer.len();
+        for e in enc {
+            if let Err(err) = e.encode(&mut t.buffer, row) {
+                t.buffer.truncate(start);
+                return Err(err);
+            }
+        }
+        t.buffer.extend(version.to_le_bytes());
+        t.buffer.push(deleted as u8);
+        t.rows += 1;
+        self.rows_buffered += 1;
+        self.bytes_buffered += t.buffer.len() - start;
+        Ok(())
     }
 
     /// Sends every non-empty buffer; a buffer is kept until acknowledged.
@@ -420,13 +419,20 @@ impl ClickHouseSink {
                 ident(&t.table),
                 columns.join(", ")
             );
-            let data = Bytes::copy_from_slice(&t.buffer);
-            let retries = send_with_retries(&t.client, &sql, data, self.config.attempts).await?;
+            let (client, attempts) = (t.client.clone(), self.config.attempts);
+            let data = Bytes::from(std::mem::take(&mut self.targets[i].buffer));
+            let sent = send_with_retries(&client, &sql, data.clone(), attempts).await;
             let t = &mut self.targets[i];
+            let retries = match sent {
+                Ok(r) => r,
+                Err(e) => {
+                    t.buffer = Vec::from(data); // kept for the next attempt
+                    return Err(e);
+                }
+            };
             self.stats.rows_sent += t.rows as u64;
             self.stats.inserts += 1;
             self.stats.retries += retries;
-            t.buffer.clear();
             t.rows = 0;
         }
         (self.rows_buffered, self.bytes_buffered) = (0, 0);
@@ -509,6 +515,20 @@ async fn table_columns(
         .fetch_all()
         .await
         .map_err(|e| classify("reading a table's columns", e))
+}
+
+/// The RowBinary bytes of a row's key columns, into `out` (cleared).
+fn key_bytes(
+    enc: &[CellEncoder],
+    key_columns: &[usize],
+    row: usize,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    out.clear();
+    for &i in key_columns {
+        enc[i].encode(out, row)?;
+    }
+    Ok(())
 }
 
 /// One encoder per column of a row image (none when no row has the image).

@@ -24,7 +24,9 @@
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
-use arrow_array::{Array, ArrayRef};
+use arrow_array::{
+    Array, ArrayRef, BinaryArray, BooleanArray, Decimal128Array, Decimal256Array, StringArray,
+};
 use arrow_schema::DataType;
 use tributary_core::{Column, ColumnType, Error, ErrorKind, Result};
 
@@ -93,12 +95,60 @@ pub fn column_type(c: &Column, modern: bool) -> String {
     }
 }
 
+/// A column's Arrow array, downcast once per batch.
+enum Cells<'a> {
+    Bool(&'a BooleanArray),
+    /// Fixed-width little-endian values: ints, floats, dates, times
+    /// (their RowBinary is the Arrow buffer's bytes).
+    Fixed(&'a [u8], usize),
+    Utf8(&'a StringArray),
+    Binary(&'a BinaryArray),
+    Decimal128(&'a Decimal128Array),
+    Decimal256(&'a Decimal256Array),
+}
+
 /// Writes one column's cells in RowBinary, row by row, for one batch.
 pub struct CellEncoder<'a> {
     array: &'a ArrayRef,
+    cells: Result<Cells<'a>>,
     nullable: bool,
     /// Decimal width in bytes (4, 8, 16, 32), or 0: decimal as text.
     decimal_bytes: usize,
+}
+
+/// The value bytes of a primitive array (already sliced to the array).
+fn values<T: ArrowPrimitiveType>(a: &ArrayRef) -> Cells<'_> {
+    let bytes = a.as_primitive::<T>().values().inner().as_slice();
+    Cells::Fixed(bytes, std::mem::size_of::<T::Native>())
+}
+
+fn cells(a: &ArrayRef) -> Result<Cells<'_>> {
+    Ok(match a.data_type() {
+        DataType::Boolean => Cells::Bool(a.as_boolean()),
+        DataType::Int8 => values::<Int8Type>(a),
+        DataType::UInt8 => values::<UInt8Type>(a),
+        DataType::Int16 => values::<Int16Type>(a),
+        DataType::UInt16 => values::<UInt16Type>(a),
+        DataType::Int32 => values::<Int32Type>(a),
+        DataType::UInt32 => values::<UInt32Type>(a),
+        DataType::Float32 => values::<Float32Type>(a),
+        DataType::Date32 => values::<Date32Type>(a),
+        DataType::Int64 => values::<Int64Type>(a),
+        DataType::UInt64 => values::<UInt64Type>(a),
+        DataType::Float64 => values::<Float64Type>(a),
+        DataType::Timestamp(_, _) => values::<TimestampMicrosecondType>(a),
+        DataType::Duration(_) => values::<DurationMicrosecondType>(a),
+        DataType::Utf8 => Cells::Utf8(a.as_string::<i32>()),
+        DataType::Binary => Cells::Binary(a.as_binary::<i32>()),
+        DataType::Decimal128(_, _) => Cells::Decimal128(a.as_primitive::<Decimal128Type>()),
+        DataType::Decimal256(_, _) => Cells::Decimal256(a.as_primitive::<Decimal256Type>()),
+        other => {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("no ClickHouse encoding for Arrow type {other}"),
+            ));
+        }
+    })
 }
 
 impl<'a> CellEncoder<'a> {
@@ -115,6 +165,7 @@ impl<'a> CellEncoder<'a> {
         };
         CellEncoder {
             array,
+            cells: cells(array),
             nullable: column.nullable,
             decimal_bytes,
         }
@@ -134,53 +185,22 @@ impl<'a> CellEncoder<'a> {
             // row well-formed; deleted rows are never read as data.
             return self.encode_zero(out);
         }
-        let a = self.array;
-        match a.data_type() {
-            DataType::Boolean => out.push(a.as_boolean().value(row) as u8),
-            DataType::Int8 => out.extend(a.as_primitive::<Int8Type>().value(row).to_le_bytes()),
-            DataType::Int16 => out.extend(a.as_primitive::<Int16Type>().value(row).to_le_bytes()),
-            DataType::Int32 => out.extend(a.as_primitive::<Int32Type>().value(row).to_le_bytes()),
-            DataType::Int64 => out.extend(a.as_primitive::<Int64Type>().value(row).to_le_bytes()),
-            DataType::UInt8 => out.push(a.as_primitive::<UInt8Type>().value(row)),
-            DataType::UInt16 => out.extend(a.as_primitive::<UInt16Type>().value(row).to_le_bytes()),
-            DataType::UInt32 => out.extend(a.as_primitive::<UInt32Type>().value(row).to_le_bytes()),
-            DataType::UInt64 => out.extend(a.as_primitive::<UInt64Type>().value(row).to_le_bytes()),
-            DataType::Float32 => {
-                out.extend(a.as_primitive::<Float32Type>().value(row).to_le_bytes())
+        let cells = self
+            .cells
+            .as_ref()
+            .map_err(|e| Error::new(e.kind(), e.to_string()))?;
+        match cells {
+            Cells::Bool(a) => out.push(a.value(row) as u8),
+            Cells::Fixed(bytes, w) => out.extend_from_slice(&bytes[row * w..(row + 1) * w]),
+            Cells::Utf8(a) => string(out, a.value(row).as_bytes()),
+            Cells::Binary(a) => string(out, a.value(row)),
+            Cells::Decimal128(a) => {
+                let v = a.value(row);
+                self.decimal(out, &v.to_le_bytes(), || a.value_as_string(row))
             }
-            DataType::Float64 => {
-                out.extend(a.as_primitive::<Float64Type>().value(row).to_le_bytes())
-            }
-            DataType::Date32 => out.extend(a.as_primitive::<Date32Type>().value(row).to_le_bytes()),
-            DataType::Timestamp(_, _) => out.extend(
-                a.as_primitive::<TimestampMicrosecondType>()
-                    .value(row)
-                    .to_le_bytes(),
-            ),
-            DataType::Duration(_) => out.extend(
-                a.as_primitive::<DurationMicrosecondType>()
-                    .value(row)
-                    .to_le_bytes(),
-            ),
-            DataType::Utf8 => string(out, a.as_string::<i32>().value(row).as_bytes()),
-            DataType::Binary => string(out, a.as_binary::<i32>().value(row)),
-            DataType::Decimal128(_, _) => {
-                let v = a.as_primitive::<Decimal128Type>().value(row);
-                self.decimal(out, &v.to_le_bytes(), || {
-                    a.as_primitive::<Decimal128Type>().value_as_string(row)
-                })
-            }
-            DataType::Decimal256(_, _) => {
-                let v = a.as_primitive::<Decimal256Type>().value(row);
-                self.decimal(out, &v.to_le_bytes(), || {
-                    a.as_primitive::<Decimal256Type>().value_as_string(row)
-                })
-            }
-            other => {
-                return Err(Error::new(
-                    ErrorKind::Unsupported,
-                    format!("no ClickHouse encoding for Arrow type {other}"),
-                ));
+            Cells::Decimal256(a) => {
+                let v = a.value(row);
+                self.decimal(out, &v.to_le_bytes(), || a.value_as_string(row))
             }
         }
         Ok(())
