@@ -18,6 +18,7 @@
 use std::path::Path;
 
 use serde::Deserialize;
+use tributary_clickhouse::ClickHouseSinkConfig;
 use tributary_core::{Error, Result};
 use tributary_iceberg::IcebergSinkConfig;
 use tributary_mysql::MySqlSourceConfig;
@@ -35,10 +36,12 @@ pub struct SourceConfig {
     pub mysql: MySqlSourceConfig,
 }
 
+/// Exactly one of the sinks.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
-    pub iceberg: IcebergSinkConfig,
+    pub iceberg: Option<IcebergSinkConfig>,
+    pub clickhouse: Option<ClickHouseSinkConfig>,
 }
 
 impl PipelineConfig {
@@ -57,7 +60,13 @@ impl PipelineConfig {
 
     pub fn validate(&self) -> Result<()> {
         self.source.mysql.validate()?;
-        self.sink.iceberg.validate()
+        match (&self.sink.iceberg, &self.sink.clickhouse) {
+            (Some(iceberg), None) => iceberg.validate(),
+            (None, Some(clickhouse)) => clickhouse.validate(),
+            _ => Err(Error::invalid_config(
+                "the pipeline needs exactly one sink: [sink.iceberg] or [sink.clickhouse]",
+            )),
+        }
     }
 }
 
@@ -130,9 +139,17 @@ mod tests {
     }
 
     #[test]
-    fn the_example_pipeline_file_is_valid() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mariadb-to-iceberg.toml");
-        let config = PipelineConfig::load(&path).unwrap();
-        assert_eq!(config.source.mysql.port, 3307);
+    fn the_example_pipeline_files_are_valid() {
+        for (file, iceberg) in [
+            ("mariadb-to-iceberg.toml", true),
+            ("mariadb-to-clickhouse.toml", false),
+        ] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("examples")
+                .join(file);
+            let config = PipelineConfig::load(&path).unwrap();
+            assert_eq!(config.source.mysql.port, 3307);
+            assert_eq!(config.sink.iceberg.is_some(), iceberg, "{file}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The `tributary` command line.
 
 mod config;
+mod sinks;
 mod sync;
 
 use std::path::PathBuf;

@@ -1,8 +1,8 @@
-//! `tributary sync`: a MySQL/MariaDB source applied to Iceberg upsert tables,
-//! exactly once.
+//! `tributary sync`: a MySQL/MariaDB source applied to Iceberg upsert tables
+//! or ClickHouse tables, exactly once.
 //!
-//! Every source table gets its own `UpsertWriter` (and Iceberg table), opened
-//! at the table's first change. At a source checkpoint, when any writer says
+//! Every source table gets its own sink (`UpsertWriter` or `ClickHouseSink`,
+//! and its target table), opened at the table's first change. At a source checkpoint, when any writer says
 //! a commit is due, all writers commit in one *round* with the same
 //! checkpoint, stamped with the round number (`tributary.round`). Writers with
 //! nothing new skip the commit, so their tables keep an older round.
@@ -11,23 +11,24 @@
 //! every table is complete (round numbers order checkpoints even where source
 //! positions tie, e.g. snapshot progress on an idle server). The source
 //! restarts there; writers drop change events their own table already has,
-//! and re-read snapshot rows are upserts. A table that exists without any
-//! checkpoint (a crash before its first commit) restarts the pipeline from
-//! the beginning, which the same rules make safe.
+//! and re-read snapshot rows are upserts. A target table that exists without
+//! any checkpoint (a crash before its first commit) holds nothing committed:
+//! it is emptied and queued for a new snapshot in the resume checkpoint.
+//! (Restarting everything from scratch instead would be wrong: a new
+//! snapshot cannot delete rows that other tables already hold and that the
+//! source deleted meanwhile.)
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use tracing::{info, warn};
-use tributary_catalog::{Catalog, TableName};
 use tributary_core::{
     ChangeBatch, Checkpoint, Error, ErrorKind, Result, SchemaChange, Sink, Source, SourceRecord,
     TableId, TableSchema,
 };
-use tributary_iceberg::{UpsertWriter, committed_checkpoint};
-use tributary_mysql::MySqlSource;
+use tributary_mysql::{MySqlSource, SnapshotMode, SnapshotProgress};
 
 use crate::config::PipelineConfig;
+use crate::sinks::Target;
 
 /// Checkpoint property: the commit round of the runner that wrote it.
 pub const ROUND_PROPERTY: &str = "tributary.round";
@@ -36,8 +37,8 @@ pub const ROUND_PROPERTY: &str = "tributary.round";
 #[derive(Debug)]
 pub struct TableState {
     pub source: TableId,
-    pub table: TableName,
-    /// None: no Iceberg table yet. Some(None): a table without checkpoint.
+    pub table: String,
+    /// None: no target table yet. Some(None): a table without checkpoint.
     pub committed: Option<Option<Checkpoint>>,
 }
 
@@ -50,15 +51,14 @@ impl TableState {
 
 /// The committed state of every table the source selects.
 pub async fn table_states(config: &PipelineConfig) -> Result<Vec<TableState>> {
-    let catalog = config.sink.iceberg.catalog()?;
+    let target = Target::new(&config.sink)?;
     let mut states = Vec::new();
     for source in MySqlSource::list_tables(&config.source.mysql).await? {
-        let table = config.sink.iceberg.table_name(&source);
-        let committed = match catalog.load_table(&table).await {
-            Ok(t) => Some(committed_checkpoint(&t)?),
-            Err(e) if e.kind() == ErrorKind::NotFound => None,
-            Err(e) => return Err(e.with_context("table", &table)),
-        };
+        let table = target.table_name(&source);
+        let committed = target
+            .committed(&source)
+            .await
+            .map_err(|e| e.with_context("table", &table))?;
         states.push(TableState {
             source,
             table,
@@ -68,29 +68,75 @@ pub async fn table_states(config: &PipelineConfig) -> Result<Vec<TableState>> {
     Ok(states)
 }
 
-/// Where to resume (None: from the start) and the last round committed.
-fn resume_point(states: &[TableState]) -> (Option<Checkpoint>, u64) {
+/// Where to resume.
+#[derive(Debug)]
+struct Resume {
+    /// The oldest committed round's checkpoint (None: from the start).
+    checkpoint: Option<Checkpoint>,
+    last_round: u64,
+    /// Target tables that exist without a checkpoint: nothing of theirs is
+    /// committed, so they are emptied and snapshotted again.
+    lost: Vec<TableId>,
+}
+
+fn resume_point(states: &[TableState]) -> Resume {
     let last_round = states
         .iter()
         .filter_map(TableState::round)
         .max()
         .unwrap_or(0);
-    let existing: Vec<&TableState> = states.iter().filter(|s| s.committed.is_some()).collect();
-    if let Some(s) = existing.iter().find(|s| matches!(s.committed, Some(None))) {
-        info!(table = %s.table, "table has no committed checkpoint: starting from the beginning");
-        return (None, last_round);
-    }
-    let oldest = existing
-        .into_iter()
+    let lost = states
+        .iter()
+        .filter(|s| matches!(s.committed, Some(None)))
+        .map(|s| s.source.clone())
+        .collect();
+    let checkpoint = states
+        .iter()
+        .filter(|s| matches!(s.committed, Some(Some(_))))
         .min_by_key(|s| s.round().unwrap_or(0))
         .and_then(|s| s.committed.clone().flatten());
-    (oldest, last_round)
+    Resume {
+        checkpoint,
+        last_round,
+        lost,
+    }
+}
+
+/// Empties the tables that lost their state and queues them for a new
+/// snapshot in the resume checkpoint. Without snapshots (mode never) their
+/// changes before the resume point cannot be read again: an error.
+async fn recover_lost_tables(
+    config: &PipelineConfig,
+    target: &Target,
+    resume: &mut Resume,
+) -> Result<()> {
+    if resume.lost.is_empty() {
+        return Ok(());
+    }
+    if resume.checkpoint.is_some() && config.source.mysql.snapshot.mode == SnapshotMode::Never {
+        return Err(Error::new(
+            ErrorKind::PositionLost,
+            format!(
+                "{:?} have no committed checkpoint and snapshot.mode is never: their changes \
+                 before the resume point cannot be read again; run once with snapshot.mode = \
+                 \"initial\", or drop those target tables and accept the gap",
+                resume.lost
+            ),
+        ));
+    }
+    for t in &resume.lost {
+        warn!(table = %t, "no committed checkpoint: emptied, to be snapshotted again");
+        target.reset(t).await?;
+    }
+    if let Some(cp) = resume.checkpoint.as_mut() {
+        SnapshotProgress::requeue(cp, &resume.lost)?;
+    }
+    Ok(())
 }
 
 pub struct SyncJob {
-    config: PipelineConfig,
-    catalog: Arc<dyn Catalog>,
-    writers: BTreeMap<TableId, UpsertWriter>,
+    target: Target,
+    writers: BTreeMap<TableId, Box<dyn Sink>>,
     round: u64,
     rows: u64,
 }
@@ -99,16 +145,17 @@ impl SyncJob {
     /// Runs until the source ends (snapshot-only mode) or `stop` resolves.
     /// Stopping drops uncommitted changes; the next run reads them again.
     pub async fn run(config: PipelineConfig, stop: impl Future<Output = ()>) -> Result<()> {
-        let catalog = config.sink.iceberg.catalog()?;
-        let (resume, round) = resume_point(&table_states(&config).await?);
+        let target = Target::new(&config.sink)?;
+        let mut resume = resume_point(&table_states(&config).await?);
+        recover_lost_tables(&config, &target, &mut resume).await?;
+        let (resume, round) = (resume.checkpoint, resume.last_round);
         match resume.as_ref().and_then(|c| c.position.as_ref()) {
             Some(p) => info!(position = %p, round, "resuming"),
             None => info!("starting: no committed position"),
         }
         let mut source = MySqlSource::start(config.source.mysql.clone(), resume.as_ref()).await?;
         let mut job = SyncJob {
-            config,
-            catalog,
+            target,
             writers: BTreeMap::new(),
             round,
             rows: 0,
@@ -156,26 +203,24 @@ impl SyncJob {
         if let Some(w) = self.writers.get_mut(&change.table) {
             return w.apply_schema_change(change).await;
         }
-        let name = self.config.sink.iceberg.table_name(&change.table);
-        match self.catalog.load_table(&name).await {
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                info!(table = %change.table, kind = ?change.kind, "ignored: no Iceberg table");
+        match self.target.committed(&change.table).await? {
+            None => {
+                info!(table = %change.table, kind = ?change.kind, "ignored: no target table");
                 Ok(())
             }
-            Err(e) => Err(e),
-            // The writer refuses it with the explanation.
-            Ok(_) => self.writer_for_change(change).await,
+            // The sink refuses it with the explanation.
+            Some(_) => self.writer_for_change(change).await,
         }
     }
 
-    /// Opens the writer of a table that exists in Iceberg, only to have it
+    /// Opens the sink of a table whose target exists, only to have it
     /// judge a drop/truncate/rename (it has no schema to open with otherwise).
     async fn writer_for_change(&mut self, change: &SchemaChange) -> Result<()> {
         let schema = change.before.as_ref().ok_or_else(|| {
             Error::new(
                 ErrorKind::Unsupported,
                 format!(
-                    "{:?} of {}: its Iceberg table exists; stop, handle the table by hand, then resume",
+                    "{:?} of {}: its target table exists; stop, handle the table by hand, then resume",
                     change.kind, change.table
                 ),
             )
@@ -183,28 +228,27 @@ impl SyncJob {
         self.writer(schema).await?.apply_schema_change(change).await
     }
 
-    /// The writer of `schema`'s table, opened (and the table created) on
+    /// The sink of `schema`'s table, opened (and the table created) on
     /// first use.
-    async fn writer(&mut self, schema: &TableSchema) -> Result<&mut UpsertWriter> {
+    async fn writer(&mut self, schema: &TableSchema) -> Result<&mut Box<dyn Sink>> {
         let id = schema.table.clone();
         if !self.writers.contains_key(&id) {
-            let sink = &self.config.sink.iceberg;
-            let name = sink.table_name(&id);
-            if let Some((other, _)) = self
+            let name = self.target.table_name(&id);
+            if let Some(other) = self
                 .writers
-                .iter()
-                .find(|(t, _)| sink.table_name(t) == name)
+                .keys()
+                .find(|t| self.target.table_name(t) == name)
             {
                 return Err(Error::invalid_config(format!(
-                    "{id} and {other} would both be written to {name}: set no sink.iceberg.namespace \
-                     (each database gets its own) or select only one of them"
+                    "{id} and {other} would both be written to {name}: leave sink.iceberg.namespace \
+                     unset (each database gets its own), or select only one of them"
                 )));
             }
-            let config = sink.writer_config(&id)?;
-            let writer =
-                UpsertWriter::open_config(self.catalog.clone(), name.clone(), schema, config)
-                    .await
-                    .map_err(|e| e.with_context("table", &name))?;
+            let writer = self
+                .target
+                .open(schema)
+                .await
+                .map_err(|e| e.with_context("table", &name))?;
             info!(source = %id, table = %name, "writing");
             self.writers.insert(id.clone(), writer);
         }
@@ -242,24 +286,31 @@ mod tests {
         };
         TableState {
             source: TableId::new("db", table),
-            table: TableName::new("db", table),
+            table: format!("db.{table}"),
             committed: committed.map(|c| c.map(cp)),
         }
     }
 
     #[test]
-    fn resume_from_the_oldest_round_or_from_scratch_when_a_table_has_none() {
-        let round =
-            |c: &Option<Checkpoint>| c.as_ref().map(|c| c.properties[ROUND_PROPERTY].clone());
-        let (cp, last) = resume_point(&[
+    fn resume_from_the_oldest_round_and_list_tables_without_a_checkpoint() {
+        let round = |r: &Resume| {
+            r.checkpoint
+                .as_ref()
+                .map(|c| c.properties[ROUND_PROPERTY].clone())
+        };
+        let r = resume_point(&[
             state("a", Some(Some(7))),
             state("b", Some(Some(5))),
             state("c", None),
         ]);
-        assert_eq!((round(&cp).as_deref(), last), (Some("5"), 7));
-        let (cp, last) = resume_point(&[state("a", Some(Some(7))), state("b", Some(None))]);
-        assert_eq!((cp.is_none(), last), (true, 7));
-        let (cp, last) = resume_point(&[state("c", None)]);
-        assert_eq!((cp.is_none(), last), (true, 0));
+        assert_eq!((round(&r).as_deref(), r.last_round), (Some("5"), 7));
+        assert!(r.lost.is_empty());
+        let r = resume_point(&[state("a", Some(Some(7))), state("b", Some(None))]);
+        assert_eq!(
+            (round(&r).as_deref(), r.lost),
+            (Some("7"), vec![TableId::new("db", "b")])
+        );
+        let r = resume_point(&[state("c", None)]);
+        assert_eq!((r.checkpoint.is_none(), r.last_round), (true, 0));
     }
 }

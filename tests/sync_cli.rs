@@ -14,6 +14,7 @@ use arrow_array::{Array, Int32Array, StringArray};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts};
 use tributary_catalog::{HadoopCatalog, TableName};
+use tributary_core::{Column, ColumnType, TableId, TableSchema};
 use tributary_testkit::{DevServices, dev_dir, unique_name};
 
 type Rows = BTreeMap<i32, (Option<i32>, Option<String>)>;
@@ -137,7 +138,19 @@ async fn write_randomly(url: String, tables: [String; 2], ops: usize, seed: u64)
     }
 }
 
-fn pipeline_file(dir: &Path, db: &str, user: &str, warehouse: &Path) -> PathBuf {
+fn iceberg_sink(db: &str, warehouse: &Path) -> String {
+    format!(
+        r#"
+[sink.iceberg]
+commit_interval = 0.3
+properties = {{ warehouse = "{warehouse}", "s3.secret-access-key" = "${{SYNC_TEST_S3_SECRET}}" }}
+partition_by = {{ "{db}.b" = ["bucket(4, id)"] }}
+"#,
+        warehouse = warehouse.display()
+    )
+}
+
+fn pipeline_file(dir: &Path, db: &str, user: &str, sink: &str) -> PathBuf {
     let m = DevServices::load().mariadb();
     let text = format!(
         r#"
@@ -150,15 +163,9 @@ server_id = 7101
 heartbeat_interval = 0.2
 tables = {{ include = ["{db}.*"] }}
 snapshot = {{ chunk_rows = 100, max_rows_per_sec = 3000 }}
-
-[sink.iceberg]
-commit_interval = 0.3
-properties = {{ warehouse = "{warehouse}", "s3.secret-access-key" = "${{SYNC_TEST_S3_SECRET}}" }}
-partition_by = {{ "{db}.b" = ["bucket(4, id)"] }}
-"#,
+{sink}"#,
         host = m.host,
         port = m.port,
-        warehouse = warehouse.display(),
     );
     let path = dir.join("pipeline.toml");
     std::fs::write(&path, text).unwrap();
@@ -185,19 +192,41 @@ async fn create_source(conn: &mut Conn, db: &str, user: &str) {
 }
 
 /// Polls until both Iceberg tables equal the source (deadline 120 s).
-async fn wait_until_equal(
-    conn: &mut Conn,
-    catalog: &HadoopCatalog,
-    db: &str,
-    sync: &mut SyncProcess,
-) {
+/// Reads a target table back with a reader independent of the sink.
+enum Reader<'a> {
+    Iceberg(&'a HadoopCatalog),
+    ClickHouse(String),
+}
+
+impl Reader<'_> {
+    async fn rows(&self, db: &str, table: &str) -> Option<Rows> {
+        match self {
+            Reader::Iceberg(catalog) => iceberg_rows(catalog, &TableName::new(db, table)).await,
+            Reader::ClickHouse(url) => {
+                let client = clickhouse::Client::default()
+                    .with_url(url)
+                    .with_validation(false);
+                let sql = format!("SELECT id, v, s FROM {db}.{table}_live");
+                let rows: Vec<(i32, Option<i32>, Option<String>)> =
+                    client.query(&sql).fetch_all().await.ok()?;
+                let mut out = Rows::new();
+                for (id, v, s) in rows {
+                    assert!(out.insert(id, (v, s)).is_none(), "duplicate key {id}");
+                }
+                Some(out)
+            }
+        }
+    }
+}
+
+async fn wait_until_equal(conn: &mut Conn, reader: &Reader<'_>, db: &str, sync: &mut SyncProcess) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         sync.assert_running();
         let mut equal = true;
         for t in ["a", "b"] {
             let expected = source_rows(conn, &format!("{db}.{t}")).await;
-            let actual = iceberg_rows(catalog, &TableName::new(db, t)).await;
+            let actual = reader.rows(db, t).await;
             equal &= actual.as_ref() == Some(&expected);
         }
         if equal {
@@ -205,7 +234,7 @@ async fn wait_until_equal(
         }
         assert!(
             Instant::now() < deadline,
-            "Iceberg tables did not reach SELECT * within 120 s:\n{}",
+            "the target tables did not reach SELECT * within 120 s:\n{}",
             sync.log()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -247,7 +276,7 @@ async fn sync_survives_sigkill_and_ends_equal_to_the_source() {
     let dir = dev_dir().join("tmp").join(unique_name("sync_cli"));
     let warehouse = dir.join("warehouse");
     std::fs::create_dir_all(&warehouse).unwrap();
-    let config = pipeline_file(&dir, &db, &user, &warehouse);
+    let config = pipeline_file(&dir, &db, &user, &iceberg_sink(&db, &warehouse));
     let log = dir.join("sync.log");
     let catalog = HadoopCatalog::new_local(&warehouse).unwrap();
     let tables = [format!("{db}.a"), format!("{db}.b")];
@@ -272,7 +301,7 @@ async fn sync_survives_sigkill_and_ends_equal_to_the_source() {
     // Run 2: resumes; more writes; ends equal to the source.
     let mut sync = SyncProcess::start(&config, &log);
     write_randomly(m.url.clone(), tables.clone(), 400, 23).await;
-    wait_until_equal(&mut conn, &catalog, &db, &mut sync).await;
+    wait_until_equal(&mut conn, &Reader::Iceberg(&catalog), &db, &mut sync).await;
     assert!(
         sync.terminate().success(),
         "clean exit on SIGTERM:\n{}",
@@ -337,6 +366,126 @@ print(t.scan().to_arrow().num_rows, len(t.spec().fields))
         .unwrap();
 }
 
+/// A target table that exists without any checkpoint (its first commit never
+/// happened) holds nothing committed: the next run empties it and snapshots
+/// it again, while the other tables resume from their commits — so rows the
+/// source deleted meanwhile disappear from them too (a restart of
+/// everything from a new snapshot would keep those).
+#[tokio::test]
+async fn a_table_without_a_checkpoint_is_snapshotted_again_and_the_rest_resume() {
+    let m = DevServices::load().mariadb();
+    let mut conn = Conn::new(Opts::from_url(&m.url).unwrap()).await.unwrap();
+    let (db, user) = (unique_name("sync_lost"), unique_name("syncu"));
+    create_source(&mut conn, &db, &user).await;
+    let dir = dev_dir().join("tmp").join(unique_name("sync_cli_lost"));
+    let warehouse = dir.join("warehouse");
+    std::fs::create_dir_all(&warehouse).unwrap();
+    let config = pipeline_file(&dir, &db, &user, &iceberg_sink(&db, &warehouse));
+    let log = dir.join("sync.log");
+    let catalog = HadoopCatalog::new_local(&warehouse).unwrap();
+    let reader = Reader::Iceberg(&catalog);
+
+    let mut sync = SyncProcess::start(&config, &log);
+    wait_until_equal(&mut conn, &reader, &db, &mut sync).await;
+    assert!(sync.terminate().success());
+
+    // b loses its state: an empty table without a snapshot replaces it.
+    std::fs::remove_dir_all(warehouse.join(&db).join("b")).unwrap();
+    let cols = vec![
+        Column::new("id", ColumnType::Int32, false),
+        Column::new("v", ColumnType::Int32, true),
+        Column::new("s", ColumnType::String { max_len: Some(20) }, true),
+    ];
+    let b = TableSchema::new(TableId::new(&db, "b"), cols, &["id"], 1).unwrap();
+    let schema = tributary_iceberg::types::iceberg_schema(&b).unwrap();
+    let spec =
+        tributary_iceberg::partition::unbound_spec(&["bucket(4, id)".parse().unwrap()], &schema)
+            .unwrap();
+    catalog
+        .create_table(&TableName::new(&db, "b"), schema, spec, Default::default())
+        .await
+        .unwrap();
+    // While nothing runs, the source deletes rows of both tables.
+    for t in ["a", "b"] {
+        conn.query_drop(format!("DELETE FROM {db}.{t} WHERE id < 1000"))
+            .await
+            .unwrap();
+    }
+
+    let mut sync = SyncProcess::start(&config, &log);
+    wait_until_equal(&mut conn, &reader, &db, &mut sync).await;
+    assert!(sync.terminate().success());
+    let text = sync.log();
+    assert!(text.contains("to be snapshotted again"), "{text}");
+    assert!(text.contains("resuming"), "{text}");
+    conn.query_drop(format!("DROP DATABASE {db}"))
+        .await
+        .unwrap();
+    conn.query_drop(format!("DROP USER '{user}'@'%'"))
+        .await
+        .unwrap();
+}
+
+/// The same pipeline into ClickHouse (both dev servers as shards, local
+/// mode): killed mid-snapshot, restarted, equal to the source through the
+/// `_live` views.
+#[tokio::test]
+async fn sync_to_clickhouse_survives_sigkill_and_ends_equal_to_the_source() {
+    let m = DevServices::load().mariadb();
+    let ch = DevServices::load().clickhouse();
+    let mut conn = Conn::new(Opts::from_url(&m.url).unwrap()).await.unwrap();
+    let (db, user) = (unique_name("sync_ch"), unique_name("syncu"));
+    create_source(&mut conn, &db, &user).await;
+    let dir = dev_dir().join("tmp").join(unique_name("sync_cli_ch"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let urls: Vec<String> = ch.urls.iter().map(|u| format!("\"{u}\"")).collect();
+    let sink = format!(
+        "\n[sink.clickhouse]\nurls = [{}]\ncluster = \"{}\"\nmode = \"local\"\ndatabase = \"{db}\"\nflush_interval = 0.3\n",
+        urls.join(", "),
+        ch.cluster
+    );
+    let config = pipeline_file(&dir, &db, &user, &sink);
+    let log = dir.join("sync.log");
+    let tables = [format!("{db}.a"), format!("{db}.b")];
+    let reader = Reader::ClickHouse(ch.urls[0].clone());
+
+    let mut sync = SyncProcess::start(&config, &log);
+    let writes = tokio::spawn(write_randomly(m.url.clone(), tables.clone(), 400, 31));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while reader.rows(&db, "a").await.is_none_or(|r| r.is_empty()) {
+        sync.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "no commit in 60 s:\n{}",
+            sync.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sync.kill();
+    writes.await.unwrap();
+
+    let mut sync = SyncProcess::start(&config, &log);
+    write_randomly(m.url.clone(), tables.clone(), 400, 37).await;
+    wait_until_equal(&mut conn, &reader, &db, &mut sync).await;
+    assert!(
+        sync.terminate().success(),
+        "clean exit on SIGTERM:\n{}",
+        sync.log()
+    );
+    let text = sync.log();
+    assert!(
+        text.contains("resuming"),
+        "run 2 resumed from a commit:\n{text}"
+    );
+    assert!(!text.contains(PASSWORD), "the password is in the log");
+    conn.query_drop(format!("DROP DATABASE {db}"))
+        .await
+        .unwrap();
+    conn.query_drop(format!("DROP USER '{user}'@'%'"))
+        .await
+        .unwrap();
+}
+
 #[test]
 fn a_bad_pipeline_file_fails_with_the_cause_and_no_secret() {
     let dir = dev_dir().join("tmp").join(unique_name("sync_bad"));
@@ -351,6 +500,11 @@ fn a_bad_pipeline_file_fails_with_the_cause_and_no_secret() {
         (
             "[source.mysql]\nhost = \"h\"\nuser = \"u\"\n[sink.iceberg]\nwarehouse = \"/w\"\n",
             "unknown field `warehouse`",
+        ),
+        // Two sinks at once are refused.
+        (
+            "[source.mysql]\nhost = \"h\"\nuser = \"u\"\n[sink.iceberg]\nproperties = { warehouse = \"/w\" }\n[sink.clickhouse]\nurls = [\"http://h:8123\"]\n",
+            "exactly one sink",
         ),
         // A partition field that is no Iceberg transform is named.
         (

@@ -155,7 +155,7 @@ impl ClickHouseSinkConfig {
 
     /// A client of one endpoint (validation off: 18.16 lacks
     /// RowBinaryWithNamesAndTypes).
-    pub(crate) fn client(&self, url: &str) -> clickhouse::Client {
+    pub fn client(&self, url: &str) -> clickhouse::Client {
         let mut c = clickhouse::Client::default()
             .with_url(url)
             .with_database(&self.database)

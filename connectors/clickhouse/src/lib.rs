@@ -14,5 +14,5 @@ pub mod sink;
 pub mod types;
 
 pub use config::{ClickHouseSinkConfig, ClusterMode};
-pub use sink::{ClickHouseSink, SinkStats, row_version};
+pub use sink::{ClickHouseSink, SinkStats, committed_state, drop_tables, row_version};
 pub use types::ServerVersion;

@@ -33,6 +33,10 @@ use crate::config::{ClickHouseSinkConfig, ClusterMode};
 use crate::ddl::{self, CHECKPOINT_TABLE, DELETED_COLUMN, VERSION_COLUMN, ident, literal};
 use crate::types::{CellEncoder, ServerVersion};
 
+/// With nothing written, the checkpoint is recorded at most this often, so
+/// an idle table keeps a fresh position without a row per commit.
+const IDLE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(300);
+
 /// Counters for tests, benchmarks and metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SinkStats {
@@ -62,6 +66,9 @@ pub struct ClickHouseSink {
     rows_buffered: usize,
     bytes_buffered: usize,
     last_flush: Instant,
+    /// When the checkpoint was last recorded, and whether rows were sent since.
+    last_checkpoint: Instant,
+    sent_since_checkpoint: bool,
     committed: Option<Checkpoint>,
     stats: SinkStats,
 }
@@ -109,6 +116,7 @@ impl ClickHouseSink {
                 schema.table
             )));
         }
+        create_database(&config).await?;
         let clients: Vec<_> = config.urls.iter().map(|u| config.client(u)).collect();
         let modern = server_version(&clients[0]).await?.is_modern();
         let table = schema.table.table.clone();
@@ -122,6 +130,8 @@ impl ClickHouseSink {
             rows_buffered: 0,
             bytes_buffered: 0,
             last_flush: Instant::now(),
+            last_checkpoint: Instant::now(),
+            sent_since_checkpoint: false,
             committed: None,
             stats: SinkStats::default(),
         };
@@ -292,18 +302,7 @@ impl ClickHouseSink {
     }
 
     async fn read_checkpoint(&self) -> Result<Option<Checkpoint>> {
-        let sql = format!(
-            "SELECT checkpoint FROM {CHECKPOINT_TABLE} FINAL WHERE table = {}",
-            literal(&self.table)
-        );
-        let rows: Vec<String> = self.clients[0]
-            .query(&sql)
-            .fetch_all()
-            .await
-            .map_err(|e| classify("reading the committed checkpoint", e))?;
-        rows.last()
-            .map(|j| serde_json::from_str(j).map_err(Error::from))
-            .transpose()
+        read_checkpoint(&self.clients[0], &self.table).await
     }
 
     /// Whether a change of `batch` is already in the table (at or before
@@ -432,6 +431,7 @@ impl ClickHouseSink {
             };
             self.stats.rows_sent += t.rows as u64;
             self.stats.inserts += 1;
+            self.sent_since_checkpoint = true;
             self.stats.retries += retries;
             t.rows = 0;
         }
@@ -442,7 +442,14 @@ impl ClickHouseSink {
 
     /// Sends what is buffered, then records `checkpoint`.
     pub async fn commit_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        let had_rows = self.rows_buffered > 0;
         self.flush().await?;
+        let idle = !had_rows && !self.sent_since_checkpoint && self.committed.is_some();
+        if idle && self.last_checkpoint.elapsed() < IDLE_CHECKPOINT_INTERVAL {
+            // Nothing new: the recorded position is recent enough.
+            self.last_flush = Instant::now();
+            return Ok(());
+        }
         let version = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
@@ -457,6 +464,7 @@ impl ClickHouseSink {
             .await
             .map_err(|e| classify("recording the checkpoint", e))?;
         self.committed = Some(checkpoint.clone());
+        (self.last_checkpoint, self.sent_since_checkpoint) = (Instant::now(), false);
         Ok(())
     }
 
@@ -515,6 +523,104 @@ async fn table_columns(
         .fetch_all()
         .await
         .map_err(|e| classify("reading a table's columns", e))
+}
+
+/// Creates `config.database` on every server if it is missing.
+async fn create_database(config: &ClickHouseSinkConfig) -> Result<()> {
+    let sql = format!("CREATE DATABASE IF NOT EXISTS {}", ident(&config.database));
+    let admin = ClickHouseSinkConfig {
+        database: "default".into(),
+        ..config.clone()
+    };
+    for url in &config.urls {
+        admin
+            .client(url)
+            .query(&sql)
+            .execute()
+            .await
+            .map_err(|e| classify("creating the database", e))?;
+    }
+    Ok(())
+}
+
+async fn read_checkpoint(client: &clickhouse::Client, table: &str) -> Result<Option<Checkpoint>> {
+    let sql = format!(
+        "SELECT checkpoint FROM {CHECKPOINT_TABLE} FINAL WHERE table = {}",
+        literal(table)
+    );
+    let rows: Vec<String> = client
+        .query(&sql)
+        .fetch_all()
+        .await
+        .map_err(|e| classify("reading the committed checkpoint", e))?;
+    rows.last()
+        .map(|j| serde_json::from_str(j).map_err(Error::from))
+        .transpose()
+}
+
+/// What the first server holds for the source table `table`, read without
+/// opening a sink: None when the table does not exist, else its committed
+/// checkpoint (None before the first commit). A runner decides where to
+/// resume with it.
+pub async fn committed_state(
+    config: &ClickHouseSinkConfig,
+    table: &str,
+) -> Result<Option<Option<Checkpoint>>> {
+    config.validate()?;
+    // system.tables answers whether or not the database exists yet.
+    let admin = ClickHouseSinkConfig {
+        database: "default".into(),
+        ..config.clone()
+    };
+    let client = admin.client(&config.urls[0]);
+    let exists = |name: &str| {
+        format!(
+            "SELECT count() FROM system.tables WHERE database = {} AND name = {}",
+            literal(&config.database),
+            literal(name)
+        )
+    };
+    let count = |sql: String| {
+        let client = client.clone();
+        async move {
+            client
+                .query(&sql)
+                .fetch_one::<u64>()
+                .await
+                .map_err(|e| classify("reading system.tables", e))
+        }
+    };
+    if count(exists(table)).await? == 0 {
+        return Ok(None);
+    }
+    if count(exists(CHECKPOINT_TABLE)).await? == 0 {
+        return Ok(Some(None));
+    }
+    let client = config.client(&config.urls[0]);
+    Ok(Some(read_checkpoint(&client, table).await?))
+}
+
+/// Drops the tables of source table `table` (local, Distributed, view) on
+/// every server: for a table whose writes were never committed, so the next
+/// `open` starts it empty.
+pub async fn drop_tables(config: &ClickHouseSinkConfig, table: &str) -> Result<()> {
+    config.validate()?;
+    for url in &config.urls {
+        let client = config.client(url);
+        for name in [
+            format!("{table}_live"),
+            format!("{table}_all"),
+            table.to_string(),
+        ] {
+            let sql = format!("DROP TABLE IF EXISTS {}", ident(&name));
+            client
+                .query(&sql)
+                .execute()
+                .await
+                .map_err(|e| classify(&format!("executing {sql}"), e))?;
+        }
+    }
+    Ok(())
 }
 
 /// The RowBinary bytes of a row's key columns, into `out` (cleared).

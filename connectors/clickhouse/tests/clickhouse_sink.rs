@@ -516,3 +516,39 @@ print(s.query("SELECT type FROM system.columns WHERE database = 'd' AND table = 
         "{out}"
     );
 }
+
+/// With nothing written, a commit does not record another checkpoint row
+/// (an idle table would add one per commit interval); a commit with rows does.
+#[tokio::test]
+async fn idle_commits_record_no_checkpoint_rows() {
+    let schema = kv_schema(&unique_name("kv_idle"));
+    let mut sink = ClickHouseSink::open(config(ClusterMode::Single), &schema)
+        .await
+        .unwrap();
+    let count = || async {
+        let sql = format!(
+            "SELECT count() FROM {} WHERE table = '{}'",
+            ddl::CHECKPOINT_TABLE,
+            schema.table.table
+        );
+        query_lines(&ch().urls[0], &sql).await[0]
+            .parse::<u32>()
+            .unwrap()
+    };
+    let cp = |offset| Checkpoint {
+        position: pos(offset),
+        ..Default::default()
+    };
+    sink.commit(&cp(10)).await.unwrap();
+    assert_eq!(count().await, 1, "the first position is recorded");
+    sink.commit(&cp(20)).await.unwrap();
+    sink.commit(&cp(30)).await.unwrap();
+    assert_eq!(count().await, 1, "idle commits add no row");
+    let (mut model, mut offset) = (Model::new(), 30);
+    let events = random_events(&schema, &mut Rng(5), &mut model, &mut offset, 3);
+    sink.write(&ChangeBatch::from_events(schema.clone(), &events).unwrap())
+        .await
+        .unwrap();
+    sink.commit(&cp(offset)).await.unwrap();
+    assert_eq!(count().await, 2);
+}

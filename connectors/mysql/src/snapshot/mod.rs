@@ -47,6 +47,28 @@ impl SnapshotProgress {
     pub fn is_done(&self) -> bool {
         self.remaining.is_empty()
     }
+
+    /// Queues `tables` to be snapshotted (again) after the ones remaining in
+    /// `checkpoint`, so a source resumed from it reads them in full while
+    /// streaming from its position. Used when a sink lost a table's state.
+    pub fn requeue(checkpoint: &mut tributary_core::Checkpoint, tables: &[TableId]) -> Result<()> {
+        let mut progress: SnapshotProgress = match checkpoint.properties.get(SNAPSHOT_PROPERTY) {
+            Some(json) => serde_json::from_str(json)?,
+            None => SnapshotProgress::default(),
+        };
+        for t in tables {
+            if progress.remaining.first() == Some(t) {
+                progress.last_key = None; // its read part is lost too: from the start
+            } else if !progress.remaining.contains(t) {
+                progress.remaining.push(t.clone());
+            }
+        }
+        checkpoint.properties.insert(
+            SNAPSHOT_PROPERTY.to_string(),
+            serde_json::to_string(&progress)?,
+        );
+        Ok(())
+    }
 }
 
 fn quote(ident: &str) -> String {
@@ -509,7 +531,43 @@ fn value_len(v: &mysql_async::Value) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::is_dense;
+
+    #[test]
+    fn requeued_tables_are_read_again_from_their_start() {
+        let (a, b, c) = (
+            TableId::new("d", "a"),
+            TableId::new("d", "b"),
+            TableId::new("d", "c"),
+        );
+        let mut cp = tributary_core::Checkpoint::default();
+        SnapshotProgress::requeue(&mut cp, std::slice::from_ref(&b)).unwrap();
+        let read = |cp: &tributary_core::Checkpoint| -> SnapshotProgress {
+            serde_json::from_str(&cp.properties[SNAPSHOT_PROPERTY]).unwrap()
+        };
+        assert_eq!(
+            read(&cp).remaining,
+            vec![b.clone()],
+            "a finished snapshot starts again"
+        );
+        let progress = SnapshotProgress {
+            remaining: vec![a.clone(), c.clone()],
+            last_key: Some(vec![Value::Int32(7)]),
+        };
+        cp.properties.insert(
+            SNAPSHOT_PROPERTY.into(),
+            serde_json::to_string(&progress).unwrap(),
+        );
+        SnapshotProgress::requeue(&mut cp, &[b.clone(), c.clone()]).unwrap();
+        let p = read(&cp);
+        assert_eq!(
+            (p.remaining, p.last_key.is_some()),
+            (vec![a.clone(), c.clone(), b.clone()], true)
+        );
+        SnapshotProgress::requeue(&mut cp, std::slice::from_ref(&a)).unwrap();
+        assert_eq!(read(&cp).last_key, None, "the table in progress restarts");
+    }
+
+    use super::{SNAPSHOT_PROPERTY, SnapshotProgress, TableId, Value, is_dense};
 
     #[test]
     fn density_needs_four_fifths_of_the_key_span() {
