@@ -191,6 +191,57 @@ async fn create_source(conn: &mut Conn, db: &str, user: &str) {
     }
 }
 
+/// A source database with tables `a` and `b` (3000 rows each), a
+/// replication user with a password, and a work directory.
+struct Fixture {
+    url: String,
+    conn: Conn,
+    db: String,
+    user: String,
+    dir: PathBuf,
+}
+
+impl Fixture {
+    async fn new(prefix: &str) -> Fixture {
+        let url = DevServices::load().mariadb().url;
+        let mut conn = Conn::new(Opts::from_url(&url).unwrap()).await.unwrap();
+        let (db, user) = (unique_name(prefix), unique_name("syncu"));
+        create_source(&mut conn, &db, &user).await;
+        let dir = dev_dir()
+            .join("tmp")
+            .join(unique_name(&format!("{prefix}_cli")));
+        std::fs::create_dir_all(dir.join("warehouse")).unwrap();
+        Fixture {
+            url,
+            conn,
+            db,
+            user,
+            dir,
+        }
+    }
+
+    fn warehouse(&self) -> PathBuf {
+        self.dir.join("warehouse")
+    }
+
+    fn pipeline(&self, sink: &str) -> PathBuf {
+        pipeline_file(&self.dir, &self.db, &self.user, sink)
+    }
+
+    fn tables(&self) -> [String; 2] {
+        [format!("{}.a", self.db), format!("{}.b", self.db)]
+    }
+
+    async fn drop(mut self) {
+        for sql in [
+            format!("DROP DATABASE {}", self.db),
+            format!("DROP USER '{}'@'%'", self.user),
+        ] {
+            self.conn.query_drop(sql).await.unwrap();
+        }
+    }
+}
+
 /// Polls until both Iceberg tables equal the source (deadline 120 s).
 /// Reads a target table back with a reader independent of the sink.
 enum Reader<'a> {
@@ -269,22 +320,16 @@ fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
 
 #[tokio::test]
 async fn sync_survives_sigkill_and_ends_equal_to_the_source() {
-    let m = DevServices::load().mariadb();
-    let mut conn = Conn::new(Opts::from_url(&m.url).unwrap()).await.unwrap();
-    let (db, user) = (unique_name("sync"), unique_name("syncu"));
-    create_source(&mut conn, &db, &user).await;
-    let dir = dev_dir().join("tmp").join(unique_name("sync_cli"));
-    let warehouse = dir.join("warehouse");
-    std::fs::create_dir_all(&warehouse).unwrap();
-    let config = pipeline_file(&dir, &db, &user, &iceberg_sink(&db, &warehouse));
-    let log = dir.join("sync.log");
+    let mut f = Fixture::new("sync").await;
+    let (db, warehouse, tables) = (f.db.clone(), f.warehouse(), f.tables());
+    let config = f.pipeline(&iceberg_sink(&db, &warehouse));
+    let log = f.dir.join("sync.log");
     let catalog = HadoopCatalog::new_local(&warehouse).unwrap();
-    let tables = [format!("{db}.a"), format!("{db}.b")];
 
     // Run 1: a rate-limited snapshot (6000 rows at 3000/s) under writes;
     // SIGKILL once a commit recorded the snapshot half done.
     let mut sync = SyncProcess::start(&config, &log);
-    let writes = tokio::spawn(write_randomly(m.url.clone(), tables.clone(), 400, 11));
+    let writes = tokio::spawn(write_randomly(f.url.clone(), tables.clone(), 400, 11));
     let deadline = Instant::now() + Duration::from_secs(60);
     while !snapshot_in_progress_committed(&catalog, &TableName::new(&db, "a")).await {
         sync.assert_running();
@@ -300,8 +345,8 @@ async fn sync_survives_sigkill_and_ends_equal_to_the_source() {
 
     // Run 2: resumes; more writes; ends equal to the source.
     let mut sync = SyncProcess::start(&config, &log);
-    write_randomly(m.url.clone(), tables.clone(), 400, 23).await;
-    wait_until_equal(&mut conn, &Reader::Iceberg(&catalog), &db, &mut sync).await;
+    write_randomly(f.url.clone(), tables.clone(), 400, 23).await;
+    wait_until_equal(&mut f.conn, &Reader::Iceberg(&catalog), &db, &mut sync).await;
     assert!(
         sync.terminate().success(),
         "clean exit on SIGTERM:\n{}",
@@ -324,7 +369,7 @@ print(t.scan().to_arrow().num_rows, len(t.spec().fields))
 "#,
         &[&b.metadata_location],
     );
-    let expected = source_rows(&mut conn, &tables[1]).await.len();
+    let expected = source_rows(&mut f.conn, &tables[1]).await.len();
     assert_eq!(
         out.trim(),
         format!("{expected} 1"),
@@ -358,12 +403,7 @@ print(t.scan().to_arrow().num_rows, len(t.spec().fields))
         let leaked = files_containing(&warehouse, secret);
         assert!(leaked.is_empty(), "a secret is in {leaked:?}");
     }
-    conn.query_drop(format!("DROP DATABASE {db}"))
-        .await
-        .unwrap();
-    conn.query_drop(format!("DROP USER '{user}'@'%'"))
-        .await
-        .unwrap();
+    f.drop().await;
 }
 
 /// A target table that exists without any checkpoint (its first commit never
@@ -373,20 +413,15 @@ print(t.scan().to_arrow().num_rows, len(t.spec().fields))
 /// everything from a new snapshot would keep those).
 #[tokio::test]
 async fn a_table_without_a_checkpoint_is_snapshotted_again_and_the_rest_resume() {
-    let m = DevServices::load().mariadb();
-    let mut conn = Conn::new(Opts::from_url(&m.url).unwrap()).await.unwrap();
-    let (db, user) = (unique_name("sync_lost"), unique_name("syncu"));
-    create_source(&mut conn, &db, &user).await;
-    let dir = dev_dir().join("tmp").join(unique_name("sync_cli_lost"));
-    let warehouse = dir.join("warehouse");
-    std::fs::create_dir_all(&warehouse).unwrap();
-    let config = pipeline_file(&dir, &db, &user, &iceberg_sink(&db, &warehouse));
-    let log = dir.join("sync.log");
+    let mut f = Fixture::new("sync_lost").await;
+    let (db, warehouse) = (f.db.clone(), f.warehouse());
+    let config = f.pipeline(&iceberg_sink(&db, &warehouse));
+    let log = f.dir.join("sync.log");
     let catalog = HadoopCatalog::new_local(&warehouse).unwrap();
     let reader = Reader::Iceberg(&catalog);
 
     let mut sync = SyncProcess::start(&config, &log);
-    wait_until_equal(&mut conn, &reader, &db, &mut sync).await;
+    wait_until_equal(&mut f.conn, &reader, &db, &mut sync).await;
     assert!(sync.terminate().success());
 
     // b loses its state: an empty table without a snapshot replaces it.
@@ -407,23 +442,19 @@ async fn a_table_without_a_checkpoint_is_snapshotted_again_and_the_rest_resume()
         .unwrap();
     // While nothing runs, the source deletes rows of both tables.
     for t in ["a", "b"] {
-        conn.query_drop(format!("DELETE FROM {db}.{t} WHERE id < 1000"))
+        f.conn
+            .query_drop(format!("DELETE FROM {db}.{t} WHERE id < 1000"))
             .await
             .unwrap();
     }
 
     let mut sync = SyncProcess::start(&config, &log);
-    wait_until_equal(&mut conn, &reader, &db, &mut sync).await;
+    wait_until_equal(&mut f.conn, &reader, &db, &mut sync).await;
     assert!(sync.terminate().success());
     let text = sync.log();
     assert!(text.contains("to be snapshotted again"), "{text}");
     assert!(text.contains("resuming"), "{text}");
-    conn.query_drop(format!("DROP DATABASE {db}"))
-        .await
-        .unwrap();
-    conn.query_drop(format!("DROP USER '{user}'@'%'"))
-        .await
-        .unwrap();
+    f.drop().await;
 }
 
 /// The same pipeline into ClickHouse (both dev servers as shards, local
@@ -431,26 +462,21 @@ async fn a_table_without_a_checkpoint_is_snapshotted_again_and_the_rest_resume()
 /// `_live` views.
 #[tokio::test]
 async fn sync_to_clickhouse_survives_sigkill_and_ends_equal_to_the_source() {
-    let m = DevServices::load().mariadb();
     let ch = DevServices::load().clickhouse();
-    let mut conn = Conn::new(Opts::from_url(&m.url).unwrap()).await.unwrap();
-    let (db, user) = (unique_name("sync_ch"), unique_name("syncu"));
-    create_source(&mut conn, &db, &user).await;
-    let dir = dev_dir().join("tmp").join(unique_name("sync_cli_ch"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let mut f = Fixture::new("sync_ch").await;
+    let (db, tables) = (f.db.clone(), f.tables());
     let urls: Vec<String> = ch.urls.iter().map(|u| format!("\"{u}\"")).collect();
     let sink = format!(
         "\n[sink.clickhouse]\nurls = [{}]\ncluster = \"{}\"\nmode = \"local\"\ndatabase = \"{db}\"\nflush_interval = 0.3\n",
         urls.join(", "),
         ch.cluster
     );
-    let config = pipeline_file(&dir, &db, &user, &sink);
-    let log = dir.join("sync.log");
-    let tables = [format!("{db}.a"), format!("{db}.b")];
+    let config = f.pipeline(&sink);
+    let log = f.dir.join("sync.log");
     let reader = Reader::ClickHouse(ch.urls[0].clone());
 
     let mut sync = SyncProcess::start(&config, &log);
-    let writes = tokio::spawn(write_randomly(m.url.clone(), tables.clone(), 400, 31));
+    let writes = tokio::spawn(write_randomly(f.url.clone(), tables.clone(), 400, 31));
     let deadline = Instant::now() + Duration::from_secs(60);
     while reader.rows(&db, "a").await.is_none_or(|r| r.is_empty()) {
         sync.assert_running();
@@ -465,8 +491,8 @@ async fn sync_to_clickhouse_survives_sigkill_and_ends_equal_to_the_source() {
     writes.await.unwrap();
 
     let mut sync = SyncProcess::start(&config, &log);
-    write_randomly(m.url.clone(), tables.clone(), 400, 37).await;
-    wait_until_equal(&mut conn, &reader, &db, &mut sync).await;
+    write_randomly(f.url.clone(), tables.clone(), 400, 37).await;
+    wait_until_equal(&mut f.conn, &reader, &db, &mut sync).await;
     assert!(
         sync.terminate().success(),
         "clean exit on SIGTERM:\n{}",
@@ -478,12 +504,7 @@ async fn sync_to_clickhouse_survives_sigkill_and_ends_equal_to_the_source() {
         "run 2 resumed from a commit:\n{text}"
     );
     assert!(!text.contains(PASSWORD), "the password is in the log");
-    conn.query_drop(format!("DROP DATABASE {db}"))
-        .await
-        .unwrap();
-    conn.query_drop(format!("DROP USER '{user}'@'%'"))
-        .await
-        .unwrap();
+    f.drop().await;
 }
 
 #[test]

@@ -186,10 +186,7 @@ impl ClickHouseSink {
 
     async fn execute_everywhere(&self, sql: &str) -> Result<()> {
         for c in &self.clients {
-            c.query(sql)
-                .execute()
-                .await
-                .map_err(|e| classify(&format!("executing {sql}"), e))?;
+            execute(c, sql).await?;
         }
         Ok(())
     }
@@ -216,11 +213,7 @@ impl ClickHouseSink {
         };
         self.execute_everywhere(&ddl::live_view(&self.live_view(), &view_source))
             .await?;
-        self.clients[0]
-            .query(&ddl::checkpoint_table())
-            .execute()
-            .await
-            .map_err(|e| classify("creating the checkpoint table", e))
+        execute(&self.clients[0], &ddl::checkpoint_table()).await
     }
 
     /// Adds source columns the tables lack, on every server: the local
@@ -240,11 +233,7 @@ impl ClickHouseSink {
                     .filter(|c| !existing.contains(&c.name))
                 {
                     let sql = ddl::add_column(table, c, self.modern);
-                    client
-                        .query(&sql)
-                        .execute()
-                        .await
-                        .map_err(|e| classify(&format!("executing {sql}"), e))?;
+                    execute(client, &sql).await?;
                     info!(table = %table, column = %c.name, "column added");
                 }
             }
@@ -269,11 +258,7 @@ impl ClickHouseSink {
             format!("DROP TABLE IF EXISTS {}", ident(&view)),
             ddl::live_view(&view, &source),
         ] {
-            client
-                .query(&sql)
-                .execute()
-                .await
-                .map_err(|e| classify(&format!("executing {sql}"), e))?;
+            execute(client, &sql).await?;
         }
         Ok(())
     }
@@ -525,6 +510,15 @@ async fn table_columns(
         .map_err(|e| classify("reading a table's columns", e))
 }
 
+/// Runs one statement (DDL) on one server.
+async fn execute(client: &clickhouse::Client, sql: &str) -> Result<()> {
+    client
+        .query(sql)
+        .execute()
+        .await
+        .map_err(|e| classify(&format!("executing {sql}"), e))
+}
+
 /// Creates `config.database` on every server if it is missing.
 async fn create_database(config: &ClickHouseSinkConfig) -> Result<()> {
     let sql = format!("CREATE DATABASE IF NOT EXISTS {}", ident(&config.database));
@@ -533,12 +527,7 @@ async fn create_database(config: &ClickHouseSinkConfig) -> Result<()> {
         ..config.clone()
     };
     for url in &config.urls {
-        admin
-            .client(url)
-            .query(&sql)
-            .execute()
-            .await
-            .map_err(|e| classify("creating the database", e))?;
+        execute(&admin.client(url), &sql).await?;
     }
     Ok(())
 }
@@ -613,11 +602,7 @@ pub async fn drop_tables(config: &ClickHouseSinkConfig, table: &str) -> Result<(
             table.to_string(),
         ] {
             let sql = format!("DROP TABLE IF EXISTS {}", ident(&name));
-            client
-                .query(&sql)
-                .execute()
-                .await
-                .map_err(|e| classify(&format!("executing {sql}"), e))?;
+            execute(&client, &sql).await?;
         }
     }
     Ok(())
