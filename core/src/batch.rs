@@ -29,7 +29,7 @@ use arrow_schema::Fields;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{ChangeEvent, Op, Row};
-use crate::position::SourcePosition;
+use crate::position::{Checkpoint, SourcePosition};
 use crate::schema::{ColumnType, TableSchema};
 use crate::value::{Decimal, Value};
 
@@ -101,6 +101,27 @@ impl ChangeBatch {
 
     pub fn txn_of(&self, row: usize) -> &TxnMeta {
         &self.txns[self.txn.value(row) as usize]
+    }
+
+    /// Whether row `row` is a change a sink already holds when it has
+    /// committed `committed`: a change event at or before the committed
+    /// position (its transaction is in). Snapshot reads are state, not
+    /// events: never skipped (a chunk re-read after a restart carries a
+    /// newer state at the same or a later position).
+    pub fn is_committed_in(&self, row: usize, committed: Option<&Checkpoint>) -> bool {
+        if self.op(row) == Op::Read {
+            return false;
+        }
+        let (Some(done), Some(pos)) = (
+            committed.and_then(|c| c.position.as_ref()),
+            self.txn_of(row).position.as_ref(),
+        ) else {
+            return false;
+        };
+        matches!(
+            pos.partial_cmp(done),
+            Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
+        )
     }
 
     /// Position of the batch's last transaction, if it has one.

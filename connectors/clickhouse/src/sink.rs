@@ -16,7 +16,6 @@
 //! that replays from the previous checkpoint — the same rows, the same
 //! versions.
 
-use std::cmp::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -290,24 +289,6 @@ impl ClickHouseSink {
         read_checkpoint(&self.clients[0], &self.table).await
     }
 
-    /// Whether a change of `batch` is already in the table (at or before
-    /// the committed position; snapshot reads are always applied).
-    fn already_committed(&self, batch: &ChangeBatch, row: usize) -> bool {
-        if batch.op(row) == Op::Read {
-            return false;
-        }
-        let (Some(done), Some(pos)) = (
-            self.committed.as_ref().and_then(|c| c.position.as_ref()),
-            batch.txn_of(row).position.as_ref(),
-        ) else {
-            return false;
-        };
-        matches!(
-            pos.partial_cmp(done),
-            Some(Ordering::Less | Ordering::Equal)
-        )
-    }
-
     /// Buffers a batch; sends when a bound is reached.
     pub async fn write_batch(&mut self, batch: &ChangeBatch) -> Result<()> {
         if batch.schema().fingerprint() != self.schema.fingerprint() {
@@ -319,7 +300,7 @@ impl ClickHouseSink {
         let key_columns = &schema.primary_key;
         let (mut key, mut old_key) = (Vec::new(), Vec::new());
         for row in 0..batch.len() {
-            if self.already_committed(batch, row) {
+            if batch.is_committed_in(row, self.committed.as_ref()) {
                 continue;
             }
             let version = row_version(batch.txn_of(row).position.as_ref());

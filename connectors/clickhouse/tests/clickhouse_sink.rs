@@ -10,12 +10,15 @@ use std::sync::Arc;
 
 use tributary_clickhouse::{ClickHouseSink, ClickHouseSinkConfig, ClusterMode, ddl};
 use tributary_core::{
-    BinlogFilePos, ChangeBatch, ChangeEvent, Checkpoint, Column, ColumnType, Decimal, Op, Sink,
-    SourcePosition, TableId, TableSchema, Value,
+    ChangeBatch, ChangeEvent, Checkpoint, Column, ColumnType, Decimal, Op, Sink, SourcePosition,
+    TableId, TableSchema, Value,
+};
+use tributary_testkit::kv_workload::{
+    self, KvModel, KvValue, Rng, kv_position, kv_row, random_kv_events,
 };
 use tributary_testkit::{DevServices, unique_name};
 
-type Model = BTreeMap<i32, (Option<i32>, Option<String>)>;
+type Model = KvModel;
 
 fn ch() -> tributary_testkit::ClickHouse {
     DevServices::load().clickhouse()
@@ -44,40 +47,18 @@ async fn query_lines(url: &str, sql: &str) -> Vec<String> {
 }
 
 fn pos(offset: u64) -> Option<SourcePosition> {
-    Some(SourcePosition::FilePos(BinlogFilePos::new(
-        "mysql-bin.000007",
-        offset,
-    )))
+    kv_position(offset)
 }
 
 fn kv_schema(table: &str) -> Arc<TableSchema> {
-    let cols = vec![
-        Column::new("id", ColumnType::Int32, false),
-        Column::new("v", ColumnType::Int32, true),
-        Column::new("s", ColumnType::String { max_len: Some(20) }, true),
-    ];
-    Arc::new(TableSchema::new(TableId::new("db", table), cols, &["id"], 1).unwrap())
+    kv_workload::kv_schema("db", table)
 }
 
-fn kv(id: i32, v: &(Option<i32>, Option<String>)) -> Vec<Value> {
-    vec![
-        Value::Int32(id),
-        v.0.map_or(Value::Null, Value::Int32),
-        v.1.clone().map_or(Value::Null, Value::String),
-    ]
+fn kv(id: i32, v: &KvValue) -> Vec<Value> {
+    kv_row(id, v)
 }
 
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
-/// Random changes consistent with the model, one transaction each.
+/// Random changes consistent with the model, one transaction each; keys 0..50.
 fn random_events(
     schema: &TableSchema,
     rng: &mut Rng,
@@ -85,44 +66,7 @@ fn random_events(
     offset: &mut u64,
     n: usize,
 ) -> Vec<ChangeEvent> {
-    (0..n)
-        .map(|_| {
-            *offset += 100;
-            let key = rng.below(50) as i32;
-            let value = (
-                (rng.below(4) > 0).then(|| rng.below(1000) as i32),
-                (rng.below(4) > 0).then(|| format!("s{}", rng.below(100))),
-            );
-            let (op, before, after) = match (model.get(&key).cloned(), rng.below(3)) {
-                (None, _) => {
-                    model.insert(key, value.clone());
-                    (Op::Insert, None, Some(kv(key, &value)))
-                }
-                (Some(old), 0) => {
-                    model.remove(&key);
-                    (Op::Delete, Some(kv(key, &old)), None)
-                }
-                (Some(old), 1) if !model.contains_key(&(key + 50)) => {
-                    model.remove(&key);
-                    model.insert(key + 50, old.clone());
-                    (Op::Update, Some(kv(key, &old)), Some(kv(key + 50, &old)))
-                }
-                (Some(old), _) => {
-                    model.insert(key, value.clone());
-                    (Op::Update, Some(kv(key, &old)), Some(kv(key, &value)))
-                }
-            };
-            ChangeEvent {
-                table: schema.table.clone(),
-                op,
-                before,
-                after,
-                position: pos(*offset),
-                commit_ts_micros: 0,
-                schema_version: 1,
-            }
-        })
-        .collect()
+    random_kv_events(schema, rng, model, offset, 0..50, n)
 }
 
 async fn read_live(url: &str, view: &str) -> Model {

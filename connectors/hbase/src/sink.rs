@@ -15,7 +15,6 @@
 //! The tables must exist (`create 'ns:t', 'cf'` and the checkpoint table
 //! with the same family): the sink never creates or alters HBase tables.
 
-use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -213,22 +212,6 @@ impl HBaseSink {
             .transpose()
     }
 
-    fn already_committed(&self, batch: &ChangeBatch, row: usize) -> bool {
-        if batch.op(row) == Op::Read {
-            return false;
-        }
-        let (Some(done), Some(pos)) = (
-            self.committed.as_ref().and_then(|c| c.position.as_ref()),
-            batch.txn_of(row).position.as_ref(),
-        ) else {
-            return false;
-        };
-        matches!(
-            pos.partial_cmp(done),
-            Some(Ordering::Less | Ordering::Equal)
-        )
-    }
-
     fn key_of(&self, values: &[Value]) -> Result<Vec<u8>> {
         let key: Vec<Value> = self
             .schema
@@ -257,7 +240,7 @@ impl HBaseSink {
             self.schema = batch.schema().clone();
         }
         for row in 0..batch.len() {
-            if self.already_committed(batch, row) {
+            if batch.is_committed_in(row, self.committed.as_ref()) {
                 continue;
             }
             let version = position_version(batch.txn_of(row).position.as_ref());

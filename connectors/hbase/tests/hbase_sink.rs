@@ -6,41 +6,31 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use support::HBaseStandIn;
 use tributary_core::{
-    BinlogFilePos, ChangeBatch, ChangeEvent, Checkpoint, Column, ColumnType, HaConfig, HaSink, Op,
-    Side, Sink, SourcePosition, TableId, TableSchema, Value,
+    ChangeBatch, ChangeEvent, Checkpoint, HaConfig, HaSink, Op, Side, Sink, SourcePosition,
+    TableSchema, Value,
 };
 use tributary_hbase::{HBaseSink, HBaseSinkConfig};
+use tributary_testkit::kv_workload::{
+    KvModel, KvValue, Rng, kv_position, kv_row, kv_schema, random_kv_events,
+};
 
-type Model = BTreeMap<i32, (Option<i32>, Option<String>)>;
+type Model = KvModel;
 
 fn schema() -> Arc<TableSchema> {
-    let cols = vec![
-        Column::new("id", ColumnType::Int32, false),
-        Column::new("v", ColumnType::Int32, true),
-        Column::new("s", ColumnType::String { max_len: None }, true),
-    ];
-    Arc::new(TableSchema::new(TableId::new("shop", "kv"), cols, &["id"], 1).unwrap())
+    kv_schema("shop", "kv")
 }
 
-fn row(id: i32, v: &(Option<i32>, Option<String>)) -> Vec<Value> {
-    vec![
-        Value::Int32(id),
-        v.0.map_or(Value::Null, Value::Int32),
-        v.1.clone().map_or(Value::Null, Value::String),
-    ]
+fn row(id: i32, v: &KvValue) -> Vec<Value> {
+    kv_row(id, v)
 }
 
 fn pos(offset: u64) -> Option<SourcePosition> {
-    Some(SourcePosition::FilePos(BinlogFilePos::new(
-        "mysql-bin.000012",
-        offset,
-    )))
+    kv_position(offset)
 }
 
 fn event(
@@ -61,60 +51,16 @@ fn event(
 }
 
 /// Random changes on keys `base..base+span`, one transaction each.
+/// Random changes on keys `base..base+span`, one transaction each.
 fn random_events(
-    seed: &mut u64,
+    rng: &mut Rng,
     model: &mut Model,
     offset: &mut u64,
     base: i32,
-    span: u64,
+    span: i32,
     n: usize,
 ) -> Vec<ChangeEvent> {
-    let mut next = |m: u64| {
-        *seed ^= *seed << 13;
-        *seed ^= *seed >> 7;
-        *seed ^= *seed << 17;
-        *seed % m
-    };
-    (0..n)
-        .map(|_| {
-            *offset += 100;
-            let key = base + next(span) as i32;
-            let value = (
-                (next(4) > 0).then(|| next(1000) as i32),
-                (next(4) > 0).then(|| format!("s{}", next(100))),
-            );
-            let moved = key + span as i32;
-            match (model.get(&key).cloned(), next(3)) {
-                (None, _) => {
-                    model.insert(key, value.clone());
-                    event(Op::Insert, None, Some(row(key, &value)), *offset)
-                }
-                (Some(old), 0) => {
-                    model.remove(&key);
-                    event(Op::Delete, Some(row(key, &old)), None, *offset)
-                }
-                (Some(old), 1) if !model.contains_key(&moved) => {
-                    model.remove(&key);
-                    model.insert(moved, old.clone());
-                    event(
-                        Op::Update,
-                        Some(row(key, &old)),
-                        Some(row(moved, &old)),
-                        *offset,
-                    )
-                }
-                (Some(old), _) => {
-                    model.insert(key, value.clone());
-                    event(
-                        Op::Update,
-                        Some(row(key, &old)),
-                        Some(row(key, &value)),
-                        *offset,
-                    )
-                }
-            }
-        })
-        .collect()
+    random_kv_events(&schema(), rng, model, offset, base..base + span, n)
 }
 
 /// The stand-in's rows decoded: binary row key of an INT, text cells.
@@ -147,7 +93,7 @@ async fn random_workloads_read_back_as_the_model_and_resume_from_the_checkpoint(
         .await
         .unwrap();
     assert!(sink.committed().await.unwrap().is_none());
-    let (mut seed, mut model, mut offset) = (0x9E37_79B9_7F4A_7C15u64, Model::new(), 0u64);
+    let (mut seed, mut model, mut offset) = (Rng(0x9E37_79B9_7F4A_7C15), Model::new(), 0u64);
     for round in 0..20 {
         let events = random_events(&mut seed, &mut model, &mut offset, 0, 30, 25);
         sink.write(&ChangeBatch::from_events(schema.clone(), &events).unwrap())
@@ -270,7 +216,7 @@ async fn behind_ha_a_killed_primary_loses_nothing_and_writes_return_after_it_rec
             failback_after: Duration::ZERO,
         },
     );
-    let (mut seed, mut model, mut offset) = (7u64, Model::new(), 0u64);
+    let (mut seed, mut model, mut offset) = (Rng(7), Model::new(), 0u64);
     for round in 0..12 {
         // Each round its own keys (base = round × 1000; key changes stay in it).
         let events = random_events(&mut seed, &mut model, &mut offset, round * 1000, 20, 15);

@@ -16,7 +16,6 @@
 //! resumed there never applies a change twice. A crash before the catalog
 //! commit leaves only unreferenced files behind (orphans for maintenance).
 
-use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -329,26 +328,6 @@ impl UpsertWriter {
         self.index.load(&data, &positions).await
     }
 
-    /// Whether a change of `batch` was already committed: a change event at
-    /// or before the committed position (its transaction is in the table).
-    /// Snapshot reads are state, not events: never skipped (a chunk re-read
-    /// after a restart carries a newer state at the same or a later position).
-    fn already_committed(&self, batch: &ChangeBatch, row: usize) -> bool {
-        if batch.op(row) == Op::Read {
-            return false;
-        }
-        let (Some(done), Some(pos)) = (
-            self.committed.as_ref().and_then(|c| c.position.as_ref()),
-            batch.txn_of(row).position.as_ref(),
-        ) else {
-            return false;
-        };
-        matches!(
-            pos.partial_cmp(done),
-            Some(Ordering::Less | Ordering::Equal)
-        )
-    }
-
     /// Whether a commit is due: the interval passed, or the row or byte bound
     /// was reached. A runner asks at each source checkpoint.
     pub fn commit_due(&self) -> bool {
@@ -375,7 +354,7 @@ impl UpsertWriter {
         let before_keys = before.as_ref().map(|b| self.index.encode(b)).transpose()?;
         let (slot, mut used) = (self.buffered.len(), false);
         for row in 0..batch.len() {
-            if self.already_committed(batch, row) {
+            if batch.is_committed_in(row, self.committed.as_ref()) {
                 continue;
             }
             let key = |keys: &Option<arrow_row::Rows>, i| {

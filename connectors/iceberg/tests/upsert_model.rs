@@ -3,94 +3,31 @@
 //! a reopened writer resumes from the committed checkpoint and skips what
 //! it already committed.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow_array::{Array, Int32Array, RecordBatch, StringArray};
 use tributary_catalog::{CatalogTable, HadoopCatalog, TableName};
 use tributary_core::{
-    BinlogFilePos, ChangeBatch, ChangeEvent, Checkpoint, Column, ColumnType, Op, SourcePosition,
-    TableId, TableSchema, Value,
+    BinlogFilePos, ChangeBatch, ChangeEvent, Checkpoint, Op, SourcePosition, TableSchema, Value,
 };
 use tributary_iceberg::{DeleteMode, UpsertConfig, UpsertWriter};
+use tributary_testkit::kv_workload::{KvModel, KvValue, Rng, kv_row, kv_schema, random_kv_events};
 use tributary_testkit::{DevServices, dev_dir, unique_name};
 
-type Model = BTreeMap<i32, (Option<i32>, Option<String>)>;
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
+type Model = KvModel;
 
 fn source() -> Arc<TableSchema> {
-    let cols = vec![
-        Column::new("id", ColumnType::Int32, false),
-        Column::new("v", ColumnType::Int32, true),
-        Column::new("s", ColumnType::String { max_len: Some(20) }, true),
-    ];
-    Arc::new(TableSchema::new(TableId::new("shop", "items"), cols, &["id"], 1).unwrap())
+    kv_schema("shop", "items")
 }
 
-fn row(id: i32, v: &(Option<i32>, Option<String>)) -> Vec<Value> {
-    vec![
-        Value::Int32(id),
-        v.0.map_or(Value::Null, Value::Int32),
-        v.1.clone().map_or(Value::Null, Value::String),
-    ]
+fn row(id: i32, v: &KvValue) -> Vec<Value> {
+    kv_row(id, v)
 }
 
 /// Random events consistent with the model (which they update), each its own
-/// transaction at the next binlog offset.
+/// transaction at the next binlog offset; keys 0..40.
 fn random_events(rng: &mut Rng, model: &mut Model, offset: &mut u64, n: usize) -> Vec<ChangeEvent> {
-    let schema = source();
-    let mut out = Vec::new();
-    for _ in 0..n {
-        *offset += 100;
-        let key = rng.below(40) as i32;
-        let value = (
-            (rng.below(4) > 0).then(|| rng.below(1000) as i32),
-            (rng.below(4) > 0).then(|| format!("s{}", rng.below(100))),
-        );
-        let (op, before, after) = match (model.get(&key).cloned(), rng.below(3)) {
-            (None, _) => {
-                model.insert(key, value.clone());
-                (Op::Insert, None, Some(row(key, &value)))
-            }
-            (Some(old), 0) => {
-                model.remove(&key);
-                (Op::Delete, Some(row(key, &old)), None)
-            }
-            (Some(old), 1) if !model.contains_key(&(key + 40)) => {
-                // Primary-key change: key → key + 40.
-                model.remove(&key);
-                model.insert(key + 40, old.clone());
-                (Op::Update, Some(row(key, &old)), Some(row(key + 40, &old)))
-            }
-            (Some(old), _) => {
-                model.insert(key, value.clone());
-                (Op::Update, Some(row(key, &old)), Some(row(key, &value)))
-            }
-        };
-        out.push(ChangeEvent {
-            table: schema.table.clone(),
-            op,
-            before,
-            after,
-            position: Some(SourcePosition::FilePos(BinlogFilePos::new(
-                "mysql-bin.000001",
-                *offset,
-            ))),
-            commit_ts_micros: *offset as i64,
-            schema_version: 1,
-        });
-    }
-    out
+    random_kv_events(&source(), rng, model, offset, 0..40, n)
 }
 
 async fn read_rust(table: &CatalogTable) -> Model {

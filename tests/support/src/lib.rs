@@ -6,6 +6,7 @@
 //! or unreachable fails — it never skips — with the command that starts it.
 
 mod clickhouse_server;
+pub mod kv_workload;
 
 pub use clickhouse_server::ClickHouseServer;
 

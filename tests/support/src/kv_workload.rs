@@ -1,0 +1,115 @@
+//! A randomized key/value change workload and the model it keeps, shared by
+//! the sinks' model tests: table (id INT PRIMARY KEY, v INT NULL,
+//! s VARCHAR(20) NULL); inserts, updates (NULLs included), deletes and
+//! primary-key changes, each its own transaction at the next binlog offset.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use tributary_core::{
+    BinlogFilePos, ChangeEvent, Column, ColumnType, Op, SourcePosition, TableId, TableSchema, Value,
+};
+
+/// A row's non-key columns.
+pub type KvValue = (Option<i32>, Option<String>);
+/// Key → row, as the source holds it.
+pub type KvModel = BTreeMap<i32, KvValue>;
+
+/// xorshift64: deterministic per seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+pub fn kv_schema(database: &str, table: &str) -> Arc<TableSchema> {
+    let cols = vec![
+        Column::new("id", ColumnType::Int32, false),
+        Column::new("v", ColumnType::Int32, true),
+        Column::new("s", ColumnType::String { max_len: Some(20) }, true),
+    ];
+    Arc::new(TableSchema::new(TableId::new(database, table), cols, &["id"], 1).unwrap())
+}
+
+pub fn kv_row(id: i32, v: &KvValue) -> Vec<Value> {
+    vec![
+        Value::Int32(id),
+        v.0.map_or(Value::Null, Value::Int32),
+        v.1.clone().map_or(Value::Null, Value::String),
+    ]
+}
+
+/// The position of the transaction at `offset` (one binlog file).
+pub fn kv_position(offset: u64) -> Option<SourcePosition> {
+    Some(SourcePosition::FilePos(BinlogFilePos::new(
+        "mysql-bin.000001",
+        offset,
+    )))
+}
+
+/// `n` random changes on keys in `keys` (a key change moves key k to
+/// k + keys.len()), consistent with `model`, which they update; each its own
+/// transaction, `offset` advancing by 100.
+pub fn random_kv_events(
+    schema: &TableSchema,
+    rng: &mut Rng,
+    model: &mut KvModel,
+    offset: &mut u64,
+    keys: Range<i32>,
+    n: usize,
+) -> Vec<ChangeEvent> {
+    let span = (keys.end - keys.start) as u64;
+    (0..n)
+        .map(|_| {
+            *offset += 100;
+            let key = keys.start + rng.below(span) as i32;
+            let value = (
+                (rng.below(4) > 0).then(|| rng.below(1000) as i32),
+                (rng.below(4) > 0).then(|| format!("s{}", rng.below(100))),
+            );
+            let moved = key + span as i32;
+            let (op, before, after) = match (model.get(&key).cloned(), rng.below(3)) {
+                (None, _) => {
+                    model.insert(key, value.clone());
+                    (Op::Insert, None, Some(kv_row(key, &value)))
+                }
+                (Some(old), 0) => {
+                    model.remove(&key);
+                    (Op::Delete, Some(kv_row(key, &old)), None)
+                }
+                (Some(old), 1) if !model.contains_key(&moved) => {
+                    model.remove(&key);
+                    model.insert(moved, old.clone());
+                    (
+                        Op::Update,
+                        Some(kv_row(key, &old)),
+                        Some(kv_row(moved, &old)),
+                    )
+                }
+                (Some(old), _) => {
+                    model.insert(key, value.clone());
+                    (
+                        Op::Update,
+                        Some(kv_row(key, &old)),
+                        Some(kv_row(key, &value)),
+                    )
+                }
+            };
+            ChangeEvent {
+                table: schema.table.clone(),
+                op,
+                before,
+                after,
+                position: kv_position(*offset),
+                commit_ts_micros: *offset as i64,
+                schema_version: 1,
+            }
+        })
+        .collect()
+}
