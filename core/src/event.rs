@@ -104,6 +104,24 @@ pub struct SchemaChange {
 }
 
 impl SchemaChange {
+    /// The schema a sink follows for this change: the new schema of a
+    /// create or an alter. Dropping, truncating or renaming the source table
+    /// is refused (`Unsupported`, naming `target`): no sink can follow those
+    /// silently, a person decides.
+    pub fn followed_schema(&self, target: &str) -> crate::Result<&TableSchema> {
+        match (&self.kind, &self.after) {
+            (SchemaChangeKind::Create | SchemaChangeKind::Alter, Some(after)) => Ok(after),
+            (kind, _) => Err(crate::Error::new(
+                crate::ErrorKind::Unsupported,
+                format!(
+                    "{kind:?} of {} cannot be applied to {target}: stop the pipeline, handle \
+                     the table by hand (or re-snapshot into a new table), then resume",
+                    self.table
+                ),
+            )),
+        }
+    }
+
     /// A change between two schema versions, with the column diff filled in.
     pub fn between(
         kind: SchemaChangeKind,
@@ -128,6 +146,40 @@ impl SchemaChange {
             ddl: None,
             position: None,
             commit_ts_micros: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{Column, ColumnType};
+
+    #[test]
+    fn sinks_follow_creates_and_alters_and_refuse_drops_truncates_and_renames() {
+        let schema = |v| {
+            let cols = vec![Column::new("id", ColumnType::Int32, false)];
+            TableSchema::new(TableId::new("d", "t"), cols, &["id"], v).unwrap()
+        };
+        let change =
+            |kind, after: Option<TableSchema>| SchemaChange::between(kind, Some(schema(1)), after);
+        for kind in [SchemaChangeKind::Create, SchemaChangeKind::Alter] {
+            let c = change(kind, Some(schema(2)));
+            assert_eq!(c.followed_schema("T").unwrap().version, 2);
+        }
+        let renamed = SchemaChangeKind::Rename {
+            from: TableId::new("d", "old"),
+        };
+        for (kind, after) in [
+            (SchemaChangeKind::Drop, None),
+            (SchemaChangeKind::Truncate, None),
+            (renamed, Some(schema(2))),
+        ] {
+            let e = change(kind, after)
+                .followed_schema("the sink's table")
+                .unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::Unsupported);
+            assert!(e.to_string().contains("the sink's table"), "{e}");
         }
     }
 }

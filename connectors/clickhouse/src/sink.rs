@@ -24,8 +24,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tracing::{info, warn};
 use tributary_core::{
-    ChangeBatch, Checkpoint, Error, ErrorKind, Image, Op, Result, SchemaChange, SchemaChangeKind,
-    Sink, SourcePosition, TableSchema,
+    ChangeBatch, Checkpoint, Error, ErrorKind, Image, Op, Result, SchemaChange, Sink,
+    SourcePosition, TableSchema,
 };
 
 use crate::config::{ClickHouseSinkConfig, ClusterMode};
@@ -663,19 +663,8 @@ impl Sink for ClickHouseSink {
     }
 
     async fn apply_schema_change(&mut self, change: &SchemaChange) -> Result<()> {
-        match (&change.kind, &change.after) {
-            (SchemaChangeKind::Create | SchemaChangeKind::Alter, Some(after)) => {
-                self.apply_schema(after).await
-            }
-            (kind, _) => Err(Error::new(
-                ErrorKind::Unsupported,
-                format!(
-                    "{kind:?} of {} cannot be applied to ClickHouse table {}: stop, handle the \
-                     table by hand, then resume",
-                    change.table, self.table
-                ),
-            )),
-        }
+        let target = format!("ClickHouse table {}", self.table);
+        self.apply_schema(change.followed_schema(&target)?).await
     }
 
     async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<()> {

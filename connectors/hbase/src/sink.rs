@@ -343,22 +343,11 @@ impl Sink for HBaseSink {
         self.write_batch(batch).await
     }
 
-    /// Columns come and go as qualifiers; a dropped, truncated or renamed
-    /// source table needs a person.
     async fn apply_schema_change(&mut self, change: &SchemaChange) -> Result<()> {
-        match &change.after {
-            Some(after) => {
-                self.schema = Arc::new(after.clone());
-                Ok(())
-            }
-            None => Err(Error::new(
-                ErrorKind::Unsupported,
-                format!(
-                    "{:?} of {} is not applied to HBase table {}: stop, handle it by hand, resume",
-                    change.kind, change.table, self.table
-                ),
-            )),
-        }
+        let target = format!("HBase table {}", self.table);
+        // New columns become new qualifiers: nothing to alter in HBase.
+        self.schema = Arc::new(change.followed_schema(&target)?.clone());
+        Ok(())
     }
 
     async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<()> {

@@ -29,8 +29,7 @@ use tributary_catalog::{
     write_position_deletes,
 };
 use tributary_core::{
-    ChangeBatch, Checkpoint, Error, ErrorKind, Image, Op, Result, SchemaChange, SchemaChangeKind,
-    Sink, TableSchema,
+    ChangeBatch, Checkpoint, Error, ErrorKind, Image, Op, Result, SchemaChange, Sink, TableSchema,
 };
 
 use crate::key_index::{FileKeys, IndexStats, KeyIndex, sidecar_path};
@@ -783,22 +782,9 @@ impl Sink for UpsertWriter {
         self.write_batch(batch).await
     }
 
-    /// Column changes evolve the table; dropping, truncating or renaming the
-    /// source table is not something an upsert table can follow silently.
     async fn apply_schema_change(&mut self, change: &SchemaChange) -> Result<()> {
-        match (&change.kind, &change.after) {
-            (SchemaChangeKind::Create | SchemaChangeKind::Alter, Some(after)) => {
-                self.apply_schema(after).await
-            }
-            (kind, _) => Err(Error::new(
-                ErrorKind::Unsupported,
-                format!(
-                    "{kind:?} of {} cannot be applied to the Iceberg table {}: stop the pipeline, \
-                     handle the table by hand (or re-snapshot into a new table), then resume",
-                    change.table, self.table.name
-                ),
-            )),
-        }
+        let target = format!("the Iceberg table {}", self.table.name);
+        self.apply_schema(change.followed_schema(&target)?).await
     }
 
     async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<()> {
