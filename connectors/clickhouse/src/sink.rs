@@ -295,8 +295,8 @@ impl ClickHouseSink {
             self.apply_schema(batch.schema()).await?;
         }
         let (schema, modern) = (self.schema.clone(), self.modern);
-        let after = encoders(batch.image(Image::After), &schema, modern);
-        let before = encoders(batch.image(Image::Before), &schema, modern);
+        let after = encoders(batch.image(Image::After), &schema, modern)?;
+        let before = encoders(batch.image(Image::Before), &schema, modern)?;
         let key_columns = &schema.primary_key;
         let (mut key, mut old_key) = (Vec::new(), Vec::new());
         for row in 0..batch.len() {
@@ -608,14 +608,17 @@ fn encoders<'a>(
     image: Option<&'a StructArray>,
     schema: &TableSchema,
     modern: bool,
-) -> Vec<CellEncoder<'a>> {
-    image.map_or_else(Vec::new, |a| {
-        a.columns()
-            .iter()
-            .zip(&schema.columns)
-            .map(|(col, c)| CellEncoder::new(col, c, modern))
-            .collect()
-    })
+) -> Result<Vec<CellEncoder<'a>>> {
+    image.map_or_else(
+        || Ok(Vec::new()),
+        |a| {
+            a.columns()
+                .iter()
+                .zip(&schema.columns)
+                .map(|(col, c)| CellEncoder::new(col, c, modern))
+                .collect()
+        },
+    )
 }
 
 async fn server_version(client: &clickhouse::Client) -> Result<ServerVersion> {

@@ -110,7 +110,7 @@ enum Cells<'a> {
 /// Writes one column's cells in RowBinary, row by row, for one batch.
 pub struct CellEncoder<'a> {
     array: &'a ArrayRef,
-    cells: Result<Cells<'a>>,
+    cells: Cells<'a>,
     nullable: bool,
     /// Decimal width in bytes (4, 8, 16, 32), or 0: decimal as text.
     decimal_bytes: usize,
@@ -152,7 +152,8 @@ fn cells(a: &ArrayRef) -> Result<Cells<'_>> {
 }
 
 impl<'a> CellEncoder<'a> {
-    pub fn new(array: &'a ArrayRef, column: &Column, modern: bool) -> CellEncoder<'a> {
+    /// Fails for an Arrow type with no ClickHouse encoding.
+    pub fn new(array: &'a ArrayRef, column: &Column, modern: bool) -> Result<CellEncoder<'a>> {
         let decimal_bytes = match column.data_type {
             ColumnType::Decimal { precision, .. } => match precision {
                 0..=9 => 4,
@@ -163,12 +164,12 @@ impl<'a> CellEncoder<'a> {
             },
             _ => 0,
         };
-        CellEncoder {
+        Ok(CellEncoder {
             array,
-            cells: cells(array),
+            cells: cells(array)?,
             nullable: column.nullable,
             decimal_bytes,
-        }
+        })
     }
 
     /// Appends row `row`'s cell.
@@ -185,11 +186,7 @@ impl<'a> CellEncoder<'a> {
             // row well-formed; deleted rows are never read as data.
             return self.encode_zero(out);
         }
-        let cells = self
-            .cells
-            .as_ref()
-            .map_err(|e| Error::new(e.kind(), e.to_string()))?;
-        match cells {
+        match &self.cells {
             Cells::Bool(a) => out.push(a.value(row) as u8),
             Cells::Fixed(bytes, w) => out.extend_from_slice(&bytes[row * w..(row + 1) * w]),
             Cells::Utf8(a) => string(out, a.value(row).as_bytes()),

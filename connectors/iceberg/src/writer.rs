@@ -531,9 +531,24 @@ impl UpsertWriter {
     /// Writes position deletes, one file per partition of the data files
     /// they point at.
     async fn write_position_deletes(&self, deletes: Vec<(String, i64)>) -> Result<Vec<DataFile>> {
+        // Partitions of the files deletes can name: committed ones, then spills.
+        let spilled: HashMap<&str, &Struct> = self
+            .spills
+            .iter()
+            .map(|s| (s.file.file_path(), s.file.partition()))
+            .collect();
         let mut by_partition: HashMap<&Struct, Vec<(String, i64)>> = HashMap::new();
         for (path, pos) in deletes {
-            let partition = self.partition_of(&path)?;
+            let partition = spilled
+                .get(path.as_str())
+                .copied()
+                .or_else(|| self.file_partitions.get(path.as_str()))
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Unexpected,
+                        format!("a delete points at {path}, which is not a live data file"),
+                    )
+                })?;
             by_partition.entry(partition).or_default().push((path, pos));
         }
         let mut files = Vec::new();
@@ -546,20 +561,6 @@ impl UpsertWriter {
             files.push(file);
         }
         Ok(files)
-    }
-
-    /// The partition of a committed or spilled data file.
-    fn partition_of(&self, path: &str) -> Result<&Struct> {
-        let spilled = self.spills.iter().map(|s| &s.file);
-        match spilled.into_iter().find(|f| f.file_path() == path) {
-            Some(f) => Ok(f.partition()),
-            None => self.file_partitions.get(path).ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Unexpected,
-                    format!("a delete points at {path}, which is not a live data file"),
-                )
-            }),
-        }
     }
 
     fn new_file_path(&self, suffix: &str) -> String {
