@@ -18,9 +18,10 @@ use std::time::Duration;
 
 use tributary_clickhouse::{ClickHouseSink, ClickHouseSinkConfig};
 use tributary_core::{
-    BinlogFilePos, ChangeBatch, ChangeEvent, Checkpoint, Column, ColumnType, HaConfig, HaSink, Op,
-    Sink, SourcePosition, TableId, TableSchema, Value,
+    BinlogFilePos, ChangeBatch, ChangeEvent, Checkpoint, Column, ColumnType, Op, Sink,
+    SourcePosition, TableId, TableSchema, Value,
 };
+use tributary_runtime::{HaConfig, HaSink};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

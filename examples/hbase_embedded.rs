@@ -14,10 +14,11 @@
 use std::sync::Arc;
 
 use tributary_core::{
-    BinlogFilePos, ChangeBatch, ChangeEvent, Checkpoint, Column, ColumnType, HaConfig, HaSink, Op,
-    Sink, SourcePosition, TableId, TableSchema, Value,
+    BinlogFilePos, ChangeBatch, ChangeEvent, Checkpoint, Column, ColumnType, Op, Sink,
+    SourcePosition, TableId, TableSchema, Value,
 };
 use tributary_hbase::{HBaseSink, HBaseSinkConfig, RowKeyEncoding};
+use tributary_runtime::{HaConfig, HaSink};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

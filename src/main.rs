@@ -1,19 +1,17 @@
-//! The `tributary` command line.
-
-mod config;
-mod sinks;
-mod sync;
+//! The `tributary` command line: clap, the pipeline file, and the runtime.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use config::PipelineConfig;
+use tributary_core::TargetState;
+use tributary_runtime::{Pipeline, ROUND_PROPERTY, Registry, TableState, load_pipeline};
 
 /// Tributary moves MySQL/MariaDB changes into Kafka, Iceberg and ClickHouse.
 ///
 /// `sync` runs a pipeline file (MySQL/MariaDB snapshot + binlog into Iceberg
-/// upsert tables, exactly once); `status` shows what each table holds.
+/// upsert tables, ClickHouse or HBase, exactly once); `status` shows what each
+/// table holds.
 #[derive(Debug, Parser)]
 #[command(name = "tributary", version, about, long_about)]
 struct Cli {
@@ -30,7 +28,7 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Checks the pipeline file and prints, per source table, its Iceberg
+    /// Checks the pipeline file and prints, per source table, its target
     /// table and the committed source position.
     Status {
         #[arg(long, short)]
@@ -61,32 +59,30 @@ fn main() -> ExitCode {
 }
 
 async fn run(command: Command) -> tributary_core::Result<()> {
+    let registry = Registry::builtin();
     match command {
-        Command::Sync { config } => {
-            let config = PipelineConfig::load(&config)?;
-            sync::SyncJob::run(config, shutdown()).await
-        }
+        Command::Sync { config } => load_pipeline(&config, &registry)?.run(shutdown()).await,
         Command::Status { config } => {
-            let config = PipelineConfig::load(&config)?;
-            for s in sync::table_states(&config).await? {
-                println!("{}", status_line(&s));
+            let pipeline = load_pipeline(&config, &registry)?;
+            for s in pipeline.table_states().await? {
+                println!("{}", status_line(&pipeline, &s));
             }
             Ok(())
         }
     }
 }
 
-fn status_line(s: &sync::TableState) -> String {
-    let state = match &s.committed {
-        None => "not created".to_string(),
-        Some(None) => "created, nothing committed".to_string(),
-        Some(Some(cp)) => {
+fn status_line(pipeline: &Pipeline, s: &TableState) -> String {
+    let state = match &s.state {
+        TargetState::Missing => "not created".to_string(),
+        TargetState::CreatedWithoutCheckpoint => "created, nothing committed".to_string(),
+        TargetState::Committed(cp) => {
             let position = cp.position.as_ref().map_or("-".into(), ToString::to_string);
             let round = cp
                 .properties
-                .get(sync::ROUND_PROPERTY)
+                .get(ROUND_PROPERTY)
                 .map_or("-", String::as_str);
-            let snapshot = if cp.properties.contains_key("mysql.snapshot") {
+            let snapshot = if pipeline.source().snapshot_in_progress(cp) {
                 "snapshot in progress"
             } else {
                 "streaming"
@@ -94,7 +90,7 @@ fn status_line(s: &sync::TableState) -> String {
             format!("position {position}, round {round}, {snapshot}")
         }
     };
-    format!("{} -> {}: {state}", s.source, s.table)
+    format!("{} -> {}: {state}", s.source, s.target)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -11,8 +11,9 @@ use std::net::SocketAddr;
 
 use hive_metastore::{
     Database, EnvironmentContext, FieldSchema, SerDeInfo, StorageDescriptor, Table,
-    ThriftHiveMetastoreClient, ThriftHiveMetastoreClientBuilder,
-    ThriftHiveMetastoreGetTableException,
+    ThriftHiveMetastoreAlterTableWithEnvironmentContextException, ThriftHiveMetastoreClient,
+    ThriftHiveMetastoreClientBuilder, ThriftHiveMetastoreCreateDatabaseException,
+    ThriftHiveMetastoreCreateTableException, ThriftHiveMetastoreGetTableException,
 };
 use iceberg::io::FileIO;
 use iceberg::spec::{
@@ -42,21 +43,76 @@ impl std::fmt::Debug for HiveCatalog {
     }
 }
 
+/// A transport failure: the metastore may not have seen the call, or may
+/// have applied it (a lost reply) — transient either way.
 fn hms_err(what: String, e: impl std::fmt::Debug) -> Error {
     Error::new(ErrorKind::Connection, format!("{what}: {e:?}"))
 }
 
+/// The kind of a metastore exception, by its type.
+trait HmsException: std::fmt::Debug {
+    fn kind(&self) -> ErrorKind;
+}
+
+impl HmsException for ThriftHiveMetastoreGetTableException {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ThriftHiveMetastoreGetTableException::O2(_) => ErrorKind::NotFound,
+            ThriftHiveMetastoreGetTableException::O1(_) => ErrorKind::Unexpected,
+        }
+    }
+}
+
+impl HmsException for ThriftHiveMetastoreCreateTableException {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            // Another creator won the race.
+            ThriftHiveMetastoreCreateTableException::O1(_) => ErrorKind::CommitConflict,
+            ThriftHiveMetastoreCreateTableException::O2(_) => ErrorKind::InvalidConfig,
+            ThriftHiveMetastoreCreateTableException::O4(_) => ErrorKind::NotFound,
+            ThriftHiveMetastoreCreateTableException::O3(_) => ErrorKind::Unexpected,
+        }
+    }
+}
+
+impl HmsException for ThriftHiveMetastoreCreateDatabaseException {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ThriftHiveMetastoreCreateDatabaseException::O1(_) => ErrorKind::CommitConflict,
+            ThriftHiveMetastoreCreateDatabaseException::O2(_) => ErrorKind::InvalidConfig,
+            ThriftHiveMetastoreCreateDatabaseException::O3(_) => ErrorKind::Unexpected,
+        }
+    }
+}
+
+impl HmsException for ThriftHiveMetastoreAlterTableWithEnvironmentContextException {
+    fn kind(&self) -> ErrorKind {
+        use ThriftHiveMetastoreAlterTableWithEnvironmentContextException as E;
+        match self {
+            // The expected-parameter check failed: HMS reports it as a
+            // MetaException whose message is the only distinguishing mark.
+            E::O2(m)
+                if m.message
+                    .as_ref()
+                    .is_some_and(|t| t.contains("has been modified")) =>
+            {
+                ErrorKind::CommitConflict
+            }
+            E::O1(_) => ErrorKind::InvalidData,
+            E::O2(_) => ErrorKind::Unexpected,
+        }
+    }
+}
+
 /// Unwraps a thrift call: transport errors and metastore exceptions both
 /// become errors (exceptions arrive as `Ok(Exception)`, easy to lose).
-fn unwrap<T, E: std::fmt::Debug>(
+fn unwrap<T, E: HmsException>(
     what: &str,
     r: std::result::Result<MaybeException<T, E>, volo_thrift::ClientError>,
 ) -> Result<T> {
     match r {
         Ok(MaybeException::Ok(v)) => Ok(v),
-        Ok(MaybeException::Exception(e)) => {
-            Err(Error::new(ErrorKind::Unexpected, format!("{what}: {e:?}")))
-        }
+        Ok(MaybeException::Exception(e)) => Err(Error::new(e.kind(), format!("{what}: {e:?}"))),
         Err(e) => Err(hms_err(what.to_string(), e)),
     }
 }
@@ -148,7 +204,11 @@ impl HiveCatalog {
             location_uri: Some(fast(format!("{}/{name}.db", self.warehouse))),
             ..Default::default()
         };
-        unwrap("create_database", self.client.create_database(db).await)
+        match unwrap("create_database", self.client.create_database(db).await) {
+            // Created meanwhile by someone else: there it is.
+            Err(e) if e.kind() == ErrorKind::CommitConflict => Ok(()),
+            other => other,
+        }
     }
 
     fn table_object(
@@ -241,12 +301,8 @@ impl HiveCatalog {
         let path = Self::metadata_path(&location, 0);
         self.write_metadata(&path, &metadata).await?;
         let table = self.table_object(name, &metadata, &path, None);
-        unwrap("create_table", self.client.create_table(table).await).map_err(|e| {
-            Error::new(
-                ErrorKind::InvalidConfig,
-                format!("cannot create {name}: {e}"),
-            )
-        })?;
+        unwrap("create_table", self.client.create_table(table).await)
+            .map_err(|e| e.map_text(|t| format!("cannot create {name}: {t}")))?;
         self.load(name).await
     }
 
@@ -255,13 +311,13 @@ impl HiveCatalog {
             .client
             .get_table(fast(name.namespace.clone()), fast(name.table.clone()))
             .await;
-        if let Ok(MaybeException::Exception(ThriftHiveMetastoreGetTableException::O2(_))) = got {
-            return Err(Error::new(
+        let table = unwrap("get_table", got).map_err(|e| match e.kind() {
+            ErrorKind::NotFound => Error::new(
                 ErrorKind::NotFound,
                 format!("table {name} does not exist in the metastore"),
-            ));
-        }
-        let table = unwrap("get_table", got)?;
+            ),
+            _ => e,
+        })?;
         let params = table.parameters.unwrap_or_default();
         let is_iceberg = params
             .get("table_type")
@@ -326,16 +382,20 @@ impl HiveCatalog {
                 crate::delete_dropped_metadata(base, &metadata).await;
                 self.load(&base.name).await
             }
+            Err(e) if e.kind() == ErrorKind::CommitConflict => {
+                let _ = self.file_io.delete(&path).await;
+                Err(Error::new(
+                    ErrorKind::CommitConflict,
+                    format!("{} was committed by another writer first", base.name),
+                ))
+            }
+            // The metastore may have applied the alter and lost the reply:
+            // the new file may be the table's now, so it stays (an orphan
+            // at worst).
+            Err(e) if e.kind() == ErrorKind::Connection => Err(e),
             Err(e) => {
                 let _ = self.file_io.delete(&path).await;
-                if e.to_string().contains("has been modified") {
-                    Err(Error::new(
-                        ErrorKind::CommitConflict,
-                        format!("{} was committed by another writer first", base.name),
-                    ))
-                } else {
-                    Err(e)
-                }
+                Err(e)
             }
         }
     }

@@ -2,15 +2,18 @@
 //! the `iceberg` crate (iceberg-rust has no row-delta or rewrite commit, and
 //! its `TableCommit` cannot be built from outside).
 //!
-//! Status: the Hadoop catalog on a local filesystem and append commits with
-//! optimistic retries. S3 and Hive catalogs, row-delta, rewrite and expiry are
-//! the rest of their issue.
+//! - [`Catalog`]: Hadoop (local FS and S3) and Hive Metastore catalogs, an
+//!   atomic swap from one metadata version to the next.
+//! - [`ops`]: the table operations (row delta, rewrite, schema, expiry), one
+//!   file each over a shared snapshot producer, all committed through one
+//!   retry path.
+//! - [`files`]: Parquet writers for data, position-delete and
+//!   equality-delete files.
 
-pub mod commit;
-pub mod delete_file;
+pub mod files;
 pub mod hadoop;
 pub mod hive;
-pub mod rewrite;
+pub mod ops;
 
 use std::fmt;
 
@@ -18,11 +21,18 @@ use iceberg::io::FileIO;
 use iceberg::spec::TableMetadata;
 use tributary_core::{Error, ErrorKind};
 
-pub use commit::{RowDelta, commit_row_delta, commit_schema, expire_snapshots, live_files};
-pub use delete_file::{write_data_file, write_equality_deletes, write_position_deletes};
+pub use files::{
+    FileKeys, sidecar_path, write_data_file, write_equality_deletes, write_key_sidecar,
+    write_position_deletes,
+};
 pub use hadoop::HadoopCatalog;
 pub use hive::HiveCatalog;
-pub use rewrite::{RewriteFiles, commit_rewrite};
+pub use ops::expire::{ExpireSnapshots, expire_snapshots};
+pub use ops::producer::{FileCounts, live_files};
+pub use ops::rewrite::{RewriteFiles, commit_rewrite};
+pub use ops::row_delta::{RowDelta, commit_row_delta};
+pub use ops::schema::{SetCurrentSchema, commit_schema};
+pub use ops::{TableOperation, commit_operation, commit_retry_policy};
 
 /// `namespace.table` in a catalog.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -152,6 +162,24 @@ impl CatalogTable {
     }
 }
 
-pub(crate) fn iceberg_err(what: impl Into<String>, e: iceberg::Error) -> Error {
-    Error::new(ErrorKind::Unexpected, what).with_source(e)
+/// The one mapping of iceberg-rust errors: its kinds, its `retryable()`
+/// flag, and the storage error underneath (opendal: missing object,
+/// failed condition, temporary failure) decide the kind.
+pub fn iceberg_err(what: impl Into<String>, e: iceberg::Error) -> Error {
+    use iceberg::ErrorKind as I;
+    let storage =
+        std::error::Error::source(&e).and_then(|s| s.downcast_ref::<opendal_core::Error>());
+    let kind = match (e.kind(), storage.map(|s| s.kind())) {
+        (I::TableNotFound | I::NamespaceNotFound, _) => ErrorKind::NotFound,
+        (I::CatalogCommitConflicts | I::PreconditionFailed, _) => ErrorKind::CommitConflict,
+        (I::DataInvalid, _) => ErrorKind::InvalidData,
+        (I::FeatureUnsupported, _) => ErrorKind::Unsupported,
+        (_, Some(opendal_core::ErrorKind::NotFound)) => ErrorKind::NotFound,
+        (_, Some(opendal_core::ErrorKind::ConditionNotMatch)) => ErrorKind::CommitConflict,
+        (_, Some(opendal_core::ErrorKind::PermissionDenied)) => ErrorKind::Authentication,
+        _ if e.retryable() || storage.is_some_and(|s| s.is_temporary()) => ErrorKind::Connection,
+        (_, Some(_)) => ErrorKind::Io,
+        _ => ErrorKind::Unexpected,
+    };
+    Error::new(kind, what).with_source(e)
 }

@@ -18,7 +18,8 @@ use iceberg::spec::{
 };
 use iceberg::transform::create_transform_function;
 use tributary_catalog::{
-    Catalog, CatalogTable, RewriteFiles, TableName, commit_rewrite, write_position_deletes,
+    Catalog, CatalogTable, RewriteFiles, RowDelta, TableName, commit_rewrite,
+    write_position_deletes,
 };
 use tributary_testkit::unique_name;
 
@@ -119,6 +120,15 @@ async fn scenario(catalog: &dyn Catalog) {
         files.push(write_file(&table, g).await);
     }
     assert!(files.len() >= 12, "{} partitions", files.len());
+    // A prepared row delta (files of many partitions) survives its JSON
+    // form unchanged: a commit made from it is the same commit.
+    let delta = RowDelta {
+        data_files: files.clone(),
+        ..RowDelta::default()
+    };
+    let decoded = RowDelta::decode(&delta.encode(&table.metadata).unwrap(), &table.metadata)
+        .unwrap();
+    assert_eq!(decoded.data_files, files);
     let t = append(catalog, &table, files.clone()).await;
 
     let evens: Vec<i64> = (0..40).filter(|i| i % 2 == 0).collect();

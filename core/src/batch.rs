@@ -51,6 +51,28 @@ pub struct ChangeBatch {
     after: Option<StructArray>,
 }
 
+/// What one row does to a keyed table (see [`ChangeBatch::keyed_changes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyedChange {
+    pub row: usize,
+    /// The before image's key goes: a delete, or an update that changed
+    /// the key.
+    pub delete_before: bool,
+    /// The after image becomes its key's row.
+    pub upsert_after: bool,
+    /// Grows with the source position of the row's transaction (the binlog
+    /// ordinal; 0 without a position); equal for a replay, so a replayed
+    /// write rewrites the same version.
+    pub version: u64,
+}
+
+/// The version of a change at `position`: see [`KeyedChange::version`].
+pub fn row_version(position: Option<&SourcePosition>) -> u64 {
+    position
+        .and_then(SourcePosition::binlog_ordinal)
+        .unwrap_or(0)
+}
+
 /// Which row image of an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Image {
@@ -122,6 +144,42 @@ impl ChangeBatch {
             pos.partial_cmp(done),
             Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
         )
+    }
+
+    /// The upsert rule every keyed sink applies (Iceberg, ClickHouse,
+    /// HBase, Kafka): rows already in `committed` are left out
+    /// (`is_committed_in`); a delete removes its before image's key; an
+    /// insert, read or update writes its after image; an update whose key
+    /// changed also removes the old key (`same_key(row)` is asked only for
+    /// updates carrying both images). Each change has the row's version.
+    pub fn keyed_changes(
+        &self,
+        committed: Option<&Checkpoint>,
+        mut same_key: impl FnMut(usize) -> crate::Result<bool>,
+    ) -> crate::Result<Vec<KeyedChange>> {
+        let mut out = Vec::with_capacity(self.len());
+        for row in 0..self.len() {
+            if self.is_committed_in(row, committed) {
+                continue;
+            }
+            let op = self.op(row);
+            let (before, after) = (
+                self.has_image(Image::Before, row),
+                self.has_image(Image::After, row),
+            );
+            let delete_before = before
+                && match op {
+                    Op::Delete => true,
+                    _ => !after || !same_key(row)?,
+                };
+            out.push(KeyedChange {
+                row,
+                delete_before,
+                upsert_after: after && op != Op::Delete,
+                version: row_version(self.txn_of(row).position.as_ref()),
+            });
+        }
+        Ok(out)
     }
 
     /// Position of the batch's last transaction, if it has one.
@@ -859,5 +917,93 @@ pub fn value_at(t: &ColumnType, array: &dyn Array, i: usize) -> Value {
         C::Timestamp { .. } => {
             Value::Timestamp(a.as_primitive::<TimestampMicrosecondType>().value(i))
         }
+    }
+}
+
+#[cfg(test)]
+mod keyed_change_tests {
+    use super::*;
+    use crate::position::BinlogFilePos;
+    use crate::schema::{Column, TableId};
+
+    fn schema() -> Arc<TableSchema> {
+        Arc::new(
+            TableSchema::new(
+                TableId::new("d", "t"),
+                vec![
+                    Column::new("id", ColumnType::Int32, false),
+                    Column::new("v", ColumnType::Int32, true),
+                ],
+                &["id"],
+                1,
+            )
+            .unwrap(),
+        )
+    }
+
+    fn event(
+        op: Op,
+        before: Option<(i32, i32)>,
+        after: Option<(i32, i32)>,
+        pos: u64,
+    ) -> ChangeEvent {
+        let row = |(k, v): (i32, i32)| vec![Value::Int32(k), Value::Int32(v)];
+        ChangeEvent {
+            table: TableId::new("d", "t"),
+            op,
+            before: before.map(row),
+            after: after.map(row),
+            position: Some(SourcePosition::FilePos(BinlogFilePos::new("b.000002", pos))),
+            commit_ts_micros: 0,
+            schema_version: 1,
+        }
+    }
+
+    #[test]
+    fn the_upsert_rule_deletes_old_keys_upserts_new_rows_and_skips_committed_ones() {
+        let events = [
+            event(Op::Insert, None, Some((1, 10)), 100),
+            event(Op::Update, Some((1, 10)), Some((1, 11)), 200),
+            event(Op::Update, Some((1, 11)), Some((2, 11)), 300),
+            event(Op::Delete, Some((2, 11)), None, 400),
+            event(Op::Read, None, Some((3, 30)), 100),
+        ];
+        let batch = ChangeBatch::from_events(schema(), &events).unwrap();
+        let key = |image, row| batch.row(image, row).map(|r| r[0].clone());
+        let same = |row| Ok(key(Image::Before, row) == key(Image::After, row));
+        let changes = batch.keyed_changes(None, same).unwrap();
+        let rule: Vec<(usize, bool, bool)> = changes
+            .iter()
+            .map(|c| (c.row, c.delete_before, c.upsert_after))
+            .collect();
+        assert_eq!(
+            rule,
+            [
+                (0, false, true),
+                (1, false, true), // same key: an upsert only
+                (2, true, true),  // key change: the old key goes
+                (3, true, false),
+                (4, false, true),
+            ]
+        );
+        assert!(
+            changes[0].version < changes[1].version,
+            "versions grow with the binlog"
+        );
+        assert_eq!(changes[0].version, row_version(events[0].position.as_ref()));
+
+        // Committed at position 200: events up to it are skipped, the
+        // snapshot read (state, not an event) is not.
+        let committed = Checkpoint {
+            position: events[1].position.clone(),
+            ..Checkpoint::default()
+        };
+        let left: Vec<usize> = batch
+            .keyed_changes(Some(&committed), same)
+            .unwrap()
+            .iter()
+            .map(|c| c.row)
+            .collect();
+        assert_eq!(left, [2, 3, 4]);
     }
 }

@@ -118,6 +118,22 @@ impl Error {
         &self.context
     }
 
+    /// The same error with `f` applied to every text it shows — message,
+    /// context values and the cause (which becomes part of the message) —
+    /// e.g. to redact values that must not be shown.
+    pub fn map_text(self, f: impl Fn(&str) -> String) -> Self {
+        let message = match &self.source {
+            Some(cause) => format!("{}: {cause}", self.message),
+            None => self.message.clone(),
+        };
+        Error {
+            kind: self.kind,
+            message: f(&message),
+            context: self.context.iter().map(|(k, v)| (*k, f(v))).collect(),
+            source: None,
+        }
+    }
+
     /// Shorthand for the most common kinds.
     pub fn invalid_data(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::InvalidData, message)

@@ -1,11 +1,15 @@
-//! The two traits every connector implements.
+//! The traits every connector implements: [`Source`] and [`Sink`] move
+//! changes; [`SourceFactory`] and [`SinkFactory`] are what a pipeline runner
+//! (`tributary-runtime`) holds per configured source and sink kind.
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 use crate::batch::ChangeBatch;
 use crate::error::Result;
 use crate::event::SchemaChange;
 use crate::position::Checkpoint;
+use crate::schema::{TableId, TableSchema};
 
 /// What a source hands out, in source order.
 #[derive(Debug, Clone)]
@@ -27,20 +31,48 @@ pub trait Source: Send {
     async fn next(&mut self) -> Result<Option<SourceRecord>>;
 }
 
+/// What [`Sink::prepare`] made durable but not yet visible, and the
+/// checkpoint it belongs to. Serializable, so that a writer can hand it to a
+/// committer elsewhere (scale-out: workers prepare, one committer commits).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Prepared {
+    pub checkpoint: Checkpoint,
+    /// Sink-specific description of the prepared work (e.g. Iceberg file
+    /// metadata); `Null` when there is nothing to make visible.
+    #[serde(default)]
+    pub payload: serde_json::Value,
+}
+
 /// A change sink (Iceberg, ClickHouse, Kafka relay, HBase…).
 ///
-/// Writes are buffered until `commit`, which makes them durable and visible
-/// together with the checkpoint, atomically where the target allows it. After
-/// a restart `committed` returns the last durable checkpoint; the runner
-/// resumes the source there and the sink drops anything at or before it.
+/// Writes are buffered until a commit, which makes them durable and visible
+/// together with the checkpoint, atomically where the target allows it. A
+/// commit has two steps: `prepare` (files/rows durable, nothing visible) and
+/// `commit_prepared` (visible with the checkpoint); `commit` is both in one
+/// process. After a restart `committed` returns the last durable checkpoint;
+/// the runner resumes the source there and the sink drops anything at or
+/// before it.
 #[async_trait]
 pub trait Sink: Send {
     async fn write(&mut self, batch: &ChangeBatch) -> Result<()>;
 
     async fn apply_schema_change(&mut self, change: &SchemaChange) -> Result<()>;
 
-    /// Makes every write so far durable, together with `checkpoint`.
-    async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<()>;
+    /// Makes every write so far durable without making it visible, for
+    /// `checkpoint`.
+    async fn prepare(&mut self, checkpoint: &Checkpoint) -> Result<Prepared>;
+
+    /// Makes prepared work visible, with the checkpoint of the last one.
+    /// `prepared` comes from `prepare` of this sink (or, for sinks that
+    /// support it, of other writers of the same table), oldest first.
+    async fn commit_prepared(&mut self, prepared: Vec<Prepared>) -> Result<()>;
+
+    /// Makes every write so far durable and visible, together with
+    /// `checkpoint`: the single-process path, `commit_prepared(prepare(cp))`.
+    async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        let prepared = self.prepare(checkpoint).await?;
+        self.commit_prepared(vec![prepared]).await
+    }
 
     /// Whether the sink wants a commit now (its interval passed, or a row or
     /// byte bound was reached). A runner asks at each source checkpoint; the
@@ -58,4 +90,65 @@ pub trait Sink: Send {
 
     /// Cheap check that the target is reachable and usable.
     async fn health_check(&self) -> Result<()>;
+}
+
+/// What a target table holds, read without opening a sink (for resume and
+/// `status`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TargetState {
+    /// No target table: nothing was ever written.
+    Missing,
+    /// The table exists but no commit recorded a checkpoint (a crash inside
+    /// its first commit): nothing of it counts as committed.
+    CreatedWithoutCheckpoint,
+    Committed(Checkpoint),
+}
+
+impl TargetState {
+    pub fn checkpoint(&self) -> Option<&Checkpoint> {
+        match self {
+            TargetState::Committed(cp) => Some(cp),
+            _ => None,
+        }
+    }
+}
+
+/// One configured sink kind: opens a sink per source table and answers
+/// questions about target tables without opening one. Built from a
+/// validated configuration by the runtime's registry.
+#[async_trait]
+pub trait SinkFactory: Send + Sync {
+    /// Where a source table's rows go (for logs, status and collisions).
+    fn target_name(&self, table: &TableId) -> String;
+
+    /// The committed state of `table`'s target. A target that cannot be
+    /// reached is an error, never `Missing`.
+    async fn state(&self, table: &TableId) -> Result<TargetState>;
+
+    /// Empties a target that holds nothing committed
+    /// (`CreatedWithoutCheckpoint`) before its table is read again.
+    async fn reset(&self, table: &TableId) -> Result<()>;
+
+    /// Opens (creating the target if needed) the sink of `schema`'s table.
+    async fn open(&self, schema: &TableSchema) -> Result<Box<dyn Sink>>;
+}
+
+/// One configured source kind.
+#[async_trait]
+pub trait SourceFactory: Send + Sync {
+    /// The tables the configuration selects, as they exist now.
+    async fn list_tables(&self) -> Result<Vec<TableId>>;
+
+    /// Rewrites a resume checkpoint so that `tables` are read again in full
+    /// (their targets lost their state) while the rest resumes. An error
+    /// when this source cannot (e.g. snapshots are turned off).
+    fn requeue(&self, checkpoint: &mut Checkpoint, tables: &[TableId]) -> Result<()>;
+
+    /// Whether `checkpoint` was taken while an initial read was in progress.
+    fn snapshot_in_progress(&self, _checkpoint: &Checkpoint) -> bool {
+        false
+    }
+
+    /// Starts reading, from `resume` or from the beginning.
+    async fn open(&self, resume: Option<&Checkpoint>) -> Result<Box<dyn Source>>;
 }

@@ -24,7 +24,7 @@ pub enum ClusterMode {
     Distributed,
 }
 
-/// `[sink.clickhouse]`. Durations in seconds.
+/// `[sink.clickhouse]`. Durations: seconds, or a string such as `"1s"`.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClickHouseSinkConfig {
@@ -50,8 +50,8 @@ pub struct ClickHouseSinkConfig {
     #[serde(default = "default_batch_bytes")]
     pub batch_bytes: usize,
     /// …or this long after the previous insert (default 1 s).
-    #[serde(default = "default_flush_interval")]
-    pub flush_interval: f64,
+    #[serde(default = "default_flush_interval", with = "tributary_core::duration")]
+    pub flush_interval: Duration,
     /// Attempts of an insert on transient errors (default 5; exponential
     /// backoff from 100 ms).
     #[serde(default = "default_attempts")]
@@ -67,8 +67,8 @@ fn default_batch_rows() -> usize {
 fn default_batch_bytes() -> usize {
     64 << 20
 }
-fn default_flush_interval() -> f64 {
-    1.0
+fn default_flush_interval() -> Duration {
+    Duration::from_secs(1)
 }
 fn default_attempts() -> u32 {
     5
@@ -131,11 +131,8 @@ impl ClickHouseSinkConfig {
         if self.batch_rows == 0 || self.batch_bytes == 0 || self.attempts == 0 {
             return fail("batch_rows, batch_bytes and attempts must be at least 1".into());
         }
-        if self.flush_interval_duration().is_none() {
-            return fail(format!(
-                "flush_interval = {}: expected a positive number of seconds",
-                self.flush_interval
-            ));
+        if self.flush_interval.is_zero() {
+            return fail("flush_interval = 0: expected a positive duration".into());
         }
         if let Some(var) = &self.password_env
             && std::env::var(var).is_err()
@@ -145,12 +142,6 @@ impl ClickHouseSinkConfig {
             ));
         }
         Ok(())
-    }
-
-    pub(crate) fn flush_interval_duration(&self) -> Option<Duration> {
-        Duration::try_from_secs_f64(self.flush_interval)
-            .ok()
-            .filter(|d| !d.is_zero())
     }
 
     /// A client of one endpoint (validation off: 18.16 lacks

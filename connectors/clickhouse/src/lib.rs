@@ -14,5 +14,7 @@ pub mod sink;
 pub mod types;
 
 pub use config::{ClickHouseSinkConfig, ClusterMode};
-pub use sink::{ClickHouseSink, SinkStats, committed_state, drop_tables, row_version};
+pub use sink::{
+    ClickHouseSink, ClickHouseSinkFactory, SinkStats, committed_state, drop_tables, row_version,
+};
 pub use types::ServerVersion;

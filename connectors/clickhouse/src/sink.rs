@@ -24,8 +24,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tracing::{info, warn};
 use tributary_core::{
-    ChangeBatch, Checkpoint, Error, ErrorKind, Image, Op, Result, SchemaChange, Sink,
-    SourcePosition, TableSchema,
+    ChangeBatch, Checkpoint, Error, ErrorKind, Image, Prepared, Result, RetryPolicy, SchemaChange,
+    Sink, TableSchema, retry_transient,
 };
 
 use crate::config::{ClickHouseSinkConfig, ClusterMode};
@@ -72,31 +72,48 @@ pub struct ClickHouseSink {
     stats: SinkStats,
 }
 
-/// The `_version` of a change at `position`: its binlog ordinal (file
-/// number × 2³⁴ + offset), so versions grow with the binlog. Changes
-/// without a file position (snapshot-only mode) get 0; equal versions keep
-/// the row inserted last.
-pub fn row_version(position: Option<&SourcePosition>) -> u64 {
-    position
-        .and_then(SourcePosition::binlog_ordinal)
-        .unwrap_or(0)
+/// `_version` of a row: the core upsert rule's version (binlog file
+/// number × 2³⁴ + offset of its transaction), so versions grow with the
+/// binlog. Changes without a file position (snapshot-only mode) get 0;
+/// equal versions keep the row inserted last.
+pub use tributary_core::row_version;
+
+/// The server's error code in a response (`Code: 60. DB::Exception: …`).
+fn server_code(text: &str) -> Option<u32> {
+    let rest = &text[text.find("Code: ")? + 6..];
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
 }
 
-/// Transient failures (network, timeouts, "too many parts", a shard
-/// unreachable from the Distributed engine) are retried; others are not.
+/// The one mapping of ClickHouse errors. Transient (retried): network,
+/// timeouts, and server codes for overload or an unreachable shard —
+/// 159 timeout, 164 readonly, 202 too many queries, 209/210 socket, 242
+/// table read-only, 252 too many parts, 279 all connection tries failed,
+/// 319 unknown insert status. Otherwise by code: unknown table or database
+/// (60, 81) → NotFound; authentication (192–194, 516) → Authentication;
+/// bad SQL, types or values (6, 27, 32, 33, 36, 41, 43, 44, 47, 53, 62, 69,
+/// 70, 72, 117, 131) → InvalidData; anything else → Unexpected.
 fn classify(what: &str, e: clickhouse::error::Error) -> Error {
     use clickhouse::error::Error as E;
-    let transient = match &e {
-        E::Network(_) | E::TimedOut => true,
-        E::BadResponse(text) => [159, 164, 202, 209, 210, 242, 252, 279, 319]
-            .iter()
-            .any(|code| text.contains(&format!("Code: {code}"))),
-        _ => false,
-    };
-    let kind = if transient {
-        ErrorKind::Connection
-    } else {
-        ErrorKind::InvalidData
+    let kind = match &e {
+        E::Network(_) | E::TimedOut => ErrorKind::Connection,
+        E::RowNotFound => ErrorKind::NotFound,
+        E::BadResponse(text) => match server_code(text) {
+            Some(159 | 164 | 202 | 209 | 210 | 242 | 252 | 279 | 319) => ErrorKind::Connection,
+            Some(60 | 81) => ErrorKind::NotFound,
+            Some(192..=194 | 516) => ErrorKind::Authentication,
+            Some(
+                6 | 27 | 32 | 33 | 36 | 41 | 43 | 44 | 47 | 53 | 62 | 69 | 70 | 72 | 117 | 131,
+            ) => ErrorKind::InvalidData,
+            _ => ErrorKind::Unexpected,
+        },
+        E::InvalidParams(_) => ErrorKind::InvalidConfig,
+        E::SchemaMismatch(_) => ErrorKind::SchemaMismatch,
+        E::Unsupported(_) => ErrorKind::Unsupported,
+        E::Other(_) | E::Custom(_) => ErrorKind::Unexpected,
+        _ => ErrorKind::InvalidData,
     };
     Error::new(kind, format!("ClickHouse: {what}")).with_source(e)
 }
@@ -299,31 +316,19 @@ impl ClickHouseSink {
         let before = encoders(batch.image(Image::Before), &schema, modern)?;
         let key_columns = &schema.primary_key;
         let (mut key, mut old_key) = (Vec::new(), Vec::new());
-        for row in 0..batch.len() {
-            if batch.is_committed_in(row, self.committed.as_ref()) {
-                continue;
+        let changes = batch.keyed_changes(self.committed.as_ref(), |row| {
+            key_bytes(&after, key_columns, row, &mut key)?;
+            key_bytes(&before, key_columns, row, &mut old_key)?;
+            Ok(key == old_key)
+        })?;
+        for c in changes {
+            if c.delete_before {
+                key_bytes(&before, key_columns, c.row, &mut old_key)?;
+                self.push_row(&before, c.row, c.version, true, &old_key)?;
             }
-            let version = row_version(batch.txn_of(row).position.as_ref());
-            match batch.op(row) {
-                Op::Delete => {
-                    key_bytes(&before, key_columns, row, &mut old_key)?;
-                    self.push_row(&before, row, version, true, &old_key)?;
-                }
-                Op::Insert | Op::Read => {
-                    key_bytes(&after, key_columns, row, &mut key)?;
-                    self.push_row(&after, row, version, false, &key)?;
-                }
-                Op::Update => {
-                    key_bytes(&after, key_columns, row, &mut key)?;
-                    if batch.has_image(Image::Before, row) {
-                        key_bytes(&before, key_columns, row, &mut old_key)?;
-                        if old_key != key {
-                            // A key change: the old key goes.
-                            self.push_row(&before, row, version, true, &old_key)?;
-                        }
-                    }
-                    self.push_row(&after, row, version, false, &key)?;
-                }
+            if c.upsert_after {
+                key_bytes(&after, key_columns, c.row, &mut key)?;
+                self.push_row(&after, c.row, c.version, false, &key)?;
             }
         }
         if self.rows_buffered >= self.config.batch_rows
@@ -408,14 +413,36 @@ impl ClickHouseSink {
 
     /// Sends what is buffered, then records `checkpoint`.
     pub async fn commit_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        let prepared = self.prepare_checkpoint(checkpoint).await?;
+        self.record_checkpoint(vec![prepared]).await
+    }
+
+    /// Sends what is buffered (durable, and visible through FINAL only with
+    /// versions a replay rewrites identically). The payload says whether a
+    /// checkpoint row is due: not when nothing was sent since a recent one.
+    async fn prepare_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<Prepared> {
         let had_rows = self.rows_buffered > 0;
         self.flush().await?;
         let idle = !had_rows && !self.sent_since_checkpoint && self.committed.is_some();
-        if idle && self.last_checkpoint.elapsed() < IDLE_CHECKPOINT_INTERVAL {
+        let due = !(idle && self.last_checkpoint.elapsed() < IDLE_CHECKPOINT_INTERVAL);
+        Ok(Prepared {
+            checkpoint: checkpoint.clone(),
+            payload: serde_json::Value::Bool(due),
+        })
+    }
+
+    /// Writes the checkpoint row of the last prepared checkpoint, unless
+    /// none is due.
+    async fn record_checkpoint(&mut self, prepared: Vec<Prepared>) -> Result<()> {
+        let due = prepared
+            .iter()
+            .any(|p| p.payload != serde_json::Value::Bool(false));
+        let Some(last) = prepared.last().filter(|_| due) else {
             // Nothing new: the recorded position is recent enough.
             self.last_flush = Instant::now();
             return Ok(());
-        }
+        };
+        let checkpoint = &last.checkpoint;
         let version = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
@@ -630,7 +657,7 @@ async fn server_version(client: &clickhouse::Client) -> Result<ServerVersion> {
     ServerVersion::parse(&text)
 }
 
-/// One insert, retried with exponential backoff (100 ms doubling, at most
+/// One insert, retried with backoff (100 ms doubling to 10 s, at most
 /// `attempts` tries) while the failure is transient. Returns the retries.
 async fn send_with_retries(
     client: &clickhouse::Client,
@@ -638,25 +665,32 @@ async fn send_with_retries(
     data: Bytes,
     attempts: u32,
 ) -> Result<u64> {
-    let mut wait = Duration::from_millis(100);
-    for attempt in 1..=attempts {
-        let result = async {
+    let policy = RetryPolicy::new(
+        attempts,
+        Duration::from_millis(100),
+        Duration::from_secs(10),
+    );
+    let tries = std::sync::atomic::AtomicU32::new(0);
+    retry_transient(&policy, |attempt| {
+        tries.store(attempt, std::sync::atomic::Ordering::Relaxed);
+        let data = data.clone();
+        async move {
             let mut insert = client.insert_formatted_with(sql.to_string());
-            insert.send(data.clone()).await?;
-            insert.end().await
+            let sent = async {
+                insert.send(data).await?;
+                insert.end().await
+            };
+            sent.await.map_err(|e| {
+                let e = classify("insert", e);
+                if e.kind().is_transient() {
+                    warn!(attempt, error = %e, "insert failed; retrying");
+                }
+                e
+            })
         }
-        .await;
-        match result.map_err(|e| classify("insert", e)) {
-            Ok(()) => return Ok(u64::from(attempt - 1)),
-            Err(e) if e.kind().is_transient() && attempt < attempts => {
-                warn!(attempt, error = %e, "insert failed; retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(10));
-            }
-            Err(e) => return Err(e.with_context("attempts", attempt)),
-        }
-    }
-    unreachable!("the last attempt returns")
+    })
+    .await?;
+    Ok(u64::from(tries.into_inner() - 1))
 }
 
 #[async_trait]
@@ -670,16 +704,17 @@ impl Sink for ClickHouseSink {
         self.apply_schema(change.followed_schema(&target)?).await
     }
 
-    async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<()> {
-        self.commit_checkpoint(checkpoint).await
+    async fn prepare(&mut self, checkpoint: &Checkpoint) -> Result<Prepared> {
+        self.prepare_checkpoint(checkpoint).await
+    }
+
+    async fn commit_prepared(&mut self, prepared: Vec<Prepared>) -> Result<()> {
+        self.record_checkpoint(prepared).await
     }
 
     fn commit_due(&self) -> bool {
         self.rows_buffered >= self.config.batch_rows
-            || self
-                .config
-                .flush_interval_duration()
-                .is_some_and(|d| self.last_flush.elapsed() >= d)
+            || self.last_flush.elapsed() >= self.config.flush_interval
     }
 
     fn discard_uncommitted(&mut self) {
@@ -702,5 +737,44 @@ impl Sink for ClickHouseSink {
                 .map_err(|e| classify("health check", e))?;
         }
         Ok(())
+    }
+}
+
+/// `[sink.clickhouse]` as a pipeline's sink kind: one `ClickHouseSink` per
+/// source table, in `database`.
+pub struct ClickHouseSinkFactory {
+    config: ClickHouseSinkConfig,
+}
+
+impl ClickHouseSinkFactory {
+    pub fn new(config: ClickHouseSinkConfig) -> Result<ClickHouseSinkFactory> {
+        config.validate()?;
+        Ok(ClickHouseSinkFactory { config })
+    }
+}
+
+#[async_trait]
+impl tributary_core::SinkFactory for ClickHouseSinkFactory {
+    fn target_name(&self, table: &tributary_core::TableId) -> String {
+        format!("{}.{}", self.config.database, table.table)
+    }
+
+    async fn state(&self, table: &tributary_core::TableId) -> Result<tributary_core::TargetState> {
+        use tributary_core::TargetState;
+        Ok(match committed_state(&self.config, &table.table).await? {
+            None => TargetState::Missing,
+            Some(None) => TargetState::CreatedWithoutCheckpoint,
+            Some(Some(cp)) => TargetState::Committed(cp),
+        })
+    }
+
+    async fn reset(&self, table: &tributary_core::TableId) -> Result<()> {
+        drop_tables(&self.config, &table.table).await
+    }
+
+    async fn open(&self, schema: &TableSchema) -> Result<Box<dyn Sink>> {
+        Ok(Box::new(
+            ClickHouseSink::open(self.config.clone(), schema).await?,
+        ))
     }
 }

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use tributary_clickhouse::{ClickHouseSink, ClickHouseSinkConfig};
 use tributary_core::{
-    BinlogFilePos, ChangeBatch, ChangeEvent, Checkpoint, Column, ColumnType, HaConfig, HaSink, Op,
-    Side, Sink, SourcePosition, TableId, TableSchema, Value,
+    BinlogFilePos, ChangeBatch, ChangeEvent, Checkpoint, Column, ColumnType, Op, Sink,
+    SourcePosition, TableId, TableSchema, Value,
 };
+use tributary_runtime::{HaConfig, HaSink, Side};
 use tributary_testkit::{ClickHouseServer, dev_dir, unique_name};
 
 type Model = BTreeMap<i32, i32>;

@@ -28,7 +28,7 @@ use serde::Deserialize;
 use tributary_core::{Error, Result, Value};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "encoding")]
+#[serde(rename_all = "snake_case", tag = "encoding", deny_unknown_fields)]
 pub enum RowKeyEncoding {
     #[default]
     Binary,

@@ -37,12 +37,26 @@ pub struct Gateway {
     client: Option<Client>,
 }
 
-/// Transport failures and the gateway's TIOError (region servers) are
-/// transient; protocol errors are not.
+/// The one mapping of Thrift2 errors: transport failures and the
+/// gateway's TIOError (region servers moving, unreachable) are transient,
+/// except a TIOError naming a missing table (NotFound); protocol errors are
+/// bad data; application errors (unknown method, internal error) are not
+/// retried.
 fn classify(what: &str, e: thrift::Error) -> Error {
     let kind = match &e {
-        thrift::Error::Transport(_) | thrift::Error::User(_) => ErrorKind::Connection,
-        thrift::Error::Application(_) => ErrorKind::Connection,
+        thrift::Error::Transport(_) => ErrorKind::Connection,
+        thrift::Error::User(u) => match u.downcast_ref::<crate::hbase2::TIOError>() {
+            Some(io)
+                if io
+                    .message
+                    .as_ref()
+                    .is_some_and(|m| m.contains("TableNotFoundException")) =>
+            {
+                ErrorKind::NotFound
+            }
+            _ => ErrorKind::Connection,
+        },
+        thrift::Error::Application(_) => ErrorKind::Unexpected,
         thrift::Error::Protocol(_) => ErrorKind::InvalidData,
     };
     Error::new(kind, format!("HBase Thrift2 {what}")).with_source(e)

@@ -15,4 +15,4 @@ mod gateway;
 pub mod sink;
 
 pub use encoding::{RowKeyEncoding, ValueEncoding};
-pub use sink::{HBaseSink, HBaseSinkConfig};
+pub use sink::{HBaseSink, HBaseSinkConfig, HBaseSinkFactory, committed_checkpoint};

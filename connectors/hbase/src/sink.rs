@@ -22,15 +22,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use serde::Deserialize;
 use tributary_core::{
-    ChangeBatch, Checkpoint, Error, ErrorKind, Image, Op, Result, SchemaChange, Sink,
-    SourcePosition, TableSchema, Value,
+    ChangeBatch, Checkpoint, Error, ErrorKind, Image, Prepared, Result, SchemaChange, Sink,
+    TableSchema, Value,
 };
 
 use crate::encoding::{RowKeyEncoding, ValueEncoding, cell, row_key};
 use crate::gateway::{Endpoint, Gateway};
 use crate::hbase2::{TColumn, TColumnValue, TDelete, TDeleteType, TPut};
 
-/// `[sink.hbase]`. Seconds for durations.
+/// `[sink.hbase]`. Durations: seconds, or a string such as `"5s"`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HBaseSinkConfig {
@@ -55,11 +55,11 @@ pub struct HBaseSinkConfig {
     #[serde(default = "default_batch_rows")]
     pub batch_rows: usize,
     /// A commit is due this long after the previous one (default 1 s).
-    #[serde(default = "default_commit_interval")]
-    pub commit_interval: f64,
+    #[serde(default = "default_commit_interval", with = "tributary_core::duration")]
+    pub commit_interval: Duration,
     /// Connect/read/write timeout (default 5 s).
-    #[serde(default = "default_timeout")]
-    pub timeout: f64,
+    #[serde(default = "default_timeout", with = "tributary_core::duration")]
+    pub timeout: Duration,
     #[serde(default = "default_checkpoint_table")]
     pub checkpoint_table: String,
 }
@@ -70,11 +70,11 @@ fn default_family() -> String {
 fn default_batch_rows() -> usize {
     10_000
 }
-fn default_commit_interval() -> f64 {
-    1.0
+fn default_commit_interval() -> Duration {
+    Duration::from_secs(1)
 }
-fn default_timeout() -> f64 {
-    5.0
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 fn default_checkpoint_table() -> String {
     "tributary_checkpoints".into()
@@ -114,13 +114,64 @@ impl HBaseSinkConfig {
             ("timeout", self.timeout),
             ("commit_interval", self.commit_interval),
         ] {
-            if Duration::try_from_secs_f64(secs).is_ok_and(|d| !d.is_zero()) {
-                continue;
+            if secs.is_zero() {
+                return fail(&format!("{name} must be a positive duration"));
             }
-            return fail(&format!("{name} must be a positive number of seconds"));
         }
         Ok(())
     }
+}
+
+fn endpoint(config: &HBaseSinkConfig) -> Endpoint {
+    Endpoint {
+        address: config.address.clone(),
+        framed: config.framed,
+        compact: config.compact,
+        timeout: config.timeout,
+    }
+}
+
+/// Runs a gateway call on the blocking pool (the thrift crate blocks).
+async fn on_gateway<T: Send + 'static>(
+    gateway: &Arc<Mutex<Gateway>>,
+    f: impl FnOnce(&mut Gateway) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let gateway = gateway.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut g = gateway.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut g)
+    })
+    .await
+    .map_err(|e| Error::new(ErrorKind::Unexpected, format!("HBase call panicked: {e}")))?
+}
+
+/// The checkpoint recorded for HBase table `table` in `checkpoint_table`.
+async fn read_checkpoint(
+    gateway: &Arc<Mutex<Gateway>>,
+    checkpoint_table: &str,
+    table: &str,
+) -> Result<Option<Checkpoint>> {
+    let (checkpoint_table, row) = (checkpoint_table.to_string(), table.as_bytes().to_vec());
+    let result = on_gateway(gateway, move |g| g.get(&checkpoint_table, &row)).await?;
+    let value = result
+        .column_values
+        .iter()
+        .find(|c| c.qualifier == b"checkpoint")
+        .map(|c| c.value.clone());
+    value
+        .map(|v| serde_json::from_slice(&v).map_err(Error::from))
+        .transpose()
+}
+
+/// The checkpoint committed for HBase table `table`, read without opening a
+/// sink (None before its first commit; the sink never creates tables, so
+/// "no checkpoint" is all a runner can know).
+pub async fn committed_checkpoint(
+    config: &HBaseSinkConfig,
+    table: &str,
+) -> Result<Option<Checkpoint>> {
+    let gateway = Arc::new(Mutex::new(Gateway::new(endpoint(config))));
+    read_checkpoint(&gateway, &config.checkpoint_table, table).await
 }
 
 /// A row's final state since the last flush.
@@ -141,11 +192,6 @@ pub struct HBaseSink {
     committed: Option<Checkpoint>,
 }
 
-/// The source position as a number that grows with the binlog (0 without).
-fn position_version(p: Option<&SourcePosition>) -> u64 {
-    p.and_then(SourcePosition::binlog_ordinal).unwrap_or(0)
-}
-
 impl HBaseSink {
     /// Connects and reads the committed checkpoint.
     pub async fn open(config: HBaseSinkConfig, schema: &TableSchema) -> Result<HBaseSink> {
@@ -156,12 +202,7 @@ impl HBaseSink {
                 schema.table
             )));
         }
-        let endpoint = Endpoint {
-            address: config.address.clone(),
-            framed: config.framed,
-            compact: config.compact,
-            timeout: Duration::from_secs_f64(config.timeout),
-        };
+        let endpoint = endpoint(&config);
         let mut sink = HBaseSink {
             table: config
                 .table
@@ -187,29 +228,11 @@ impl HBaseSink {
         &self,
         f: impl FnOnce(&mut Gateway) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let gateway = self.gateway.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut g = gateway.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut g)
-        })
-        .await
-        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("HBase call panicked: {e}")))?
+        on_gateway(&self.gateway, f).await
     }
 
     async fn read_checkpoint(&self) -> Result<Option<Checkpoint>> {
-        let (table, row) = (
-            self.config.checkpoint_table.clone(),
-            self.table.clone().into_bytes(),
-        );
-        let result = self.on_gateway(move |g| g.get(&table, &row)).await?;
-        let value = result
-            .column_values
-            .iter()
-            .find(|c| c.qualifier == b"checkpoint")
-            .map(|c| c.value.clone());
-        value
-            .map(|v| serde_json::from_slice(&v).map_err(Error::from))
-            .transpose()
+        read_checkpoint(&self.gateway, &self.config.checkpoint_table, &self.table).await
     }
 
     fn key_of(&self, values: &[Value]) -> Result<Vec<u8>> {
@@ -239,24 +262,25 @@ impl HBaseSink {
             // New columns become new qualifiers: nothing to alter in HBase.
             self.schema = batch.schema().clone();
         }
-        for row in 0..batch.len() {
-            if batch.is_committed_in(row, self.committed.as_ref()) {
-                continue;
+        let changes = batch.keyed_changes(self.committed.as_ref(), |row| {
+            let key = |image| match batch.row(image, row) {
+                Some(values) => self.key_of(&values),
+                None => Ok(Vec::new()),
+            };
+            Ok(key(Image::Before)? == key(Image::After)?)
+        })?;
+        for c in changes {
+            if c.delete_before
+                && let Some(old) = batch.row(Image::Before, c.row)
+            {
+                self.pending
+                    .insert(self.key_of(&old)?, Mutation::Delete(c.version));
             }
-            let version = position_version(batch.txn_of(row).position.as_ref());
-            let before = batch.row(Image::Before, row);
-            let after = batch.row(Image::After, row);
-            if let Some(old) = &before {
-                let old_key = self.key_of(old)?;
-                let new_key = after.as_ref().map(|a| self.key_of(a)).transpose()?;
-                if batch.op(row) == Op::Delete || new_key.as_ref() != Some(&old_key) {
-                    self.pending.insert(old_key, Mutation::Delete(version));
-                }
-            }
-            if let Some(new) = &after {
-                let key = self.key_of(new)?;
-                let put = self.put_of(new, version);
-                self.pending.insert(key, put);
+            if c.upsert_after
+                && let Some(new) = batch.row(Image::After, c.row)
+            {
+                let put = self.put_of(&new, c.version);
+                self.pending.insert(self.key_of(&new)?, put);
             }
         }
         if self.pending.len() >= self.config.batch_rows {
@@ -318,6 +342,11 @@ impl HBaseSink {
 
     pub async fn commit_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()> {
         self.flush().await?;
+        self.record_checkpoint(checkpoint).await
+    }
+
+    /// Writes the checkpoint row (after the data it covers is flushed).
+    async fn record_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()> {
         let ts = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as i64);
@@ -350,13 +379,26 @@ impl Sink for HBaseSink {
         Ok(())
     }
 
-    async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<()> {
-        self.commit_checkpoint(checkpoint).await
+    /// Prepare = flush: the cells are in HBase, at versions a replay
+    /// rewrites identically; the checkpoint row makes them count.
+    async fn prepare(&mut self, checkpoint: &Checkpoint) -> Result<Prepared> {
+        self.flush().await?;
+        Ok(Prepared {
+            checkpoint: checkpoint.clone(),
+            payload: serde_json::Value::Bool(true),
+        })
+    }
+
+    async fn commit_prepared(&mut self, prepared: Vec<Prepared>) -> Result<()> {
+        match prepared.last() {
+            Some(last) => self.record_checkpoint(&last.checkpoint).await,
+            None => Ok(()),
+        }
     }
 
     fn commit_due(&self) -> bool {
         self.pending.len() >= self.config.batch_rows
-            || self.last_commit.elapsed().as_secs_f64() >= self.config.commit_interval
+            || self.last_commit.elapsed() >= self.config.commit_interval
     }
 
     fn discard_uncommitted(&mut self) {
@@ -372,5 +414,52 @@ impl Sink for HBaseSink {
         self.on_gateway(move |g| g.exists(&table, b"health"))
             .await
             .map(drop)
+    }
+}
+
+/// `[sink.hbase]` as a pipeline's sink kind: one `HBaseSink` per source
+/// table. HBase tables are never created: a missing checkpoint row is all
+/// there is to know, so a target is `Missing` until its first commit.
+pub struct HBaseSinkFactory {
+    config: HBaseSinkConfig,
+}
+
+impl HBaseSinkFactory {
+    pub fn new(config: HBaseSinkConfig) -> Result<HBaseSinkFactory> {
+        config.validate()?;
+        Ok(HBaseSinkFactory { config })
+    }
+
+    fn table(&self, table: &tributary_core::TableId) -> String {
+        self.config
+            .table
+            .clone()
+            .unwrap_or_else(|| table.table.clone())
+    }
+}
+
+#[async_trait]
+impl tributary_core::SinkFactory for HBaseSinkFactory {
+    fn target_name(&self, table: &tributary_core::TableId) -> String {
+        self.table(table)
+    }
+
+    async fn state(&self, table: &tributary_core::TableId) -> Result<tributary_core::TargetState> {
+        Ok(
+            match committed_checkpoint(&self.config, &self.table(table)).await? {
+                Some(cp) => tributary_core::TargetState::Committed(cp),
+                None => tributary_core::TargetState::Missing,
+            },
+        )
+    }
+
+    async fn reset(&self, _table: &tributary_core::TableId) -> Result<()> {
+        Ok(())
+    }
+
+    async fn open(&self, schema: &TableSchema) -> Result<Box<dyn Sink>> {
+        Ok(Box::new(
+            HBaseSink::open(self.config.clone(), schema).await?,
+        ))
     }
 }

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use support::HBaseStandIn;
 use tributary_core::{
-    ChangeBatch, ChangeEvent, Checkpoint, HaConfig, HaSink, Op, Side, Sink, SourcePosition,
-    TableSchema, Value,
+    ChangeBatch, ChangeEvent, Checkpoint, Op, Sink, SourcePosition, TableSchema, Value,
 };
 use tributary_hbase::{HBaseSink, HBaseSinkConfig};
+use tributary_runtime::{HaConfig, HaSink, Side};
 use tributary_testkit::kv_workload::{
     KvModel, KvValue, Rng, kv_position, kv_row, kv_schema, random_kv_events,
 };
@@ -200,7 +200,7 @@ async fn behind_ha_a_killed_primary_loses_nothing_and_writes_return_after_it_rec
     let (mut primary, standby) = (HBaseStandIn::start(), HBaseStandIn::start());
     let schema = schema();
     let config = |addr: String| HBaseSinkConfig {
-        timeout: 2.0,
+        timeout: std::time::Duration::from_secs(2),
         ..HBaseSinkConfig::new(addr)
     };
     let mut ha = HaSink::new(

@@ -26,7 +26,7 @@ pub enum CatalogKind {
 }
 
 /// `[sink.iceberg]`: the catalog, where each source table goes, and the
-/// writer's settings. Durations are in seconds.
+/// writer's settings. Durations: seconds, or a string such as `"10s"`.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IcebergSinkConfig {
@@ -43,12 +43,14 @@ pub struct IcebergSinkConfig {
     pub delete_mode: DeleteModeName,
     #[serde(default)]
     pub column_policy: ColumnPolicyName,
-    pub commit_interval: Option<f64>,
+    #[serde(default, with = "tributary_core::duration::option")]
+    pub commit_interval: Option<Duration>,
     pub commit_rows: Option<usize>,
     pub commit_bytes: Option<usize>,
     pub target_file_bytes: Option<usize>,
     pub row_group_rows: Option<usize>,
-    pub idle_commit_interval: Option<f64>,
+    #[serde(default, with = "tributary_core::duration::option")]
+    pub idle_commit_interval: Option<Duration>,
     /// Partition spec per source table (`"db.table" = ["day(ts)", …]`),
     /// used when the writer creates the table.
     #[serde(default)]
@@ -96,17 +98,13 @@ impl fmt::Debug for IcebergSinkConfig {
     }
 }
 
-fn seconds(name: &str, v: Option<f64>, default: Duration) -> Result<Duration> {
+fn positive(name: &str, v: Option<Duration>, default: Duration) -> Result<Duration> {
     match v {
         None => Ok(default),
-        Some(s) => Duration::try_from_secs_f64(s)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| {
-                Error::invalid_config(format!(
-                    "sink.iceberg.{name} = {s}: expected a positive number of seconds"
-                ))
-            }),
+        Some(d) if d.is_zero() => Err(Error::invalid_config(format!(
+            "sink.iceberg.{name} = 0: expected a positive duration"
+        ))),
+        Some(d) => Ok(d),
     }
 }
 
@@ -159,7 +157,7 @@ impl IcebergSinkConfig {
                 DeleteModeName::Position => DeleteMode::Position,
                 DeleteModeName::Equality => DeleteMode::Equality,
             },
-            commit_interval: seconds("commit_interval", self.commit_interval, d.commit_interval)?,
+            commit_interval: positive("commit_interval", self.commit_interval, d.commit_interval)?,
             commit_rows: self.commit_rows.unwrap_or(d.commit_rows),
             commit_bytes: self.commit_bytes.unwrap_or(d.commit_bytes),
             target_file_bytes: self.target_file_bytes.unwrap_or(d.target_file_bytes),
@@ -168,7 +166,7 @@ impl IcebergSinkConfig {
                 ColumnPolicyName::Fail => ColumnPolicy::Fail,
                 ColumnPolicyName::Skip => ColumnPolicy::Skip,
             },
-            idle_commit_interval: seconds(
+            idle_commit_interval: positive(
                 "idle_commit_interval",
                 self.idle_commit_interval,
                 d.idle_commit_interval,

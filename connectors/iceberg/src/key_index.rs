@@ -16,98 +16,18 @@ use std::sync::Arc;
 
 use arrow_array::{Int64Array, RecordBatch, StringArray};
 use arrow_row::{RowConverter, SortField};
-use bloomfilter::Bloom;
 use bytes::Bytes;
 use iceberg::io::FileIO;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+pub use tributary_catalog::files::{FileKeys, sidecar_path};
 use tributary_core::{Error, ErrorKind, Result};
 
-const MAGIC: &[u8; 4] = b"TKI1";
-const SEED: [u8; 32] = *b"tributary key index bloom seed!!";
-const FALSE_POSITIVE_RATE: f64 = 0.01;
 /// Files whose key → position maps stay cached.
 const PROBE_CACHE_FILES: usize = 64;
 
 /// Where a live row is: data file path and row position.
 pub type RowLocation = (Arc<str>, i64);
-
-/// The key summary of one data file.
-pub struct FileKeys {
-    path: Arc<str>,
-    min: Vec<u8>,
-    max: Vec<u8>,
-    bloom: Bloom<[u8]>,
-}
-
-impl FileKeys {
-    pub fn path(&self) -> &Arc<str> {
-        &self.path
-    }
-
-    /// Summarizes `keys` (encoded, any order) of the file at `path`.
-    pub fn build<'a>(
-        path: Arc<str>,
-        keys: impl Iterator<Item = &'a [u8]> + Clone,
-    ) -> Result<FileKeys> {
-        let n = keys.clone().count().max(1);
-        let mut bloom = Bloom::new_for_fp_rate_with_seed(n, FALSE_POSITIVE_RATE, &SEED)
-            .map_err(|e| Error::new(ErrorKind::Unexpected, format!("bloom filter: {e}")))?;
-        let (mut min, mut max): (Option<&[u8]>, Option<&[u8]>) = (None, None);
-        for k in keys {
-            bloom.set(k);
-            min = Some(min.map_or(k, |m| m.min(k)));
-            max = Some(max.map_or(k, |m| m.max(k)));
-        }
-        Ok(FileKeys {
-            path,
-            min: min.unwrap_or_default().to_vec(),
-            max: max.unwrap_or_default().to_vec(),
-            bloom,
-        })
-    }
-
-    fn may_contain(&self, key: &[u8]) -> bool {
-        self.min.as_slice() <= key && key <= self.max.as_slice() && self.bloom.check(key)
-    }
-
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = MAGIC.to_vec();
-        for part in [&self.min, &self.max] {
-            out.extend((part.len() as u32).to_le_bytes());
-            out.extend(part);
-        }
-        out.extend(self.bloom.to_bytes());
-        out
-    }
-
-    pub fn from_bytes(path: Arc<str>, bytes: &[u8]) -> Result<FileKeys> {
-        let bad = || {
-            Error::new(
-                ErrorKind::InvalidData,
-                format!("corrupt key index sidecar of {path}"),
-            )
-        };
-        let rest = bytes.strip_prefix(MAGIC.as_slice()).ok_or_else(bad)?;
-        let mut parts = Vec::new();
-        let mut rest = rest;
-        for _ in 0..2 {
-            let len =
-                u32::from_le_bytes(rest.get(..4).ok_or_else(bad)?.try_into().unwrap()) as usize;
-            parts.push(rest.get(4..4 + len).ok_or_else(bad)?.to_vec());
-            rest = &rest[4 + len..];
-        }
-        let bloom = Bloom::from_bytes(rest.to_vec()).map_err(|_| bad())?;
-        let max = parts.pop().unwrap();
-        let min = parts.pop().unwrap();
-        Ok(FileKeys {
-            path,
-            min,
-            max,
-            bloom,
-        })
-    }
-}
 
 /// Counters that tests and benchmarks read.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -128,18 +48,14 @@ pub struct KeyIndex {
     pub stats: IndexStats,
 }
 
-pub fn sidecar_path(data_file: &str) -> String {
-    format!("{data_file}.tki")
-}
-
 async fn read(file_io: &FileIO, path: &str) -> Result<Bytes> {
     let input = file_io
         .new_input(path)
-        .map_err(|e| Error::new(ErrorKind::Io, "input").with_source(e))?;
+        .map_err(|e| tributary_catalog::iceberg_err("input", e))?;
     input
         .read()
         .await
-        .map_err(|e| Error::new(ErrorKind::Io, format!("reading {path}")).with_source(e))
+        .map_err(|e| tributary_catalog::iceberg_err(format!("reading {path}"), e))
 }
 
 fn parquet_batches(bytes: Bytes, columns: Option<&[usize]>) -> Result<Vec<RecordBatch>> {
@@ -283,7 +199,7 @@ impl KeyIndex {
             .files
             .iter()
             .filter(|f| f.may_contain(key))
-            .map(|f| f.path.clone())
+            .map(|f| f.path().clone())
             .collect();
         for path in candidates {
             if let Some(&pos) = self.probe(&path).await?.get(key) {
@@ -303,7 +219,7 @@ impl KeyIndex {
             .enumerate()
             .map(|(i, k)| (k, i as i64))
             .collect();
-        self.probes.insert(summary.path.clone(), Arc::new(map));
+        self.probes.insert(summary.path().clone(), Arc::new(map));
         self.files.push(summary);
     }
 

@@ -7,12 +7,14 @@
 //! - [`types`]: the documented source → Iceberg type mapping.
 
 pub mod config;
+pub mod factory;
 pub mod key_index;
 pub mod partition;
 pub mod types;
 pub mod writer;
 
 pub use config::{CatalogKind, IcebergSinkConfig};
+pub use factory::IcebergSinkFactory;
 pub use key_index::IndexStats;
 pub use partition::PartitionField;
 pub use types::ColumnPolicy;

@@ -29,19 +29,16 @@ use tributary_catalog::{
     write_position_deletes,
 };
 use tributary_core::{
-    ChangeBatch, Checkpoint, Error, ErrorKind, Image, Op, Result, SchemaChange, Sink, TableSchema,
+    ChangeBatch, Checkpoint, Error, ErrorKind, Image, Prepared, Result, SchemaChange, Sink,
+    TableSchema,
 };
 
-use crate::key_index::{FileKeys, IndexStats, KeyIndex, sidecar_path};
+use crate::key_index::{FileKeys, IndexStats, KeyIndex};
 use crate::partition::{PartitionField, Partitioner, spec_fields, unbound_spec};
 use crate::types::{ColumnMap, ColumnPolicy, evolve, iceberg_schema, to_file_batch};
 
 /// Snapshot-summary property holding the committed source checkpoint (JSON).
 pub const CHECKPOINT_PROPERTY: &str = "tributary.checkpoint";
-
-fn iceberg_err(what: &str, e: iceberg::Error) -> Error {
-    Error::new(ErrorKind::Io, what.to_string()).with_source(e)
-}
 
 /// How replaced and deleted rows are removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -194,6 +191,9 @@ pub struct UpsertWriter {
     last_commit: Instant,
     last_snapshot: Instant,
     committed: Option<Checkpoint>,
+    /// Committed rows the prepared deletes remove (the index marks them
+    /// once the commit is durable).
+    planned_found: Vec<(Arc<str>, i64)>,
 }
 
 impl UpsertWriter {
@@ -271,6 +271,7 @@ impl UpsertWriter {
             last_commit: Instant::now(),
             last_snapshot: Instant::now(),
             committed,
+            planned_found: Vec::new(),
         };
         writer.load_index().await?;
         Ok(writer)
@@ -352,27 +353,20 @@ impl UpsertWriter {
         let after_keys = after.as_ref().map(|a| self.index.encode(a)).transpose()?;
         let before_keys = before.as_ref().map(|b| self.index.encode(b)).transpose()?;
         let (slot, mut used) = (self.buffered.len(), false);
-        for row in 0..batch.len() {
-            if batch.is_committed_in(row, self.committed.as_ref()) {
-                continue;
+        let key = |keys: &Option<arrow_row::Rows>, row| {
+            keys.as_ref()
+                .map(|k| k.row(row).as_ref().to_vec())
+                .ok_or_else(|| Error::new(ErrorKind::Unexpected, "a change without its image"))
+        };
+        let changes = batch.keyed_changes(self.committed.as_ref(), |row| {
+            Ok(key(&after_keys, row)? == key(&before_keys, row)?)
+        })?;
+        for c in changes {
+            if c.delete_before {
+                self.set_state(key(&before_keys, c.row)?, KeyState::Deleted);
             }
-            let key = |keys: &Option<arrow_row::Rows>, i| {
-                keys.as_ref()
-                    .filter(|_| batch.has_image(i, row))
-                    .map(|k| k.row(row).as_ref().to_vec())
-            };
-            let (after_key, before_key) = (
-                key(&after_keys, Image::After),
-                key(&before_keys, Image::Before),
-            );
-            let op = batch.op(row);
-            if let Some(k) =
-                before_key.filter(|k| op == Op::Delete || after_key.as_ref() != Some(k))
-            {
-                self.set_state(k, KeyState::Deleted);
-            }
-            if let Some(k) = after_key {
-                self.set_state(k, KeyState::Buffered(slot, row));
+            if c.upsert_after {
+                self.set_state(key(&after_keys, c.row)?, KeyState::Buffered(slot, c.row));
                 used = true;
             }
             self.changes_since_commit += 1;
@@ -473,13 +467,7 @@ impl UpsertWriter {
         let file = self.write_data_file(&batch, partition).await?;
         let path = Arc::<str>::from(file.file_path());
         let summary = FileKeys::build(path.clone(), keys.iter().map(Vec::as_slice))?;
-        self.table
-            .file_io
-            .new_output(sidecar_path(&path))
-            .map_err(|e| iceberg_err("sidecar", e))?
-            .write(summary.to_bytes().into())
-            .await
-            .map_err(|e| iceberg_err("writing a key index sidecar", e))?;
+        tributary_catalog::write_key_sidecar(&self.table.file_io, &summary).await?;
         let n = self.spills.len();
         for (pos, k) in keys.iter().enumerate() {
             self.state
@@ -585,30 +573,83 @@ impl UpsertWriter {
     /// (compaction) replaced files our position deletes point at, the table
     /// and index are reloaded and the deletes planned again.
     pub async fn commit_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        let prepared = self.prepare_checkpoint(checkpoint).await?;
+        self.commit_prepared_deltas(vec![prepared]).await
+    }
+
+    /// Writes every file the next commit adds (spills, position and
+    /// equality deletes) without committing: the returned payload is the
+    /// encoded `RowDelta`, or null when nothing is due (nothing to write and
+    /// the position was recorded recently; a table with no checkpoint yet
+    /// records one at once: a runner resumes from the oldest, and "none"
+    /// means from the start).
+    pub async fn prepare_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<Prepared> {
         let idle = self.state.is_empty() && self.spills.is_empty();
         let recorded = self.committed.is_some();
-        if idle && recorded && self.last_snapshot.elapsed() < self.config.idle_commit_interval {
-            // Nothing to write and the position was recorded recently (a
-            // table with no checkpoint yet records one at once: a runner
-            // resumes from the oldest, and "none" means from the start).
+        let payload = if idle
+            && recorded
+            && self.last_snapshot.elapsed() < self.config.idle_commit_interval
+        {
+            serde_json::Value::Null
+        } else {
+            let delta = self.plan_delta().await?;
+            delta.encode(&self.table.metadata)?
+        };
+        Ok(Prepared {
+            checkpoint: checkpoint.clone(),
+            payload,
+        })
+    }
+
+    /// Commits prepared deltas (of this writer, oldest first) as one
+    /// snapshot carrying the last checkpoint. A concurrent rewrite of files
+    /// the deletes point at (`ValidationFailed`) reloads the table and
+    /// index and plans the deletes again, up to 5 times.
+    async fn commit_prepared_deltas(&mut self, prepared: Vec<Prepared>) -> Result<()> {
+        let Some(checkpoint) = prepared.last().map(|p| p.checkpoint.clone()) else {
+            return Ok(());
+        };
+        let mut delta: Option<RowDelta> = None;
+        for p in prepared.iter().filter(|p| !p.payload.is_null()) {
+            let next = RowDelta::decode(&p.payload, &self.table.metadata)?;
+            match delta.as_mut() {
+                Some(d) => d.merge(next),
+                None => delta = Some(next),
+            }
+        }
+        let Some(mut delta) = delta else {
             self.last_commit = Instant::now();
             return Ok(());
-        }
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.try_commit(checkpoint).await {
+            delta.properties.insert(
+                CHECKPOINT_PROPERTY.to_string(),
+                serde_json::to_string(&checkpoint)?,
+            );
+            match commit_row_delta(self.catalog.as_ref(), &self.table, &delta).await {
+                Ok(table) => {
+                    self.table = table;
+                    let found = std::mem::take(&mut self.planned_found);
+                    self.committed_now(found, &checkpoint);
+                    return Ok(());
+                }
                 Err(e) if e.kind() == ErrorKind::ValidationFailed && attempt < 5 => {
                     self.table = self.catalog.load_table(&self.table.name).await?;
                     self.index.reset();
                     self.load_index().await?;
+                    delta = self.plan_delta().await?;
                 }
-                other => return other,
+                Err(e) => return Err(e),
             }
         }
     }
 
-    async fn try_commit(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+    /// Spills what is buffered and plans and writes the deletes of every
+    /// touched key's committed row; the rows found by position are kept
+    /// for the index until the commit is durable.
+    async fn plan_delta(&mut self) -> Result<RowDelta> {
         self.spill().await?;
         let (mut deletes, mut found, mut equality) = (Vec::new(), Vec::new(), Vec::new());
         for key in self.state.keys() {
@@ -644,13 +685,8 @@ impl UpsertWriter {
                 .delete_files
                 .extend(self.write_equality_deletes(&equality).await?);
         }
-        delta.properties.insert(
-            CHECKPOINT_PROPERTY.to_string(),
-            serde_json::to_string(checkpoint)?,
-        );
-        self.table = commit_row_delta(self.catalog.as_ref(), &self.table, &delta).await?;
-        self.committed_now(found, checkpoint);
-        Ok(())
+        self.planned_found = found;
+        Ok(delta)
     }
 
     /// After a durable commit: the index takes the new files and deletes,
@@ -788,8 +824,12 @@ impl Sink for UpsertWriter {
         self.apply_schema(change.followed_schema(&target)?).await
     }
 
-    async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<()> {
-        self.commit_checkpoint(checkpoint).await
+    async fn prepare(&mut self, checkpoint: &Checkpoint) -> Result<Prepared> {
+        self.prepare_checkpoint(checkpoint).await
+    }
+
+    async fn commit_prepared(&mut self, prepared: Vec<Prepared>) -> Result<()> {
+        self.commit_prepared_deltas(prepared).await
     }
 
     fn commit_due(&self) -> bool {

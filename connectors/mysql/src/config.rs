@@ -24,7 +24,7 @@ pub enum ZeroDates {
 
 /// Where a binlog reader starts when there is no checkpoint.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "mode", rename_all = "snake_case")]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StartMode {
     /// The oldest binlog the server still has.
     Earliest,
@@ -71,6 +71,7 @@ pub enum SnapshotMode {
 
 /// Snapshot chunking and flow control.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SnapshotConfig {
     #[serde(default)]
     pub mode: SnapshotMode,
@@ -116,6 +117,7 @@ impl Default for SnapshotConfig {
 /// Which tables a source reads: `database.table` globs (`*`, `?`, `[..]`).
 /// Exclusions win; system schemas are always excluded.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TableFilterConfig {
     #[serde(default)]
     pub include: Vec<String>,
@@ -171,6 +173,7 @@ impl TableFilter {
 
 /// Connection and behaviour of a MySQL/MariaDB source.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MySqlSourceConfig {
     pub host: String,
     #[serde(default = "default_port")]
@@ -190,7 +193,7 @@ pub struct MySqlSourceConfig {
     #[serde(default)]
     pub snapshot: SnapshotConfig,
     /// How often an idle server sends heartbeats (keeps positions and watermarks moving).
-    #[serde(default = "default_heartbeat", with = "secs")]
+    #[serde(default = "default_heartbeat", with = "tributary_core::duration")]
     pub heartbeat_interval: Duration,
     /// Rows buffered per batch before the reader hands them out.
     #[serde(default = "default_batch_rows")]
@@ -208,20 +211,6 @@ fn default_heartbeat() -> Duration {
 }
 fn default_batch_rows() -> usize {
     8192
-}
-
-mod secs {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let v = f64::deserialize(d)?;
-        Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom)
-    }
 }
 
 impl MySqlSourceConfig {

@@ -30,16 +30,39 @@ impl Flavor {
 const ER_ACCESS_DENIED: u16 = 1045;
 pub(crate) const ER_MASTER_FATAL_READING_BINLOG: u16 = 1236;
 
-/// Maps a mysql_async error to a core error with `what` as the message.
+/// The kind of a server error, by its code: 1045 access denied →
+/// Authentication; 1236 (binlog position unreadable) → PositionLost;
+/// missing privileges (1044, 1142, 1143, 1227) → InvalidConfig (grant them);
+/// unknown database or table (1049, 1146) → NotFound; overload, shutdown,
+/// lock timeouts, deadlocks and killed connections or queries (1040, 1053,
+/// 1077, 1158–1161, 1205, 1213, 1317, 1927, 1969, 3024) → Connection
+/// (transient); anything else → Unexpected.
+fn server_error_kind(code: u16) -> ErrorKind {
+    match code {
+        ER_ACCESS_DENIED => ErrorKind::Authentication,
+        ER_MASTER_FATAL_READING_BINLOG => ErrorKind::PositionLost,
+        1044 | 1142 | 1143 | 1227 => ErrorKind::InvalidConfig,
+        1049 | 1146 => ErrorKind::NotFound,
+        1040 | 1053 | 1077 | 1158..=1161 | 1205 | 1213 | 1317 | 1927 | 1969 | 3024 => {
+            ErrorKind::Connection
+        }
+        _ => ErrorKind::Unexpected,
+    }
+}
+
+/// The one mapping of mysql_async errors to core errors, with `what` as
+/// the message: server errors by code, I/O and a closed connection as
+/// Connection (transient), a bad
+/// URL as InvalidConfig, driver and other errors as Unexpected.
 pub(crate) fn map_err(what: impl Into<String>, e: mysql_async::Error) -> Error {
     let kind = match &e {
-        mysql_async::Error::Server(s) if s.code == ER_ACCESS_DENIED => ErrorKind::Authentication,
-        mysql_async::Error::Server(s) if s.code == ER_MASTER_FATAL_READING_BINLOG => {
-            ErrorKind::PositionLost
+        mysql_async::Error::Server(s) => server_error_kind(s.code),
+        mysql_async::Error::Io(_)
+        | mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed) => {
+            ErrorKind::Connection
         }
-        mysql_async::Error::Server(_) => ErrorKind::Unexpected,
-        mysql_async::Error::Driver(_) => ErrorKind::Unexpected,
-        _ => ErrorKind::Connection,
+        mysql_async::Error::Url(_) => ErrorKind::InvalidConfig,
+        mysql_async::Error::Driver(_) | mysql_async::Error::Other(_) => ErrorKind::Unexpected,
     };
     Error::new(kind, what).with_source(e)
 }
@@ -94,4 +117,23 @@ pub async fn flavor(conn: &mut Conn) -> Result<(Flavor, String)> {
         .map_err(|e| map_err("SELECT VERSION()", e))?
         .unwrap_or_default();
     Ok((Flavor::from_version(&version), version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_errors_map_by_code() {
+        assert_eq!(server_error_kind(1045), ErrorKind::Authentication);
+        assert_eq!(server_error_kind(1236), ErrorKind::PositionLost);
+        assert_eq!(server_error_kind(1227), ErrorKind::InvalidConfig);
+        assert_eq!(server_error_kind(1146), ErrorKind::NotFound);
+        assert!(server_error_kind(1213).is_transient(), "deadlock");
+        assert!(
+            server_error_kind(1040).is_transient(),
+            "too many connections"
+        );
+        assert!(!server_error_kind(1064).is_transient(), "syntax");
+    }
 }

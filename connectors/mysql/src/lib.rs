@@ -33,4 +33,4 @@ pub use config::{
 pub use conn::Flavor;
 pub use credentials::{PasswordSource, Secret};
 pub use snapshot::SnapshotProgress;
-pub use source::MySqlSource;
+pub use source::{MySqlSource, MySqlSourceFactory};

@@ -349,3 +349,47 @@ impl Source for MySqlSource {
         }
     }
 }
+
+/// `[source.mysql]` as a pipeline's source kind: the validated config, from
+/// which every run and `status` list tables and open the source.
+pub struct MySqlSourceFactory {
+    config: MySqlSourceConfig,
+}
+
+impl MySqlSourceFactory {
+    pub fn new(config: MySqlSourceConfig) -> Result<MySqlSourceFactory> {
+        config.validate()?;
+        Ok(MySqlSourceFactory { config })
+    }
+}
+
+#[async_trait]
+impl tributary_core::SourceFactory for MySqlSourceFactory {
+    async fn list_tables(&self) -> Result<Vec<TableId>> {
+        MySqlSource::list_tables(&self.config).await
+    }
+
+    fn requeue(&self, checkpoint: &mut Checkpoint, tables: &[TableId]) -> Result<()> {
+        if self.config.snapshot.mode == SnapshotMode::Never {
+            return Err(Error::new(
+                ErrorKind::PositionLost,
+                format!(
+                    "{tables:?} have no committed checkpoint and snapshot.mode is never: their \
+                     changes before the resume point cannot be read again; run once with \
+                     snapshot.mode = \"initial\", or drop those target tables and accept the gap"
+                ),
+            ));
+        }
+        SnapshotProgress::requeue(checkpoint, tables)
+    }
+
+    fn snapshot_in_progress(&self, checkpoint: &Checkpoint) -> bool {
+        checkpoint.properties.contains_key(SNAPSHOT_PROPERTY)
+    }
+
+    async fn open(&self, resume: Option<&Checkpoint>) -> Result<Box<dyn Source>> {
+        Ok(Box::new(
+            MySqlSource::start(self.config.clone(), resume).await?,
+        ))
+    }
+}

@@ -1,6 +1,11 @@
-//! Parquet files for commits: data files, position deletes with the spec's
-//! reserved `file_path`/`pos` columns (sorted, as the spec requires), and
-//! equality deletes on a table's key columns.
+//! The files a table's operations write: Parquet data files, position
+//! deletes with the spec's reserved `file_path`/`pos` columns (sorted, as
+//! the spec requires), equality deletes on a table's key columns, and key
+//! sidecars ([`key_sidecar`]).
+
+pub mod key_sidecar;
+
+pub use key_sidecar::{FileKeys, sidecar_path, write_key_sidecar};
 
 use std::collections::HashMap;
 use std::sync::Arc;

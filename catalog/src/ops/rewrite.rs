@@ -4,51 +4,23 @@
 //! `ValidationFailed`) when position deletes against a replaced file were
 //! committed after planning — those rows would otherwise come back.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use iceberg::spec::{
-    DataContentType, DataFile, ManifestContentType, ManifestFile, ManifestStatus,
-    ManifestWriterBuilder, Operation, Summary, TableMetadata,
+    DataContentType, DataFile, ManifestContentType, ManifestFile, ManifestStatus, Operation,
+    TableMetadata,
 };
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tributary_core::{Error, ErrorKind, Result};
 
-use crate::commit::{
-    Change, commit_with_retries, current_manifests, finish_snapshot, new_snapshot_id, total,
+use super::producer::{
+    FileCounts, close_manifest, current_manifests, finish_snapshot, manifest_writer,
+    new_snapshot_id, summary,
 };
+use super::{TableOperation, commit_operation};
 use crate::{Catalog, CatalogTable, iceberg_err};
-
-/// Counts of what a rewrite removes from the table.
-#[derive(Default)]
-struct Removed {
-    data_files: u64,
-    records: u64,
-    size: u64,
-    delete_files: u64,
-    position_deletes: u64,
-    equality_deletes: u64,
-}
-
-impl Removed {
-    fn count(&mut self, f: &DataFile) {
-        self.size += f.file_size_in_bytes();
-        match f.content_type() {
-            DataContentType::Data => {
-                self.data_files += 1;
-                self.records += f.record_count();
-            }
-            DataContentType::PositionDeletes => {
-                self.delete_files += 1;
-                self.position_deletes += f.record_count();
-            }
-            DataContentType::EqualityDeletes => {
-                self.delete_files += 1;
-                self.equality_deletes += f.record_count();
-            }
-        }
-    }
-}
 
 /// Files to replace and their replacement, planned at `starting_snapshot_id`.
 #[derive(Debug, Clone)]
@@ -72,7 +44,14 @@ pub async fn commit_rewrite(
     table: &CatalogTable,
     rewrite: &RewriteFiles,
 ) -> Result<CatalogTable> {
-    commit_with_retries(catalog, table, Change::Rewrite(rewrite)).await
+    commit_operation(catalog, table, rewrite).await
+}
+
+#[async_trait]
+impl TableOperation for RewriteFiles {
+    async fn apply(&self, base: &CatalogTable) -> Result<Option<TableMetadata>> {
+        rewrite_metadata(base, self).await.map(Some)
+    }
 }
 
 /// Snapshots committed after `start`, newest first.
@@ -163,10 +142,7 @@ async fn validate_no_new_position_deletes(
     Ok(())
 }
 
-pub(crate) async fn rewrite_metadata(
-    base: &CatalogTable,
-    rewrite: &RewriteFiles,
-) -> Result<TableMetadata> {
+async fn rewrite_metadata(base: &CatalogTable, rewrite: &RewriteFiles) -> Result<TableMetadata> {
     let meta = &base.metadata;
     let replaced: HashSet<&str> = rewrite.replaced.iter().map(|f| f.file_path()).collect();
     validate_no_new_position_deletes(base, rewrite, &replaced).await?;
@@ -181,26 +157,14 @@ pub(crate) async fn rewrite_metadata(
         })?;
     let snapshot_id = new_snapshot_id();
     let sequence = meta.next_sequence_number();
-    let dir = format!("{}/metadata", meta.location());
     let io = &base.file_io;
-    let builder = |path: &str| -> Result<ManifestWriterBuilder> {
-        let out = io
-            .new_output(path)
-            .map_err(|e| iceberg_err("manifest output", e))?;
-        Ok(ManifestWriterBuilder::new(
-            out,
-            Some(snapshot_id),
-            meta.current_schema().clone(),
-            meta.default_partition_spec().as_ref().clone(),
-        ))
-    };
 
     // Carry manifests over; rewrite the ones holding replaced files.
     let mut manifests: Vec<ManifestFile> = Vec::new();
     let mut found: HashSet<String> = HashSet::new();
     // What leaves the table: data files/records/bytes, and delete files with
     // their position and equality delete counts.
-    let mut gone = Removed::default();
+    let mut gone = FileCounts::default();
     for manifest in current_manifests(base).await? {
         let loaded = manifest
             .load_manifest(io)
@@ -214,13 +178,8 @@ pub(crate) async fn rewrite_metadata(
             manifests.push(manifest);
             continue;
         }
-        let path = format!("{dir}/{}-r{}.avro", uuid::Uuid::new_v4(), manifests.len());
-        let b = builder(&path)?;
-        let mut w = if manifest.content == ManifestContentType::Deletes {
-            b.build_v2_deletes()
-        } else {
-            b.build_v2_data()
-        };
+        let deletes = manifest.content == ManifestContentType::Deletes;
+        let mut w = manifest_writer(base, snapshot_id, deletes, &format!("r{}", manifests.len()))?;
         for e in loaded.entries().iter().filter(|e| e.is_alive()) {
             let (df, seq, file_seq) = (
                 e.data_file().clone(),
@@ -229,18 +188,14 @@ pub(crate) async fn rewrite_metadata(
             );
             if replaced.contains(df.file_path()) {
                 found.insert(df.file_path().to_string());
-                gone.count(&df);
+                gone.add(&df);
                 w.add_delete_file(df, seq, file_seq)
             } else {
                 w.add_existing_file(df, e.snapshot_id().unwrap_or(snapshot_id), seq, file_seq)
             }
             .map_err(|e| iceberg_err("rewriting a manifest", e))?;
         }
-        manifests.push(
-            w.write_manifest_file()
-                .await
-                .map_err(|e| iceberg_err("writing a manifest", e))?,
-        );
+        manifests.push(close_manifest(w).await?);
     }
     if let Some(missing) = replaced.iter().find(|p| !found.contains(**p)) {
         return Err(conflict(format!(
@@ -248,51 +203,19 @@ pub(crate) async fn rewrite_metadata(
         )));
     }
     if !rewrite.added.is_empty() {
-        let path = format!("{dir}/{}-r-added.avro", uuid::Uuid::new_v4());
-        let mut w = builder(&path)?.build_v2_data();
+        let mut w = manifest_writer(base, snapshot_id, false, "r-added")?;
         for f in &rewrite.added {
             // Data sequence number of the planning snapshot (see module docs).
             w.add_file(f.clone(), start_seq)
                 .map_err(|e| iceberg_err("adding a file", e))?;
         }
-        manifests.insert(
-            0,
-            w.write_manifest_file()
-                .await
-                .map_err(|e| iceberg_err("writing a manifest", e))?,
-        );
+        manifests.insert(0, close_manifest(w).await?);
     }
 
     let parent = meta
         .current_snapshot()
-        .map(|s| s.summary().additional_properties.clone());
-    let added_records: u64 = rewrite.added.iter().map(|f| f.record_count()).sum();
-    let added_size: u64 = rewrite.added.iter().map(|f| f.file_size_in_bytes()).sum();
-    let mut props = std::collections::HashMap::new();
-    props.insert("added-data-files".into(), rewrite.added.len().to_string());
-    props.insert("deleted-data-files".into(), gone.data_files.to_string());
-    props.insert("added-records".into(), added_records.to_string());
-    props.insert("deleted-records".into(), gone.records.to_string());
-    props.insert("removed-delete-files".into(), gone.delete_files.to_string());
-    let totals = [
-        (
-            "total-data-files",
-            rewrite.added.len() as u64,
-            gone.data_files,
-        ),
-        ("total-records", added_records, gone.records),
-        ("total-files-size", added_size, gone.size),
-        ("total-delete-files", 0, gone.delete_files),
-        ("total-position-deletes", 0, gone.position_deletes),
-        ("total-equality-deletes", 0, gone.equality_deletes),
-    ];
-    for (key, added, removed) in totals {
-        let value = (total(&parent, key) + added).saturating_sub(removed);
-        props.insert(key.into(), value.to_string());
-    }
-    let summary = Summary {
-        operation: Operation::Replace,
-        additional_properties: props,
-    };
+        .map(|s| &s.summary().additional_properties);
+    let added = FileCounts::of(&rewrite.added);
+    let summary = summary(Operation::Replace, parent, &added, &gone, &HashMap::new());
     finish_snapshot(base, snapshot_id, sequence, manifests, summary).await
 }

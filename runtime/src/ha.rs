@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use crate::{ChangeBatch, Checkpoint, Error, Result, SchemaChange, Sink};
+use tributary_core::{ChangeBatch, Checkpoint, Error, Prepared, Result, SchemaChange, Sink};
 
 /// Switching policy.
 #[derive(Debug, Clone)]
@@ -66,6 +66,10 @@ enum Op<'a> {
     Write(&'a ChangeBatch),
     Schema(&'a SchemaChange),
     Commit(&'a Checkpoint),
+    Prepare(&'a Checkpoint),
+    /// Prepared work of the active side, and the checkpoint to commit
+    /// instead if a switch makes the prepared work void.
+    CommitPrepared(&'a [Prepared], &'a Checkpoint),
 }
 
 /// A write since the last commit, kept for a replay on the other side.
@@ -125,19 +129,22 @@ impl<S: Sink> HaSink<S> {
 
     /// Runs `op` on the active side, absorbing transient failures: retry,
     /// and past the threshold switch sides (replaying pending writes).
-    async fn on_active(&mut self, op: Op<'_>) -> Result<()> {
+    /// Returns what a `Prepare` prepared.
+    async fn on_active(&mut self, mut op: Op<'_>) -> Result<Option<Prepared>> {
         let mut switched = false;
         loop {
             let sink = self.active_mut();
             let result = match op {
-                Op::Write(b) => sink.write(b).await,
-                Op::Schema(c) => sink.apply_schema_change(c).await,
-                Op::Commit(cp) => sink.commit(cp).await,
+                Op::Write(b) => sink.write(b).await.map(|()| None),
+                Op::Schema(c) => sink.apply_schema_change(c).await.map(|()| None),
+                Op::Commit(cp) => sink.commit(cp).await.map(|()| None),
+                Op::Prepare(cp) => sink.prepare(cp).await.map(Some),
+                Op::CommitPrepared(p, _) => sink.commit_prepared(p.to_vec()).await.map(|()| None),
             };
             match result {
-                Ok(()) => {
+                Ok(done) => {
                     self.consecutive_failures = 0;
-                    return Ok(());
+                    return Ok(done);
                 }
                 Err(e) if e.kind().is_transient() => {
                     self.stats.failures += 1;
@@ -151,8 +158,13 @@ impl<S: Sink> HaSink<S> {
                     }
                     self.switch(&e).await.map_err(both)?;
                     switched = true;
-                    if !matches!(op, Op::Commit(_)) {
-                        return Ok(()); // the replay wrote it: it was pending too
+                    match op {
+                        // The old side's prepared work was discarded: the
+                        // replay rewrote it here, commit it in one step.
+                        Op::CommitPrepared(_, cp) => op = Op::Commit(cp),
+                        Op::Commit(_) | Op::Prepare(_) => {}
+                        // The replay wrote it: it was pending too.
+                        Op::Write(_) | Op::Schema(_) => return Ok(None),
                     }
                 }
                 Err(e) => return Err(e),
@@ -221,16 +233,65 @@ impl<S: Sink> HaSink<S> {
     }
 }
 
+fn side_name(side: Side) -> &'static str {
+    match side {
+        Side::Primary => "primary",
+        Side::Standby => "standby",
+    }
+}
+
 #[async_trait]
 impl<S: Sink + Sync> Sink for HaSink<S> {
     async fn write(&mut self, batch: &ChangeBatch) -> Result<()> {
         self.pending.push(Pending::Batch(batch.clone()));
-        self.on_active(Op::Write(batch)).await
+        self.on_active(Op::Write(batch)).await.map(drop)
     }
 
     async fn apply_schema_change(&mut self, change: &SchemaChange) -> Result<()> {
         self.pending.push(Pending::Schema(change.clone()));
-        self.on_active(Op::Schema(change)).await
+        self.on_active(Op::Schema(change)).await.map(drop)
+    }
+
+    /// Prepares on the active side; the payload names that side.
+    async fn prepare(&mut self, checkpoint: &Checkpoint) -> Result<Prepared> {
+        let inner = self
+            .on_active(Op::Prepare(checkpoint))
+            .await?
+            .ok_or_else(|| {
+                Error::new(
+                    tributary_core::ErrorKind::Unexpected,
+                    "prepare returned nothing",
+                )
+            })?;
+        Ok(Prepared {
+            payload: serde_json::json!({ "side": side_name(self.active), "inner": inner.payload }),
+            checkpoint: inner.checkpoint,
+        })
+    }
+
+    /// Commits on the side that prepared; if the sides switched since, the
+    /// replayed writes are committed on the active side in one step.
+    async fn commit_prepared(&mut self, prepared: Vec<Prepared>) -> Result<()> {
+        let Some(last) = prepared.last().map(|p| p.checkpoint.clone()) else {
+            return Ok(());
+        };
+        let active = side_name(self.active);
+        let inner: Option<Vec<Prepared>> = prepared
+            .into_iter()
+            .map(|p| {
+                (p.payload.get("side").and_then(|s| s.as_str()) == Some(active)).then(|| Prepared {
+                    checkpoint: p.checkpoint,
+                    payload: p.payload.get("inner").cloned().unwrap_or_default(),
+                })
+            })
+            .collect();
+        match inner {
+            Some(inner) => self.on_active(Op::CommitPrepared(&inner, &last)).await?,
+            None => self.on_active(Op::Commit(&last)).await?,
+        };
+        self.pending.clear();
+        self.maybe_fail_back().await;
+        Ok(())
     }
 
     async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<()> {
@@ -274,7 +335,9 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 
     use super::*;
-    use crate::{ChangeEvent, Column, ColumnType, ErrorKind, Op, TableId, TableSchema, Value};
+    use tributary_core::{
+        ChangeEvent, Column, ColumnType, ErrorKind, Op, TableId, TableSchema, Value,
+    };
 
     /// An in-memory sink whose endpoint can be made unreachable.
     #[derive(Default)]
@@ -309,7 +372,14 @@ mod tests {
         async fn apply_schema_change(&mut self, _: &SchemaChange) -> Result<()> {
             self.check()
         }
-        async fn commit(&mut self, _: &Checkpoint) -> Result<()> {
+        async fn prepare(&mut self, cp: &Checkpoint) -> Result<Prepared> {
+            self.check()?;
+            Ok(Prepared {
+                checkpoint: cp.clone(),
+                payload: serde_json::json!(self.buffered.len()),
+            })
+        }
+        async fn commit_prepared(&mut self, _: Vec<Prepared>) -> Result<()> {
             self.check()?;
             self.committed.append(&mut self.buffered);
             self.commits += 1;
@@ -408,5 +478,27 @@ mod tests {
         s.store(true, AtomicOrdering::SeqCst);
         let e = ha.write(&batch(&[1])).await.unwrap_err();
         assert!(e.to_string().contains("both failing"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_switch_between_prepare_and_commit_commits_the_replayed_writes_on_the_new_side() {
+        let (primary, standby) = (Endpoint::default(), Endpoint::default());
+        let primary_down = primary.down.clone();
+        let config = HaConfig {
+            failure_threshold: 1,
+            ..HaConfig::default()
+        };
+        let mut ha = HaSink::new(primary, standby, config);
+        ha.write(&batch(&[1, 2])).await.unwrap();
+        let prepared = ha.prepare(&Checkpoint::default()).await.unwrap();
+        assert_eq!(prepared.payload["side"], "primary");
+        // Serializable: a committer elsewhere gets it back as it was.
+        let prepared: Prepared =
+            serde_json::from_str(&serde_json::to_string(&prepared).unwrap()).unwrap();
+        primary_down.store(true, AtomicOrdering::SeqCst);
+        ha.commit_prepared(vec![prepared]).await.unwrap();
+        assert_eq!(ha.active(), Side::Standby);
+        assert_eq!(ha.side(Side::Standby).committed, [1, 2]);
+        assert!(ha.side(Side::Primary).committed.is_empty());
     }
 }

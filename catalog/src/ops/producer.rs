@@ -1,0 +1,345 @@
+//! What every snapshot-producing operation shares: snapshot ids, the
+//! current manifests, manifest writers, summary totals, and the step that
+//! writes the manifest list and makes the new snapshot current.
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use iceberg::spec::{
+    DataContentType, DataFile, FormatVersion, MAIN_BRANCH, ManifestFile, ManifestList,
+    ManifestListWriter, ManifestWriter, ManifestWriterBuilder, Operation, Snapshot, Summary,
+    TableMetadata, TableMetadataBuilder,
+};
+use tributary_core::{Error, ErrorKind, Result};
+
+use crate::{CatalogTable, iceberg_err};
+
+pub(crate) fn new_snapshot_id() -> i64 {
+    (uuid::Uuid::new_v4().as_u64_pair().0 & (i64::MAX as u64)) as i64
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The manifests of the current snapshot (empty for a new table).
+pub(crate) async fn current_manifests(table: &CatalogTable) -> Result<Vec<ManifestFile>> {
+    let Some(snapshot) = table.metadata.current_snapshot() else {
+        return Ok(Vec::new());
+    };
+    let bytes = table
+        .file_io
+        .new_input(snapshot.manifest_list())
+        .map_err(|e| iceberg_err("manifest list", e))?
+        .read()
+        .await
+        .map_err(|e| iceberg_err(format!("reading {}", snapshot.manifest_list()), e))?;
+    let list = ManifestList::parse_with_version(&bytes, FormatVersion::V2)
+        .map_err(|e| iceberg_err("parsing the manifest list", e))?;
+    Ok(list.consume_entries().into_iter().collect())
+}
+
+/// The live data files and delete files of the current snapshot.
+pub async fn live_files(table: &CatalogTable) -> Result<(Vec<DataFile>, Vec<DataFile>)> {
+    let (mut data, mut deletes) = (Vec::new(), Vec::new());
+    for manifest in current_manifests(table).await? {
+        let loaded = manifest
+            .load_manifest(&table.file_io)
+            .await
+            .map_err(|e| iceberg_err("loading a manifest", e))?;
+        for entry in loaded.entries().iter().filter(|e| e.is_alive()) {
+            let file = entry.data_file().clone();
+            if file.content_type() == DataContentType::Data {
+                data.push(file)
+            } else {
+                deletes.push(file)
+            }
+        }
+    }
+    Ok((data, deletes))
+}
+
+/// A writer of one new manifest of snapshot `snapshot_id` (data or
+/// deletes) at a fresh path under the table's metadata directory.
+pub(crate) fn manifest_writer(
+    base: &CatalogTable,
+    snapshot_id: i64,
+    deletes: bool,
+    tag: &str,
+) -> Result<ManifestWriter> {
+    let meta = &base.metadata;
+    let path = format!(
+        "{}/metadata/{}-{tag}.avro",
+        meta.location(),
+        uuid::Uuid::new_v4()
+    );
+    let output = base
+        .file_io
+        .new_output(&path)
+        .map_err(|e| iceberg_err("manifest output", e))?;
+    let builder = ManifestWriterBuilder::new(
+        output,
+        Some(snapshot_id),
+        meta.current_schema().clone(),
+        meta.default_partition_spec().as_ref().clone(),
+    );
+    Ok(if deletes {
+        builder.build_v2_deletes()
+    } else {
+        builder.build_v2_data()
+    })
+}
+
+pub(crate) async fn close_manifest(writer: ManifestWriter) -> Result<ManifestFile> {
+    writer
+        .write_manifest_file()
+        .await
+        .map_err(|e| iceberg_err("writing a manifest", e))
+}
+
+/// Counts of files and rows added to or removed from a table.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FileCounts {
+    pub data_files: u64,
+    pub records: u64,
+    pub position_delete_files: u64,
+    pub equality_delete_files: u64,
+    pub position_deletes: u64,
+    pub equality_deletes: u64,
+    /// Bytes of all files, data and deletes.
+    pub size: u64,
+}
+
+impl FileCounts {
+    pub fn of<'a>(files: impl IntoIterator<Item = &'a DataFile>) -> FileCounts {
+        let mut c = FileCounts::default();
+        for f in files {
+            c.add(f);
+        }
+        c
+    }
+
+    pub fn add(&mut self, f: &DataFile) {
+        self.size += f.file_size_in_bytes();
+        match f.content_type() {
+            DataContentType::Data => {
+                self.data_files += 1;
+                self.records += f.record_count();
+            }
+            DataContentType::PositionDeletes => {
+                self.position_delete_files += 1;
+                self.position_deletes += f.record_count();
+            }
+            DataContentType::EqualityDeletes => {
+                self.equality_delete_files += 1;
+                self.equality_deletes += f.record_count();
+            }
+        }
+    }
+
+    fn delete_files(&self) -> u64 {
+        self.position_delete_files + self.equality_delete_files
+    }
+}
+
+/// A snapshot summary with Iceberg's property names: what this snapshot
+/// added and removed, and the table totals (the parent's plus added minus
+/// removed), next to the caller's own properties.
+pub fn summary(
+    operation: Operation,
+    parent: Option<&HashMap<String, String>>,
+    added: &FileCounts,
+    removed: &FileCounts,
+    properties: &HashMap<String, String>,
+) -> Summary {
+    let total = |key: &str| -> u64 {
+        parent
+            .and_then(|p| p.get(key))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut props = properties.clone();
+    let mut put = |key: &str, value: u64| {
+        props.insert(key.to_string(), value.to_string());
+    };
+    let changes = [
+        ("data-files", added.data_files, removed.data_files),
+        ("records", added.records, removed.records),
+        ("files-size", added.size, removed.size),
+        ("delete-files", added.delete_files(), removed.delete_files()),
+        (
+            "position-delete-files",
+            added.position_delete_files,
+            removed.position_delete_files,
+        ),
+        (
+            "equality-delete-files",
+            added.equality_delete_files,
+            removed.equality_delete_files,
+        ),
+        (
+            "position-deletes",
+            added.position_deletes,
+            removed.position_deletes,
+        ),
+        (
+            "equality-deletes",
+            added.equality_deletes,
+            removed.equality_deletes,
+        ),
+    ];
+    for (name, add, remove) in changes {
+        let always = matches!(name, "data-files" | "records" | "files-size");
+        if add > 0 || always {
+            put(&format!("added-{name}"), add);
+        }
+        if remove > 0 {
+            // Iceberg's names: deleted data files and records, removed the rest.
+            let verb = match name {
+                "data-files" | "records" => "deleted",
+                _ => "removed",
+            };
+            put(&format!("{verb}-{name}"), remove);
+        }
+    }
+    for (name, add, remove) in [
+        changes[0], changes[1], changes[2], changes[3], changes[6], changes[7],
+    ] {
+        let key = format!("total-{name}");
+        put(&key, (total(&key) + add).saturating_sub(remove));
+    }
+    Summary {
+        operation,
+        additional_properties: props,
+    }
+}
+
+/// Writes the manifest list of a new snapshot and returns the metadata with
+/// that snapshot current on `main`.
+pub(crate) async fn finish_snapshot(
+    base: &CatalogTable,
+    snapshot_id: i64,
+    sequence: i64,
+    manifests: Vec<ManifestFile>,
+    summary: Summary,
+) -> Result<TableMetadata> {
+    let meta = &base.metadata;
+    let err = |what: &'static str| move |e| iceberg_err(what, e);
+    let list_path = format!(
+        "{}/metadata/snap-{snapshot_id}-1-{}.avro",
+        meta.location(),
+        uuid::Uuid::new_v4()
+    );
+    let out = base
+        .file_io
+        .new_output(&list_path)
+        .map_err(err("manifest list output"))?;
+    let parent = meta.current_snapshot_id();
+    let writer = out.writer().await.map_err(err("manifest list writer"))?;
+    let mut list = ManifestListWriter::v2(writer, snapshot_id, parent, sequence);
+    list.add_manifests(manifests.into_iter())
+        .map_err(err("adding manifests"))?;
+    list.close()
+        .await
+        .map_err(err("writing the manifest list"))?;
+    let snapshot = Snapshot::builder()
+        .with_snapshot_id(snapshot_id)
+        .with_parent_snapshot_id(parent)
+        .with_sequence_number(sequence)
+        .with_timestamp_ms(now_ms())
+        .with_manifest_list(list_path)
+        .with_summary(summary)
+        .with_schema_id(meta.current_schema_id())
+        .build();
+    let built =
+        TableMetadataBuilder::new_from_metadata(meta.clone(), Some(base.metadata_location.clone()))
+            .set_branch_snapshot(snapshot, MAIN_BRANCH)
+            .and_then(|b| b.build())
+            .map_err(err("building the next metadata"))?;
+    if built.metadata.current_snapshot_id() != Some(snapshot_id) {
+        return Err(Error::new(
+            ErrorKind::Unexpected,
+            "the new snapshot did not become current",
+        ));
+    }
+    Ok(built.metadata)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(
+        data_files: u64,
+        records: u64,
+        pos: (u64, u64),
+        eq: (u64, u64),
+        size: u64,
+    ) -> FileCounts {
+        FileCounts {
+            data_files,
+            records,
+            position_delete_files: pos.0,
+            position_deletes: pos.1,
+            equality_delete_files: eq.0,
+            equality_deletes: eq.1,
+            size,
+        }
+    }
+
+    #[test]
+    fn totals_are_the_parents_plus_added_minus_removed() {
+        let first = summary(
+            Operation::Append,
+            None,
+            &counts(2, 10, (0, 0), (0, 0), 100),
+            &FileCounts::default(),
+            &HashMap::from([("tributary.round".to_string(), "1".to_string())]),
+        );
+        let p = &first.additional_properties;
+        assert_eq!(p["total-data-files"], "2");
+        assert_eq!(p["total-records"], "10");
+        assert_eq!(p["total-files-size"], "100");
+        assert_eq!(p["total-delete-files"], "0");
+        assert_eq!(p["tributary.round"], "1");
+        assert!(!p.contains_key("added-position-deletes"));
+
+        let delta = summary(
+            Operation::Overwrite,
+            Some(p),
+            &counts(1, 3, (1, 4), (1, 2), 50),
+            &FileCounts::default(),
+            &HashMap::new(),
+        );
+        let p = delta.additional_properties.clone();
+        assert_eq!(p["added-position-deletes"], "4");
+        assert_eq!(p["added-equality-deletes"], "2");
+        assert_eq!(p["added-delete-files"], "2");
+        assert_eq!(p["total-delete-files"], "2");
+        assert_eq!(p["total-position-deletes"], "4");
+        assert_eq!(p["total-records"], "13");
+        assert_eq!(p["total-files-size"], "150");
+
+        // A rewrite: two data files and the position deletes out, one in.
+        let rewrite = summary(
+            Operation::Replace,
+            Some(&p),
+            &counts(1, 9, (0, 0), (0, 0), 60),
+            &counts(2, 10, (1, 4), (0, 0), 90),
+            &HashMap::new(),
+        );
+        let r = &rewrite.additional_properties;
+        assert_eq!(r["deleted-data-files"], "2");
+        assert_eq!(r["deleted-records"], "10");
+        assert_eq!(r["removed-delete-files"], "1");
+        assert_eq!(r["removed-position-deletes"], "4");
+        assert_eq!(r["total-data-files"], "2");
+        assert_eq!(r["total-records"], "12");
+        assert_eq!(r["total-delete-files"], "1");
+        assert_eq!(r["total-position-deletes"], "0");
+        assert_eq!(r["total-equality-deletes"], "2");
+        assert_eq!(r["total-files-size"], "120");
+    }
+}

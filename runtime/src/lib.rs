@@ -1,0 +1,26 @@
+//! Tributary's pipeline runtime: what `tributary sync` runs, as a library.
+//!
+//! - [`Registry`]: source and sink kinds by the name a pipeline file uses
+//!   (`[source.mysql]`, `[sink.iceberg]`, …); adding a kind is one crate
+//!   implementing `SourceFactory`/`SinkFactory` plus one line in
+//!   [`Registry::builtin`].
+//! - [`config`]: the pipeline file — `${NAME}` expansion, unknown keys
+//!   refused at every depth, type errors naming the key, and values that
+//!   came from the environment never shown.
+//! - [`Pipeline`]: commit rounds, resume from the oldest round, tables that
+//!   lost their state re-read, shutdown.
+//! - [`HaSink`]: any sink as a primary/standby pair.
+//! - [`PipelineStatus`]: what the runner knows per table, for status output
+//!   and (later) metrics.
+
+pub mod config;
+pub mod ha;
+pub mod pipeline;
+pub mod registry;
+pub mod status;
+
+pub use config::load_pipeline;
+pub use ha::{HaConfig, HaSink, HaStats, Side};
+pub use pipeline::{Pipeline, ROUND_PROPERTY, TableState};
+pub use registry::Registry;
+pub use status::{PipelineStatus, TableStatus};

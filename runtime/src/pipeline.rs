@@ -1,0 +1,339 @@
+//! The pipeline runner: one source applied to one sink kind, exactly once.
+//!
+//! Every source table gets its own sink (and target table), opened at the
+//! table's first change. At a source checkpoint, when any sink says a
+//! commit is due, all sinks commit in one *round* with the same checkpoint,
+//! stamped with the round number (`tributary.round`). Sinks with nothing
+//! new skip the commit, so their tables keep an older round.
+//!
+//! Resume: the oldest committed round among the source's tables is where
+//! every table is complete (round numbers order checkpoints even where source
+//! positions tie, e.g. snapshot progress on an idle server). The source
+//! restarts there; sinks drop change events their own table already has,
+//! and re-read snapshot rows are upserts. A target table that exists without
+//! any checkpoint (a crash before its first commit) holds nothing committed:
+//! it is emptied and queued for a new read in the resume checkpoint.
+//! (Restarting everything from scratch instead would be wrong: a new
+//! snapshot cannot delete rows that other tables already hold and that the
+//! source deleted meanwhile.)
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tracing::{info, warn};
+use tributary_core::{
+    ChangeBatch, Checkpoint, Error, ErrorKind, Result, SchemaChange, Sink, SinkFactory,
+    SourceFactory, SourceRecord, TableId, TableSchema, TargetState,
+};
+
+use crate::status::PipelineStatus;
+
+/// Checkpoint property: the commit round of the runner that wrote it.
+pub const ROUND_PROPERTY: &str = "tributary.round";
+
+/// What one table holds, for `status` and the resume decision.
+#[derive(Debug, Clone)]
+pub struct TableState {
+    pub source: TableId,
+    pub target: String,
+    pub state: TargetState,
+}
+
+impl TableState {
+    fn round(&self) -> Option<u64> {
+        round_of(self.state.checkpoint()?)
+    }
+}
+
+fn round_of(cp: &Checkpoint) -> Option<u64> {
+    cp.properties.get(ROUND_PROPERTY)?.parse().ok()
+}
+
+/// A configured pipeline: the factories of its source and sink.
+pub struct Pipeline {
+    source: Arc<dyn SourceFactory>,
+    sink: Arc<dyn SinkFactory>,
+    status: PipelineStatus,
+}
+
+impl Pipeline {
+    pub fn new(source: Arc<dyn SourceFactory>, sink: Arc<dyn SinkFactory>) -> Pipeline {
+        Pipeline {
+            source,
+            sink,
+            status: PipelineStatus::default(),
+        }
+    }
+
+    pub fn source(&self) -> &dyn SourceFactory {
+        self.source.as_ref()
+    }
+
+    /// Live per-table status of `run`.
+    pub fn status(&self) -> PipelineStatus {
+        self.status.clone()
+    }
+
+    /// The committed state of every table the source selects.
+    pub async fn table_states(&self) -> Result<Vec<TableState>> {
+        let mut states = Vec::new();
+        for source in self.source.list_tables().await? {
+            let target = self.sink.target_name(&source);
+            let state = self
+                .sink
+                .state(&source)
+                .await
+                .map_err(|e| e.with_context("table", &target))?;
+            states.push(TableState {
+                source,
+                target,
+                state,
+            });
+        }
+        Ok(states)
+    }
+
+    /// Runs until the source ends (a bounded source) or `stop` resolves.
+    /// Stopping drops uncommitted changes; the next run reads them again.
+    pub async fn run(&self, stop: impl Future<Output = ()>) -> Result<()> {
+        let resume = resume_point(&self.table_states().await?);
+        let (checkpoint, round) = (self.recover_lost_tables(&resume).await?, resume.last_round);
+        match checkpoint.as_ref().and_then(|c| c.position.as_ref()) {
+            Some(p) => info!(position = %p, round, "resuming"),
+            None => info!("starting: no committed position"),
+        }
+        let mut source = self.source.open(checkpoint.as_ref()).await?;
+        let mut run = Run {
+            sink: self.sink.as_ref(),
+            status: &self.status,
+            sinks: BTreeMap::new(),
+            round,
+            rows: 0,
+        };
+        tokio::pin!(stop);
+        loop {
+            let record = tokio::select! {
+                r = source.next() => r?,
+                () = &mut stop => {
+                    info!(rows = run.rows, "stopped; changes after the last commit are read again on restart");
+                    return Ok(());
+                }
+            };
+            if !run.apply(record).await? {
+                info!(rows = run.rows, round = run.round, "source finished");
+                return Ok(());
+            }
+        }
+    }
+
+    /// Empties the tables that lost their state and queues them for a new
+    /// read in the resume checkpoint (which the source may refuse, e.g.
+    /// without snapshots). Returns the checkpoint to resume from.
+    async fn recover_lost_tables(&self, resume: &Resume) -> Result<Option<Checkpoint>> {
+        let mut checkpoint = resume.checkpoint.clone();
+        if resume.lost.is_empty() {
+            return Ok(checkpoint);
+        }
+        if let Some(cp) = checkpoint.as_mut() {
+            self.source.requeue(cp, &resume.lost)?;
+        }
+        for t in &resume.lost {
+            warn!(table = %t, "no committed checkpoint: emptied, to be snapshotted again");
+            self.sink.reset(t).await?;
+        }
+        Ok(checkpoint)
+    }
+}
+
+/// Where to resume.
+#[derive(Debug)]
+struct Resume {
+    /// The oldest committed round's checkpoint (None: from the start).
+    checkpoint: Option<Checkpoint>,
+    last_round: u64,
+    /// Target tables that exist without a checkpoint: nothing of theirs is
+    /// committed, so they are emptied and read again.
+    lost: Vec<TableId>,
+}
+
+fn resume_point(states: &[TableState]) -> Resume {
+    let last_round = states
+        .iter()
+        .filter_map(TableState::round)
+        .max()
+        .unwrap_or(0);
+    let lost = states
+        .iter()
+        .filter(|s| s.state == TargetState::CreatedWithoutCheckpoint)
+        .map(|s| s.source.clone())
+        .collect();
+    let checkpoint = states
+        .iter()
+        .filter_map(|s| s.state.checkpoint())
+        .min_by_key(|cp| round_of(cp).unwrap_or(0))
+        .cloned();
+    Resume {
+        checkpoint,
+        last_round,
+        lost,
+    }
+}
+
+/// One run's open sinks and counters.
+struct Run<'a> {
+    sink: &'a dyn SinkFactory,
+    status: &'a PipelineStatus,
+    sinks: BTreeMap<TableId, Box<dyn Sink>>,
+    round: u64,
+    rows: u64,
+}
+
+impl Run<'_> {
+    /// Applies one source record; false when the source has ended.
+    async fn apply(&mut self, record: Option<SourceRecord>) -> Result<bool> {
+        match record {
+            Some(SourceRecord::Changes(batch)) => self.write(&batch).await?,
+            Some(SourceRecord::SchemaChange(change)) => self.schema_change(&change).await?,
+            Some(SourceRecord::Checkpoint(cp)) => {
+                if self.sinks.values().any(|w| w.commit_due()) {
+                    self.commit_round(cp).await?;
+                }
+            }
+            None => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    async fn write(&mut self, batch: &ChangeBatch) -> Result<()> {
+        self.rows += batch.len() as u64;
+        let table = &batch.schema().table;
+        self.status
+            .update(table, |s| s.rows_written += batch.len() as u64);
+        self.sink_of(batch.schema()).await?.write(batch).await
+    }
+
+    async fn schema_change(&mut self, change: &SchemaChange) -> Result<()> {
+        if let Some(after) = &change.after {
+            return self.sink_of(after).await?.apply_schema_change(change).await;
+        }
+        if let Some(w) = self.sinks.get_mut(&change.table) {
+            return w.apply_schema_change(change).await;
+        }
+        match self.sink.state(&change.table).await? {
+            TargetState::Missing => {
+                info!(table = %change.table, kind = ?change.kind, "ignored: no target table");
+                Ok(())
+            }
+            // The sink refuses it with the explanation.
+            _ => self.sink_for_change(change).await,
+        }
+    }
+
+    /// Opens the sink of a table whose target exists, only to have it
+    /// judge a drop/truncate/rename (it has no schema to open with otherwise).
+    async fn sink_for_change(&mut self, change: &SchemaChange) -> Result<()> {
+        let schema = change.before.as_ref().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "{:?} of {}: its target table exists; stop, handle the table by hand, then resume",
+                    change.kind, change.table
+                ),
+            )
+        })?;
+        self.sink_of(schema)
+            .await?
+            .apply_schema_change(change)
+            .await
+    }
+
+    /// The sink of `schema`'s table, opened (and the target created) on
+    /// first use.
+    async fn sink_of(&mut self, schema: &TableSchema) -> Result<&mut Box<dyn Sink>> {
+        let id = schema.table.clone();
+        if !self.sinks.contains_key(&id) {
+            let name = self.sink.target_name(&id);
+            if let Some(other) = self.sinks.keys().find(|t| self.sink.target_name(t) == name) {
+                return Err(Error::invalid_config(format!(
+                    "{id} and {other} would both be written to {name}: give the sink a target \
+                     per table (leave its namespace/table setting unset), or select only one of them"
+                )));
+            }
+            let sink = self
+                .sink
+                .open(schema)
+                .await
+                .map_err(|e| e.with_context("table", &name))?;
+            info!(source = %id, table = %name, "writing");
+            self.status.update(&id, |s| s.target = name);
+            self.sinks.insert(id.clone(), sink);
+        }
+        Ok(self.sinks.get_mut(&id).expect("inserted above"))
+    }
+
+    /// Commits every sink with `checkpoint`, in table order.
+    async fn commit_round(&mut self, mut checkpoint: Checkpoint) -> Result<()> {
+        self.round += 1;
+        checkpoint
+            .properties
+            .insert(ROUND_PROPERTY.to_string(), self.round.to_string());
+        for (id, sink) in &mut self.sinks {
+            sink.commit(&checkpoint)
+                .await
+                .map_err(|e| e.with_context("table", id))?;
+            self.status.update(id, |s| {
+                s.committed_round = Some(self.round);
+                s.committed_position = checkpoint.position.clone();
+            });
+        }
+        match &checkpoint.position {
+            Some(p) => info!(round = self.round, position = %p, rows = self.rows, "committed"),
+            None => warn!(round = self.round, "committed without a source position"),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(table: &str, committed: Option<Option<u64>>) -> TableState {
+        let cp = |round: u64| Checkpoint {
+            properties: [(ROUND_PROPERTY.to_string(), round.to_string())].into(),
+            ..Checkpoint::default()
+        };
+        TableState {
+            source: TableId::new("db", table),
+            target: format!("db.{table}"),
+            state: match committed {
+                None => TargetState::Missing,
+                Some(None) => TargetState::CreatedWithoutCheckpoint,
+                Some(Some(r)) => TargetState::Committed(cp(r)),
+            },
+        }
+    }
+
+    #[test]
+    fn resume_from_the_oldest_round_and_list_tables_without_a_checkpoint() {
+        let round = |r: &Resume| {
+            r.checkpoint
+                .as_ref()
+                .map(|c| c.properties[ROUND_PROPERTY].clone())
+        };
+        let r = resume_point(&[
+            state("a", Some(Some(7))),
+            state("b", Some(Some(5))),
+            state("c", None),
+        ]);
+        assert_eq!((round(&r).as_deref(), r.last_round), (Some("5"), 7));
+        assert!(r.lost.is_empty());
+        let r = resume_point(&[state("a", Some(Some(7))), state("b", Some(None))]);
+        assert_eq!(
+            (round(&r).as_deref(), r.lost),
+            (Some("7"), vec![TableId::new("db", "b")])
+        );
+        let r = resume_point(&[state("c", None)]);
+        assert_eq!((r.checkpoint.is_none(), r.last_round), (true, 0));
+    }
+}
