@@ -542,6 +542,22 @@ fn a_bad_pipeline_file_fails_with_the_cause_and_no_secret() {
             "[source.mysql]\nhost = \"h\"\nuser = \"u\"\n[sink.iceberg]\nproperties = { warehouse = \"/w\" }\n[sink.clickhouse]\nurls = [\"http://h:8123\"]\n",
             "exactly one sink",
         ),
+        // A misspelt key deep inside the source is named with its path.
+        (
+            "[source.mysql]\nhost = \"h\"\nuser = \"u\"\nsnapshot = { chunk_rowz = 5 }\n[sink.iceberg]\nproperties = { warehouse = \"/w\" }\n",
+            "source.mysql.snapshot.chunk_rowz: unknown field `chunk_rowz`",
+        ),
+        // A secret from the environment in a key of the wrong type: the key
+        // and the expected type are named, the value never.
+        (
+            "[source.mysql]\nhost = \"h\"\nuser = \"u\"\nport = \"${SYNC_TEST_S3_SECRET}\"\n[sink.iceberg]\nproperties = { warehouse = \"/w\" }\n",
+            "source.mysql.port: invalid type",
+        ),
+        // The HBase sink is a pipeline kind like the others.
+        (
+            "[source.mysql]\nhost = \"h\"\nuser = \"u\"\n[sink.hbase]\naddress = \"nocolon\"\n",
+            "sink.hbase: address must be host:port",
+        ),
         // A partition field that is no Iceberg transform is named.
         (
             "[source.mysql]\nhost = \"h\"\nuser = \"u\"\n[sink.iceberg]\nproperties = { warehouse = \"/w\" }\npartition_by = { \"d.t\" = [\"week(ts)\"] }\n",
@@ -559,6 +575,7 @@ fn a_bad_pipeline_file_fails_with_the_cause_and_no_secret() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());
+        assert!(!stderr.contains(S3_SECRET), "a secret in:\n{stderr}");
         assert!(
             stderr.contains(expected),
             "expected {expected:?} in:\n{stderr}"

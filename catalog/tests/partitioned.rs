@@ -126,8 +126,8 @@ async fn scenario(catalog: &dyn Catalog) {
         data_files: files.clone(),
         ..RowDelta::default()
     };
-    let decoded = RowDelta::decode(&delta.encode(&table.metadata).unwrap(), &table.metadata)
-        .unwrap();
+    let decoded =
+        RowDelta::decode(&delta.encode(&table.metadata).unwrap(), &table.metadata).unwrap();
     assert_eq!(decoded.data_files, files);
     let t = append(catalog, &table, files.clone()).await;
 

@@ -47,7 +47,9 @@ async fn a_pipeline_file_with_an_hbase_sink_syncs_mariadb_through_the_registry()
     let m = DevServices::load().mariadb();
     let mut conn = Conn::new(Opts::from_url(&m.url).unwrap()).await.unwrap();
     let db = unique_name("hbpipe");
-    conn.query_drop(format!("CREATE DATABASE {db}")).await.unwrap();
+    conn.query_drop(format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
     conn.query_drop(format!(
         "CREATE TABLE {db}.t (id INT PRIMARY KEY, v VARCHAR(20))"
     ))
@@ -120,5 +122,7 @@ commit_interval = "200ms"
     let t = status.values().next().expect("the table's status");
     assert_eq!(t.target, "t");
     assert!(t.rows_written >= 500, "{t:?}");
-    conn.query_drop(format!("DROP DATABASE {db}")).await.unwrap();
+    conn.query_drop(format!("DROP DATABASE {db}"))
+        .await
+        .unwrap();
 }

@@ -1,0 +1,114 @@
+//! Commits: `prepare` writes every file of the next snapshot (spills, delete
+//! files) and returns the encoded `RowDelta`; `commit_prepared` commits it
+//! with the checkpoint in the summary, re-planning the deletes if a rewrite
+//! removed files they point at; the key index moves on only after the
+//! commit is durable.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tributary_catalog::{RowDelta, commit_row_delta};
+use tributary_core::{Checkpoint, ErrorKind, Prepared, Result};
+
+use super::{CHECKPOINT_PROPERTY, UpsertWriter};
+
+impl UpsertWriter {
+    /// Commits everything buffered together with `checkpoint`. If a rewrite
+    /// (compaction) replaced files our position deletes point at, the table
+    /// and index are reloaded and the deletes planned again.
+    pub async fn commit_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        let prepared = self.prepare_checkpoint(checkpoint).await?;
+        self.commit_prepared_deltas(vec![prepared]).await
+    }
+
+    /// Writes every file the next commit adds (spills, position and
+    /// equality deletes) without committing: the returned payload is the
+    /// encoded `RowDelta`, or null when nothing is due (nothing to write and
+    /// the position was recorded recently; a table with no checkpoint yet
+    /// records one at once: a runner resumes from the oldest, and "none"
+    /// means from the start).
+    pub async fn prepare_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<Prepared> {
+        let idle = self.reduction.is_empty() && self.spills.is_empty();
+        let recorded = self.committed.is_some();
+        let payload = if idle
+            && recorded
+            && self.last_snapshot.elapsed() < self.config.idle_commit_interval
+        {
+            serde_json::Value::Null
+        } else {
+            let delta = self.plan_delta().await?;
+            delta.encode(&self.table.metadata)?
+        };
+        Ok(Prepared {
+            checkpoint: checkpoint.clone(),
+            payload,
+        })
+    }
+
+    /// Commits prepared deltas (of this writer, oldest first) as one
+    /// snapshot carrying the last checkpoint. A concurrent rewrite of files
+    /// the deletes point at (`ValidationFailed`) reloads the table and
+    /// index and plans the deletes again, up to 5 times.
+    pub(super) async fn commit_prepared_deltas(&mut self, prepared: Vec<Prepared>) -> Result<()> {
+        let Some(checkpoint) = prepared.last().map(|p| p.checkpoint.clone()) else {
+            return Ok(());
+        };
+        let mut delta: Option<RowDelta> = None;
+        for p in prepared.iter().filter(|p| !p.payload.is_null()) {
+            let next = RowDelta::decode(&p.payload, &self.table.metadata)?;
+            match delta.as_mut() {
+                Some(d) => d.merge(next),
+                None => delta = Some(next),
+            }
+        }
+        let Some(mut delta) = delta else {
+            self.last_commit = Instant::now();
+            return Ok(());
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            delta.properties.insert(
+                CHECKPOINT_PROPERTY.to_string(),
+                serde_json::to_string(&checkpoint)?,
+            );
+            match commit_row_delta(self.catalog.as_ref(), &self.table, &delta).await {
+                Ok(table) => {
+                    self.table = table;
+                    let found = std::mem::take(&mut self.planned_found);
+                    self.committed_now(found, &checkpoint);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == ErrorKind::ValidationFailed && attempt < 5 => {
+                    self.table = self.catalog.load_table(&self.table.name).await?;
+                    self.index.reset();
+                    self.load_index().await?;
+                    delta = self.plan_delta().await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// After a durable commit: the index takes the new files and deletes,
+    /// and the buffers start over.
+    fn committed_now(&mut self, found: Vec<(Arc<str>, i64)>, checkpoint: &Checkpoint) {
+        let superseded: Vec<(Arc<str>, i64)> = self
+            .superseded_rows()
+            .map(|(path, pos)| (path.clone(), pos))
+            .collect();
+        for (path, pos) in found.iter().chain(&superseded) {
+            self.index.mark_deleted(path, *pos);
+        }
+        for spill in self.spills.drain(..) {
+            let path = spill.summary.path().clone();
+            self.file_partitions
+                .insert(path, spill.file.partition().clone());
+            self.index.add_file(spill.summary, spill.keys);
+        }
+        self.reduction.clear();
+        (self.changes_since_commit, self.bytes_since_commit) = (0, 0);
+        (self.last_commit, self.last_snapshot) = (Instant::now(), Instant::now());
+        self.committed = Some(checkpoint.clone());
+    }
+}

@@ -1,0 +1,139 @@
+//! Delete planning: for every key touched since the last commit, its
+//! committed row is deleted — position mode: found through the key index;
+//! equality mode: an equality delete only for keys some file's bloom filter
+//! admits — plus the spilled rows a later change superseded; delete files go
+//! to the partition of what they delete.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use iceberg::spec::{DataFile, Struct};
+use tributary_catalog::{RowDelta, write_position_deletes};
+use tributary_core::{Error, ErrorKind, Result};
+
+use super::UpsertWriter;
+use super::config::DeleteMode;
+
+impl UpsertWriter {
+    /// Spills what is buffered and plans and writes the deletes of every
+    /// touched key's committed row; the rows found by position are kept
+    /// for the index until the commit is durable.
+    pub(super) async fn plan_delta(&mut self) -> Result<RowDelta> {
+        self.spill().await?;
+        let (mut deletes, mut found, mut equality) = (Vec::new(), Vec::new(), Vec::new());
+        for key in self.reduction.keys() {
+            match self.config.delete_mode {
+                DeleteMode::Equality if self.index.may_exist(key) => equality.push(key.as_slice()),
+                DeleteMode::Equality => {}
+                DeleteMode::Position => {
+                    if let Some(loc) = self.index.lookup(key).await? {
+                        deletes.push((loc.0.to_string(), loc.1));
+                        found.push(loc);
+                    }
+                }
+            }
+        }
+        let mut delta = RowDelta {
+            // Only committed files can vanish under a rewrite; spills are ours.
+            referenced_data_files: deletes
+                .iter()
+                .map(|(p, _)| p.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+            planned_at_snapshot: self.table.metadata.current_snapshot_id(),
+            data_files: self.spills.iter().map(|s| s.file.clone()).collect(),
+            ..RowDelta::default()
+        };
+        deletes.extend(self.superseded_rows().map(|(p, pos)| (p.to_string(), pos)));
+        delta
+            .delete_files
+            .extend(self.write_position_deletes(deletes).await?);
+        if !equality.is_empty() {
+            delta
+                .delete_files
+                .extend(self.write_equality_deletes(&equality).await?);
+        }
+        self.planned_found = found;
+        Ok(delta)
+    }
+
+    /// The spilled rows superseded since the last commit, as (file, row).
+    pub(super) fn superseded_rows(&self) -> impl Iterator<Item = (&Arc<str>, i64)> {
+        self.reduction
+            .superseded()
+            .iter()
+            .map(|&(file, pos)| (self.spills[file].summary.path(), pos))
+    }
+
+    /// Writes the key columns of `keys` as equality-delete files, one per
+    /// partition (in equality mode the partition follows from the key).
+    async fn write_equality_deletes(&self, keys: &[&[u8]]) -> Result<Vec<DataFile>> {
+        let columns = self.index.decode(keys)?;
+        let file_schema = &self.columns.file_schema;
+        let key_columns = self.index.key_columns();
+        let fields: Vec<_> = key_columns
+            .iter()
+            .map(|&i| file_schema.field(i).clone())
+            .collect();
+        let batch = RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), columns)?;
+        let current = self.table.metadata.current_schema();
+        let ids: Vec<i32> = key_columns
+            .iter()
+            .map(|&i| current.as_struct().fields()[i].id)
+            .collect();
+        let mut files = Vec::new();
+        for (partition, rows) in self.partitioner.group(&batch)? {
+            let rows = arrow_array::UInt32Array::from(rows);
+            let part = arrow_select::take::take_record_batch(&batch, &rows)?;
+            let path = self.new_file_path("eq-deletes");
+            let file = tributary_catalog::write_equality_deletes(
+                &self.table.file_io,
+                &path,
+                &part,
+                ids.clone(),
+                partition,
+                self.partitioner.spec_id(),
+            )
+            .await?;
+            files.push(file);
+        }
+        Ok(files)
+    }
+
+    /// Writes position deletes, one file per partition of the data files
+    /// they point at.
+    async fn write_position_deletes(&self, deletes: Vec<(String, i64)>) -> Result<Vec<DataFile>> {
+        // Partitions of the files deletes can name: committed ones, then spills.
+        let spilled: HashMap<&str, &Struct> = self
+            .spills
+            .iter()
+            .map(|s| (s.file.file_path(), s.file.partition()))
+            .collect();
+        let mut by_partition: HashMap<&Struct, Vec<(String, i64)>> = HashMap::new();
+        for (path, pos) in deletes {
+            let partition = spilled
+                .get(path.as_str())
+                .copied()
+                .or_else(|| self.file_partitions.get(path.as_str()))
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Unexpected,
+                        format!("a delete points at {path}, which is not a live data file"),
+                    )
+                })?;
+            by_partition.entry(partition).or_default().push((path, pos));
+        }
+        let mut files = Vec::new();
+        for (partition, deletes) in by_partition {
+            let path = self.new_file_path("deletes");
+            let file_io = &self.table.file_io;
+            let spec = self.partitioner.spec_id();
+            let file =
+                write_position_deletes(file_io, &path, deletes, partition.clone(), spec).await?;
+            files.push(file);
+        }
+        Ok(files)
+    }
+}
