@@ -1,0 +1,525 @@
+//! `BinlogReader`: the dump stream turned into `SourceRecord`s — rows decoded
+//! into per-table batches, table maps followed as schema versions, and a
+//! checkpoint at every handed-out transaction end.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures_util::{FutureExt, StreamExt};
+use mysql_async::BinlogStream;
+use mysql_async::binlog::events::{Event, EventData};
+use tributary_core::{
+    BinlogFilePos, ChangeBatchBuilder, Checkpoint, Error, ErrorKind, Op, Result, SchemaChange,
+    SchemaChangeKind, Source, SourcePosition, SourceRecord, TableId, TableSchema,
+};
+
+use super::SCHEMAS_PROPERTY;
+use super::cursor::{Cursor, Step};
+use super::events::kind;
+use super::rows;
+use super::server::{available_binlogs, current_position, dump, position_at_time};
+use super::table::{DecodedTable, decode_table_map};
+use crate::charset::CharsetMap;
+use crate::config::{MySqlSourceConfig, StartMode, TableFilter};
+use crate::conn::{Flavor, connect, flavor, map_err};
+
+/// One table's open batch and the transaction its last row belongs to.
+struct TableBuffer {
+    builder: ChangeBatchBuilder,
+    txn_seq: u64,
+}
+
+/// A table map entry: decoded, or skipped by the table filter.
+enum Mapped {
+    Read(Arc<DecodedTable>),
+    Skipped,
+}
+
+pub struct BinlogReader {
+    config: Arc<MySqlSourceConfig>,
+    flavor: Flavor,
+    stream: BinlogStream,
+    charsets: CharsetMap,
+    pub(super) filter: TableFilter,
+    cursor: Cursor,
+    /// Table id → table map, as the current binlog defines them.
+    tables: HashMap<u64, Mapped>,
+    /// Last schema per table (versions count up from the checkpoint's).
+    pub(super) schemas: HashMap<TableId, Arc<TableSchema>>,
+    /// DDL text seen for a table since its last table map.
+    pub(super) pending_ddl: HashMap<TableId, String>,
+    /// Open batches, in first-use order.
+    buffers: Vec<TableBuffer>,
+    buffered_rows: usize,
+    /// End of the last transaction processed: heartbeats and other
+    /// non-transaction events move the cursor past it, but only transactions
+    /// matter when placing a snapshot (see `is_before`).
+    txn_frontier: Option<BinlogFilePos>,
+    /// Counts transactions; a buffer starts a transaction entry only when the
+    /// transaction touches its table.
+    txn_seq: u64,
+    txn_ts_micros: i64,
+    /// A transaction ended since the last checkpoint was handed out.
+    unflushed: bool,
+    /// The first event at or after a snapshot's position, held back until
+    /// the snapshot chunk has been handed out (see `next_before`).
+    held: Option<Event>,
+    pub(super) out: VecDeque<SourceRecord>,
+}
+
+impl BinlogReader {
+    /// Connects and starts the dump at `checkpoint` if given, else at the
+    /// configured start mode.
+    pub async fn start(
+        config: MySqlSourceConfig,
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<BinlogReader> {
+        config.validate()?;
+        let config = Arc::new(config);
+        let mut conn = connect(&config).await?;
+        let (flavor, _version) = flavor(&mut conn).await?;
+        let charsets = CharsetMap::load(&mut conn).await?;
+        let position = match checkpoint.and_then(|c| c.position.clone()) {
+            Some(p) => Some(p),
+            None => match &config.start {
+                StartMode::Earliest => None,
+                StartMode::Latest => Some(current_position(&mut conn, flavor).await?),
+                StartMode::Position { position } => Some(position.clone()),
+                StartMode::Timestamp { .. } => {
+                    let at = config.start.timestamp_micros()?.expect("a timestamp start");
+                    Some(position_at_time(&config, flavor, at).await?)
+                }
+            },
+        };
+        let schemas = checkpoint
+            .map(restore_schemas)
+            .transpose()?
+            .unwrap_or_default();
+        let cursor = Cursor::at(position.as_ref());
+        let stream = dump(conn, &config, flavor, position.as_ref()).await?;
+        Ok(BinlogReader {
+            filter: TableFilter::new(&config.tables)?,
+            config,
+            flavor,
+            stream,
+            charsets,
+            cursor,
+            tables: HashMap::new(),
+            schemas,
+            pending_ddl: HashMap::new(),
+            buffers: Vec::new(),
+            buffered_rows: 0,
+            txn_frontier: None,
+            txn_seq: 0,
+            txn_ts_micros: 0,
+            unflushed: false,
+            held: None,
+            out: VecDeque::new(),
+        })
+    }
+
+    pub fn flavor(&self) -> Flavor {
+        self.flavor
+    }
+
+    /// Ends the dump and closes its connection (dropping the reader also
+    /// disconnects, without waiting).
+    pub async fn close(self) -> Result<()> {
+        self.stream
+            .close()
+            .await
+            .map_err(|e| map_err("closing the binlog stream", e))
+    }
+
+    fn cursor_file_pos(&self) -> Option<BinlogFilePos> {
+        self.cursor.file_pos()
+    }
+
+    /// Like `next`, but hands out only what lies before `at`: `Ok(None)` once
+    /// everything before `at` is out, so a snapshot chunk taken at `at` can go
+    /// next. The first event at or after `at` is held until then.
+    pub(crate) async fn next_before(&mut self, at: &BinlogFilePos) -> Result<Option<SourceRecord>> {
+        loop {
+            if let Some(r) = self.out.pop_front() {
+                return Ok(Some(r));
+            }
+            let at_or_past =
+                !self.cursor.in_txn && self.cursor_file_pos().is_some_and(|c| c >= *at);
+            if at_or_past && (self.held.is_some() || self.buffered_rows == 0) {
+                return Ok(None);
+            }
+            // An event held for an earlier snapshot position comes first.
+            if let Some(ev) = self.held.take() {
+                self.handle(ev)?;
+                continue;
+            }
+            let Some(ev) = self.next_event().await? else {
+                continue;
+            };
+            if at_or_past {
+                self.held = Some(ev);
+                let ts = self.txn_ts_micros;
+                self.flush(Some(ts))?;
+            } else {
+                self.handle(ev)?;
+            }
+        }
+    }
+
+    /// Whether the reader has processed no transaction at or after `at`, so a
+    /// snapshot taken at `at` can still be placed in the stream. (A transaction
+    /// can reach the binlog, and this reader, before the storage engine makes
+    /// it visible to snapshots.)
+    pub(crate) fn is_before(&self, at: &BinlogFilePos) -> bool {
+        if self.cursor.in_txn {
+            // The open transaction started at the cursor.
+            return self.cursor_file_pos().is_none_or(|c| c < *at);
+        }
+        self.txn_frontier.as_ref().is_none_or(|f| f <= at)
+    }
+
+    /// Makes `schema` (read by a snapshot) the reader's schema of its table,
+    /// reusing the reader's own when the shape is the same, so snapshot and
+    /// stream rows share one schema version.
+    pub(crate) fn adopt_schema(&mut self, schema: TableSchema) -> Arc<TableSchema> {
+        let table = schema.table.clone();
+        let adopted = match self.schemas.get(&table) {
+            Some(s) if s.fingerprint() == schema.fingerprint() => return s.clone(),
+            Some(s) => TableSchema {
+                version: s.version + 1,
+                ..schema
+            },
+            None => TableSchema {
+                version: 1,
+                ..schema
+            },
+        };
+        let adopted = Arc::new(adopted);
+        self.schemas.insert(table, adopted.clone());
+        adopted
+    }
+
+    /// The position after the last complete transaction handed out.
+    pub(super) fn position(&self) -> SourcePosition {
+        self.cursor.position(self.flavor)
+    }
+
+    pub(crate) fn checkpoint(&self, watermark_micros: Option<i64>) -> Result<Checkpoint> {
+        let mut schemas: Vec<&TableSchema> = self.schemas.values().map(Arc::as_ref).collect();
+        schemas.sort_by(|a, b| a.table.cmp(&b.table));
+        let mut properties = std::collections::BTreeMap::new();
+        if !schemas.is_empty() {
+            properties.insert(
+                SCHEMAS_PROPERTY.to_string(),
+                serde_json::to_string(&schemas)?,
+            );
+        }
+        Ok(Checkpoint {
+            position: Some(self.position()),
+            watermark_micros,
+            properties,
+        })
+    }
+
+    /// Hands out every buffered batch, then a checkpoint.
+    fn flush(&mut self, watermark_micros: Option<i64>) -> Result<()> {
+        for mut b in self.buffers.drain(..) {
+            if !b.builder.is_empty() {
+                self.out
+                    .push_back(SourceRecord::Changes(b.builder.finish()?));
+            }
+        }
+        self.buffered_rows = 0;
+        self.unflushed = false;
+        let cp = self.checkpoint(watermark_micros)?;
+        self.out.push_back(SourceRecord::Checkpoint(cp));
+        Ok(())
+    }
+
+    pub(super) fn flush_table(&mut self, table: &TableId) -> Result<()> {
+        if let Some(i) = self
+            .buffers
+            .iter()
+            .position(|b| &b.builder.schema().table == table)
+        {
+            let mut b = self.buffers.remove(i).builder;
+            self.buffered_rows -= b.len();
+            if !b.is_empty() {
+                self.out.push_back(SourceRecord::Changes(b.finish()?));
+            }
+        }
+        Ok(())
+    }
+
+    /// The next event; `None` when the server had nothing ready and the
+    /// buffered rows were handed out instead (keeps latency low when idle).
+    async fn next_event(&mut self) -> Result<Option<Event>> {
+        let next = if self.unflushed && !self.cursor.in_txn {
+            match self.stream.next().now_or_never() {
+                Some(ev) => ev,
+                None => {
+                    let ts = self.txn_ts_micros;
+                    self.flush(Some(ts))?;
+                    return Ok(None);
+                }
+            }
+        } else {
+            self.stream.next().await
+        };
+        match next {
+            Some(Ok(ev)) => Ok(Some(ev)),
+            Some(Err(e)) => Err(self.stream_error(e).await),
+            None => Err(Error::new(
+                ErrorKind::Connection,
+                "the server closed the binlog stream",
+            )),
+        }
+    }
+
+    async fn stream_error(&self, e: mysql_async::Error) -> Error {
+        let err = map_err("binlog stream failed", e);
+        if err.kind() != ErrorKind::PositionLost {
+            return err;
+        }
+        let available = available_binlogs(&self.config)
+            .await
+            .unwrap_or_else(|e| format!("unknown ({e})"));
+        Error::new(
+            ErrorKind::PositionLost,
+            format!(
+                "the server no longer has the requested binlog position {}; it has {available}. \
+                 Re-snapshot the tables or start from a position the server still has",
+                self.position()
+            ),
+        )
+        .with_source(err)
+    }
+
+    fn handle(&mut self, ev: Event) -> Result<()> {
+        let header = ev.header();
+        let end_pos = u64::from(header.log_pos());
+        let ts_micros = i64::from(header.timestamp()) * 1_000_000;
+        let step = self.cursor.classify(&ev)?;
+        // What the event does to the stream, at the position before it.
+        match &step {
+            Step::Begin(_) => self.begin_txn(ts_micros),
+            Step::Rows(kind::TABLE_MAP) => self.table_map(&ev)?,
+            Step::Rows(kind::WRITE_ROWS | kind::WRITE_ROWS_V1) => self.rows(&ev, Op::Insert)?,
+            Step::Rows(kind::UPDATE_ROWS | kind::UPDATE_ROWS_V1) => self.rows(&ev, Op::Update)?,
+            Step::Rows(_) => self.rows(&ev, Op::Delete)?, // DELETE_ROWS(_V1)
+            // DDL commits implicitly: it is a transaction of its own.
+            Step::Statement => {
+                self.statement(&ev, ts_micros)?;
+                if !self.cursor.in_txn {
+                    self.begin_txn(ts_micros);
+                }
+            }
+            Step::Rotate { .. } | Step::Heartbeat | Step::GtidList(_) | Step::Commit => {}
+            Step::Other => {}
+        }
+        let was_in_txn = self.cursor.in_txn;
+        self.cursor.apply(&step, end_pos);
+        match step {
+            Step::Commit | Step::Statement => self.end_txn()?,
+            Step::Heartbeat if !was_in_txn && end_pos > 0 => self.flush(Some(now_micros()))?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn begin_txn(&mut self, ts_micros: i64) {
+        self.txn_seq += 1;
+        self.txn_ts_micros = ts_micros;
+    }
+
+    /// After the cursor moved past a transaction's end: its rows' batches
+    /// get the position, and a full buffer is handed out.
+    fn end_txn(&mut self) -> Result<()> {
+        self.txn_frontier = self.cursor_file_pos();
+        let position = self.position();
+        for b in self
+            .buffers
+            .iter_mut()
+            .filter(|b| b.txn_seq == self.txn_seq)
+        {
+            b.builder
+                .close_txn(Some(position.clone()), self.txn_ts_micros);
+        }
+        self.unflushed = true;
+        if self.buffered_rows >= self.config.max_batch_rows {
+            let ts = self.txn_ts_micros;
+            self.flush(Some(ts))?;
+        }
+        Ok(())
+    }
+
+    fn table_map(&mut self, ev: &Event) -> Result<()> {
+        let Ok(Some(EventData::TableMapEvent(tme))) = ev.read_data() else {
+            return Err(Error::new(
+                ErrorKind::InvalidData,
+                "unreadable TABLE_MAP event",
+            ));
+        };
+        let id = tme.table_id();
+        if !self.filter.matches(&tme.database_name(), &tme.table_name()) {
+            self.tables.insert(id, Mapped::Skipped);
+            return Ok(());
+        }
+        let table = TableId::new(tme.database_name(), tme.table_name());
+        let previous = self.schemas.get(&table).cloned();
+        let version = previous.as_ref().map_or(1, |s| s.version);
+        let mut decoded = decode_table_map(&tme, &self.charsets, version)?;
+        match &previous {
+            Some(p) if p.fingerprint() == decoded.schema.fingerprint() => {
+                decoded.schema = p.clone()
+            }
+            // A snapshot's schema whose ENUM/SET labels lost 4-byte characters
+            // in information_schema: same shape, take the exact labels.
+            Some(p) if same_but_lossy_labels(p, &decoded.schema) => {
+                self.schemas.insert(table, decoded.schema.clone());
+            }
+            _ => {
+                let ddl = self.pending_ddl.remove(&table);
+                if previous.is_some() || ddl.is_some() {
+                    let mut schema = (*decoded.schema).clone();
+                    schema.version = version + u64::from(previous.is_some());
+                    decoded.schema = Arc::new(schema);
+                    self.flush_table(&table)?;
+                    let kind = if previous.is_some() {
+                        SchemaChangeKind::Alter
+                    } else {
+                        SchemaChangeKind::Create
+                    };
+                    let mut change = SchemaChange::between(
+                        kind,
+                        previous.as_deref().cloned(),
+                        Some((*decoded.schema).clone()),
+                    );
+                    change.ddl = ddl;
+                    change.position = Some(self.position());
+                    change.commit_ts_micros = self.txn_ts_micros;
+                    self.out.push_back(SourceRecord::SchemaChange(change));
+                }
+                self.schemas.insert(table, decoded.schema.clone());
+            }
+        }
+        self.tables.insert(id, Mapped::Read(Arc::new(decoded)));
+        Ok(())
+    }
+
+    fn rows(&mut self, ev: &Event, op: Op) -> Result<()> {
+        let Ok(Some(EventData::RowsEvent(rows))) = ev.read_data() else {
+            return Err(Error::new(ErrorKind::InvalidData, "unreadable ROWS event"));
+        };
+        let table = match self.tables.get(&rows.table_id()) {
+            Some(Mapped::Read(t)) => t.clone(),
+            Some(Mapped::Skipped) => return Ok(()),
+            None => {
+                return Err(Error::new(
+                    ErrorKind::InvalidData,
+                    "ROWS event without a preceding TABLE_MAP",
+                ));
+            }
+        };
+        let full_before = rows.columns_before_image().is_none_or(|b| b.all());
+        let full_after = rows.columns_after_image().is_none_or(|b| b.all());
+        if !full_before || !full_after {
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                "a row image is not complete: set binlog_row_image=FULL on the server",
+            )
+            .with_context("table", &table.schema.table));
+        }
+        let zero_dates = self.config.zero_dates;
+        let builder = self.builder_for(&table);
+        let n = rows::decode_rows(&table, op, rows.rows_data(), builder, zero_dates)?;
+        self.buffered_rows += n;
+        Ok(())
+    }
+
+    /// The open batch of `table`'s schema, with an entry for the current transaction.
+    fn builder_for(&mut self, table: &DecodedTable) -> &mut ChangeBatchBuilder {
+        let i = match self
+            .buffers
+            .iter()
+            .position(|b| Arc::ptr_eq(b.builder.schema(), &table.schema))
+        {
+            Some(i) => i,
+            None => {
+                let builder = ChangeBatchBuilder::with_capacity(table.schema.clone(), 1024);
+                self.buffers.push(TableBuffer {
+                    builder,
+                    txn_seq: 0,
+                });
+                self.buffers.len() - 1
+            }
+        };
+        let b = &mut self.buffers[i];
+        if b.txn_seq != self.txn_seq {
+            b.builder.begin_txn(None, self.txn_ts_micros);
+            b.txn_seq = self.txn_seq;
+        }
+        &mut b.builder
+    }
+}
+
+#[async_trait]
+impl Source for BinlogReader {
+    async fn next(&mut self) -> Result<Option<SourceRecord>> {
+        loop {
+            if let Some(r) = self.out.pop_front() {
+                return Ok(Some(r));
+            }
+            if let Some(ev) = self.held.take() {
+                self.handle(ev)?;
+                continue;
+            }
+            if let Some(ev) = self.next_event().await? {
+                self.handle(ev)?;
+            }
+        }
+    }
+}
+
+/// Whether `lossy` equals `exact` except that ENUM/SET labels show `?` where
+/// `exact` has characters outside the BMP (MariaDB's information_schema is
+/// utf8mb3 and cannot hold them).
+fn same_but_lossy_labels(lossy: &TableSchema, exact: &TableSchema) -> bool {
+    use tributary_core::ColumnType as C;
+    fn mangle(labels: &[String]) -> Vec<String> {
+        labels
+            .iter()
+            .map(|l| {
+                l.chars()
+                    .map(|c| if c.len_utf8() == 4 { '?' } else { c })
+                    .collect()
+            })
+            .collect()
+    }
+    let mut exact = exact.clone();
+    for c in &mut exact.columns {
+        if let C::Enum { labels } | C::Set { labels } = &mut c.data_type {
+            *labels = mangle(labels);
+        }
+    }
+    exact.version = lossy.version;
+    exact == *lossy
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+fn restore_schemas(cp: &Checkpoint) -> Result<HashMap<TableId, Arc<TableSchema>>> {
+    let Some(json) = cp.properties.get(SCHEMAS_PROPERTY) else {
+        return Ok(HashMap::new());
+    };
+    let list: Vec<TableSchema> = serde_json::from_str(json)?;
+    Ok(list
+        .into_iter()
+        .map(|s| (s.table.clone(), Arc::new(s)))
+        .collect())
+}
