@@ -40,9 +40,9 @@ pub struct IcebergSinkConfig {
     /// Namespace of every table (default: the source database's name).
     pub namespace: Option<String>,
     #[serde(default)]
-    pub delete_mode: DeleteModeName,
+    pub delete_mode: DeleteMode,
     #[serde(default)]
-    pub column_policy: ColumnPolicyName,
+    pub column_policy: ColumnPolicy,
     #[serde(default, with = "tributary_core::duration::option")]
     pub commit_interval: Option<Duration>,
     pub commit_rows: Option<usize>,
@@ -55,22 +55,6 @@ pub struct IcebergSinkConfig {
     /// used when the writer creates the table.
     #[serde(default)]
     pub partition_by: BTreeMap<String, Vec<String>>,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeleteModeName {
-    #[default]
-    Position,
-    Equality,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ColumnPolicyName {
-    #[default]
-    Fail,
-    Skip,
 }
 
 /// Property names whose values are credentials: never shown.
@@ -153,19 +137,13 @@ impl IcebergSinkConfig {
     pub fn writer_config(&self, table: &TableId) -> Result<UpsertConfig> {
         let d = UpsertConfig::default();
         Ok(UpsertConfig {
-            delete_mode: match self.delete_mode {
-                DeleteModeName::Position => DeleteMode::Position,
-                DeleteModeName::Equality => DeleteMode::Equality,
-            },
+            delete_mode: self.delete_mode,
             commit_interval: positive("commit_interval", self.commit_interval, d.commit_interval)?,
             commit_rows: self.commit_rows.unwrap_or(d.commit_rows),
             commit_bytes: self.commit_bytes.unwrap_or(d.commit_bytes),
             target_file_bytes: self.target_file_bytes.unwrap_or(d.target_file_bytes),
             row_group_rows: self.row_group_rows.unwrap_or(d.row_group_rows),
-            column_policy: match self.column_policy {
-                ColumnPolicyName::Fail => ColumnPolicy::Fail,
-                ColumnPolicyName::Skip => ColumnPolicy::Skip,
-            },
+            column_policy: self.column_policy,
             idle_commit_interval: positive(
                 "idle_commit_interval",
                 self.idle_commit_interval,

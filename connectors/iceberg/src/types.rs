@@ -113,7 +113,8 @@ pub fn iceberg_schema(source: &TableSchema) -> Result<Schema> {
 
 /// What to do with a source column Iceberg cannot follow (a type change
 /// that is not a promotion, a type Iceberg lacks).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ColumnPolicy {
     /// Stop with a `SchemaMismatch` error naming the column (default).
     #[default]

@@ -12,14 +12,15 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::future::try_join_all;
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 use tributary_core::{
-    BinlogFilePos, Checkpoint, Error, ErrorKind, Result, Source, SourceRecord, TableId, Value,
+    BinlogFilePos, Checkpoint, Error, ErrorKind, Result, RetryPolicy, Source, SourceRecord,
+    TableId, Value, retry,
 };
 
 use crate::binlog::BinlogReader;
@@ -291,10 +292,18 @@ async fn begin_snapshot_behind_stream(
     conn: &mut Conn,
     binlog: &BinlogReader,
 ) -> Result<BinlogFilePos> {
-    let mut wait = Duration::from_millis(1);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let at = snapshot::begin_snapshot(conn, true)
+    const BEHIND: &str = "for 30 s no snapshot caught up with the binlog stream";
+    let policy = RetryPolicy {
+        attempts: u32::MAX,
+        min_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(100),
+        total_delay: Some(Duration::from_secs(30)),
+    };
+    let conn = tokio::sync::Mutex::new(conn);
+    let behind = |e: &Error| e.kind() == ErrorKind::Timeout && e.message().starts_with(BEHIND);
+    retry(&policy, behind, |_| async {
+        let mut conn = conn.lock().await;
+        let at = snapshot::begin_snapshot(&mut conn, true)
             .await?
             .expect("a position with a binlog");
         if binlog.is_before(&at) {
@@ -303,17 +312,12 @@ async fn begin_snapshot_behind_stream(
         conn.query_drop("ROLLBACK")
             .await
             .map_err(|e| map_err("ROLLBACK", e))?;
-        if Instant::now() > deadline {
-            return Err(Error::new(
-                ErrorKind::Timeout,
-                format!(
-                    "for 30 s no snapshot caught up with the binlog stream (last snapshot at {at})"
-                ),
-            ));
-        }
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_millis(100));
-    }
+        Err(Error::new(
+            ErrorKind::Timeout,
+            format!("{BEHIND} (last snapshot at {at})"),
+        ))
+    })
+    .await
 }
 
 #[async_trait]

@@ -8,7 +8,8 @@ use crate::partition::PartitionField;
 use crate::types::ColumnPolicy;
 
 /// How replaced and deleted rows are removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DeleteMode {
     /// Position deletes for the exact rows (default; every reader reads them).
     #[default]
