@@ -215,6 +215,10 @@ mod clickhouse_cluster {
     }
 }
 
+/// The Kafka protocol through rdkafka, on both brokers: tansu (the
+/// Kafka-protocol broker the suite has run since its start) and Apache Kafka
+/// 4.x (the reference). Broker restarts run against Apache Kafka brokers of
+/// the test's own.
 mod kafka {
     use super::*;
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -223,49 +227,94 @@ mod kafka {
     use rdkafka::producer::{FutureProducer, FutureRecord};
     use rdkafka::{ClientConfig, Message};
 
-    #[tokio::test]
-    async fn keyed_messages_keep_their_partition_and_round_trip() {
-        let brokers = services().kafka();
+    async fn create_topic(config: &ClientConfig, partitions: i32) -> String {
         let topic = unique_name("smoke");
-        let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", &brokers);
         let admin: AdminClient<DefaultClientContext> = config.create().unwrap();
         let created = admin
             .create_topics(
-                &[NewTopic::new(&topic, 4, TopicReplication::Fixed(1))],
+                &[NewTopic::new(
+                    &topic,
+                    partitions,
+                    TopicReplication::Fixed(1),
+                )],
                 &AdminOptions::new(),
             )
             .await
             .unwrap();
         assert!(created[0].is_ok(), "{created:?}");
+        topic
+    }
 
-        let producer: FutureProducer = config
+    async fn delete_topic(config: &ClientConfig, topic: &str) {
+        let admin: AdminClient<DefaultClientContext> = config.create().unwrap();
+        admin
+            .delete_topics(&[topic], &AdminOptions::new())
+            .await
+            .unwrap();
+    }
+
+    fn client(brokers: &str) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", brokers);
+        config
+    }
+
+    /// The relay's producer settings: Java's partitioner, idempotence.
+    fn producer(config: &ClientConfig) -> FutureProducer {
+        config
             .clone()
             .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("partitioner", "murmur2_random")
             .set("linger.ms", "0")
             .create()
-            .unwrap();
-        let mut partitions = Vec::new();
-        for (key, payload) in [("pk-7", "v1"), ("pk-7", "v2"), ("pk-9", "other")] {
-            let delivery = producer
-                .send(
-                    FutureRecord::to(&topic).key(key).payload(payload),
-                    Duration::from_secs(10),
-                )
-                .await
-                .map_err(|(e, _)| e)
-                .unwrap();
-            partitions.push(delivery.partition);
-        }
-        assert_eq!(partitions[0], partitions[1], "one key, one partition");
+            .unwrap()
+    }
 
-        let consumer: StreamConsumer = config
+    async fn send(producer: &FutureProducer, topic: &str, key: &str, payload: &str) -> i32 {
+        let delivery = producer
+            .send(
+                FutureRecord::to(topic).key(key).payload(payload),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+        delivery.partition
+    }
+
+    fn consumer(config: &ClientConfig, group: &str) -> StreamConsumer {
+        config
             .clone()
-            .set("group.id", unique_name("smoke_group"))
+            .set("group.id", group)
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("session.timeout.ms", "6000")
             .create()
+            .unwrap()
+    }
+
+    /// (key, payload, partition) of the next message, if one comes in 500 ms.
+    async fn next(consumer: &StreamConsumer) -> Option<(String, String, i32)> {
+        let m = tokio::time::timeout(Duration::from_millis(500), consumer.recv())
+            .await
+            .ok()?
             .unwrap();
+        let text = |b: Option<&[u8]>| String::from_utf8(b.unwrap().to_vec()).unwrap();
+        Some((text(m.key()), text(m.payload()), m.partition()))
+    }
+
+    async fn keyed_round_trip(brokers: &str) {
+        let config = client(brokers);
+        let topic = create_topic(&config, 4).await;
+        let producer = producer(&config);
+        let mut partitions = Vec::new();
+        for (key, payload) in [("pk-7", "v1"), ("pk-7", "v2"), ("pk-9", "other")] {
+            partitions.push(send(&producer, &topic, key, payload).await);
+        }
+        assert_eq!(partitions[0], partitions[1], "one key, one partition");
+        let consumer = consumer(&config, &unique_name("smoke_group"));
         consumer.subscribe(&[&topic]).unwrap();
         let mut seen = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -274,12 +323,7 @@ mod kafka {
                 Instant::now() < deadline,
                 "only {seen:?} consumed within 60 s"
             );
-            if let Ok(m) = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await {
-                let m = m.unwrap();
-                let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
-                let payload = String::from_utf8(m.payload().unwrap().to_vec()).unwrap();
-                seen.push((key, payload, m.partition()));
-            }
+            seen.extend(next(&consumer).await);
         }
         let pk7: Vec<&str> = seen
             .iter()
@@ -291,10 +335,146 @@ mod kafka {
         // tansu 0.6 kills its storage task if a topic is deleted while a
         // consumer still fetches from it: close the consumer first.
         drop(consumer);
-        admin
-            .delete_topics(&[&topic], &AdminOptions::new())
-            .await
-            .unwrap();
+        delete_topic(&config, &topic).await;
+    }
+
+    #[tokio::test]
+    async fn keyed_messages_keep_their_partition_and_round_trip() {
+        keyed_round_trip(&services().kafka()).await;
+    }
+
+    #[tokio::test]
+    async fn keyed_messages_keep_their_partition_and_round_trip_on_apache_kafka() {
+        keyed_round_trip(&services().apache_kafka()).await;
+    }
+
+    /// Two consumers of one group (cooperative-sticky) split 4 partitions
+    /// after a rebalance; every key's versions arrive in order, all on one
+    /// consumer.
+    async fn a_group_rebalances_and_keeps_per_key_order(brokers: &str) {
+        let config = client(brokers);
+        let topic = create_topic(&config, 4).await;
+        let group = unique_name("smoke_rebalance");
+        let (a, b) = (consumer(&config, &group), consumer(&config, &group));
+        a.subscribe(&[&topic]).unwrap();
+        let assigned = |c: &StreamConsumer| c.assignment().map_or(0, |l| l.count());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while assigned(&a) < 4 {
+            assert!(Instant::now() < deadline, "a never got the 4 partitions");
+            let _ = next(&a).await; // polling drives the group protocol
+        }
+        b.subscribe(&[&topic]).unwrap();
+        while assigned(&a) + assigned(&b) != 4 || assigned(&b) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "no rebalance: a has {}, b has {}",
+                assigned(&a),
+                assigned(&b)
+            );
+            let _ = tokio::join!(next(&a), next(&b));
+        }
+        let producer = producer(&config);
+        let keys = 40;
+        for version in 0..3 {
+            for k in 0..keys {
+                send(&producer, &topic, &format!("pk-{k}"), &format!("{version}")).await;
+            }
+        }
+        let mut got: std::collections::BTreeMap<String, Vec<(String, usize)>> = Default::default();
+        let mut n = 0;
+        while n < keys * 3 {
+            assert!(Instant::now() < deadline, "{n} of {} consumed", keys * 3);
+            let (ma, mb) = tokio::join!(next(&a), next(&b));
+            for (m, who) in [(ma, 0), (mb, 1)] {
+                if let Some((key, payload, _)) = m {
+                    got.entry(key).or_default().push((payload, who));
+                    n += 1;
+                }
+            }
+        }
+        for (key, versions) in &got {
+            let order: Vec<&str> = versions.iter().map(|v| v.0.as_str()).collect();
+            assert_eq!(order, ["0", "1", "2"], "{key} out of order");
+            assert!(
+                versions.iter().all(|v| v.1 == versions[0].1),
+                "{key} on two consumers"
+            );
+        }
+        assert!(got.values().any(|v| v[0].1 == 0) && got.values().any(|v| v[0].1 == 1));
+        drop((a, b));
+        delete_topic(&config, &topic).await;
+    }
+
+    #[tokio::test]
+    async fn a_consumer_group_rebalances_and_keeps_per_key_order() {
+        a_group_rebalances_and_keeps_per_key_order(&services().kafka()).await;
+    }
+
+    #[tokio::test]
+    async fn a_consumer_group_rebalances_and_keeps_per_key_order_on_apache_kafka() {
+        a_group_rebalances_and_keeps_per_key_order(&services().apache_kafka()).await;
+    }
+
+    /// An idempotent producer keeps sending while its broker is SIGKILLed
+    /// and restarted: every acknowledged message is there afterwards,
+    /// exactly once and in order.
+    #[tokio::test]
+    async fn an_idempotent_producer_loses_nothing_across_a_broker_sigkill_on_apache_kafka() {
+        let dir = tributary_testkit::dev_dir()
+            .join("tmp")
+            .join(unique_name("kafka_broker"));
+        let mut broker = tributary_testkit::KafkaBroker::start(&dir);
+        let config = client(&broker.bootstrap_servers());
+        let topic = create_topic(&config, 1).await;
+        let producer = producer(&config);
+        for i in 0..50 {
+            send(&producer, &topic, "k", &i.to_string()).await;
+        }
+        broker.kill();
+        // Sends in flight while the broker is down are retried by the
+        // producer and acknowledged once it is back.
+        let pending: Vec<_> = (50..100)
+            .map(|i| {
+                let producer = producer.clone();
+                let topic = topic.clone();
+                tokio::spawn(async move { send(&producer, &topic, "k", &i.to_string()).await })
+            })
+            .collect();
+        broker.restart();
+        for p in pending {
+            p.await.unwrap();
+        }
+        let consumer = consumer(&config, &unique_name("smoke_restart"));
+        consumer.subscribe(&[&topic]).unwrap();
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while seen.len() < 100 {
+            assert!(Instant::now() < deadline, "{} of 100 consumed", seen.len());
+            if let Some((_, payload, _)) = next(&consumer).await {
+                seen.push(payload.parse::<u32>().unwrap());
+            }
+        }
+        // A duplicate would show up after the 100th message.
+        for _ in 0..4 {
+            if let Some((_, payload, _)) = next(&consumer).await {
+                seen.push(payload.parse::<u32>().unwrap());
+            }
+        }
+        let mut sorted = seen.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            (0..100).collect::<Vec<_>>(),
+            "nothing lost or duplicated"
+        );
+        assert_eq!(
+            &seen[..50],
+            &(0..50).collect::<Vec<_>>()[..],
+            "order before the kill"
+        );
+        drop(consumer);
+        drop(broker);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }
 

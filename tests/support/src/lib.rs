@@ -6,9 +6,11 @@
 //! or unreachable fails — it never skips — with the command that starts it.
 
 mod clickhouse_server;
+mod kafka_broker;
 pub mod kv_workload;
 
 pub use clickhouse_server::ClickHouseServer;
+pub use kafka_broker::KafkaBroker;
 
 use std::collections::HashMap;
 use std::net::{TcpStream, ToSocketAddrs};
@@ -216,6 +218,23 @@ impl DevServices {
         Ok(brokers)
     }
 
+    /// Bootstrap servers of the Apache Kafka broker (KRaft).
+    pub fn try_apache_kafka(&self) -> Result<String, String> {
+        let brokers = self
+            .var("apache_kafka", "TRIBUTARY_APACHE_KAFKA_BROKERS")?
+            .to_string();
+        self.reachable("apache_kafka", &brokers)?;
+        Ok(brokers)
+    }
+
+    /// The Apache Kafka jars directory and Log4j 2 config, for brokers of a
+    /// test's own.
+    pub fn try_apache_kafka_install(&self) -> Result<(String, String), String> {
+        let libs = self.var("apache_kafka", "TRIBUTARY_APACHE_KAFKA_LIBS")?;
+        let log4j = self.var("apache_kafka", "TRIBUTARY_APACHE_KAFKA_LOG4J")?;
+        Ok((libs.to_string(), log4j.to_string()))
+    }
+
     /// `host:port` of the Hive Metastore thrift endpoint.
     pub fn try_hms(&self) -> Result<String, String> {
         let addr = self.var("hms", "TRIBUTARY_HMS_ADDR")?.to_string();
@@ -258,6 +277,10 @@ impl DevServices {
 
     pub fn kafka(&self) -> String {
         self.try_kafka().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn apache_kafka(&self) -> String {
+        self.try_apache_kafka().unwrap_or_else(|e| panic!("{e}"))
     }
 
     pub fn hms(&self) -> String {
