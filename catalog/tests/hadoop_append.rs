@@ -230,6 +230,7 @@ async fn a_rewrite_replaces_files_and_both_readers_see_the_same_rows() {
     let t = commit_rewrite(&catalog, &t, &plan).await.unwrap();
     assert_eq!(pyiceberg_read(&t, "True"), (2, vec![1, 2, 3, 4, 5]));
     assert_eq!(iceberg_rust_ids(&t, None).await, [1, 2, 3, 4, 5]);
+    assert_eq!(iceberg_java_ids(&t), [1, 2, 3, 4, 5]);
     let s = t.metadata.current_snapshot().unwrap().summary();
     assert_eq!(s.operation, iceberg::spec::Operation::Replace);
     assert_eq!(
@@ -288,6 +289,11 @@ async fn a_rewrite_succeeds_past_a_newer_equality_delete_which_still_applies() {
         iceberg_rust_ids(&done, None).await,
         [1, 2, 3, 5],
         "the rewritten file keeps the planning sequence number"
+    );
+    assert_eq!(
+        iceberg_java_ids(&done),
+        [1, 2, 3, 5],
+        "Iceberg Java applies the newer equality delete to the rewritten file too"
     );
 }
 

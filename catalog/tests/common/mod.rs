@@ -89,6 +89,17 @@ pub async fn iceberg_rust_ids(table: &CatalogTable, filter: Option<Predicate>) -
 
 /// What pyiceberg's StaticTable reads from the metadata file: the number of
 /// snapshots and the sorted ids matching `row_filter`.
+/// The sorted ids Iceberg Java (the reference reader) reads; local tables.
+pub fn iceberg_java_ids(table: &CatalogTable) -> Vec<i64> {
+    let versions = DevServices::load().iceberg_java_read(&[&table.metadata_location]);
+    let mut ids: Vec<i64> = versions[0]
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().parse().unwrap()) // longs come as strings
+        .collect();
+    ids.sort();
+    ids
+}
+
 pub fn pyiceberg_read(table: &CatalogTable, row_filter: &str) -> (usize, Vec<i64>) {
     let props = if table.metadata_location.starts_with("s3://") {
         serde_json::to_string(&DevServices::load().s3().catalog_properties("")).unwrap()

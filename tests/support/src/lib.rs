@@ -295,6 +295,38 @@ impl DevServices {
         self.try_python().unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Iceberg Java's read (the reference implementation, deletes applied)
+    /// of each table version in `metadata_files`, in one JVM: per file, its
+    /// rows as JSON objects keyed by column name (long and decimal values
+    /// as strings). Local files only (no S3 file system on its classpath).
+    pub fn iceberg_java_read(
+        &self,
+        metadata_files: &[&str],
+    ) -> Vec<Vec<serde_json::Map<String, serde_json::Value>>> {
+        let classpath = self
+            .var("iceberg_java", "TRIBUTARY_ICEBERG_JAVA_CLASSPATH")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let out = Command::new("java")
+            .args(["-XX:TieredStopAtLevel=1", "-Xmx1g", "-cp", classpath])
+            .arg("tributary.IcebergRead")
+            .args(metadata_files)
+            .output()
+            .expect("start java");
+        assert!(
+            out.status.success(),
+            "Iceberg Java failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).expect("utf-8 output");
+        let versions: Vec<_> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON array of rows"))
+            .collect();
+        assert_eq!(versions.len(), metadata_files.len(), "one line per version");
+        versions
+    }
+
     /// Runs a Python script with the venv's interpreter; returns stdout, or
     /// panics with stderr.
     pub fn run_python(&self, script: &str, args: &[&str]) -> String {
