@@ -7,9 +7,8 @@
 //! HBASE_PRIMARY=hbase-a:9090 HBASE_STANDBY=hbase-b:9090 cargo run --example hbase_embedded
 //! ```
 //!
-//! `dev/test` compiles this example but cannot run it: no HBase server runs
-//! in this project's test environment (the sink is tested against an
-//! in-test Thrift2 stand-in only).
+//! `dev/test` compiles this example (the sink's tests run against the dev
+//! HBase 2.6.1 and HBase servers of their own).
 
 use std::sync::Arc;
 

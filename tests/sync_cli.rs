@@ -247,6 +247,8 @@ impl Fixture {
 enum Reader<'a> {
     Iceberg(&'a HadoopCatalog),
     ClickHouse(String),
+    /// HBase tables `<db>:<table>`, scanned by HBase's own client.
+    HBase(tributary_testkit::HBase),
 }
 
 impl Reader<'_> {
@@ -265,6 +267,21 @@ impl Reader<'_> {
                     assert!(out.insert(id, (v, s)).is_none(), "duplicate key {id}");
                 }
                 Some(out)
+            }
+            Reader::HBase(hbase) => {
+                let text = |cells: &tributary_testkit::HBaseCells, q: &str| {
+                    let cell = cells.get(q.as_bytes())?;
+                    Some(String::from_utf8(cell.1.clone()).unwrap())
+                };
+                let rows = hbase.rows(&format!("{db}:{table}"));
+                let decoded = rows.into_iter().map(|(key, cells)| {
+                    // The default row key: an INT as order-preserving binary.
+                    let key: [u8; 8] = key.try_into().unwrap();
+                    let id = (u64::from_be_bytes(key) ^ (1 << 63)) as i64 as i32;
+                    let v = text(&cells, "cf:v").map(|v| v.parse().unwrap());
+                    (id, (v, text(&cells, "cf:s")))
+                });
+                Some(decoded.collect())
             }
         }
     }
@@ -508,6 +525,59 @@ async fn sync_to_clickhouse_survives_sigkill_and_ends_equal_to_the_source() {
     let mut sync = SyncProcess::start(&config, &log);
     write_randomly(f.url.clone(), tables.clone(), 400, 37).await;
     wait_until_equal(&mut f.conn, &reader, &db, &mut sync).await;
+    assert!(
+        sync.terminate().success(),
+        "clean exit on SIGTERM:\n{}",
+        sync.log()
+    );
+    let text = sync.log();
+    assert!(
+        text.contains("resuming"),
+        "run 2 resumed from a commit:\n{text}"
+    );
+    assert!(!text.contains(PASSWORD), "the password is in the log");
+    f.drop().await;
+}
+
+#[tokio::test]
+async fn sync_to_hbase_survives_sigkill_and_ends_equal_to_the_source() {
+    let mut f = Fixture::new("synchb").await;
+    let (db, tables) = (f.db.clone(), f.tables());
+    let hbase = DevServices::load().hbase();
+    hbase.create_tables(&[(&format!("{db}:a"), "cf"), (&format!("{db}:b"), "cf")]);
+    let sink = format!(
+        "\n[sink.hbase]\naddress = \"{}\"\nnamespace = \"{db}\"\ncommit_interval = \"300ms\"\n",
+        hbase.address()
+    );
+    let config = f.pipeline(&sink);
+    let log = f.dir.join("sync.log");
+    let mut sync = SyncProcess::start(&config, &log);
+    let writes = tokio::spawn(write_randomly(f.url.clone(), tables.clone(), 400, 41));
+    // SIGKILL once a commit recorded the snapshot half done.
+    let sink_config = tributary_hbase::HBaseSinkConfig::new(hbase.address());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let cp = tributary_hbase::committed_checkpoint(&sink_config, &format!("{db}:a")).await;
+        if cp
+            .unwrap()
+            .is_some_and(|c| c.properties.contains_key("mysql.snapshot"))
+        {
+            break;
+        }
+        sync.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot commit in 60 s:\n{}",
+            sync.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sync.kill();
+    writes.await.unwrap();
+
+    let mut sync = SyncProcess::start(&config, &log);
+    write_randomly(f.url.clone(), tables.clone(), 400, 43).await;
+    wait_until_equal(&mut f.conn, &Reader::HBase(hbase), &db, &mut sync).await;
     assert!(
         sync.terminate().success(),
         "clean exit on SIGTERM:\n{}",

@@ -43,23 +43,28 @@ pub struct Gateway {
 /// bad data; application errors (unknown method, internal error) are not
 /// retried.
 fn classify(what: &str, e: thrift::Error) -> Error {
+    let io_message = match &e {
+        thrift::Error::User(u) => u
+            .downcast_ref::<crate::hbase2::TIOError>()
+            .and_then(|io| io.message.clone()),
+        _ => None,
+    };
     let kind = match &e {
         thrift::Error::Transport(_) => ErrorKind::Connection,
-        thrift::Error::User(u) => match u.downcast_ref::<crate::hbase2::TIOError>() {
-            Some(io)
-                if io
-                    .message
-                    .as_ref()
-                    .is_some_and(|m| m.contains("TableNotFoundException")) =>
-            {
-                ErrorKind::NotFound
-            }
+        thrift::Error::User(_) => match &io_message {
+            Some(m) if m.contains("TableNotFoundException") => ErrorKind::NotFound,
             _ => ErrorKind::Connection,
         },
         thrift::Error::Application(_) => ErrorKind::Unexpected,
         thrift::Error::Protocol(_) => ErrorKind::InvalidData,
     };
-    Error::new(kind, format!("HBase Thrift2 {what}")).with_source(e)
+    // The gateway's TIOError carries the server's exception text: keep its
+    // first line.
+    let message = match &io_message {
+        Some(m) => format!("HBase Thrift2 {what}: {}", m.lines().next().unwrap_or(m)),
+        None => format!("HBase Thrift2 {what}"),
+    };
+    Error::new(kind, message).with_source(e)
 }
 
 impl Gateway {
@@ -142,16 +147,43 @@ impl Gateway {
     }
 
     pub fn put_multiple(&mut self, table: &str, puts: Vec<TPut>) -> Result<()> {
-        self.call("putMultiple", |c| {
+        let r = self.call("putMultiple", |c| {
             c.put_multiple(table.as_bytes().to_vec(), puts)
-        })
+        });
+        self.named_if_missing(table, r)
     }
 
     pub fn delete_multiple(&mut self, table: &str, deletes: Vec<TDelete>) -> Result<()> {
-        self.call("deleteMultiple", |c| {
+        let r = self.call("deleteMultiple", |c| {
             c.delete_multiple(table.as_bytes().to_vec(), deletes)
-        })
-        .map(drop)
+        });
+        self.named_if_missing(table, r.map(drop))
+    }
+
+    /// A batch call on a missing table fails with a summary TIOError
+    /// ("Failed 1 action: …") that says neither why nor that a retry cannot
+    /// help; `tableExists` tells, so a failed batch is checked once.
+    fn named_if_missing<T>(&mut self, table: &str, r: Result<T>) -> Result<T> {
+        let Err(e) = r else { return r };
+        if e.kind() != ErrorKind::Connection || !e.message().contains(": Failed ") {
+            return Err(e);
+        }
+        let (ns, qualifier) = match table.split_once(':') {
+            Some((ns, q)) => (Some(ns.as_bytes().to_vec()), q.as_bytes().to_vec()),
+            None => (None, table.as_bytes().to_vec()),
+        };
+        let name = crate::hbase2::TTableName::new(ns, qualifier);
+        match self.call("tableExists", |c| c.table_exists(name)) {
+            Ok(false) => Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "HBase table {table} does not exist: create it with its column family \
+                     first (the sink never creates tables)"
+                ),
+            )
+            .with_source(e)),
+            _ => Err(e),
+        }
     }
 
     pub fn get(&mut self, table: &str, row: &[u8]) -> Result<TResult> {
@@ -164,5 +196,25 @@ impl Gateway {
         self.call("exists", |c| {
             c.exists(table.as_bytes().to_vec(), TGet::new(row.to_vec(), None))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tio_error_keeps_its_message_and_a_missing_table_is_not_found() {
+        let io =
+            |m: &str| thrift::Error::User(Box::new(crate::hbase2::TIOError::new(m.to_string())));
+        let e = classify(
+            "get",
+            io("org.apache.hadoop.hbase.TableNotFoundException: t\n at …"),
+        );
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+        assert!(e.message().contains("TableNotFoundException: t"), "{e}");
+        let e = classify("putMultiple", io("Failed 1 action: t: 1 time"));
+        assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
+        assert!(e.message().contains(": Failed 1 action"), "{e}");
     }
 }

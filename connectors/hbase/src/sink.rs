@@ -36,9 +36,13 @@ use crate::hbase2::{TColumn, TColumnValue, TDelete, TDeleteType, TPut};
 pub struct HBaseSinkConfig {
     /// The Thrift2 gateway, `host:port` (HBase's default port 9090).
     pub address: String,
-    /// The HBase table (`namespace:table`); default: the source table's name.
+    /// The HBase table (`namespace:table`); default: the source table's
+    /// name, in `namespace` when set.
     #[serde(default)]
     pub table: Option<String>,
+    /// HBase namespace of the default table names (`<namespace>:<table>`).
+    #[serde(default)]
+    pub namespace: Option<String>,
     #[serde(default = "default_family")]
     pub column_family: String,
     #[serde(default)]
@@ -85,6 +89,7 @@ impl HBaseSinkConfig {
         HBaseSinkConfig {
             address: address.into(),
             table: None,
+            namespace: None,
             column_family: default_family(),
             row_key: RowKeyEncoding::default(),
             values: ValueEncoding::default(),
@@ -94,6 +99,15 @@ impl HBaseSinkConfig {
             commit_interval: default_commit_interval(),
             timeout: default_timeout(),
             checkpoint_table: default_checkpoint_table(),
+        }
+    }
+
+    /// The HBase table of a source table.
+    pub fn table_for(&self, source: &tributary_core::TableId) -> String {
+        match (&self.table, &self.namespace) {
+            (Some(t), _) => t.clone(),
+            (None, Some(ns)) => format!("{ns}:{}", source.table),
+            (None, None) => source.table.clone(),
         }
     }
 
@@ -204,10 +218,7 @@ impl HBaseSink {
         }
         let endpoint = endpoint(&config);
         let mut sink = HBaseSink {
-            table: config
-                .table
-                .clone()
-                .unwrap_or_else(|| schema.table.table.clone()),
+            table: config.table_for(&schema.table),
             config,
             schema: Arc::new(schema.clone()),
             gateway: Arc::new(Mutex::new(Gateway::new(endpoint))),
@@ -431,10 +442,7 @@ impl HBaseSinkFactory {
     }
 
     fn table(&self, table: &tributary_core::TableId) -> String {
-        self.config
-            .table
-            .clone()
-            .unwrap_or_else(|| table.table.clone())
+        self.config.table_for(table)
     }
 }
 

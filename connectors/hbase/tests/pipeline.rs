@@ -1,19 +1,15 @@
 //! `[sink.hbase]` through the runtime's registry — the path `tributary sync`
 //! takes — from the dev MariaDB (snapshot, then streamed inserts, updates,
-//! key changes and deletes) into the in-test Thrift2 stand-in (no HBase
-//! server can run here yet): the stand-in ends equal to `SELECT *`.
-
-#[allow(dead_code)] // the stand-in's kill/restart serve the HA tests
-mod support;
+//! key changes and deletes) into the dev HBase through its Thrift2 gateway:
+//! a scan by HBase's own client ends equal to `SELECT *`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts};
-use support::HBaseStandIn;
 use tributary_runtime::{Registry, config::parse_pipeline};
-use tributary_testkit::{DevServices, unique_name};
+use tributary_testkit::{DevServices, HBase, unique_name};
 
 type Rows = BTreeMap<String, Option<String>>;
 
@@ -25,7 +21,7 @@ async fn source_rows(conn: &mut Conn, table: &str) -> Rows {
     rows.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
-fn hbase_rows(hbase: &HBaseStandIn, table: &str) -> Rows {
+fn hbase_rows(hbase: &HBase, table: &str) -> Rows {
     hbase
         .rows(table)
         .into_iter()
@@ -43,7 +39,7 @@ fn hbase_rows(hbase: &HBaseStandIn, table: &str) -> Rows {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_file_with_an_hbase_sink_syncs_mariadb_through_the_registry() {
-    let hbase = HBaseStandIn::start();
+    let hbase = DevServices::load().hbase();
     let m = DevServices::load().mariadb();
     let mut conn = Conn::new(Opts::from_url(&m.url).unwrap()).await.unwrap();
     let db = unique_name("hbpipe");
@@ -73,6 +69,7 @@ snapshot = {{ chunk_rows = 100 }}
 
 [sink.hbase]
 address = "{address}"
+namespace = "{db}"
 row_key = {{ encoding = "text", separator = "|" }}
 commit_interval = "200ms"
 "#,
@@ -82,6 +79,8 @@ commit_interval = "200ms"
         address = hbase.address(),
     );
     let pipeline = parse_pipeline(&text, &Registry::builtin()).unwrap();
+    let target = format!("{db}:t");
+    hbase.create_tables(&[(&target, "cf")]);
     let table = format!("{db}.t");
     let changes = async {
         let mut conn = Conn::new(Opts::from_url(&m.url).unwrap()).await.unwrap();
@@ -95,14 +94,15 @@ commit_interval = "200ms"
             conn.query_drop(sql).await.unwrap();
         }
         let expected = source_rows(&mut conn, &table).await;
-        // Polls until the stand-in holds exactly the source's rows.
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // Polls until HBase holds exactly the source's rows (a scan is a
+        // JVM run, ~2 s).
+        let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            if hbase_rows(&hbase, "t") == expected {
+            if hbase_rows(&hbase, &target) == expected {
                 return expected;
             }
             assert!(Instant::now() < deadline, "HBase never matched the source");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     };
     let (expected, run) = {
@@ -120,7 +120,7 @@ commit_interval = "200ms"
     assert_eq!(expected.get("300"), Some(&None));
     let status = pipeline.status().snapshot();
     let t = status.values().next().expect("the table's status");
-    assert_eq!(t.target, "t");
+    assert_eq!(t.target, target);
     assert!(t.rows_written >= 500, "{t:?}");
     conn.query_drop(format!("DROP DATABASE {db}"))
         .await

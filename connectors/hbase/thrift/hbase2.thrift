@@ -53,9 +53,15 @@ exception TIOError {
   1: optional string message
 }
 
+struct TTableName {
+  1: optional binary ns,
+  2: required binary qualifier
+}
+
 service THBaseService {
   bool exists(1: required binary table, 2: required TGet tget) throws (1: TIOError io)
   TResult get(1: required binary table, 2: required TGet tget) throws (1: TIOError io)
   void putMultiple(1: required binary table, 2: required list<TPut> tputs) throws (1: TIOError io)
   list<TDelete> deleteMultiple(1: required binary table, 2: required list<TDelete> tdeletes) throws (1: TIOError io)
+  bool tableExists(1: required TTableName tableName) throws (1: TIOError io)
 }

@@ -6,10 +6,12 @@
 //! or unreachable fails — it never skips — with the command that starts it.
 
 mod clickhouse_server;
+mod hbase_server;
 mod kafka_broker;
 pub mod kv_workload;
 
 pub use clickhouse_server::ClickHouseServer;
+pub use hbase_server::{HBase, HBaseCells, HBaseServer};
 pub use kafka_broker::KafkaBroker;
 
 use std::collections::HashMap;
