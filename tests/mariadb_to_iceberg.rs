@@ -221,13 +221,10 @@ async fn pipeline(catalog: Arc<dyn Catalog>, reader_props: &str) {
         expected.len(),
         "pyiceberg row count"
     );
-    // The reference reader has no S3 file system on its classpath.
-    if !t.metadata_location.starts_with("s3") {
-        assert!(
-            iceberg_java_rows(&t) == expected,
-            "Iceberg Java differs from SELECT *"
-        );
-    }
+    assert!(
+        iceberg_java_rows(&t) == expected,
+        "Iceberg Java differs from SELECT *"
+    );
     conn.query_drop(format!("DROP DATABASE {db}"))
         .await
         .unwrap();

@@ -3,7 +3,11 @@
 // column name), read by Iceberg Java's generic reader (IcebergGenerics),
 // which applies position and equality deletes. One JVM reads many versions.
 //
-//   java -cp <libs>/*:<classes> tributary.IcebergRead <metadata.json>…
+//   java -cp <libs>/*:<classes> [-Diceberg.<property>=<value>…] tributary.IcebergRead <metadata.json>…
+//
+// Files are opened by scheme (ResolvingFileIO: local paths through Hadoop,
+// s3:// through S3FileIO); system properties `iceberg.<name>` become FileIO
+// properties (`-Diceberg.s3.endpoint=http://127.0.0.1:9000`, …).
 //
 // Values: int, float, double and boolean as JSON values; long and decimal as
 // strings (nothing rounded); dates and times as ISO-8601 strings; binary as
@@ -24,8 +28,8 @@ import org.apache.iceberg.StaticTableOperations;
 import org.apache.iceberg.Table;
 import org.apache.iceberg.data.IcebergGenerics;
 import org.apache.iceberg.data.Record;
-import org.apache.iceberg.hadoop.HadoopFileIO;
 import org.apache.iceberg.io.CloseableIterable;
+import org.apache.iceberg.io.ResolvingFileIO;
 import org.apache.iceberg.types.Types;
 
 public final class IcebergRead {
@@ -34,7 +38,15 @@ public final class IcebergRead {
       System.err.println("usage: IcebergRead <metadata.json location>...");
       System.exit(2);
     }
-    HadoopFileIO io = new HadoopFileIO(new Configuration());
+    Map<String, String> properties = new LinkedHashMap<>();
+    for (String name : System.getProperties().stringPropertyNames()) {
+      if (name.startsWith("iceberg.")) {
+        properties.put(name.substring("iceberg.".length()), System.getProperty(name));
+      }
+    }
+    ResolvingFileIO io = new ResolvingFileIO();
+    io.setConf(new Configuration());
+    io.initialize(properties);
     ObjectMapper json = new ObjectMapper();
     StringBuilder out = new StringBuilder();
     for (String location : args) {

@@ -89,7 +89,7 @@ pub async fn iceberg_rust_ids(table: &CatalogTable, filter: Option<Predicate>) -
 
 /// What pyiceberg's StaticTable reads from the metadata file: the number of
 /// snapshots and the sorted ids matching `row_filter`.
-/// The sorted ids Iceberg Java (the reference reader) reads; local tables.
+/// The sorted ids Iceberg Java (the reference reader) reads.
 pub fn iceberg_java_ids(table: &CatalogTable) -> Vec<i64> {
     let versions = DevServices::load().iceberg_java_read(&[&table.metadata_location]);
     let mut ids: Vec<i64> = versions[0]

@@ -877,6 +877,13 @@ async fn kill_and_restart(seed: u64, mode: DeleteMode) -> (usize, usize) {
             model,
             "seed {seed} {mode:?}: final"
         );
+        // The reference implementation agrees (the table is on S3).
+        let location = writer.table().metadata_location.clone();
+        assert_eq!(
+            read_java(&[&location]).pop().unwrap(),
+            model,
+            "seed {seed} {mode:?}: Iceberg Java, final"
+        );
         break;
     }
     eprintln!(

@@ -300,7 +300,7 @@ impl DevServices {
     /// Iceberg Java's read (the reference implementation, deletes applied)
     /// of each table version in `metadata_files`, in one JVM: per file, its
     /// rows as JSON objects keyed by column name (long and decimal values
-    /// as strings). Local files only (no S3 file system on its classpath).
+    /// as strings). Local files, and s3:// on the dev S3 (moto).
     pub fn iceberg_java_read(
         &self,
         metadata_files: &[&str],
@@ -308,8 +308,21 @@ impl DevServices {
         let classpath = self
             .var("iceberg_java", "TRIBUTARY_ICEBERG_JAVA_CLASSPATH")
             .unwrap_or_else(|e| panic!("{e}"));
-        let out = Command::new("java")
-            .args(["-XX:TieredStopAtLevel=1", "-Xmx1g", "-cp", classpath])
+        let mut java = Command::new("java");
+        java.args(["-XX:TieredStopAtLevel=1", "-Xmx1g", "-cp", classpath]);
+        if metadata_files.iter().any(|f| f.starts_with("s3")) {
+            let s3 = self.s3();
+            for (k, v) in [
+                ("s3.endpoint", s3.endpoint.as_str()),
+                ("s3.path-style-access", "true"),
+                ("s3.access-key-id", &s3.access_key_id),
+                ("s3.secret-access-key", &s3.secret_access_key),
+                ("client.region", &s3.region),
+            ] {
+                java.arg(format!("-Diceberg.{k}={v}"));
+            }
+        }
+        let out = java
             .arg("tributary.IcebergRead")
             .args(metadata_files)
             .output()
