@@ -4,6 +4,10 @@
 // which applies position and equality deletes. One JVM reads many versions.
 //
 //   java -cp <libs>/*:<classes> [-Diceberg.<property>=<value>…] tributary.IcebergRead <metadata.json>…
+//   java -cp … tributary.IcebergRead --hive <thrift://host:port> <db.table>…
+//
+// With --hive the tables are loaded through Iceberg Java's HiveCatalog
+// (the metastore's current metadata_location) instead of from files.
 //
 // Files are opened by scheme (ResolvingFileIO: local paths through Hadoop,
 // s3:// through S3FileIO); system properties `iceberg.<name>` become FileIO
@@ -27,7 +31,9 @@ import org.apache.iceberg.BaseTable;
 import org.apache.iceberg.StaticTableOperations;
 import org.apache.iceberg.Table;
 import org.apache.iceberg.data.IcebergGenerics;
+import org.apache.iceberg.catalog.TableIdentifier;
 import org.apache.iceberg.data.Record;
+import org.apache.iceberg.hive.HiveCatalog;
 import org.apache.iceberg.io.CloseableIterable;
 import org.apache.iceberg.io.ResolvingFileIO;
 import org.apache.iceberg.types.Types;
@@ -49,8 +55,21 @@ public final class IcebergRead {
     io.initialize(properties);
     ObjectMapper json = new ObjectMapper();
     StringBuilder out = new StringBuilder();
-    for (String location : args) {
-      Table table = new BaseTable(new StaticTableOperations(location, io), location);
+    HiveCatalog hive = null;
+    int first = 0;
+    if (args[0].equals("--hive")) {
+      hive = new HiveCatalog();
+      hive.setConf(new Configuration());
+      Map<String, String> catalogProperties = new LinkedHashMap<>(properties);
+      catalogProperties.put("uri", args[1]);
+      hive.initialize("hive", catalogProperties);
+      first = 2;
+    }
+    for (String location : java.util.Arrays.copyOfRange(args, first, args.length)) {
+      Table table =
+          hive != null
+              ? hive.loadTable(TableIdentifier.parse(location))
+              : new BaseTable(new StaticTableOperations(location, io), location);
       List<Map<String, Object>> rows = new ArrayList<>();
       try (CloseableIterable<Record> records = IcebergGenerics.read(table).build()) {
         for (Record r : records) {

@@ -70,6 +70,9 @@ pub struct ClickHouse {
     pub cluster: String,
 }
 
+/// One table version's rows as Iceberg Java printed them.
+pub type JavaRows = Vec<serde_json::Map<String, serde_json::Value>>;
+
 #[derive(Debug, Clone)]
 pub struct S3 {
     pub endpoint: String,
@@ -301,16 +304,29 @@ impl DevServices {
     /// of each table version in `metadata_files`, in one JVM: per file, its
     /// rows as JSON objects keyed by column name (long and decimal values
     /// as strings). Local files, and s3:// on the dev S3 (moto).
-    pub fn iceberg_java_read(
-        &self,
-        metadata_files: &[&str],
-    ) -> Vec<Vec<serde_json::Map<String, serde_json::Value>>> {
+    pub fn iceberg_java_read(&self, metadata_files: &[&str]) -> Vec<JavaRows> {
+        let s3 = metadata_files.iter().any(|f| f.starts_with("s3"));
+        self.iceberg_java(metadata_files, s3)
+    }
+
+    /// The same for tables loaded through Iceberg Java's HiveCatalog from
+    /// the dev metastore (`db.table` names).
+    pub fn iceberg_java_read_from_hive(&self, tables: &[&str]) -> Vec<JavaRows> {
+        let uri = format!("thrift://{}", self.hms());
+        let mut args = vec!["--hive", uri.as_str()];
+        args.extend_from_slice(tables);
+        let versions = self.iceberg_java(&args, false);
+        assert_eq!(versions.len(), tables.len(), "one line per table");
+        versions
+    }
+
+    fn iceberg_java(&self, args: &[&str], s3: bool) -> Vec<JavaRows> {
         let classpath = self
             .var("iceberg_java", "TRIBUTARY_ICEBERG_JAVA_CLASSPATH")
             .unwrap_or_else(|e| panic!("{e}"));
         let mut java = Command::new("java");
         java.args(["-XX:TieredStopAtLevel=1", "-Xmx1g", "-cp", classpath]);
-        if metadata_files.iter().any(|f| f.starts_with("s3")) {
+        if s3 {
             let s3 = self.s3();
             for (k, v) in [
                 ("s3.endpoint", s3.endpoint.as_str()),
@@ -324,7 +340,7 @@ impl DevServices {
         }
         let out = java
             .arg("tributary.IcebergRead")
-            .args(metadata_files)
+            .args(args)
             .output()
             .expect("start java");
         assert!(
@@ -334,11 +350,13 @@ impl DevServices {
             String::from_utf8_lossy(&out.stderr)
         );
         let text = String::from_utf8(out.stdout).expect("utf-8 output");
-        let versions: Vec<_> = text
+        let versions: Vec<JavaRows> = text
             .lines()
             .map(|l| serde_json::from_str(l).expect("a JSON array of rows"))
             .collect();
-        assert_eq!(versions.len(), metadata_files.len(), "one line per version");
+        if !args.first().is_some_and(|a| *a == "--hive") {
+            assert_eq!(versions.len(), args.len(), "one line per version");
+        }
         versions
     }
 
