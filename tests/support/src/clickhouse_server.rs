@@ -3,23 +3,16 @@
 //! and settings as `dev/services`; free ports picked at start; data kept
 //! across `stop`/`start`; killed on drop.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::free_port;
 
 pub struct ClickHouseServer {
     dir: PathBuf,
     http_port: u16,
     child: Option<Child>,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl ClickHouseServer {

@@ -9,9 +9,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use crate::DevServices;
+use crate::{DevServices, free_port, wait_for_port};
 
 /// Visible cells of a row: "family:qualifier" → (timestamp, value).
 pub type HBaseCells = BTreeMap<Vec<u8>, (i64, Vec<u8>)>;
@@ -132,14 +131,6 @@ pub struct HBaseServer {
     thrift: Option<Child>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl HBaseServer {
     /// Starts a standalone HBase with its state in `dir` (created) and the
     /// given tables (table, column family), plus `tributary_checkpoints`.
@@ -239,7 +230,7 @@ impl HBaseServer {
             "start",
         ];
         self.master = Some(self.spawn("master.log", &master.map(String::from)));
-        wait_for_port(self.rs_port, &self.dir);
+        wait_for_port(self.rs_port, &format!("HBase in {}", self.dir.display()));
         let thrift = [
             "-Xmx256m".to_string(),
             "org.apache.hadoop.hbase.thrift2.ThriftServer".into(),
@@ -252,19 +243,10 @@ impl HBaseServer {
             "start".into(),
         ];
         self.thrift = Some(self.spawn("thrift.log", &thrift));
-        wait_for_port(self.thrift_port, &self.dir);
-    }
-}
-
-fn wait_for_port(port: u16, dir: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "HBase in {} did not open port {port} in 120 s",
-            dir.display()
+        wait_for_port(
+            self.thrift_port,
+            &format!("HBase's gateway in {}", self.dir.display()),
         );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

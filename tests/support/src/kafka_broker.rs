@@ -6,9 +6,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use crate::DevServices;
+use crate::{DevServices, free_port, wait_for_port};
 
 pub struct KafkaBroker {
     dir: PathBuf,
@@ -16,14 +15,6 @@ pub struct KafkaBroker {
     libs: String,
     log4j: String,
     child: Option<Child>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl KafkaBroker {
@@ -94,7 +85,7 @@ impl KafkaBroker {
     }
 
     /// Starts the broker again on the same ports and data; returns once its
-    /// port accepts connections (deadline 90 s).
+    /// port accepts connections (deadline 120 s).
     pub fn restart(&mut self) {
         self.kill();
         let log = std::fs::File::create(self.dir.join("kafka.log")).unwrap();
@@ -107,15 +98,10 @@ impl KafkaBroker {
             .spawn()
             .expect("java (installed by `dev/services up apache_kafka`)");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the Kafka broker in {} did not open its port in 90 s",
-                self.dir.display()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_port(
+            self.port,
+            &format!("the Kafka broker in {}", self.dir.display()),
+        );
     }
 }
 

@@ -39,6 +39,27 @@ pub fn dev_dir() -> PathBuf {
 
 /// A name no other test (or earlier run) uses: `prefix_<pid>_<time>_<n>`,
 /// valid as a database, table, topic or bucket name (lower case, digits, `_`).
+/// A port nobody listens on now (for servers of a test's own).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until `what` accepts connections on `port` (deadline 120 s).
+pub(crate) fn wait_for_port(port: u16, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not open port {port} in 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub fn unique_name(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let t = SystemTime::now()
