@@ -493,11 +493,56 @@ async fn a_table_without_a_checkpoint_is_snapshotted_again_and_the_rest_resume()
 /// The same pipeline into ClickHouse (both dev servers as shards, local
 /// mode): killed mid-snapshot, restarted, equal to the source through the
 /// `_live` views.
+/// Run 1 under writes, SIGKILLed once `snapshot_committed` says a commit
+/// recorded the snapshot half done (rows alone can be visible before their
+/// checkpoint: ClickHouse and HBase show flushed rows); run 2 under more
+/// writes until `reader` equals the source, then SIGTERM. The log shows the
+/// resume and never the password.
+async fn kill_mid_snapshot_and_resume(
+    f: &mut Fixture,
+    config: &Path,
+    reader: &Reader<'_>,
+    seeds: (u64, u64),
+    snapshot_committed: impl AsyncFn() -> bool,
+) {
+    let (db, tables) = (f.db.clone(), f.tables());
+    let log = f.dir.join("sync.log");
+    let mut sync = SyncProcess::start(config, &log);
+    let writes = tokio::spawn(write_randomly(f.url.clone(), tables.clone(), 400, seeds.0));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !snapshot_committed().await {
+        sync.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot commit in 60 s:\n{}",
+            sync.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sync.kill();
+    writes.await.unwrap();
+
+    let mut sync = SyncProcess::start(config, &log);
+    write_randomly(f.url.clone(), tables.clone(), 400, seeds.1).await;
+    wait_until_equal(&mut f.conn, reader, &db, &mut sync).await;
+    assert!(
+        sync.terminate().success(),
+        "clean exit on SIGTERM:\n{}",
+        sync.log()
+    );
+    let text = sync.log();
+    assert!(
+        text.contains("resuming"),
+        "run 2 resumed from a commit:\n{text}"
+    );
+    assert!(!text.contains(PASSWORD), "the password is in the log");
+}
+
 #[tokio::test]
 async fn sync_to_clickhouse_survives_sigkill_and_ends_equal_to_the_source() {
     let ch = DevServices::load().clickhouse();
     let mut f = Fixture::new("sync_ch").await;
-    let (db, tables) = (f.db.clone(), f.tables());
+    let db = f.db.clone();
     let urls: Vec<String> = ch.urls.iter().map(|u| format!("\"{u}\"")).collect();
     let sink = format!(
         "\n[sink.clickhouse]\nurls = [{}]\ncluster = \"{}\"\nmode = \"local\"\ndatabase = \"{db}\"\nflush_interval = 0.3\n",
@@ -505,60 +550,28 @@ async fn sync_to_clickhouse_survives_sigkill_and_ends_equal_to_the_source() {
         ch.cluster
     );
     let config = f.pipeline(&sink);
-    let log = f.dir.join("sync.log");
     let reader = Reader::ClickHouse(ch.urls[0].clone());
-
-    let mut sync = SyncProcess::start(&config, &log);
-    let writes = tokio::spawn(write_randomly(f.url.clone(), tables.clone(), 400, 31));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    // SIGKILL once a commit recorded the snapshot half done (rows alone can
-    // be visible before their checkpoint: ClickHouse shows flushed rows).
     let checkpoint_of_a =
         format!("SELECT checkpoint FROM {db}._tributary_checkpoints FINAL WHERE table = 'a'");
     let client = clickhouse::Client::default()
         .with_url(&ch.urls[0])
         .with_validation(false);
-    loop {
+    let snapshot_committed = async || {
         let cp: Vec<String> = client
             .query(&checkpoint_of_a)
             .fetch_all()
             .await
             .unwrap_or_default();
-        if cp.iter().any(|c| c.contains("mysql.snapshot")) {
-            break;
-        }
-        sync.assert_running();
-        assert!(
-            Instant::now() < deadline,
-            "no snapshot commit in 60 s:\n{}",
-            sync.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    sync.kill();
-    writes.await.unwrap();
-
-    let mut sync = SyncProcess::start(&config, &log);
-    write_randomly(f.url.clone(), tables.clone(), 400, 37).await;
-    wait_until_equal(&mut f.conn, &reader, &db, &mut sync).await;
-    assert!(
-        sync.terminate().success(),
-        "clean exit on SIGTERM:\n{}",
-        sync.log()
-    );
-    let text = sync.log();
-    assert!(
-        text.contains("resuming"),
-        "run 2 resumed from a commit:\n{text}"
-    );
-    assert!(!text.contains(PASSWORD), "the password is in the log");
+        cp.iter().any(|c| c.contains("mysql.snapshot"))
+    };
+    kill_mid_snapshot_and_resume(&mut f, &config, &reader, (31, 37), snapshot_committed).await;
     f.drop().await;
 }
 
 #[tokio::test]
 async fn sync_to_hbase_survives_sigkill_and_ends_equal_to_the_source() {
     let mut f = Fixture::new("synchb").await;
-    let (db, tables) = (f.db.clone(), f.tables());
+    let db = f.db.clone();
     let hbase = DevServices::load().hbase();
     hbase.create_tables(&[(&format!("{db}:a"), "cf"), (&format!("{db}:b"), "cf")]);
     let sink = format!(
@@ -566,45 +579,15 @@ async fn sync_to_hbase_survives_sigkill_and_ends_equal_to_the_source() {
         hbase.address()
     );
     let config = f.pipeline(&sink);
-    let log = f.dir.join("sync.log");
-    let mut sync = SyncProcess::start(&config, &log);
-    let writes = tokio::spawn(write_randomly(f.url.clone(), tables.clone(), 400, 41));
-    // SIGKILL once a commit recorded the snapshot half done.
     let sink_config = tributary_hbase::HBaseSinkConfig::new(hbase.address());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let cp = tributary_hbase::committed_checkpoint(&sink_config, &format!("{db}:a")).await;
-        if cp
-            .unwrap()
+    let table_a = format!("{db}:a");
+    let snapshot_committed = async || {
+        let cp = tributary_hbase::committed_checkpoint(&sink_config, &table_a).await;
+        cp.unwrap()
             .is_some_and(|c| c.properties.contains_key("mysql.snapshot"))
-        {
-            break;
-        }
-        sync.assert_running();
-        assert!(
-            Instant::now() < deadline,
-            "no snapshot commit in 60 s:\n{}",
-            sync.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    sync.kill();
-    writes.await.unwrap();
-
-    let mut sync = SyncProcess::start(&config, &log);
-    write_randomly(f.url.clone(), tables.clone(), 400, 43).await;
-    wait_until_equal(&mut f.conn, &Reader::HBase(hbase), &db, &mut sync).await;
-    assert!(
-        sync.terminate().success(),
-        "clean exit on SIGTERM:\n{}",
-        sync.log()
-    );
-    let text = sync.log();
-    assert!(
-        text.contains("resuming"),
-        "run 2 resumed from a commit:\n{text}"
-    );
-    assert!(!text.contains(PASSWORD), "the password is in the log");
+    };
+    let reader = Reader::HBase(hbase);
+    kill_mid_snapshot_and_resume(&mut f, &config, &reader, (41, 43), snapshot_committed).await;
     f.drop().await;
 }
 
