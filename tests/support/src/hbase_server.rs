@@ -210,11 +210,10 @@ impl HBaseServer {
     /// Kills the master and the gateway (SIGKILL): connections are refused
     /// until `restart`.
     pub fn kill(&mut self) {
-        for c in [self.thrift.take(), self.master.take()]
+        for mut c in [self.thrift.take(), self.master.take()]
             .into_iter()
             .flatten()
         {
-            let mut c = c;
             let _ = c.kill();
             let _ = c.wait();
         }
