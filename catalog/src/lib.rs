@@ -22,14 +22,15 @@ use iceberg::spec::TableMetadata;
 use tributary_core::{Error, ErrorKind};
 
 pub use files::{
-    FileKeys, sidecar_path, write_data_file, write_equality_deletes, write_key_sidecar,
+    FileKeys, ParquetFile, position_delete_schema, read_parquet, read_position_deletes,
+    sidecar_path, write_data_file, write_equality_deletes, write_key_sidecar,
     write_position_deletes,
 };
 pub use hadoop::HadoopCatalog;
 pub use hive::HiveCatalog;
 pub use ops::expire::{ExpireSnapshots, expire_snapshots};
-pub use ops::producer::{FileCounts, live_files};
-pub use ops::rewrite::{RewriteFiles, commit_rewrite};
+pub use ops::producer::{FileCounts, LiveFile, current_manifests, live_entries, live_files};
+pub use ops::rewrite::{RewriteFiles, RowMap, commit_rewrite};
 pub use ops::row_delta::{RowDelta, commit_row_delta};
 pub use ops::schema::{SetCurrentSchema, commit_schema};
 pub use ops::{TableOperation, commit_operation, commit_retry_policy};
@@ -92,6 +93,31 @@ pub struct CatalogTable {
 
 /// Table property: delete metadata files dropped from the metadata log.
 pub const DELETE_AFTER_COMMIT: &str = "write.metadata.delete-after-commit.enabled";
+/// Table property: metadata files kept in the log.
+pub const PREVIOUS_VERSIONS_MAX: &str = "write.metadata.previous-versions-max";
+/// Table properties: snapshot retention (Iceberg's expiry settings).
+pub const MAX_SNAPSHOT_AGE_MS: &str = "history.expire.max-snapshot-age-ms";
+pub const MIN_SNAPSHOTS_TO_KEEP: &str = "history.expire.min-snapshots-to-keep";
+
+/// The properties of tables Tributary creates, chosen for a table committed
+/// every few seconds for months (each overridable on the table afterwards):
+/// old metadata files are deleted after each commit and at most 20 kept;
+/// manifests merge once 16 have accumulated (Iceberg's default of 100 lets
+/// a reader open 200 manifests per scan); snapshots older than one hour are
+/// expired by maintenance, keeping at least 10 — the snapshot log is what
+/// every `metadata.json` rewrites, so it bounds the metadata size.
+pub fn created_table_properties() -> std::collections::HashMap<String, String> {
+    [
+        (DELETE_AFTER_COMMIT, "true"),
+        (PREVIOUS_VERSIONS_MAX, "20"),
+        (ops::merge::MIN_COUNT_TO_MERGE, "16"),
+        (MAX_SNAPSHOT_AGE_MS, "3600000"),
+        (MIN_SNAPSHOTS_TO_KEEP, "10"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
 
 /// After a commit from `base` to `metadata`: with `DELETE_AFTER_COMMIT`,
 /// deletes the metadata files that fell out of the metadata log

@@ -61,6 +61,7 @@ async fn unpartitioned(catalog: &dyn Catalog) {
         replaced: vec![b, c],
         added: vec![merged],
         starting_snapshot_id: t.metadata.current_snapshot_id().unwrap(),
+        ..Default::default()
     };
     let t = commit_rewrite(catalog, &t, &plan).await.unwrap();
     assert_eq!(

@@ -220,6 +220,7 @@ async fn table_with_planned_rewrite() -> (HadoopCatalog, CatalogTable, DataFile,
         replaced: vec![a.clone(), b],
         added: vec![merged],
         starting_snapshot_id: t.metadata.current_snapshot_id().unwrap(),
+        ..Default::default()
     };
     (catalog, t, a, plan)
 }

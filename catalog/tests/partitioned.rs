@@ -191,6 +191,7 @@ async fn scenario(catalog: &dyn Catalog) {
         replaced: vec![old],
         added: vec![copy],
         starting_snapshot_id: t.metadata.current_snapshot_id().unwrap(),
+        ..Default::default()
     };
     let t = commit_rewrite(catalog, &t, &plan).await.unwrap();
     assert_eq!(iceberg_rust_ids(&t, None).await.len(), 39);

@@ -424,12 +424,88 @@ pub struct Checkpoint {
     pub properties: BTreeMap<String, String>,
 }
 
+/// Properties of one table are keyed `table:<db>.<table>:<name>` (MySQL
+/// names contain no '.'). A sink stores only its own table's, so the
+/// checkpoint in each table's snapshot does not grow with the number of
+/// tables; a resume gathers each table's from its own sink.
+impl Checkpoint {
+    fn scope(table: &crate::TableId) -> String {
+        format!("table:{}.{}:", table.database, table.table)
+    }
+
+    /// The key of property `name` of `table`.
+    pub fn table_key(table: &crate::TableId, name: &str) -> String {
+        format!("{}{name}", Self::scope(table))
+    }
+
+    /// Every table-scoped property named `name`, by its table's key prefix.
+    pub fn table_properties<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a String> + 'a {
+        self.properties
+            .iter()
+            .filter(move |(k, _)| {
+                k.starts_with("table:") && k.strip_suffix(name).is_some_and(|p| p.ends_with(':'))
+            })
+            .map(|(_, v)| v)
+    }
+
+    /// This checkpoint as `table`'s sink stores it: other tables'
+    /// table-scoped properties left out.
+    pub fn for_table(&self, table: &crate::TableId) -> Checkpoint {
+        let own = Self::scope(table);
+        let mut cp = self.clone();
+        cp.properties
+            .retain(|k, _| !k.starts_with("table:") || k.starts_with(&own));
+        cp
+    }
+
+    /// Takes `table`'s table-scoped properties from `from` (its own sink's
+    /// checkpoint), replacing any this checkpoint had.
+    pub fn adopt_table_state(&mut self, table: &crate::TableId, from: &Checkpoint) {
+        let own = Self::scope(table);
+        self.properties.retain(|k, _| !k.starts_with(&own));
+        for (k, v) in from.properties.iter().filter(|(k, _)| k.starts_with(&own)) {
+            self.properties.insert(k.clone(), v.clone());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const U1: &str = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
     const U2: &str = "4e11fa47-71ca-11e1-9e33-c80aa9429563";
+
+    #[test]
+    fn a_tables_checkpoint_keeps_only_its_own_table_state() {
+        let (a, b) = (
+            crate::TableId::new("shop", "a"),
+            crate::TableId::new("shop", "b"),
+        );
+        let mut cp = Checkpoint::default();
+        cp.properties.insert("round".into(), "7".into());
+        cp.properties
+            .insert(Checkpoint::table_key(&a, "mysql.schema"), "A".into());
+        cp.properties
+            .insert(Checkpoint::table_key(&b, "mysql.schema"), "B".into());
+        let only_a = cp.for_table(&a);
+        assert_eq!(only_a.properties.len(), 2);
+        assert_eq!(
+            only_a.table_properties("mysql.schema").collect::<Vec<_>>(),
+            ["A"]
+        );
+        assert_eq!(cp.table_properties("mysql.schema").count(), 2);
+        assert_eq!(cp.table_properties("schema").count(), 0, "whole names only");
+        let mut resume = cp.for_table(&b);
+        let mut newer_a = only_a.clone();
+        newer_a
+            .properties
+            .insert(Checkpoint::table_key(&a, "mysql.schema"), "A2".into());
+        resume.adopt_table_state(&a, &newer_a);
+        let mut got: Vec<_> = resume.table_properties("mysql.schema").collect();
+        got.sort();
+        assert_eq!(got, ["A2", "B"]);
+    }
 
     #[test]
     fn file_positions_order_by_file_number_then_offset() {

@@ -167,11 +167,20 @@ fn resume_point(states: &[TableState]) -> Resume {
         .filter(|s| s.state == TargetState::CreatedWithoutCheckpoint)
         .map(|s| s.source.clone())
         .collect();
-    let checkpoint = states
+    // The oldest round's checkpoint, with each table's own state (its last
+    // schema) from that table's checkpoint: each sink stores only its own.
+    let mut checkpoint = states
         .iter()
         .filter_map(|s| s.state.checkpoint())
         .min_by_key(|cp| round_of(cp).unwrap_or(0))
         .cloned();
+    if let Some(cp) = checkpoint.as_mut() {
+        for s in states {
+            if let Some(own) = s.state.checkpoint() {
+                cp.adopt_table_state(&s.source, own);
+            }
+        }
+    }
     Resume {
         checkpoint,
         last_round,
@@ -278,7 +287,7 @@ impl Run<'_> {
             .properties
             .insert(ROUND_PROPERTY.to_string(), self.round.to_string());
         for (id, sink) in &mut self.sinks {
-            sink.commit(&checkpoint)
+            sink.commit(&checkpoint.for_table(id))
                 .await
                 .map_err(|e| e.with_context("table", id))?;
             self.status.update(id, |s| {

@@ -8,6 +8,7 @@
 //! New operations (maintenance) are new files implementing the trait.
 
 pub mod expire;
+pub mod merge;
 pub mod producer;
 pub mod rewrite;
 pub mod row_delta;

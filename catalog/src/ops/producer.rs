@@ -12,6 +12,7 @@ use iceberg::spec::{
 };
 use tributary_core::{Error, ErrorKind, Result};
 
+use super::merge::{MergePolicy, merge_manifests};
 use crate::{CatalogTable, iceberg_err};
 
 pub(crate) fn new_snapshot_id() -> i64 {
@@ -25,7 +26,7 @@ fn now_ms() -> i64 {
 }
 
 /// The manifests of the current snapshot (empty for a new table).
-pub(crate) async fn current_manifests(table: &CatalogTable) -> Result<Vec<ManifestFile>> {
+pub async fn current_manifests(table: &CatalogTable) -> Result<Vec<ManifestFile>> {
     let Some(snapshot) = table.metadata.current_snapshot() else {
         return Ok(Vec::new());
     };
@@ -41,24 +42,44 @@ pub(crate) async fn current_manifests(table: &CatalogTable) -> Result<Vec<Manife
     Ok(list.consume_entries().into_iter().collect())
 }
 
-/// The live data files and delete files of the current snapshot.
-pub async fn live_files(table: &CatalogTable) -> Result<(Vec<DataFile>, Vec<DataFile>)> {
-    let (mut data, mut deletes) = (Vec::new(), Vec::new());
+/// A live file of a snapshot with what its manifest entry says about it.
+#[derive(Debug, Clone)]
+pub struct LiveFile {
+    pub file: DataFile,
+    /// Data sequence number: which deletes apply to it (data) or which data
+    /// it applies to (deletes).
+    pub sequence: i64,
+    /// The snapshot that added the file.
+    pub snapshot_id: i64,
+}
+
+/// Every live file of the current snapshot, data and deletes.
+pub async fn live_entries(table: &CatalogTable) -> Result<Vec<LiveFile>> {
+    let mut out = Vec::new();
     for manifest in current_manifests(table).await? {
         let loaded = manifest
             .load_manifest(&table.file_io)
             .await
             .map_err(|e| iceberg_err("loading a manifest", e))?;
         for entry in loaded.entries().iter().filter(|e| e.is_alive()) {
-            let file = entry.data_file().clone();
-            if file.content_type() == DataContentType::Data {
-                data.push(file)
-            } else {
-                deletes.push(file)
-            }
+            out.push(LiveFile {
+                file: entry.data_file().clone(),
+                sequence: entry.sequence_number().unwrap_or(manifest.sequence_number),
+                snapshot_id: entry.snapshot_id().unwrap_or(manifest.added_snapshot_id),
+            });
         }
     }
-    Ok((data, deletes))
+    Ok(out)
+}
+
+/// The live data files and delete files of the current snapshot.
+pub async fn live_files(table: &CatalogTable) -> Result<(Vec<DataFile>, Vec<DataFile>)> {
+    let (data, deletes): (Vec<LiveFile>, Vec<LiveFile>) = live_entries(table)
+        .await?
+        .into_iter()
+        .partition(|f| f.file.content_type() == DataContentType::Data);
+    let files = |v: Vec<LiveFile>| v.into_iter().map(|f| f.file).collect();
+    Ok((files(data), files(deletes)))
 }
 
 /// A writer of one new manifest of snapshot `snapshot_id` (data or
@@ -216,16 +237,21 @@ pub fn summary(
     }
 }
 
-/// Writes the manifest list of a new snapshot and returns the metadata with
-/// that snapshot current on `main`.
+/// Writes the manifest list of a new snapshot — the manifests this commit
+/// `written` and those `carried` from the parent, merged by the table's
+/// manifest-merge policy — and returns the metadata with that snapshot
+/// current on `main`.
 pub(crate) async fn finish_snapshot(
     base: &CatalogTable,
     snapshot_id: i64,
     sequence: i64,
-    manifests: Vec<ManifestFile>,
+    written: Vec<ManifestFile>,
+    carried: Vec<ManifestFile>,
     summary: Summary,
 ) -> Result<TableMetadata> {
     let meta = &base.metadata;
+    let policy = MergePolicy::of(meta);
+    let manifests = merge_manifests(base, snapshot_id, written, carried, policy).await?;
     let err = |what: &'static str| move |e| iceberg_err(what, e);
     let list_path = format!(
         "{}/metadata/snap-{snapshot_id}-1-{}.avro",

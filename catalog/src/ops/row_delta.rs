@@ -171,7 +171,7 @@ async fn row_delta_metadata(table: &CatalogTable, delta: &RowDelta) -> Result<Ta
         }
         manifests.push(close_manifest(writer).await?);
     }
-    manifests.extend(current_manifests(table).await?);
+    let carried = current_manifests(table).await?;
     let parent = meta
         .current_snapshot()
         .map(|s| &s.summary().additional_properties);
@@ -183,5 +183,5 @@ async fn row_delta_metadata(table: &CatalogTable, delta: &RowDelta) -> Result<Ta
         &FileCounts::default(),
         &delta.properties,
     );
-    finish_snapshot(table, snapshot_id, sequence, manifests, summary).await
+    finish_snapshot(table, snapshot_id, sequence, manifests, carried, summary).await
 }

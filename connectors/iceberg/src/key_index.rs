@@ -11,20 +11,92 @@
 //! writes (`<data file>.tki`), so a restart reads kilobytes per file instead
 //! of the key columns; files written by others get a summary built on open.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use arrow_array::{Int64Array, RecordBatch, StringArray};
+use arrow_array::RecordBatch;
 use arrow_row::{RowConverter, SortField};
-use bytes::Bytes;
 use iceberg::io::FileIO;
-use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 pub use tributary_catalog::files::{FileKeys, sidecar_path};
-use tributary_core::{Error, ErrorKind, Result};
+use tributary_catalog::{read_parquet, read_position_deletes};
+use tributary_core::Result;
 
-/// Files whose key → position maps stay cached.
-const PROBE_CACHE_FILES: usize = 64;
+/// Bytes of key → position maps cached by every key index of the process
+/// (all tables of a job share it), and the bound on them.
+static CACHED_BYTES: AtomicUsize = AtomicUsize::new(0);
+static CACHE_BUDGET: AtomicUsize = AtomicUsize::new(256 << 20);
+
+/// Sets the memory budget shared by the key-index caches of every table in
+/// this process (default 256 MiB). Each index keeps at least the file it
+/// is probing.
+pub fn set_key_cache_budget(bytes: usize) {
+    CACHE_BUDGET.store(bytes.max(1), Ordering::Relaxed);
+}
+
+/// Bytes the key-index caches of this process hold now.
+pub fn key_cache_bytes() -> usize {
+    CACHED_BYTES.load(Ordering::Relaxed)
+}
+
+type ProbeMap = Arc<HashMap<Vec<u8>, i64>>;
+
+/// One index's cached key → position maps, oldest first, accounted in
+/// the process-wide budget.
+#[derive(Default)]
+struct ProbeCache {
+    maps: HashMap<Arc<str>, (ProbeMap, usize)>,
+    order: VecDeque<Arc<str>>,
+    bytes: usize,
+}
+
+impl ProbeCache {
+    fn get(&self, path: &str) -> Option<ProbeMap> {
+        self.maps.get(path).map(|(m, _)| m.clone())
+    }
+
+    fn insert(&mut self, path: Arc<str>, map: ProbeMap) {
+        let size = map.keys().map(|k| k.len() + 48).sum::<usize>();
+        self.remove(&path);
+        while !self.order.is_empty()
+            && CACHED_BYTES.load(Ordering::Relaxed) + size > CACHE_BUDGET.load(Ordering::Relaxed)
+        {
+            let oldest = self.order.pop_front().expect("non-empty");
+            self.forget(&oldest);
+        }
+        CACHED_BYTES.fetch_add(size, Ordering::Relaxed);
+        self.bytes += size;
+        self.maps.insert(path.clone(), (map, size));
+        self.order.push_back(path);
+    }
+
+    fn remove(&mut self, path: &str) {
+        if self.maps.contains_key(path) {
+            self.order.retain(|p| &**p != path);
+            self.forget(path);
+        }
+    }
+
+    fn forget(&mut self, path: &str) {
+        if let Some((_, size)) = self.maps.remove(path) {
+            CACHED_BYTES.fetch_sub(size, Ordering::Relaxed);
+            self.bytes -= size;
+        }
+    }
+
+    fn clear(&mut self) {
+        CACHED_BYTES.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.bytes = 0;
+        self.maps.clear();
+        self.order.clear();
+    }
+}
+
+impl Drop for ProbeCache {
+    fn drop(&mut self) {
+        CACHED_BYTES.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
 
 /// Where a live row is: data file path and row position.
 pub type RowLocation = (Arc<str>, i64);
@@ -44,35 +116,10 @@ pub struct KeyIndex {
     converter: RowConverter,
     files: Vec<FileKeys>,
     deleted: HashMap<Arc<str>, HashSet<i64>>,
-    probes: HashMap<Arc<str>, Arc<HashMap<Vec<u8>, i64>>>,
+    /// Position-delete files already applied to `deleted`.
+    delete_files: HashSet<String>,
+    probes: ProbeCache,
     pub stats: IndexStats,
-}
-
-async fn read(file_io: &FileIO, path: &str) -> Result<Bytes> {
-    let input = file_io
-        .new_input(path)
-        .map_err(|e| tributary_catalog::iceberg_err("input", e))?;
-    input
-        .read()
-        .await
-        .map_err(|e| tributary_catalog::iceberg_err(format!("reading {path}"), e))
-}
-
-fn parquet_batches(bytes: Bytes, columns: Option<&[usize]>) -> Result<Vec<RecordBatch>> {
-    let pq = |e: parquet::errors::ParquetError| Error::new(ErrorKind::Io, "Parquet").with_source(e);
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(pq)?;
-    let builder = match columns {
-        Some(c) => {
-            let mask = ProjectionMask::roots(builder.parquet_schema(), c.iter().copied());
-            builder.with_projection(mask)
-        }
-        None => builder,
-    };
-    builder
-        .build()
-        .map_err(pq)?
-        .map(|b| b.map_err(Error::from))
-        .collect()
 }
 
 impl KeyIndex {
@@ -87,46 +134,55 @@ impl KeyIndex {
             converter: RowConverter::new(key_fields)?,
             files: Vec::new(),
             deleted: HashMap::new(),
-            probes: HashMap::new(),
+            delete_files: HashSet::new(),
+            probes: ProbeCache::default(),
             stats: IndexStats::default(),
         })
     }
 
-    /// Loads summaries of the live data files (sidecars, or built from the
-    /// key column) and the positions their position-delete files remove.
+    /// Brings the index to a table version's live files: summaries of data
+    /// files it does not have yet (sidecars, or built from the key column),
+    /// files no longer live out (a rewrite removed them), and the positions
+    /// new position-delete files remove. Loading from empty is the same call.
     pub async fn load(
         &mut self,
         data_files: &[String],
         position_delete_files: &[String],
     ) -> Result<()> {
+        let live: HashSet<&str> = data_files.iter().map(String::as_str).collect();
+        self.files.retain(|f| live.contains(&**f.path()));
+        self.deleted.retain(|p, _| live.contains(&**p));
+        for gone in self.probes.order.clone() {
+            if !live.contains(&*gone) {
+                self.probes.remove(&gone);
+            }
+        }
+        let known: HashSet<Arc<str>> = self.files.iter().map(|f| f.path().clone()).collect();
         for d in position_delete_files {
-            for b in parquet_batches(read(&self.file_io, d).await?, None)? {
-                let paths = b
-                    .column(0)
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .expect("file_path column");
-                let pos = b
-                    .column(1)
-                    .as_any()
-                    .downcast_ref::<Int64Array>()
-                    .expect("pos column");
-                for i in 0..b.num_rows() {
-                    self.deleted
-                        .entry(Arc::from(paths.value(i)))
-                        .or_default()
-                        .insert(pos.value(i));
+            if !self.delete_files.insert(d.clone()) {
+                continue;
+            }
+            for (path, pos) in read_position_deletes(&self.file_io, d, None).await? {
+                if live.contains(path.as_str()) {
+                    self.deleted.entry(Arc::from(path)).or_default().insert(pos);
                 }
             }
         }
-        for f in data_files {
+        let listed: HashSet<&str> = position_delete_files.iter().map(String::as_str).collect();
+        self.delete_files.retain(|d| listed.contains(d.as_str()));
+        for f in data_files.iter().filter(|f| !known.contains(f.as_str())) {
             let path: Arc<str> = Arc::from(f.as_str());
-            let summary = match read(&self.file_io, &sidecar_path(f)).await {
-                Ok(bytes) => {
+            let sidecar = self.file_io.new_input(sidecar_path(f));
+            let bytes = match sidecar {
+                Ok(input) => input.read().await.ok(),
+                Err(_) => None,
+            };
+            let summary = match bytes {
+                Some(bytes) => {
                     self.stats.sidecars_read += 1;
                     FileKeys::from_bytes(path, &bytes)?
                 }
-                Err(_) => {
+                None => {
                     let keys = self.probe(&path).await?;
                     FileKeys::build(path, keys.keys().map(Vec::as_slice))?
                 }
@@ -135,11 +191,11 @@ impl KeyIndex {
         }
         Ok(())
     }
-
     /// Forgets everything loaded (before loading a newer table version).
     pub fn reset(&mut self) {
         self.files.clear();
         self.deleted.clear();
+        self.delete_files.clear();
         self.probes.clear();
     }
 
@@ -154,14 +210,16 @@ impl KeyIndex {
     }
 
     /// The key → position map of a data file (read once, then cached).
-    async fn probe(&mut self, path: &Arc<str>) -> Result<Arc<HashMap<Vec<u8>, i64>>> {
+    async fn probe(&mut self, path: &Arc<str>) -> Result<ProbeMap> {
         if let Some(p) = self.probes.get(path) {
-            return Ok(p.clone());
+            return Ok(p);
         }
         self.stats.key_columns_read += 1;
         let mut map = HashMap::new();
         let mut pos = 0i64;
-        for b in parquet_batches(read(&self.file_io, path).await?, Some(&self.key_columns))? {
+        // Only the key columns' chunks are fetched (range reads).
+        let batches = read_parquet(&self.file_io, path, Some(&self.key_columns), None).await?;
+        for b in batches {
             let cols: Vec<_> = b.columns().to_vec();
             for row in self.converter.convert_columns(&cols)?.iter() {
                 map.insert(row.as_ref().to_vec(), pos);
@@ -169,9 +227,6 @@ impl KeyIndex {
             }
         }
         let map = Arc::new(map);
-        if self.probes.len() >= PROBE_CACHE_FILES {
-            self.probes.clear();
-        }
         self.probes.insert(path.clone(), map.clone());
         Ok(map)
     }
@@ -221,6 +276,12 @@ impl KeyIndex {
             .collect();
         self.probes.insert(summary.path().clone(), Arc::new(map));
         self.files.push(summary);
+    }
+
+    /// Records a position-delete file this writer committed (its positions
+    /// are marked one by one), so a refresh does not read it again.
+    pub fn applied_delete_file(&mut self, path: &str) {
+        self.delete_files.insert(path.to_string());
     }
 
     /// Records committed position deletes.

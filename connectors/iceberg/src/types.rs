@@ -169,8 +169,12 @@ impl ColumnMap {
     }
 
     /// Data-file column indexes of the source's primary key.
+    /// The data-file columns of the primary key, in data-file order (not
+    /// key order): every component that encodes keys of a table — the
+    /// writer's index, compaction's sidecars — agrees on it from the table
+    /// alone, whose identifier fields have no order.
     pub fn key_columns(&self, source: &TableSchema) -> Result<Vec<usize>> {
-        source
+        let mut columns = source
             .primary_key
             .iter()
             .map(|&i| {
@@ -181,7 +185,9 @@ impl ColumnMap {
                     )
                 })
             })
-            .collect()
+            .collect::<Result<Vec<usize>>>()?;
+        columns.sort_unstable();
+        Ok(columns)
     }
 }
 

@@ -72,16 +72,25 @@ impl UpsertWriter {
                 CHECKPOINT_PROPERTY.to_string(),
                 serde_json::to_string(&checkpoint)?,
             );
+            let known = self.table.metadata.current_snapshot_id();
             match commit_row_delta(self.catalog.as_ref(), &self.table, &delta).await {
                 Ok(table) => {
+                    // Another writer's snapshot (a compaction) landed before
+                    // ours: the index must follow its removed and added files.
+                    let foreign = table
+                        .metadata
+                        .current_snapshot()
+                        .is_some_and(|s| s.parent_snapshot_id() != known);
                     self.table = table;
                     let found = std::mem::take(&mut self.planned_found);
-                    self.committed_now(found, &checkpoint);
+                    self.committed_now(found, &delta, &checkpoint);
+                    if foreign {
+                        self.load_index().await?;
+                    }
                     return Ok(());
                 }
                 Err(e) if e.kind() == ErrorKind::ValidationFailed && attempt < 5 => {
                     self.table = self.catalog.load_table(&self.table.name).await?;
-                    self.index.reset();
                     self.load_index().await?;
                     delta = self.plan_delta().await?;
                 }
@@ -92,7 +101,15 @@ impl UpsertWriter {
 
     /// After a durable commit: the index takes the new files and deletes,
     /// and the buffers start over.
-    fn committed_now(&mut self, found: Vec<(Arc<str>, i64)>, checkpoint: &Checkpoint) {
+    fn committed_now(
+        &mut self,
+        found: Vec<(Arc<str>, i64)>,
+        delta: &RowDelta,
+        checkpoint: &Checkpoint,
+    ) {
+        for d in &delta.delete_files {
+            self.index.applied_delete_file(d.file_path());
+        }
         let superseded: Vec<(Arc<str>, i64)> = self
             .superseded_rows()
             .map(|(path, pos)| (path.clone(), pos))

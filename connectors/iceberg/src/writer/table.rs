@@ -2,7 +2,6 @@
 //! evolve the schema, map source columns onto it, check the partition spec,
 //! and build the key index.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
@@ -31,7 +30,12 @@ pub(super) async fn load_or_create(
             let schema = iceberg_schema(source)?;
             let spec = unbound_spec(&config.partition_by, &schema)?;
             let created = catalog
-                .create_table(name, schema, spec, HashMap::new())
+                .create_table(
+                    name,
+                    schema,
+                    spec,
+                    tributary_catalog::created_table_properties(),
+                )
                 .await;
             created.map_err(|e| e.with_context("load error", load))
         }
@@ -163,15 +167,25 @@ pub(super) fn partitioner(
     Partitioner::new(spec, schema)
 }
 
-/// The checkpoint committed with the table's current snapshot.
+/// The checkpoint committed with the table's current snapshot: the newest
+/// one on the current snapshot's ancestry, so a snapshot of another engine
+/// (or a maintenance run that did not carry it forward) does not hide it.
 pub fn committed_checkpoint(table: &CatalogTable) -> Result<Option<Checkpoint>> {
-    let json = table.metadata.current_snapshot().and_then(|s| {
-        s.summary()
+    let meta = &table.metadata;
+    let mut cur = meta.current_snapshot();
+    while let Some(snapshot) = cur {
+        if let Some(json) = snapshot
+            .summary()
             .additional_properties
             .get(CHECKPOINT_PROPERTY)
-            .cloned()
-    });
-    Ok(json.map(|j| serde_json::from_str(&j)).transpose()?)
+        {
+            return Ok(Some(serde_json::from_str(json)?));
+        }
+        cur = snapshot
+            .parent_snapshot_id()
+            .and_then(|id| meta.snapshot_by_id(id));
+    }
+    Ok(None)
 }
 
 /// A buffered batch (old data-file schema) in the new data-file schema:

@@ -27,4 +27,7 @@ pub use reader::BinlogReader;
 pub(crate) use server::mariadb_position_at;
 
 /// Checkpoint property holding the last schema of every table seen (JSON).
-pub const SCHEMAS_PROPERTY: &str = "mysql.schemas";
+/// The table-scoped checkpoint property holding a table's last schema.
+pub const SCHEMA_PROPERTY: &str = "mysql.schema";
+/// Where checkpoints written before table-scoped state kept all schemas.
+pub const LEGACY_SCHEMAS_PROPERTY: &str = "mysql.schemas";

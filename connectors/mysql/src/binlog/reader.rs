@@ -14,12 +14,12 @@ use tributary_core::{
     SchemaChangeKind, Source, SourcePosition, SourceRecord, TableId, TableSchema,
 };
 
-use super::SCHEMAS_PROPERTY;
 use super::cursor::{Cursor, Step};
 use super::events::kind;
 use super::rows;
 use super::server::{available_binlogs, current_position, dump, position_at_time};
 use super::table::{DecodedTable, decode_table_map};
+use super::{LEGACY_SCHEMAS_PROPERTY, SCHEMA_PROPERTY};
 use crate::charset::CharsetMap;
 use crate::config::{MySqlSourceConfig, StartMode, TableFilter};
 use crate::conn::{Flavor, connect, flavor, map_err};
@@ -205,14 +205,14 @@ impl BinlogReader {
         self.cursor.position(self.flavor)
     }
 
+    /// A checkpoint here; each table's last schema goes in a table-scoped
+    /// property, so each sink stores only its own table's.
     pub(crate) fn checkpoint(&self, watermark_micros: Option<i64>) -> Result<Checkpoint> {
-        let mut schemas: Vec<&TableSchema> = self.schemas.values().map(Arc::as_ref).collect();
-        schemas.sort_by(|a, b| a.table.cmp(&b.table));
         let mut properties = std::collections::BTreeMap::new();
-        if !schemas.is_empty() {
+        for schema in self.schemas.values() {
             properties.insert(
-                SCHEMAS_PROPERTY.to_string(),
-                serde_json::to_string(&schemas)?,
+                Checkpoint::table_key(&schema.table, SCHEMA_PROPERTY),
+                serde_json::to_string(schema.as_ref())?,
             );
         }
         Ok(Checkpoint {
@@ -514,11 +514,15 @@ fn now_micros() -> i64 {
 }
 
 fn restore_schemas(cp: &Checkpoint) -> Result<HashMap<TableId, Arc<TableSchema>>> {
-    let Some(json) = cp.properties.get(SCHEMAS_PROPERTY) else {
-        return Ok(HashMap::new());
-    };
-    let list: Vec<TableSchema> = serde_json::from_str(json)?;
-    Ok(list
+    let mut schemas: Vec<TableSchema> = Vec::new();
+    // Checkpoints before table-scoped state kept every schema in one list.
+    if let Some(json) = cp.properties.get(LEGACY_SCHEMAS_PROPERTY) {
+        schemas = serde_json::from_str(json)?;
+    }
+    for json in cp.table_properties(SCHEMA_PROPERTY) {
+        schemas.push(serde_json::from_str(json)?);
+    }
+    Ok(schemas
         .into_iter()
         .map(|s| (s.table.clone(), Arc::new(s)))
         .collect())
