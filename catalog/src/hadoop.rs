@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
 use iceberg::io::{FileIO, FileIOBuilder};
 use iceberg::spec::{
@@ -88,29 +87,11 @@ impl HadoopCatalog {
         if !warehouse.starts_with("s3://") && !warehouse.starts_with("s3a://") {
             return Self::new_local(warehouse.strip_prefix("file://").unwrap_or(&warehouse));
         }
-        let get = |k: &str| props.get(k).cloned();
-        let region = get("s3.region").unwrap_or_else(|| "us-east-1".into());
-        let mut conf = aws_sdk_s3::Config::builder()
-            .behavior_version_latest()
-            .region(Region::new(region))
-            .force_path_style(get("s3.path-style-access").is_some_and(|v| v == "true"));
-        if let Some(endpoint) = get("s3.endpoint") {
-            conf = conf.endpoint_url(endpoint);
-        }
-        if let (Some(key), Some(secret)) = (get("s3.access-key-id"), get("s3.secret-access-key")) {
-            conf = conf.credentials_provider(Credentials::new(
-                key,
-                secret,
-                None,
-                None,
-                "catalog-properties",
-            ));
-        }
         let file_io = s3_file_io(props);
         Ok(HadoopCatalog {
             warehouse,
             store: Store::S3 {
-                client: aws_sdk_s3::Client::from_conf(conf.build()),
+                client: crate::storage::s3_client(props),
             },
             file_io,
         })
@@ -365,6 +346,14 @@ impl Catalog for HadoopCatalog {
 
     async fn commit(&self, base: &CatalogTable, metadata: TableMetadata) -> Result<CatalogTable> {
         HadoopCatalog::commit(self, base, metadata).await
+    }
+
+    async fn list_files(&self, location: &str) -> Result<Vec<crate::StoredFile>> {
+        let s3 = match &self.store {
+            Store::S3 { client } => Some(client),
+            Store::Local => None,
+        };
+        crate::storage::list_files(location, s3).await
     }
 }
 

@@ -33,6 +33,8 @@ pub struct HiveCatalog {
     /// `file:///…` or `s3://…` root for new tables (`<db>.db/<table>` below it).
     warehouse: String,
     file_io: FileIO,
+    /// Lists table files on S3 (orphan cleanup).
+    s3: Option<aws_sdk_s3::Client>,
 }
 
 impl std::fmt::Debug for HiveCatalog {
@@ -167,6 +169,7 @@ impl HiveCatalog {
             client,
             warehouse: warehouse.into().trim_end_matches('/').to_string(),
             file_io,
+            s3: None,
         }
     }
 
@@ -186,12 +189,15 @@ impl HiveCatalog {
         let warehouse = props
             .get("warehouse")
             .ok_or_else(|| Error::invalid_config("catalog property `warehouse` is missing"))?;
-        let file_io = if warehouse.starts_with("s3") {
+        let on_s3 = warehouse.starts_with("s3");
+        let file_io = if on_s3 {
             crate::hadoop::s3_file_io(props)
         } else {
             FileIO::new_with_fs()
         };
-        Ok(HiveCatalog::new(addr, warehouse.clone(), file_io))
+        let mut catalog = HiveCatalog::new(addr, warehouse.clone(), file_io);
+        catalog.s3 = on_s3.then(|| crate::storage::s3_client(props));
+        Ok(catalog)
     }
 
     /// Creates the database if it does not exist.
@@ -419,5 +425,9 @@ impl Catalog for HiveCatalog {
 
     async fn commit(&self, base: &CatalogTable, metadata: TableMetadata) -> Result<CatalogTable> {
         self.swap(base, metadata).await
+    }
+
+    async fn list_files(&self, location: &str) -> Result<Vec<crate::StoredFile>> {
+        crate::storage::list_files(location, self.s3.as_ref()).await
     }
 }

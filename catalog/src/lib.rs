@@ -14,6 +14,7 @@ pub mod files;
 pub mod hadoop;
 pub mod hive;
 pub mod ops;
+pub mod storage;
 
 use std::fmt;
 
@@ -29,11 +30,14 @@ pub use files::{
 pub use hadoop::HadoopCatalog;
 pub use hive::HiveCatalog;
 pub use ops::expire::{ExpireSnapshots, expire_snapshots};
+pub use ops::merge::MergePolicy;
 pub use ops::producer::{FileCounts, LiveFile, current_manifests, live_entries, live_files};
 pub use ops::rewrite::{RewriteFiles, RowMap, commit_rewrite};
+pub use ops::rewrite_manifests::RewriteManifests;
 pub use ops::row_delta::{RowDelta, commit_row_delta};
 pub use ops::schema::{SetCurrentSchema, commit_schema};
 pub use ops::{TableOperation, commit_operation, commit_retry_policy};
+pub use storage::StoredFile;
 
 /// `namespace.table` in a catalog.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -78,6 +82,10 @@ pub trait Catalog: Send + Sync {
         base: &CatalogTable,
         metadata: TableMetadata,
     ) -> tributary_core::Result<CatalogTable>;
+
+    /// Every stored file under `location` (a table's location), for orphan
+    /// cleanup.
+    async fn list_files(&self, location: &str) -> tributary_core::Result<Vec<StoredFile>>;
 }
 
 /// A table as loaded from its catalog: the metadata of one version.

@@ -30,5 +30,8 @@ pub use position::{
 };
 pub use retry::{RetryPolicy, retry, retry_transient};
 pub use schema::{Column, ColumnChange, ColumnType, DefaultValue, TableId, TableSchema};
-pub use traits::{Prepared, Sink, SinkFactory, Source, SourceFactory, SourceRecord, TargetState};
+pub use traits::{
+    MaintainOptions, MaintenanceReport, Prepared, Sink, SinkFactory, Source, SourceFactory,
+    SourceRecord, TargetMaintenance, TargetState,
+};
 pub use value::{Decimal, Value};

@@ -131,6 +131,45 @@ pub trait SinkFactory: Send + Sync {
 
     /// Opens (creating the target if needed) the sink of `schema`'s table.
     async fn open(&self, schema: &TableSchema) -> Result<Box<dyn Sink>>;
+
+    /// Upkeep of this kind's targets (compaction, expiry…), if it has any.
+    fn maintenance(&self) -> Option<&dyn TargetMaintenance> {
+        None
+    }
+}
+
+/// What a maintenance run may do beyond the configured policy.
+#[derive(Debug, Clone, Default)]
+pub struct MaintainOptions {
+    /// Plan and report only: commit and delete nothing.
+    pub dry_run: bool,
+    /// Remove orphan files too (younger than `orphan_min_age` stay).
+    pub orphans: bool,
+    pub orphan_min_age: Option<std::time::Duration>,
+    /// Allow an orphan age under the safe minimum.
+    pub force: bool,
+}
+
+/// A maintenance run's result: a line for people, the same as JSON.
+#[derive(Debug, Clone)]
+pub struct MaintenanceReport {
+    pub text: String,
+    pub json: serde_json::Value,
+}
+
+/// Keeps a kind's target tables healthy over a long life; `tributary
+/// maintain` runs it once (cron) and `sync` runs it in the background.
+#[async_trait]
+pub trait TargetMaintenance: Send + Sync {
+    /// How often `sync` runs it beside the writers (None: not at all).
+    fn background_interval(&self) -> Option<std::time::Duration>;
+
+    /// Runs what is due on `table`'s target.
+    async fn maintain(
+        &self,
+        table: &TableId,
+        options: &MaintainOptions,
+    ) -> Result<MaintenanceReport>;
 }
 
 /// One configured source kind.

@@ -15,12 +15,14 @@
 
 pub mod config;
 pub mod ha;
+pub mod maintenance;
 pub mod pipeline;
 pub mod registry;
 pub mod status;
 
 pub use config::load_pipeline;
 pub use ha::{HaConfig, HaSink, HaStats, Side};
+pub use maintenance::maintain_once;
 pub use pipeline::{Pipeline, ROUND_PROPERTY, TableState};
 pub use registry::Registry;
 pub use status::{PipelineStatus, TableStatus};

@@ -31,6 +31,15 @@ use crate::status::PipelineStatus;
 /// Checkpoint property: the commit round of the runner that wrote it.
 pub const ROUND_PROPERTY: &str = "tributary.round";
 
+/// Aborts a background task when the run that started it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// What one table holds, for `status` and the resume decision.
 #[derive(Debug, Clone)]
 pub struct TableState {
@@ -63,6 +72,10 @@ impl Pipeline {
             sink,
             status: PipelineStatus::default(),
         }
+    }
+
+    pub fn sink(&self) -> &dyn SinkFactory {
+        self.sink.as_ref()
     }
 
     pub fn source(&self) -> &dyn SourceFactory {
@@ -103,6 +116,19 @@ impl Pipeline {
             None => info!("starting: no committed position"),
         }
         let mut source = self.source.open(checkpoint.as_ref()).await?;
+        // Dropped (cancelled) when the run ends.
+        let _maintenance = self
+            .sink
+            .maintenance()
+            .and_then(|m| m.background_interval())
+            .map(|interval| {
+                let task = crate::maintenance::background(
+                    self.sink.clone(),
+                    self.status.clone(),
+                    interval,
+                );
+                AbortOnDrop(tokio::spawn(task))
+            });
         let mut run = Run {
             sink: self.sink.as_ref(),
             status: &self.status,

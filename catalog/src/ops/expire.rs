@@ -16,19 +16,24 @@ use crate::{Catalog, CatalogTable, iceberg_err};
 pub struct ExpireSnapshots {
     pub older_than_ms: i64,
     pub retain_last: usize,
+    /// Snapshots that stay whatever their age (the one holding a writer's
+    /// checkpoint).
+    pub keep: Vec<i64>,
 }
 
 #[async_trait]
 impl TableOperation for ExpireSnapshots {
     async fn apply(&self, base: &CatalogTable) -> Result<Option<TableMetadata>> {
         let meta = &base.metadata;
-        let mut keep = HashSet::new();
+        let mut keep: HashSet<i64> = self.keep.iter().copied().collect();
+        let mut kept = 0;
         let mut cur = meta.current_snapshot_id();
         while let Some(id) = cur {
-            if keep.len() >= self.retain_last.max(1) {
+            if kept >= self.retain_last.max(1) {
                 break;
             }
             keep.insert(id);
+            kept += 1;
             cur = meta.snapshot_by_id(id).and_then(|s| s.parent_snapshot_id());
         }
         let expired: Vec<i64> = meta
@@ -61,6 +66,7 @@ pub async fn expire_snapshots(
     let op = ExpireSnapshots {
         older_than_ms,
         retain_last,
+        keep: Vec::new(),
     };
     commit_operation(catalog, table, &op).await
 }

@@ -11,6 +11,7 @@ pub mod expire;
 pub mod merge;
 pub mod producer;
 pub mod rewrite;
+pub mod rewrite_manifests;
 pub mod row_delta;
 pub mod schema;
 
@@ -46,7 +47,25 @@ pub async fn commit_operation(
             1 => table.clone(),
             _ => catalog.load_table(&table.name).await?,
         };
-        match op.apply(&base).await? {
+        let next = match op.apply(&base).await {
+            Ok(next) => next,
+            // The caller's version may be stale, and its files expired by
+            // maintenance meanwhile: a failure to build on it is a lost race
+            // when a newer version exists (the retry builds on that).
+            Err(e) if attempt == 1 && e.kind() != ErrorKind::ValidationFailed => {
+                let newest = catalog.load_table(&table.name).await?;
+                if newest.metadata_location == base.metadata_location {
+                    return Err(e);
+                }
+                return Err(Error::new(
+                    ErrorKind::CommitConflict,
+                    format!("{} moved on while the commit was built", table.name),
+                )
+                .with_source(e));
+            }
+            Err(e) => return Err(e),
+        };
+        match next {
             Some(metadata) => catalog.commit(&base, metadata).await,
             None => Ok(base),
         }

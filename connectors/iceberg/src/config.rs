@@ -55,6 +55,10 @@ pub struct IcebergSinkConfig {
     /// used when the writer creates the table.
     #[serde(default)]
     pub partition_by: BTreeMap<String, Vec<String>>,
+    /// `[sink.iceberg.maintenance]`: compaction, delete conversion,
+    /// expiry; run in the background by `sync` unless `enabled = false`.
+    #[serde(default)]
+    pub maintenance: tributary_maintenance::MaintenanceConfig,
 }
 
 /// Property names whose values are credentials: never shown.
@@ -110,6 +114,9 @@ impl IcebergSinkConfig {
             need("uri")?;
         }
         self.writer_config(&TableId::new("-", "-"))?.validate()?;
+        self.maintenance.validate(false).map_err(|e| {
+            e.map_text(|t| t.replacen("maintenance:", "sink.iceberg.maintenance:", 1))
+        })?;
         for table in self.partition_by.keys() {
             if table.split_once('.').is_none() {
                 return Err(Error::invalid_config(format!(

@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tributary_catalog::Catalog;
-use tributary_core::{ErrorKind, Result, Sink, SinkFactory, TableId, TableSchema, TargetState};
+use tributary_core::{
+    ErrorKind, MaintainOptions, MaintenanceReport, Result, Sink, SinkFactory, TableId, TableSchema,
+    TargetMaintenance, TargetState,
+};
 
 use crate::config::IcebergSinkConfig;
 use crate::writer::{UpsertWriter, committed_checkpoint};
@@ -63,5 +66,39 @@ impl SinkFactory for IcebergSinkFactory {
         )
         .await?;
         Ok(Box::new(writer))
+    }
+
+    fn maintenance(&self) -> Option<&dyn TargetMaintenance> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl TargetMaintenance for IcebergSinkFactory {
+    fn background_interval(&self) -> Option<std::time::Duration> {
+        let m = &self.config.maintenance;
+        m.enabled.then_some(m.interval)
+    }
+
+    async fn maintain(
+        &self,
+        table: &TableId,
+        options: &MaintainOptions,
+    ) -> Result<MaintenanceReport> {
+        let mut config = self.config.maintenance.clone();
+        config.orphans |= options.orphans;
+        if let Some(age) = options.orphan_min_age {
+            config.orphan_min_age = age;
+        }
+        config.validate(options.force)?;
+        let name = self.config.table_name(table);
+        let report =
+            tributary_maintenance::maintain_table(&*self.catalog, &name, &config, options.dry_run)
+                .await
+                .map_err(|e| e.with_context("table", &name))?;
+        Ok(MaintenanceReport {
+            text: report.to_string(),
+            json: serde_json::to_value(&report)?,
+        })
     }
 }

@@ -5,13 +5,15 @@
 
 use std::sync::Arc;
 
-use arrow_array::{Array, Int32Array, RecordBatch, StringArray};
+use arrow_array::RecordBatch;
 use tributary_catalog::{CatalogTable, HadoopCatalog, TableName};
 use tributary_core::{
     BinlogFilePos, ChangeBatch, ChangeEvent, Checkpoint, Op, SourcePosition, TableSchema, Value,
 };
 use tributary_iceberg::{DeleteMode, UpsertConfig, UpsertWriter};
-use tributary_testkit::kv_workload::{KvModel, KvValue, Rng, kv_row, kv_schema, random_kv_events};
+use tributary_testkit::kv_workload::{
+    KvModel, KvValue, Rng, kv_read_py, kv_row, kv_rows_of, kv_schema, random_kv_events,
+};
 use tributary_testkit::{DevServices, dev_dir, unique_name};
 
 type Model = KvModel;
@@ -34,43 +36,8 @@ async fn read_rust(table: &CatalogTable) -> Model {
     rows_of(table.scan(None).await.unwrap())
 }
 
-/// The rows of scanned batches; a key seen twice fails the test.
 fn rows_of(batches: Vec<RecordBatch>) -> Model {
-    let mut model = Model::new();
-    for b in batches {
-        let id = b
-            .column_by_name("id")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<Int32Array>()
-            .unwrap()
-            .clone();
-        let v = b
-            .column_by_name("v")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<Int32Array>()
-            .unwrap()
-            .clone();
-        let s = b
-            .column_by_name("s")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .unwrap()
-            .clone();
-        for i in 0..b.num_rows() {
-            let prev = model.insert(
-                id.value(i),
-                (
-                    v.is_valid(i).then(|| v.value(i)),
-                    s.is_valid(i).then(|| s.value(i).to_string()),
-                ),
-            );
-            assert!(prev.is_none(), "duplicate key {}", id.value(i));
-        }
-    }
-    model
+    kv_rows_of(&batches)
 }
 
 /// Iceberg Java's reads of several metadata files (one JVM); a key seen
@@ -94,37 +61,8 @@ fn read_java(locations: &[&str]) -> Vec<Model> {
         .collect()
 }
 
-/// pyiceberg reads of several metadata files in one process: one JSON
-/// object {id: [v, s]} per file.
 fn read_py(locations: &[String]) -> Vec<Model> {
-    let mut args: Vec<&str> = Vec::new();
-    args.extend(locations.iter().map(String::as_str));
-    let out = DevServices::load().run_python(
-        r#"
-import sys, json
-from pyiceberg.table import StaticTable
-for loc in sys.argv[1:]:
-    rows = StaticTable.from_metadata(loc).scan().to_arrow().to_pylist()
-    print(json.dumps({str(r["id"]): [r["v"], r["s"]] for r in rows}))
-"#,
-        &args,
-    );
-    out.lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v.as_object()
-                .unwrap()
-                .iter()
-                .map(|(k, r)| {
-                    let val = (
-                        r[0].as_i64().map(|x| x as i32),
-                        r[1].as_str().map(str::to_string),
-                    );
-                    (k.parse().unwrap(), val)
-                })
-                .collect()
-        })
-        .collect()
+    kv_read_py(locations)
 }
 
 async fn run_seed(seed: u64, mode: DeleteMode) {

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
 
+use arrow_array::{Array, Int32Array, RecordBatch, StringArray};
 use tributary_core::{
     BinlogFilePos, ChangeEvent, Column, ColumnType, Op, SourcePosition, TableId, TableSchema, Value,
 };
@@ -110,6 +111,78 @@ pub fn random_kv_events(
                 commit_ts_micros: *offset as i64,
                 schema_version: 1,
             }
+        })
+        .collect()
+}
+
+/// The rows of scanned batches; a key seen twice fails the test.
+pub fn kv_rows_of(batches: &[RecordBatch]) -> KvModel {
+    let mut model = KvModel::new();
+    for b in batches {
+        let id = b
+            .column_by_name("id")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Int32Array>()
+            .unwrap()
+            .clone();
+        let v = b
+            .column_by_name("v")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Int32Array>()
+            .unwrap()
+            .clone();
+        let s = b
+            .column_by_name("s")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap()
+            .clone();
+        for i in 0..b.num_rows() {
+            let prev = model.insert(
+                id.value(i),
+                (
+                    v.is_valid(i).then(|| v.value(i)),
+                    s.is_valid(i).then(|| s.value(i).to_string()),
+                ),
+            );
+            assert!(prev.is_none(), "duplicate key {}", id.value(i));
+        }
+    }
+    model
+}
+
+/// pyiceberg reads of several metadata files in one process: one JSON
+/// object {id: [v, s]} per file.
+pub fn kv_read_py(locations: &[String]) -> Vec<KvModel> {
+    let mut args: Vec<&str> = Vec::new();
+    args.extend(locations.iter().map(String::as_str));
+    let out = crate::DevServices::load().run_python(
+        r#"
+import sys, json
+from pyiceberg.table import StaticTable
+for loc in sys.argv[1:]:
+    rows = StaticTable.from_metadata(loc).scan().to_arrow().to_pylist()
+    print(json.dumps({str(r["id"]): [r["v"], r["s"]] for r in rows}))
+"#,
+        &args,
+    );
+    out.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, r)| {
+                    let val = (
+                        r[0].as_i64().map(|x| x as i32),
+                        r[1].as_str().map(str::to_string),
+                    );
+                    (k.parse().unwrap(), val)
+                })
+                .collect()
         })
         .collect()
 }

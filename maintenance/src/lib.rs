@@ -1,0 +1,369 @@
+//! Table maintenance beside a live writer: compaction (`compact`), delete
+//! conversion and dangling-delete removal (`convert`), manifest rewriting,
+//! snapshot expiry with file cleanup and orphan removal (`cleanup`), run by
+//! a per-table policy (`MaintenanceConfig`): one call does what is due.
+//!
+//! Every step is a table operation committed through the catalog's one
+//! retry path; a step that loses to the writer (its files were rewritten
+//! meanwhile) fails typed and is planned again on the next run; nothing is
+//! ever half-applied.
+
+pub mod cleanup;
+pub mod compact;
+pub mod convert;
+pub mod deletes;
+
+use std::time::{Duration, Instant};
+
+use iceberg::spec::DataContentType;
+use serde::{Deserialize, Serialize};
+use tributary_catalog::{
+    Catalog, CatalogTable, RewriteManifests, TableName, commit_operation, current_manifests,
+    live_entries,
+};
+use tributary_core::{Error, Result};
+
+use crate::compact::{CompactionSettings, GroupResult};
+use crate::deletes::TableDeletes;
+
+fn default_true() -> bool {
+    true
+}
+
+/// `[sink.iceberg.maintenance]` (or a maintenance file): when each step is
+/// due, and its settings. Defaults keep a table committed every second
+/// healthy; `tributary sync` runs it in the background unless `enabled =
+/// false`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaintenanceConfig {
+    /// Run by `tributary sync` in the background (default true).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// How often `sync` (and `maintain --daemon`) checks (default 5 min).
+    #[serde(with = "tributary_core::duration")]
+    pub interval: Duration,
+    /// Compact once a table has this many small data files (default 16).
+    pub small_files: usize,
+    /// …or this many delete files (default 8).
+    pub delete_files: usize,
+    /// A data file with this fraction of deleted rows is rewritten (0.2).
+    pub delete_ratio: f64,
+    /// Target size of compacted files (default 128 MiB).
+    pub target_file_bytes: u64,
+    /// Bytes read per compaction commit at most (default 1 GiB).
+    pub max_group_bytes: u64,
+    /// Convert equality deletes into position deletes (default true).
+    #[serde(default = "default_true")]
+    pub convert_equality_deletes: bool,
+    /// Rewrite manifests once the current snapshot has this many (32).
+    pub manifests: usize,
+    /// Expire once the table has this many snapshots (default 100)…
+    pub snapshots: usize,
+    /// …removing those older than this (default: the table's
+    /// `history.expire.max-snapshot-age-ms`, else 5 days)…
+    #[serde(default, with = "tributary_core::duration::option")]
+    pub snapshot_age: Option<Duration>,
+    /// …keeping at least this many (default: the table's
+    /// `history.expire.min-snapshots-to-keep`, else 1).
+    pub retain_last: Option<usize>,
+    /// Remove orphan files (default false in the background; `maintain
+    /// --orphans` turns it on).
+    pub orphans: bool,
+    /// Orphans younger than this stay (default 3 days; shorter needs
+    /// `force`: a live writer's spills are unreferenced until their commit).
+    #[serde(with = "tributary_core::duration")]
+    pub orphan_min_age: Duration,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        MaintenanceConfig {
+            enabled: true,
+            interval: Duration::from_secs(300),
+            small_files: 16,
+            delete_files: 8,
+            delete_ratio: 0.2,
+            target_file_bytes: 128 << 20,
+            max_group_bytes: 1 << 30,
+            convert_equality_deletes: true,
+            manifests: 32,
+            snapshots: 100,
+            snapshot_age: None,
+            retain_last: None,
+            orphans: false,
+            orphan_min_age: Duration::from_secs(3 * 24 * 3600),
+        }
+    }
+}
+
+/// The shortest orphan age allowed without `force`.
+pub const SAFE_ORPHAN_AGE: Duration = Duration::from_secs(3600);
+
+impl MaintenanceConfig {
+    pub fn validate(&self, force: bool) -> Result<()> {
+        if self.orphans && self.orphan_min_age < SAFE_ORPHAN_AGE && !force {
+            return Err(Error::invalid_config(format!(
+                "maintenance: orphan_min_age {:?} is under one hour: files a running writer has \
+                 written but not committed yet would be deleted; raise it, or pass --force if no \
+                 writer is running",
+                self.orphan_min_age
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.delete_ratio) {
+            return Err(Error::invalid_config(
+                "maintenance: delete_ratio must be between 0 and 1",
+            ));
+        }
+        if self.target_file_bytes == 0 || self.interval.is_zero() {
+            return Err(Error::invalid_config(
+                "maintenance: target_file_bytes and interval must be greater than zero",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A table's file counts at one moment.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct TableShape {
+    pub data_files: usize,
+    pub small_files: usize,
+    pub position_delete_files: usize,
+    pub equality_delete_files: usize,
+    pub manifests: usize,
+    pub snapshots: usize,
+    pub data_bytes: u64,
+    pub delete_bytes: u64,
+}
+
+async fn shape(table: &CatalogTable, config: &MaintenanceConfig) -> Result<TableShape> {
+    let mut s = TableShape {
+        manifests: current_manifests(table).await?.len(),
+        snapshots: table.metadata.snapshots().count(),
+        ..TableShape::default()
+    };
+    let small = config.target_file_bytes * 3 / 4;
+    for f in live_entries(table).await? {
+        let size = f.file.file_size_in_bytes();
+        match f.file.content_type() {
+            DataContentType::Data => {
+                s.data_files += 1;
+                s.data_bytes += size;
+                s.small_files += usize::from(size < small);
+            }
+            DataContentType::PositionDeletes => {
+                s.position_delete_files += 1;
+                s.delete_bytes += size;
+            }
+            DataContentType::EqualityDeletes => {
+                s.equality_delete_files += 1;
+                s.delete_bytes += size;
+            }
+        }
+    }
+    Ok(s)
+}
+
+/// What one run did to one table.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TableReport {
+    pub table: String,
+    pub dry_run: bool,
+    pub before: TableShape,
+    pub after: TableShape,
+    /// The steps taken (or, in a dry run, planned), in order.
+    pub actions: Vec<String>,
+    pub compacted_groups: Vec<GroupResult>,
+    pub equality_deletes_converted: usize,
+    pub deletes_dropped: usize,
+    pub snapshots_expired: usize,
+    pub files_deleted: usize,
+    pub bytes_deleted: u64,
+    pub orphans: Vec<String>,
+    pub millis: u64,
+}
+
+impl std::fmt::Display for TableReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (b, a) = (&self.before, &self.after);
+        write!(
+            f,
+            "{}: {} — data files {} → {}, delete files {} → {}, manifests {} → {}, snapshots {} → {}, \
+             bytes {} → {}, {} ms",
+            self.table,
+            if self.actions.is_empty() {
+                "nothing due".to_string()
+            } else {
+                self.actions.join(", ")
+            },
+            b.data_files,
+            a.data_files,
+            b.position_delete_files + b.equality_delete_files,
+            a.position_delete_files + a.equality_delete_files,
+            b.manifests,
+            a.manifests,
+            b.snapshots,
+            a.snapshots,
+            b.data_bytes + b.delete_bytes,
+            a.data_bytes + a.delete_bytes,
+            self.millis
+        )
+    }
+}
+
+/// Runs every step of `config` that is due on `name` (a dry run plans
+/// them without committing or deleting anything).
+pub async fn maintain_table(
+    catalog: &dyn Catalog,
+    name: &TableName,
+    config: &MaintenanceConfig,
+    dry_run: bool,
+) -> Result<TableReport> {
+    let started = Instant::now();
+    let mut table = catalog.load_table(name).await?;
+    let before = shape(&table, config).await?;
+    let mut report = TableReport {
+        table: name.to_string(),
+        dry_run,
+        before,
+        ..TableReport::default()
+    };
+    let Some(planned_at) = table.metadata.current_snapshot_id() else {
+        report.after = before;
+        return Ok(report);
+    };
+    let delete_files = before.position_delete_files + before.equality_delete_files;
+    let compaction_due =
+        before.small_files >= config.small_files || delete_files >= config.delete_files;
+    if compaction_due || (config.convert_equality_deletes && before.equality_delete_files > 0) {
+        let live = live_entries(&table).await?;
+        let (data, dels): (Vec<_>, Vec<_>) = live
+            .into_iter()
+            .partition(|f| f.file.content_type() == DataContentType::Data);
+        let deletes = TableDeletes::load(&table, &dels).await?;
+        if compaction_due {
+            let settings = CompactionSettings {
+                target_file_bytes: config.target_file_bytes,
+                small_fraction: 0.75,
+                delete_ratio: config.delete_ratio,
+                max_group_bytes: config.max_group_bytes,
+            };
+            let groups = compact::plan(&data, &deletes, &settings);
+            for g in &groups {
+                report.actions.push(format!(
+                    "compact {} files ({} bytes)",
+                    g.files.len(),
+                    g.bytes
+                ));
+                if dry_run {
+                    continue;
+                }
+                let (next, result) = compact::rewrite_group(
+                    catalog,
+                    &table,
+                    planned_at,
+                    &deletes,
+                    g,
+                    config.target_file_bytes,
+                )
+                .await?;
+                table = next;
+                report.compacted_groups.push(result);
+            }
+        }
+        if config.convert_equality_deletes && !deletes.equality.is_empty() {
+            report.actions.push(format!(
+                "convert {} equality-delete files",
+                deletes.equality.len()
+            ));
+            if !dry_run {
+                // Converted against the files as they are now (compaction
+                // may have rewritten some).
+                table = convert_now(catalog, &table, &mut report).await?;
+            }
+        }
+    }
+    if !dry_run && delete_files > 0 {
+        table = drop_dangling(catalog, &table, &mut report).await?;
+    }
+    let manifests = current_manifests(&table).await?.len();
+    if manifests >= config.manifests {
+        report
+            .actions
+            .push(format!("rewrite {manifests} manifests"));
+        if !dry_run {
+            table = commit_operation(catalog, &table, &RewriteManifests).await?;
+        }
+    }
+    if table.metadata.snapshots().count() >= config.snapshots {
+        report.actions.push("expire snapshots".to_string());
+        if !dry_run {
+            let (next, r) =
+                cleanup::expire_and_clean(catalog, &table, config.snapshot_age, config.retain_last)
+                    .await?;
+            table = next;
+            report.snapshots_expired = r.snapshots_expired;
+            report.files_deleted += r.files_deleted;
+            report.bytes_deleted += r.bytes_deleted;
+        }
+    }
+    if config.orphans {
+        let r = cleanup::remove_orphans(catalog, &table, config.orphan_min_age, dry_run).await?;
+        if !r.removed.is_empty() {
+            report
+                .actions
+                .push(format!("remove {} orphan files", r.removed.len()));
+        }
+        report.files_deleted += if dry_run { 0 } else { r.removed.len() };
+        report.bytes_deleted += if dry_run { 0 } else { r.bytes };
+        report.orphans = r.removed;
+    }
+    report.after = shape(&table, config).await?;
+    report.millis = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+async fn convert_now(
+    catalog: &dyn Catalog,
+    table: &CatalogTable,
+    report: &mut TableReport,
+) -> Result<CatalogTable> {
+    let Some(at) = table.metadata.current_snapshot_id() else {
+        return Ok(table.clone());
+    };
+    let (data, dels): (Vec<_>, Vec<_>) = live_entries(table)
+        .await?
+        .into_iter()
+        .partition(|f| f.file.content_type() == DataContentType::Data);
+    let deletes = TableDeletes::load(table, &dels).await?;
+    let (next, removed, _) =
+        convert::convert_equality_deletes(catalog, table, at, &data, &deletes).await?;
+    report.equality_deletes_converted = removed;
+    Ok(next)
+}
+
+async fn drop_dangling(
+    catalog: &dyn Catalog,
+    table: &CatalogTable,
+    report: &mut TableReport,
+) -> Result<CatalogTable> {
+    let Some(at) = table.metadata.current_snapshot_id() else {
+        return Ok(table.clone());
+    };
+    let (data, dels): (Vec<_>, Vec<_>) = live_entries(table)
+        .await?
+        .into_iter()
+        .partition(|f| f.file.content_type() == DataContentType::Data);
+    let deletes = TableDeletes::load(table, &dels).await?;
+    let dangling = convert::dangling_deletes(&data, &dels, &deletes);
+    if dangling.is_empty() {
+        return Ok(table.clone());
+    }
+    report.actions.push(format!(
+        "drop {} delete files that apply to nothing",
+        dangling.len()
+    ));
+    report.deletes_dropped = dangling.len();
+    convert::drop_deletes(catalog, table, at, dangling).await
+}

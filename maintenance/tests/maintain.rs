@@ -1,0 +1,438 @@
+//! Maintenance against tables the upsert writer wrote (local Hadoop
+//! catalog; contents read back by iceberg-rust's scan and pyiceberg).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tributary_catalog::{Catalog, CatalogTable, HadoopCatalog, TableName, live_entries};
+use tributary_core::{ChangeBatch, ChangeEvent, Checkpoint, Op, TableSchema};
+use tributary_iceberg::{DeleteMode, UpsertConfig, UpsertWriter};
+use tributary_maintenance::{MaintenanceConfig, cleanup, maintain_table};
+use tributary_testkit::kv_workload::{
+    KvModel, Rng, kv_read_py, kv_row, kv_rows_of, kv_schema, random_kv_events,
+};
+use tributary_testkit::{dev_dir, unique_name};
+
+struct Fixture {
+    dir: std::path::PathBuf,
+    catalog: Arc<HadoopCatalog>,
+    name: TableName,
+    schema: Arc<TableSchema>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = dev_dir().join("tmp").join(unique_name("maintain"));
+        Fixture {
+            catalog: Arc::new(HadoopCatalog::new_local(&dir).unwrap()),
+            dir,
+            name: TableName::new("shop", "items"),
+            schema: kv_schema("shop", "items"),
+        }
+    }
+
+    async fn writer(&self, mode: DeleteMode) -> UpsertWriter {
+        let config = UpsertConfig {
+            delete_mode: mode,
+            ..UpsertConfig::default()
+        };
+        UpsertWriter::open_config(
+            self.catalog.clone(),
+            self.name.clone(),
+            &self.schema,
+            config,
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn table(&self) -> CatalogTable {
+        self.catalog.load_table(&self.name).await.unwrap()
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn write(writer: &mut UpsertWriter, schema: &Arc<TableSchema>, events: &[ChangeEvent]) {
+    let batch = ChangeBatch::from_events(schema.clone(), events).unwrap();
+    writer.write_batch(&batch).await.unwrap();
+    let cp = Checkpoint {
+        position: events.last().unwrap().position.clone(),
+        ..Default::default()
+    };
+    writer.commit_checkpoint(&cp).await.unwrap();
+}
+
+async fn read_rust(t: &CatalogTable) -> KvModel {
+    kv_rows_of(&t.scan(None).await.unwrap())
+}
+
+/// Compaction on every run, expiry down to the newest 3 snapshots.
+fn aggressive() -> MaintenanceConfig {
+    MaintenanceConfig {
+        small_files: 2,
+        delete_files: 1,
+        manifests: 4,
+        snapshots: 4,
+        snapshot_age: Some(Duration::ZERO),
+        retain_last: Some(3),
+        ..MaintenanceConfig::default()
+    }
+}
+
+async fn counts(t: &CatalogTable) -> (usize, usize, usize) {
+    let (mut data, mut pos, mut eq) = (0, 0, 0);
+    for f in live_entries(t).await.unwrap() {
+        match f.file.content_type() {
+            iceberg::spec::DataContentType::Data => data += 1,
+            iceberg::spec::DataContentType::PositionDeletes => pos += 1,
+            iceberg::spec::DataContentType::EqualityDeletes => eq += 1,
+        }
+    }
+    (data, pos, eq)
+}
+
+#[tokio::test]
+async fn compaction_and_conversion_keep_the_rows_and_leave_no_equality_deletes() {
+    let fx = Fixture::new();
+    let mut writer = fx.writer(DeleteMode::Equality).await;
+    let (mut rng, mut model, mut offset) = (Rng(7), KvModel::new(), 0u64);
+    for _ in 0..12 {
+        let events = random_kv_events(&fx.schema, &mut rng, &mut model, &mut offset, 0..30, 8);
+        write(&mut writer, &fx.schema, &events).await;
+    }
+    let before = fx.table().await;
+    let (data, _, eq) = counts(&before).await;
+    assert!(
+        data >= 10 && eq > 0,
+        "a table of small files and equality deletes: {data} {eq}"
+    );
+    assert_eq!(read_rust(&before).await, model);
+
+    let dry = maintain_table(fx.catalog.as_ref(), &fx.name, &aggressive(), true)
+        .await
+        .unwrap();
+    assert!(!dry.actions.is_empty(), "{dry}");
+    assert_eq!(
+        fx.table().await.version,
+        before.version,
+        "a dry run commits nothing"
+    );
+
+    let report = maintain_table(fx.catalog.as_ref(), &fx.name, &aggressive(), false)
+        .await
+        .unwrap();
+    let after = fx.table().await;
+    let (data, pos, eq) = counts(&after).await;
+    assert_eq!((data, eq), (1, 0), "{report}");
+    assert_eq!(pos, 0, "deletes of rewritten files are dropped: {report}");
+    assert_eq!(report.compacted_groups.len(), 1, "{report}");
+    assert_eq!(
+        read_rust(&after).await,
+        model,
+        "iceberg-rust after maintenance"
+    );
+    // pyiceberg refuses equality deletes: it reads the table only now.
+    assert_eq!(
+        kv_read_py(std::slice::from_ref(&after.metadata_location)),
+        [model.clone()]
+    );
+
+    // The writer resumes from its checkpoint although the newest snapshot
+    // is maintenance's, and goes on on top of the compacted file.
+    let committed = tributary_core::Sink::committed(&writer).await.unwrap();
+    let reopened = fx.writer(DeleteMode::Equality).await;
+    assert_eq!(
+        tributary_core::Sink::committed(&reopened).await.unwrap(),
+        committed
+    );
+    drop(reopened);
+    let events = random_kv_events(&fx.schema, &mut rng, &mut model, &mut offset, 0..30, 20);
+    write(&mut writer, &fx.schema, &events).await;
+    assert_eq!(read_rust(writer.table()).await, model);
+}
+
+#[tokio::test]
+async fn expiry_deletes_exactly_the_files_no_snapshot_references_and_orphans_go_by_age() {
+    let fx = Fixture::new();
+    let mut writer = fx.writer(DeleteMode::Position).await;
+    let (mut rng, mut model, mut offset) = (Rng(3), KvModel::new(), 0u64);
+    for _ in 0..8 {
+        let events = random_kv_events(&fx.schema, &mut rng, &mut model, &mut offset, 0..30, 10);
+        write(&mut writer, &fx.schema, &events).await;
+    }
+    let t = fx.table().await;
+    let listed = |t: &CatalogTable| {
+        let catalog = fx.catalog.clone();
+        let location = t.metadata.location().to_string();
+        async move {
+            catalog
+                .list_files(&location)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|f| f.location)
+                .collect::<HashSet<String>>()
+        }
+    };
+    let stored_before = listed(&t).await;
+    let (t2, r) = cleanup::expire_and_clean(fx.catalog.as_ref(), &t, Some(Duration::ZERO), Some(2))
+        .await
+        .unwrap();
+    assert_eq!(t2.metadata.snapshots().count(), 2);
+    assert!(r.snapshots_expired >= 6 && r.files_deleted > 0, "{r:?}");
+    let referenced = cleanup::referenced_files(&t2, &t2.metadata).await.unwrap();
+    let stored_after = listed(&t2).await;
+    let gone: HashSet<&String> = stored_before.difference(&stored_after).collect();
+    assert_eq!(gone.len(), r.files_deleted, "deleted as reported");
+    for f in &gone {
+        assert!(
+            !referenced.contains(*f),
+            "{f} was deleted but is still referenced"
+        );
+    }
+    for f in &referenced {
+        assert!(stored_after.contains(f), "{f} is referenced but missing");
+    }
+    // What stays unreferenced: metadata files and the hint only.
+    for f in stored_after.difference(&referenced) {
+        assert!(
+            f.contains("/metadata/")
+                && (f.ends_with(".metadata.json") || f.ends_with("version-hint.text")),
+            "{f}"
+        );
+    }
+    assert_eq!(read_rust(&t2).await, model);
+
+    // An orphan: removed only once older than the minimum age.
+    let stray = format!("{}/data/stray.parquet", t2.metadata.location());
+    std::fs::write(stray.strip_prefix("file://").unwrap(), b"x").unwrap();
+    let young = cleanup::remove_orphans(fx.catalog.as_ref(), &t2, Duration::from_secs(3600), false)
+        .await
+        .unwrap();
+    assert!(young.removed.is_empty(), "{young:?}");
+    let old = cleanup::remove_orphans(fx.catalog.as_ref(), &t2, Duration::ZERO, false)
+        .await
+        .unwrap();
+    let expected: Vec<String> = stored_after
+        .iter()
+        .filter(|f| {
+            !referenced.contains(*f)
+                && f.ends_with(".metadata.json")
+                && !t2
+                    .metadata
+                    .metadata_log()
+                    .iter()
+                    .any(|l| &l.metadata_file == *f)
+                && **f != t2.metadata_location
+        })
+        .cloned()
+        .chain([stray.clone()])
+        .collect();
+    let mut got = old.removed.clone();
+    got.sort();
+    let mut want = expected;
+    want.sort();
+    assert_eq!(got, want, "exactly the unreferenced files");
+    assert_eq!(read_rust(&fx.table().await).await, model);
+}
+
+/// A rewrite the writer's next commit does not touch must not leave a
+/// duplicate when a later commit updates a key of a rewritten file.
+#[tokio::test]
+async fn the_writer_follows_a_rewrite_it_did_not_conflict_with() {
+    let fx = Fixture::new();
+    let mut writer = fx.writer(DeleteMode::Position).await;
+    let schema = fx.schema.clone();
+    let ev = |op, before: Option<(i32, i32)>, after: Option<(i32, i32)>, offset: u64| ChangeEvent {
+        table: schema.table.clone(),
+        op,
+        before: before.map(|(k, v)| kv_row(k, &(Some(v), None))),
+        after: after.map(|(k, v)| kv_row(k, &(Some(v), None))),
+        position: tributary_testkit::kv_workload::kv_position(offset),
+        commit_ts_micros: 0,
+        schema_version: schema.version,
+    };
+    let mut model = KvModel::new();
+    for i in 0..4u64 {
+        let rows: Vec<ChangeEvent> = (0..5)
+            .map(|j| {
+                ev(
+                    Op::Insert,
+                    None,
+                    Some(((i * 5 + j) as i32, 0)),
+                    100 * i + j + 1,
+                )
+            })
+            .collect();
+        for j in 0..5 {
+            model.insert((i * 5 + j) as i32, (Some(0), None));
+        }
+        write(&mut writer, &schema, &rows).await;
+    }
+    // Compaction rewrites the four files into one.
+    let r = maintain_table(fx.catalog.as_ref(), &fx.name, &aggressive(), false)
+        .await
+        .unwrap();
+    assert_eq!(r.compacted_groups.len(), 1, "{r}");
+    // The writer's next commit touches no rewritten row…
+    write(
+        &mut writer,
+        &schema,
+        &[ev(Op::Insert, None, Some((100, 1)), 1000)],
+    )
+    .await;
+    model.insert(100, (Some(1), None));
+    // …and a later one updates a row that now lives in the compacted file.
+    write(
+        &mut writer,
+        &schema,
+        &[ev(Op::Update, Some((3, 0)), Some((3, 33)), 1100)],
+    )
+    .await;
+    model.insert(3, (Some(33), None));
+    assert_eq!(
+        read_rust(&fx.table().await).await,
+        model,
+        "no duplicate of key 3"
+    );
+}
+
+/// A writer streams random upserts while compaction, conversion and expiry
+/// run beside it (another task, as in `sync`): every retained snapshot
+/// stays readable and the final table is the model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_loops_beside_a_streaming_writer_and_loses_nothing() {
+    let fx = Fixture::new();
+    for mode in [DeleteMode::Position, DeleteMode::Equality] {
+        let name = TableName::new("shop", format!("items_{mode:?}").to_lowercase());
+        let config = UpsertConfig {
+            delete_mode: mode,
+            ..UpsertConfig::default()
+        };
+        let mut writer =
+            UpsertWriter::open_config(fx.catalog.clone(), name.clone(), &fx.schema, config)
+                .await
+                .unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let maint = {
+            let (catalog, name, stop) = (fx.catalog.clone(), name.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut rounds, mut compactions) = (0usize, 0usize);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) || rounds < 100 {
+                    // A run that lost its race to the writer (files rewritten
+                    // under it, or every commit attempt beaten) applied
+                    // nothing; the next run plans again.
+                    match maintain_table(catalog.as_ref(), &name, &aggressive(), false).await {
+                        Ok(r) => compactions += r.compacted_groups.len(),
+                        Err(e) => assert!(
+                            matches!(
+                                e.kind(),
+                                tributary_core::ErrorKind::ValidationFailed
+                                    | tributary_core::ErrorKind::CommitConflict
+                            ),
+                            "maintenance failed: {e}"
+                        ),
+                    }
+                    rounds += 1;
+                    // A run on local files may never wait for anything.
+                    tokio::task::yield_now().await;
+                }
+                (rounds, compactions)
+            })
+        };
+        let (mut rng, mut model, mut offset) = (Rng(11), KvModel::new(), 0u64);
+        let mut commits = 0;
+        while commits < 150 || !maint.is_finished() && commits < 2000 {
+            let n = 1 + rng.below(10) as usize;
+            let events = random_kv_events(&fx.schema, &mut rng, &mut model, &mut offset, 0..60, n);
+            write(&mut writer, &fx.schema, &events).await;
+            commits += 1;
+            // The writer's commit interval (here 5 ms, in production seconds).
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if commits == 150 {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            if commits % 25 == 0 {
+                let t = fx.catalog.load_table(&name).await.unwrap();
+                assert_eq!(
+                    read_rust(&t).await,
+                    model,
+                    "{mode:?} after {commits} commits"
+                );
+            }
+        }
+        let (rounds, compactions) = maint.await.unwrap();
+        assert!(rounds >= 100, "{rounds} maintenance rounds");
+        assert!(compactions >= 10, "{compactions} compactions landed");
+        let t = fx.catalog.load_table(&name).await.unwrap();
+        assert_eq!(read_rust(&t).await, model, "{mode:?}: final, iceberg-rust");
+        // Every retained snapshot is readable (its files were not deleted).
+        let reader = t.to_iceberg_table().unwrap();
+        for s in t.metadata.snapshots() {
+            let scan = reader.scan().snapshot_id(s.snapshot_id()).build().unwrap();
+            let batches: Vec<_> =
+                futures_util::TryStreamExt::try_collect(scan.to_arrow().await.unwrap())
+                    .await
+                    .unwrap();
+            kv_rows_of(&batches);
+        }
+        let final_maint = maintain_table(fx.catalog.as_ref(), &name, &aggressive(), false)
+            .await
+            .unwrap();
+        let t = fx.catalog.load_table(&name).await.unwrap();
+        assert_eq!(counts(&t).await.2, 0, "{final_maint}");
+        assert_eq!(
+            kv_read_py(std::slice::from_ref(&t.metadata_location)),
+            [model.clone()],
+            "{mode:?}: pyiceberg"
+        );
+        eprintln!(
+            "{mode:?}: {commits} commits beside {rounds} maintenance rounds, {compactions} compactions"
+        );
+    }
+}
+
+/// Manifest merging and metadata bounds hold after many commits with the
+/// properties the writer gives new tables.
+#[tokio::test]
+async fn manifests_and_metadata_files_stay_bounded_without_maintenance() {
+    let fx = Fixture::new();
+    let mut writer = fx.writer(DeleteMode::Position).await;
+    let (mut rng, mut model, mut offset) = (Rng(5), KvModel::new(), 0u64);
+    let mut max_manifests = 0;
+    for _ in 0..80 {
+        let events = random_kv_events(&fx.schema, &mut rng, &mut model, &mut offset, 0..40, 5);
+        write(&mut writer, &fx.schema, &events).await;
+        let t = writer.table();
+        max_manifests =
+            max_manifests.max(tributary_catalog::current_manifests(t).await.unwrap().len());
+    }
+    // Two contents (data, deletes), each merged once 16 have accumulated.
+    assert!(max_manifests <= 2 * 16 + 2, "{max_manifests} manifests");
+    let meta_dir = fx.dir.join("shop/items/metadata");
+    let versions = std::fs::read_dir(&meta_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".metadata.json"))
+        .count();
+    assert!(
+        versions <= 21,
+        "{versions} metadata files kept (previous-versions-max 20)"
+    );
+    let t = fx.table().await;
+    assert_eq!(read_rust(&t).await, model);
+    assert_eq!(kv_read_py(std::slice::from_ref(&t.metadata_location)), [model]);
+    // Statistics: data files carry bounds of the key for readers to prune.
+    let data = live_entries(&t).await.unwrap();
+    let f = data
+        .iter()
+        .find(|f| f.file.content_type() == iceberg::spec::DataContentType::Data)
+        .unwrap();
+    assert!(f.file.lower_bounds().contains_key(&1) && f.file.value_counts().contains_key(&1));
+}

@@ -1,0 +1,68 @@
+//! Table maintenance from the runtime: `sync` runs the sink kind's policy
+//! in the background beside its writers (so a user who never sets up cron
+//! still has healthy tables), and `tributary maintain` runs it once or on a
+//! schedule. Maintenance commits like any other writer; the writers follow
+//! its snapshots (see the Iceberg writer and the rewrite operation).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+use tributary_core::{
+    MaintainOptions, MaintenanceReport, Result, SinkFactory, SourceFactory, TableId,
+};
+
+use crate::status::PipelineStatus;
+
+/// Runs the policy on every table the running pipeline has committed to,
+/// every `interval`, until the task is dropped. Failures are logged and
+/// retried at the next interval: the writers never wait for maintenance.
+pub(crate) async fn background(
+    sink: Arc<dyn SinkFactory>,
+    status: PipelineStatus,
+    interval: Duration,
+) {
+    let options = MaintainOptions::default();
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(m) = sink.maintenance() else { return };
+        let tables: Vec<TableId> = status
+            .snapshot()
+            .into_iter()
+            .filter(|(_, s)| s.committed_round.is_some())
+            .map(|(t, _)| t)
+            .collect();
+        for t in tables {
+            match m.maintain(&t, &options).await {
+                Ok(r) => info!(table = %t, "maintenance: {}", r.text),
+                Err(e) => {
+                    warn!(table = %t, error = %e, "maintenance failed; retried next interval")
+                }
+            }
+        }
+    }
+}
+
+/// One maintenance pass over `tables` (default: every table the source
+/// selects); stops at the first failure.
+pub async fn maintain_once(
+    source: &dyn SourceFactory,
+    sink: &dyn SinkFactory,
+    tables: &[TableId],
+    options: &MaintainOptions,
+) -> Result<Vec<MaintenanceReport>> {
+    let Some(m) = sink.maintenance() else {
+        return Err(tributary_core::Error::invalid_config(
+            "this pipeline's sink kind has no table maintenance (only iceberg has)",
+        ));
+    };
+    let tables = match tables {
+        [] => source.list_tables().await?,
+        t => t.to_vec(),
+    };
+    let mut reports = Vec::new();
+    for t in &tables {
+        reports.push(m.maintain(t, options).await?);
+    }
+    Ok(reports)
+}
