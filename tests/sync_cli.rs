@@ -145,6 +145,9 @@ fn iceberg_sink(db: &str, warehouse: &Path) -> String {
 commit_interval = 0.3
 properties = {{ warehouse = "{warehouse}", "s3.secret-access-key" = "${{SYNC_TEST_S3_SECRET}}" }}
 partition_by = {{ "{db}.b" = ["bucket(4, id)"] }}
+# Background maintenance every second, due at once: it compacts, drops
+# deletes and expires snapshots while the writers commit and get killed.
+maintenance = {{ interval = 1, small_files = 2, delete_files = 2, snapshots = 6, snapshot_age = 0, retain_last = 3 }}
 "#,
         warehouse = warehouse.display()
     )
@@ -409,6 +412,59 @@ print(t.scan().to_arrow().num_rows, len(t.spec().fields))
         .collect();
     assert!(java == expected, "Iceberg Java differs from SELECT * in b");
 
+    assert!(
+        text.contains("maintenance: ") && text.contains("compact "),
+        "sync ran maintenance in the background:\n{text}"
+    );
+
+    // `tributary maintain` (cron style): one pass, JSON per table, exit 0;
+    // the tables still equal the source and are compacted.
+    let maintain = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["maintain", "--output", "json", "--orphans", "--config"])
+        .arg(&config)
+        .env("SYNC_TEST_PASSWORD", PASSWORD)
+        .env("SYNC_TEST_S3_SECRET", S3_SECRET)
+        .output()
+        .unwrap();
+    let maintain_text = String::from_utf8_lossy(&maintain.stdout).to_string();
+    assert!(
+        maintain.status.success(),
+        "{maintain_text}{}",
+        String::from_utf8_lossy(&maintain.stderr)
+    );
+    let reports: Vec<serde_json::Value> = maintain_text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(reports.len(), 2, "{maintain_text}");
+    for (r, partitions) in reports.iter().zip([1, 4]) {
+        assert!(
+            r["after"]["data_files"].as_u64().unwrap() <= partitions,
+            "compacted to a file per partition: {r}"
+        );
+        assert_eq!(r["after"]["equality_delete_files"], 0, "{r}");
+    }
+    for t in [0, 1] {
+        let name = tables[t].split('.').nth(1).unwrap();
+        assert_eq!(
+            Reader::Iceberg(&catalog).rows(&db, name).await.unwrap(),
+            source_rows(&mut f.conn, &tables[t]).await,
+            "{name} after maintain"
+        );
+    }
+    let dry = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["maintain", "--dry-run", "--orphans", "--orphans-older-than", "1s", "--config"])
+        .arg(&config)
+        .env("SYNC_TEST_PASSWORD", PASSWORD)
+        .env("SYNC_TEST_S3_SECRET", S3_SECRET)
+        .output()
+        .unwrap();
+    let dry_err = String::from_utf8_lossy(&dry.stderr);
+    assert!(
+        !dry.status.success() && dry_err.contains("--force"),
+        "an orphan age under an hour needs --force: {dry_err}"
+    );
+
     // `status` names both tables with their committed position.
     let status = Command::new(env!("CARGO_BIN_EXE_tributary"))
         .args(["status", "--config"])
@@ -433,6 +489,7 @@ print(t.scan().to_arrow().num_rows, len(t.spec().fields))
             !status_text.contains(secret),
             "a secret is in the status output"
         );
+        assert!(!maintain_text.contains(secret), "a secret is in maintain's output");
         let leaked = files_containing(&warehouse, secret);
         assert!(leaked.is_empty(), "a secret is in {leaked:?}");
     }

@@ -40,7 +40,8 @@ pub struct MaintenanceConfig {
     /// Run by `tributary sync` in the background (default true).
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// How often `sync` (and `maintain --daemon`) checks (default 5 min).
+    /// How often `sync` checks (default 1 min; a check with nothing due
+    /// reads the current manifests only).
     #[serde(with = "tributary_core::duration")]
     pub interval: Duration,
     /// Compact once a table has this many small data files (default 16).
@@ -80,7 +81,7 @@ impl Default for MaintenanceConfig {
     fn default() -> Self {
         MaintenanceConfig {
             enabled: true,
-            interval: Duration::from_secs(300),
+            interval: Duration::from_secs(60),
             small_files: 16,
             delete_files: 8,
             delete_ratio: 0.2,

@@ -237,6 +237,18 @@ pub fn summary(
     }
 }
 
+/// The parent's `tributary.*` summary properties (the writer's checkpoint
+/// and round), which snapshots that change no rows carry forward so the
+/// newest snapshot still tells a writer where to resume.
+pub(crate) fn carried_state(meta: &TableMetadata) -> HashMap<String, String> {
+    meta.current_snapshot()
+        .into_iter()
+        .flat_map(|s| s.summary().additional_properties.iter())
+        .filter(|(k, _)| k.starts_with("tributary."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// Writes the manifest list of a new snapshot — the manifests this commit
 /// `written` and those `carried` from the parent, merged by the table's
 /// manifest-merge policy — and returns the metadata with that snapshot

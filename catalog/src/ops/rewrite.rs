@@ -21,6 +21,7 @@ use tributary_core::{Error, ErrorKind, Result};
 use super::producer::{
     FileCounts, close_manifest, current_manifests, finish_snapshot, live_files, manifest_writer,
     new_snapshot_id, summary,
+    carried_state,
 };
 use super::{TableOperation, commit_operation};
 use crate::files::{read_position_deletes, write_position_deletes};
@@ -282,12 +283,7 @@ async fn rewrite_metadata(base: &CatalogTable, rewrite: &RewriteFiles) -> Result
     let added = FileCounts::of(rewrite.added.iter().chain(&added_deletes));
     // The writer's checkpoint (and any tributary.* state) stays findable in
     // the newest snapshot.
-    let state: HashMap<String, String> = parent
-        .into_iter()
-        .flatten()
-        .filter(|(k, _)| k.starts_with("tributary."))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let state = carried_state(meta);
     let summary = summary(Operation::Replace, parent, &added, &gone, &state);
     finish_snapshot(base, snapshot_id, sequence, written, carried, summary).await
 }

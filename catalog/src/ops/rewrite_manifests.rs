@@ -2,15 +2,15 @@
 //! size allows (no file changes): what a table whose manifests were never
 //! merged — written by another engine, or before merging existed — needs.
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
 use iceberg::spec::{Operation, TableMetadata};
 use tributary_core::Result;
 
 use super::TableOperation;
 use super::merge::{MergePolicy, merge_manifests};
-use super::producer::{FileCounts, current_manifests, finish_snapshot, new_snapshot_id, summary};
+use super::producer::{
+    FileCounts, carried_state, current_manifests, finish_snapshot, new_snapshot_id, summary,
+};
 use crate::CatalogTable;
 
 /// Merges every manifest bin of two or more manifests.
@@ -38,12 +38,7 @@ impl TableOperation for RewriteManifests {
         let parent = meta
             .current_snapshot()
             .map(|s| &s.summary().additional_properties);
-        let state: HashMap<String, String> = parent
-            .into_iter()
-            .flatten()
-            .filter(|(k, _)| k.starts_with("tributary."))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let state = carried_state(meta);
         let none = FileCounts::default();
         let summary = summary(Operation::Replace, parent, &none, &none, &state);
         let sequence = meta.next_sequence_number();

@@ -1,0 +1,141 @@
+//! A long streaming run with default settings: one table, 200 upserts/s
+//! over 20k keys, a commit every second, maintenance with the default
+//! policy every `LONG_RUN_MAINTENANCE` seconds (default: the policy's
+//! interval, 1 min) beside the writer, as
+//! `tributary sync` runs it. Every minute it prints the table's shape
+//! (manifests in the current snapshot, data/delete files, metadata bytes vs
+//! data bytes), pyiceberg's full-scan time and the same rows' scan from one
+//! file written in the same run (the peer), and the writer's commit
+//! latency that minute. The issue's acceptance numbers come from this.
+//!
+//! `LONG_RUN_MINUTES=30 cargo bench -p tributary-maintenance --bench long_run`
+//! (release; needs the dev Python, `dev/services up pyiceberg`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tributary_catalog::{HadoopCatalog, TableName, current_manifests, live_entries};
+use tributary_core::{ChangeBatch, ChangeEvent, Checkpoint, Op};
+use tributary_iceberg::{UpsertConfig, UpsertWriter};
+use tributary_maintenance::{MaintenanceConfig, maintain_table};
+use tributary_testkit::kv_workload::{kv_position, kv_row, kv_schema};
+use tributary_testkit::{DevServices, dev_dir, unique_name};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+        .unwrap_or(0)
+}
+
+/// pyiceberg's scan time of the table, and of the same rows in one file.
+fn pyiceberg_times(metadata: &str, scratch: &str) -> (f64, f64, usize) {
+    let out = DevServices::load().run_python(
+        r#"
+import sys, time, pyarrow.parquet as pq
+from pyiceberg.table import StaticTable
+t0 = time.perf_counter()
+rows = StaticTable.from_metadata(sys.argv[1]).scan().to_arrow()
+table = time.perf_counter() - t0
+pq.write_table(rows, sys.argv[2])
+t0 = time.perf_counter()
+one = pq.read_table(sys.argv[2])
+single = time.perf_counter() - t0
+print(table, single, rows.num_rows)
+"#,
+        &[metadata, scratch],
+    );
+    let v: Vec<&str> = out.split_whitespace().collect();
+    (v[0].parse().unwrap(), v[1].parse().unwrap(), v[2].parse().unwrap())
+}
+
+#[tokio::main]
+async fn main() {
+    let minutes = env("LONG_RUN_MINUTES", 30);
+    let policy = MaintenanceConfig::default();
+    let every = Duration::from_secs(env("LONG_RUN_MAINTENANCE", policy.interval.as_secs()));
+    let root = dev_dir().join("tmp").join(unique_name("long-run"));
+    let catalog = Arc::new(HadoopCatalog::new_local(&root).unwrap());
+    let name = TableName::new("bench", "items");
+    let schema = kv_schema("bench", "items");
+    let config = UpsertConfig {
+        commit_interval: Duration::from_secs(1),
+        ..UpsertConfig::default()
+    };
+    let mut writer = UpsertWriter::open_config(catalog.clone(), name.clone(), &schema, config)
+        .await
+        .unwrap();
+    let maintenance = {
+        let (catalog, name) = (catalog.clone(), name.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match maintain_table(catalog.as_ref(), &name, &policy, false).await {
+                    Ok(r) => eprintln!("maintenance: {r}"),
+                    Err(e) => eprintln!("maintenance lost a race: {e}"),
+                }
+            }
+        })
+    };
+    println!("minute,manifests,data_files,delete_files,metadata_bytes,data_bytes,pyiceberg_s,one_file_s,rows,commit_ms_p50,commit_ms_max");
+    let (start, mut offset, mut key) = (Instant::now(), 0u64, 0u64);
+    let mut latencies: Vec<f64> = Vec::new();
+    let mut minute = 1;
+    while start.elapsed() < Duration::from_secs(minutes * 60) {
+        let second = Instant::now();
+        // 200 upserts spread over 20k keys (insert first, then updates).
+        let events: Vec<ChangeEvent> = (0..200)
+            .map(|_| {
+                key = (key + 7919) % 20_000;
+                offset += 100;
+                let after = kv_row(key as i32, &(Some(offset as i32), Some(format!("v{offset}"))));
+                let before = kv_row(key as i32, &(None, None));
+                let op = if offset <= 20_000 * 100 { Op::Insert } else { Op::Update };
+                ChangeEvent {
+                    table: schema.table.clone(),
+                    op,
+                    before: (op == Op::Update).then_some(before),
+                    after: Some(after),
+                    position: kv_position(offset),
+                    commit_ts_micros: 0,
+                    schema_version: schema.version,
+                }
+            })
+            .collect();
+        let batch = ChangeBatch::from_events(schema.clone(), &events).unwrap();
+        writer.write_batch(&batch).await.unwrap();
+        let t = Instant::now();
+        let cp = Checkpoint { position: kv_position(offset), ..Default::default() };
+        writer.commit_checkpoint(&cp).await.unwrap();
+        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+        if start.elapsed() >= Duration::from_secs(minute * 60) {
+            let table = catalog.load_table(&name).await.unwrap();
+            let manifests = current_manifests(&table).await.unwrap().len();
+            let files = live_entries(&table).await.unwrap();
+            let data: Vec<_> = files.iter().filter(|f| f.file.content_type() == iceberg::spec::DataContentType::Data).collect();
+            let data_bytes: u64 = data.iter().map(|f| f.file.file_size_in_bytes()).sum();
+            let meta_dir = root.join("bench/items/metadata");
+            let scratch = root.join("one-file.parquet");
+            let (py, one, rows) = pyiceberg_times(&table.metadata_location, scratch.to_str().unwrap());
+            latencies.sort_by(f64::total_cmp);
+            println!(
+                "{minute},{manifests},{},{},{},{data_bytes},{py:.3},{one:.3},{rows},{:.1},{:.1}",
+                data.len(),
+                files.len() - data.len(),
+                dir_bytes(&meta_dir),
+                latencies[latencies.len() / 2],
+                latencies.last().unwrap()
+            );
+            latencies.clear();
+            minute += 1;
+        }
+        if let Some(rest) = Duration::from_secs(1).checked_sub(second.elapsed()) {
+            tokio::time::sleep(rest).await;
+        }
+    }
+    maintenance.abort();
+    let _ = std::fs::remove_dir_all(&root);
+}
