@@ -378,6 +378,19 @@ async fn sync_survives_sigkill_and_ends_equal_to_the_source() {
         "run 2 resumed from a commit:\n{text}"
     );
 
+    // Each table's checkpoint carries its own schema only, not every
+    // source table's: its size does not grow with the number of tables.
+    let a = catalog.load_table(&TableName::new(&db, "a")).await.unwrap();
+    let cp = tributary_iceberg::committed_checkpoint(&a)
+        .unwrap()
+        .unwrap();
+    let scoped: Vec<&String> = cp
+        .properties
+        .keys()
+        .filter(|k| k.starts_with("table:"))
+        .collect();
+    assert_eq!(scoped, [&format!("table:{db}.a:mysql.schema")], "{cp:?}");
+
     // pyiceberg reads the same rows; b is partitioned into 4 buckets.
     let b = catalog.load_table(&TableName::new(&db, "b")).await.unwrap();
     let out = DevServices::load().run_python(
@@ -453,7 +466,14 @@ print(t.scan().to_arrow().num_rows, len(t.spec().fields))
         );
     }
     let dry = Command::new(env!("CARGO_BIN_EXE_tributary"))
-        .args(["maintain", "--dry-run", "--orphans", "--orphans-older-than", "1s", "--config"])
+        .args([
+            "maintain",
+            "--dry-run",
+            "--orphans",
+            "--orphans-older-than",
+            "1s",
+            "--config",
+        ])
         .arg(&config)
         .env("SYNC_TEST_PASSWORD", PASSWORD)
         .env("SYNC_TEST_S3_SECRET", S3_SECRET)
@@ -489,7 +509,10 @@ print(t.scan().to_arrow().num_rows, len(t.spec().fields))
             !status_text.contains(secret),
             "a secret is in the status output"
         );
-        assert!(!maintain_text.contains(secret), "a secret is in maintain's output");
+        assert!(
+            !maintain_text.contains(secret),
+            "a secret is in maintain's output"
+        );
         let leaked = files_containing(&warehouse, secret);
         assert!(leaked.is_empty(), "a secret is in {leaked:?}");
     }

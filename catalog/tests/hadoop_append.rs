@@ -262,6 +262,39 @@ async fn a_rewrite_fails_typed_when_a_newer_position_delete_hits_a_replaced_file
     );
 }
 
+/// With the map of where each old row went, the newer position delete is
+/// rebased onto the rewritten file instead of failing: id 1 stays deleted.
+#[tokio::test]
+async fn a_rewrite_with_a_row_map_rebases_newer_position_deletes() {
+    let (catalog, t, a, mut plan) = table_with_planned_rewrite().await;
+    // a = [1, 2, 3] → merged rows 0..3; b = [4, 5] → merged rows 3, 4.
+    let merged = plan.added[0].file_path().to_string();
+    let b = plan.replaced[1].file_path().to_string();
+    let mut map = tributary_catalog::RowMap::default();
+    map.new_files.push((merged.clone(), Struct::empty()));
+    map.moved.insert(
+        a.file_path().to_string(),
+        (0..3).map(|i| Some((0, i))).collect(),
+    );
+    map.moved.insert(b, (3..5).map(|i| Some((0, i))).collect());
+    plan.rows = Some(Arc::new(map));
+    // After planning, a writer deletes ids 1 and 3 (file a, rows 0 and 2).
+    let late = vec![
+        (a.file_path().to_string(), 0),
+        (a.file_path().to_string(), 2),
+    ];
+    let pos = position_deletes(&t, "pos-late.parquet", late).await;
+    commit_deletes(&catalog, &t, vec![pos]).await;
+    let done = commit_rewrite(&catalog, &t, &plan).await.unwrap();
+    assert_eq!(
+        iceberg_rust_ids(&done, None).await,
+        [2, 4, 5],
+        "no delete lost"
+    );
+    assert_eq!(pyiceberg_read(&done, "True").1, vec![2, 4, 5]);
+    assert_eq!(iceberg_java_ids(&done), [2, 4, 5]);
+}
+
 #[tokio::test]
 async fn a_rewrite_succeeds_past_a_newer_equality_delete_which_still_applies() {
     let (catalog, t, _, plan) = table_with_planned_rewrite().await;

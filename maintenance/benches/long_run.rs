@@ -22,12 +22,20 @@ use tributary_testkit::kv_workload::{kv_position, kv_row, kv_schema};
 use tributary_testkit::{DevServices, dev_dir, unique_name};
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn dir_bytes(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir)
-        .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
         .unwrap_or(0)
 }
 
@@ -49,7 +57,11 @@ print(table, single, rows.num_rows)
         &[metadata, scratch],
     );
     let v: Vec<&str> = out.split_whitespace().collect();
-    (v[0].parse().unwrap(), v[1].parse().unwrap(), v[2].parse().unwrap())
+    (
+        v[0].parse().unwrap(),
+        v[1].parse().unwrap(),
+        v[2].parse().unwrap(),
+    )
 }
 
 #[tokio::main]
@@ -80,7 +92,9 @@ async fn main() {
             }
         })
     };
-    println!("minute,manifests,data_files,delete_files,metadata_bytes,data_bytes,pyiceberg_s,one_file_s,rows,commit_ms_p50,commit_ms_max");
+    println!(
+        "minute,manifests,data_files,delete_files,metadata_bytes,data_bytes,pyiceberg_s,one_file_s,rows,commit_ms_p50,commit_ms_max"
+    );
     let (start, mut offset, mut key) = (Instant::now(), 0u64, 0u64);
     let mut latencies: Vec<f64> = Vec::new();
     let mut minute = 1;
@@ -91,9 +105,16 @@ async fn main() {
             .map(|_| {
                 key = (key + 7919) % 20_000;
                 offset += 100;
-                let after = kv_row(key as i32, &(Some(offset as i32), Some(format!("v{offset}"))));
+                let after = kv_row(
+                    key as i32,
+                    &(Some(offset as i32), Some(format!("v{offset}"))),
+                );
                 let before = kv_row(key as i32, &(None, None));
-                let op = if offset <= 20_000 * 100 { Op::Insert } else { Op::Update };
+                let op = if offset <= 20_000 * 100 {
+                    Op::Insert
+                } else {
+                    Op::Update
+                };
                 ChangeEvent {
                     table: schema.table.clone(),
                     op,
@@ -108,18 +129,25 @@ async fn main() {
         let batch = ChangeBatch::from_events(schema.clone(), &events).unwrap();
         writer.write_batch(&batch).await.unwrap();
         let t = Instant::now();
-        let cp = Checkpoint { position: kv_position(offset), ..Default::default() };
+        let cp = Checkpoint {
+            position: kv_position(offset),
+            ..Default::default()
+        };
         writer.commit_checkpoint(&cp).await.unwrap();
         latencies.push(t.elapsed().as_secs_f64() * 1000.0);
         if start.elapsed() >= Duration::from_secs(minute * 60) {
             let table = catalog.load_table(&name).await.unwrap();
             let manifests = current_manifests(&table).await.unwrap().len();
             let files = live_entries(&table).await.unwrap();
-            let data: Vec<_> = files.iter().filter(|f| f.file.content_type() == iceberg::spec::DataContentType::Data).collect();
+            let data: Vec<_> = files
+                .iter()
+                .filter(|f| f.file.content_type() == iceberg::spec::DataContentType::Data)
+                .collect();
             let data_bytes: u64 = data.iter().map(|f| f.file.file_size_in_bytes()).sum();
             let meta_dir = root.join("bench/items/metadata");
             let scratch = root.join("one-file.parquet");
-            let (py, one, rows) = pyiceberg_times(&table.metadata_location, scratch.to_str().unwrap());
+            let (py, one, rows) =
+                pyiceberg_times(&table.metadata_location, scratch.to_str().unwrap());
             latencies.sort_by(f64::total_cmp);
             println!(
                 "{minute},{manifests},{},{},{},{data_bytes},{py:.3},{one:.3},{rows},{:.1},{:.1}",

@@ -297,7 +297,7 @@ pub async fn maintain_table(
             table = commit_operation(catalog, &table, &RewriteManifests).await?;
         }
     }
-    if table.metadata.snapshots().count() >= config.snapshots {
+    if expiry_due(&table, config) {
         report.actions.push("expire snapshots".to_string());
         if !dry_run {
             let (next, r) =
@@ -323,6 +323,25 @@ pub async fn maintain_table(
     report.after = shape(&table, config).await?;
     report.millis = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// Expiry is due once the table has `snapshots` snapshots, or its oldest
+/// is older than the retention age (`snapshot_age`, else the table's
+/// `history.expire.max-snapshot-age-ms`) while more than one is kept.
+fn expiry_due(table: &CatalogTable, config: &MaintenanceConfig) -> bool {
+    let meta = &table.metadata;
+    let count = meta.snapshots().count();
+    let age_ms = config
+        .snapshot_age
+        .map(|d| d.as_millis() as i64)
+        .or_else(|| {
+            meta.properties()
+                .get(tributary_catalog::MAX_SNAPSHOT_AGE_MS)
+                .and_then(|v| v.trim().parse().ok())
+        });
+    let oldest = meta.snapshots().map(|s| s.timestamp_ms()).min();
+    let too_old = matches!((age_ms, oldest), (Some(age), Some(t)) if cleanup::now_ms() - t > age);
+    count >= config.snapshots || (count > config.retain_last.unwrap_or(1) && too_old)
 }
 
 async fn convert_now(

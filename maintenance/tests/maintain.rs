@@ -427,7 +427,10 @@ async fn manifests_and_metadata_files_stay_bounded_without_maintenance() {
     );
     let t = fx.table().await;
     assert_eq!(read_rust(&t).await, model);
-    assert_eq!(kv_read_py(std::slice::from_ref(&t.metadata_location)), [model]);
+    assert_eq!(
+        kv_read_py(std::slice::from_ref(&t.metadata_location)),
+        [model]
+    );
     // Statistics: data files carry bounds of the key for readers to prune.
     let data = live_entries(&t).await.unwrap();
     let f = data

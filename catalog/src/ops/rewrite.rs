@@ -19,9 +19,8 @@ use iceberg::spec::{
 use tributary_core::{Error, ErrorKind, Result};
 
 use super::producer::{
-    FileCounts, close_manifest, current_manifests, finish_snapshot, live_files, manifest_writer,
-    new_snapshot_id, summary,
-    carried_state,
+    FileCounts, carried_state, close_manifest, current_manifests, finish_snapshot, live_files,
+    manifest_writer, new_snapshot_id, summary,
 };
 use super::{TableOperation, commit_operation};
 use crate::files::{read_position_deletes, write_position_deletes};
