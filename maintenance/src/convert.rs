@@ -1,7 +1,7 @@
 //! Delete files: equality deletes converted into position deletes (so
 //! readers without equality-delete support read the table, and reads stop
-//! joining on keys), and delete files that no longer apply to any live
-//! data file dropped. Both commit as rewrites planned at the snapshot they
+//! joining on keys), delete files that no longer apply to any live data
+//! file dropped, and small position-delete files merged per partition. Both commit as rewrites planned at the snapshot they
 //! read; a data file the new deletes name that is rewritten meanwhile makes
 //! the commit fail typed, and the next run plans again.
 
@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use iceberg::spec::{DataContentType, DataFile, Struct};
 use tributary_catalog::{
     Catalog, CatalogTable, LiveFile, RewriteFiles, commit_rewrite, read_parquet,
-    write_position_deletes,
+    read_position_deletes, write_position_deletes,
 };
 use tributary_core::Result;
 
@@ -127,4 +127,63 @@ pub async fn drop_deletes(
         ..RewriteFiles::default()
     };
     commit_rewrite(catalog, table, &rewrite).await
+}
+
+/// Merges the position-delete files of each partition that has at least
+/// two into one, leaving out entries naming data files that are gone.
+/// Returns the new version and the number of files merged away.
+pub async fn merge_position_deletes(
+    catalog: &dyn Catalog,
+    table: &CatalogTable,
+    planned_at: i64,
+    data: &[LiveFile],
+    deletes_live: &[LiveFile],
+) -> Result<(CatalogTable, usize)> {
+    let live: HashSet<&str> = data.iter().map(|f| f.file.file_path()).collect();
+    let mut by_partition: HashMap<Struct, Vec<&LiveFile>> = HashMap::new();
+    for d in deletes_live
+        .iter()
+        .filter(|d| d.file.content_type() == DataContentType::PositionDeletes)
+    {
+        by_partition
+            .entry(d.file.partition().clone())
+            .or_default()
+            .push(d);
+    }
+    let spec = table.metadata.default_partition_spec_id();
+    let (mut replaced, mut added, mut referenced) = (Vec::new(), Vec::new(), BTreeSet::new());
+    for (partition, files) in by_partition.into_iter().filter(|(_, f)| f.len() > 1) {
+        let mut positions = Vec::new();
+        for f in &files {
+            let size = Some(f.file.file_size_in_bytes());
+            for (path, pos) in
+                read_position_deletes(&table.file_io, f.file.file_path(), size).await?
+            {
+                if live.contains(path.as_str()) {
+                    referenced.insert(path.clone());
+                    positions.push((path, pos));
+                }
+            }
+            replaced.push(f.file.clone());
+        }
+        let path = format!(
+            "{}/data/{}-merged-deletes.parquet",
+            table.metadata.location(),
+            uuid::Uuid::new_v4()
+        );
+        added
+            .push(write_position_deletes(&table.file_io, &path, positions, partition, spec).await?);
+    }
+    if replaced.is_empty() {
+        return Ok((table.clone(), 0));
+    }
+    let merged = replaced.len() - added.len();
+    let rewrite = RewriteFiles {
+        replaced,
+        added_deletes: added,
+        starting_snapshot_id: planned_at,
+        referenced_data_files: referenced.into_iter().collect(),
+        ..RewriteFiles::default()
+    };
+    Ok((commit_rewrite(catalog, table, &rewrite).await?, merged))
 }

@@ -178,6 +178,7 @@ pub struct TableReport {
     pub compacted_groups: Vec<GroupResult>,
     pub equality_deletes_converted: usize,
     pub deletes_dropped: usize,
+    pub deletes_merged: usize,
     pub snapshots_expired: usize,
     pub files_deleted: usize,
     pub bytes_deleted: u64,
@@ -287,6 +288,7 @@ pub async fn maintain_table(
     }
     if !dry_run && delete_files > 0 {
         table = drop_dangling(catalog, &table, &mut report).await?;
+        table = merge_deletes(catalog, &table, config, &mut report).await?;
     }
     let manifests = current_manifests(&table).await?.len();
     if manifests >= config.manifests {
@@ -360,6 +362,38 @@ async fn convert_now(
     let (next, removed, _) =
         convert::convert_equality_deletes(catalog, table, at, &data, &deletes).await?;
     report.equality_deletes_converted = removed;
+    Ok(next)
+}
+
+/// Merges position-delete files once compaction left `delete_files` or
+/// more (files it did not rewrite, e.g. large ones with few deletes).
+async fn merge_deletes(
+    catalog: &dyn Catalog,
+    table: &CatalogTable,
+    config: &MaintenanceConfig,
+    report: &mut TableReport,
+) -> Result<CatalogTable> {
+    let Some(at) = table.metadata.current_snapshot_id() else {
+        return Ok(table.clone());
+    };
+    let (data, dels): (Vec<_>, Vec<_>) = live_entries(table)
+        .await?
+        .into_iter()
+        .partition(|f| f.file.content_type() == DataContentType::Data);
+    let positional = dels
+        .iter()
+        .filter(|d| d.file.content_type() == DataContentType::PositionDeletes)
+        .count();
+    if positional < config.delete_files {
+        return Ok(table.clone());
+    }
+    let (next, merged) = convert::merge_position_deletes(catalog, table, at, &data, &dels).await?;
+    if merged > 0 {
+        report
+            .actions
+            .push(format!("merge {positional} position-delete files"));
+        report.deletes_merged = merged;
+    }
     Ok(next)
 }
 

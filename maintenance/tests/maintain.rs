@@ -439,3 +439,34 @@ async fn manifests_and_metadata_files_stay_bounded_without_maintenance() {
         .unwrap();
     assert!(f.file.lower_bounds().contains_key(&1) && f.file.value_counts().contains_key(&1));
 }
+
+/// Files too big to compact keep their deletes: the small position-delete
+/// files are merged into one per partition, rows unchanged.
+#[tokio::test]
+async fn small_position_delete_files_are_merged() {
+    let fx = Fixture::new();
+    let mut writer = fx.writer(DeleteMode::Position).await;
+    let (mut rng, mut model, mut offset) = (Rng(9), KvModel::new(), 0u64);
+    for _ in 0..10 {
+        let events = random_kv_events(&fx.schema, &mut rng, &mut model, &mut offset, 0..30, 10);
+        write(&mut writer, &fx.schema, &events).await;
+    }
+    let before = counts(&fx.table().await).await;
+    assert!(before.1 >= 3, "{before:?}");
+    let config = MaintenanceConfig {
+        // No data file counts as small; only wholly deleted ones are heavy.
+        target_file_bytes: 1,
+        delete_ratio: 1.0,
+        delete_files: 2,
+        ..MaintenanceConfig::default()
+    };
+    let r = maintain_table(fx.catalog.as_ref(), &fx.name, &config, false).await.unwrap();
+    let t = fx.table().await;
+    let after = counts(&t).await;
+    // (A file whose every row is deleted is still rewritten — to nothing.)
+    assert!(r.compacted_groups.iter().all(|g| g.rows == 0), "{r}");
+    assert_eq!(after.1, 1, "{r}");
+    assert_eq!(r.deletes_merged, before.1 - r.deletes_dropped - 1, "{r}");
+    assert_eq!(read_rust(&t).await, model);
+    assert_eq!(kv_read_py(std::slice::from_ref(&t.metadata_location)), [model]);
+}
