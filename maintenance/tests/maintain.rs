@@ -460,7 +460,9 @@ async fn small_position_delete_files_are_merged() {
         delete_files: 2,
         ..MaintenanceConfig::default()
     };
-    let r = maintain_table(fx.catalog.as_ref(), &fx.name, &config, false).await.unwrap();
+    let r = maintain_table(fx.catalog.as_ref(), &fx.name, &config, false)
+        .await
+        .unwrap();
     let t = fx.table().await;
     let after = counts(&t).await;
     // (A file whose every row is deleted is still rewritten — to nothing.)
@@ -468,5 +470,96 @@ async fn small_position_delete_files_are_merged() {
     assert_eq!(after.1, 1, "{r}");
     assert_eq!(r.deletes_merged, before.1 - r.deletes_dropped - 1, "{r}");
     assert_eq!(read_rust(&t).await, model);
-    assert_eq!(kv_read_py(std::slice::from_ref(&t.metadata_location)), [model]);
+    assert_eq!(
+        kv_read_py(std::slice::from_ref(&t.metadata_location)),
+        [model]
+    );
+}
+
+/// The same maintenance on S3 (moto, listing by ListObjectsV2) and through
+/// the Hive Metastore: contents unchanged for iceberg-rust and Iceberg Java,
+/// no equality deletes left, a stray object removed as an orphan and
+/// nothing else.
+#[tokio::test]
+async fn maintenance_on_s3_and_through_the_hive_metastore() {
+    let s3 = tributary_testkit::DevServices::load().s3();
+    let bucket = s3.new_bucket().await;
+    let s3_catalog: Arc<dyn Catalog> = Arc::new(
+        HadoopCatalog::from_properties(&s3.catalog_properties(&format!("s3://{bucket}/wh")))
+            .unwrap(),
+    );
+    let hive_dir = dev_dir().join("tmp").join(unique_name("maintain_hive"));
+    std::fs::create_dir_all(&hive_dir).unwrap();
+    let hive = tributary_catalog::HiveCatalog::from_properties(&std::collections::HashMap::from([
+        (
+            "uri".to_string(),
+            format!("thrift://{}", tributary_testkit::DevServices::load().hms()),
+        ),
+        (
+            "warehouse".to_string(),
+            format!("file://{}", hive_dir.canonicalize().unwrap().display()),
+        ),
+    ]))
+    .unwrap();
+    let db = unique_name("maint");
+    hive.ensure_database(&db).await.unwrap();
+    let hive: Arc<dyn Catalog> = Arc::new(hive);
+    let schema = kv_schema("shop", "items");
+    for (catalog, name) in [
+        (s3_catalog, TableName::new("shop", "items")),
+        (hive, TableName::new(&db, "items")),
+    ] {
+        let config = UpsertConfig {
+            delete_mode: DeleteMode::Equality,
+            ..UpsertConfig::default()
+        };
+        let mut writer = UpsertWriter::open_config(catalog.clone(), name.clone(), &schema, config)
+            .await
+            .unwrap();
+        let (mut rng, mut model, mut offset) = (Rng(21), KvModel::new(), 0u64);
+        for _ in 0..6 {
+            let events = random_kv_events(&schema, &mut rng, &mut model, &mut offset, 0..30, 10);
+            write(&mut writer, &schema, &events).await;
+        }
+        let r = maintain_table(catalog.as_ref(), &name, &aggressive(), false)
+            .await
+            .unwrap();
+        let t = catalog.load_table(&name).await.unwrap();
+        assert_eq!(counts(&t).await.2, 0, "{name}: {r}");
+        assert_eq!(counts(&t).await.0, 1, "{name}: {r}");
+        assert_eq!(read_rust(&t).await, model, "{name}: iceberg-rust");
+        let java =
+            tributary_testkit::DevServices::load().iceberg_java_read(&[&t.metadata_location]);
+        assert_eq!(java[0].len(), model.len(), "{name}: Iceberg Java");
+        // A stray file: an orphan once old enough, and the only one.
+        let stray = format!("{}/data/stray.parquet", t.metadata.location());
+        t.file_io
+            .new_output(&stray)
+            .unwrap()
+            .write(bytes::Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        let orphans = cleanup::remove_orphans(catalog.as_ref(), &t, Duration::ZERO, true)
+            .await
+            .unwrap();
+        let unexpected: Vec<&String> = orphans
+            .removed
+            .iter()
+            .filter(|f| **f != stray && !f.ends_with(".metadata.json"))
+            .collect();
+        assert!(
+            orphans.removed.contains(&stray) && unexpected.is_empty(),
+            "{name}: {orphans:?}"
+        );
+        cleanup::remove_orphans(catalog.as_ref(), &t, Duration::ZERO, false)
+            .await
+            .unwrap();
+        assert!(!t.file_io.exists(&stray).await.unwrap(), "{name}");
+        assert_eq!(
+            read_rust(&catalog.load_table(&name).await.unwrap()).await,
+            model,
+            "{name}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&hive_dir);
 }
