@@ -114,20 +114,46 @@ pub async fn rewrite_group(
     key_ids.sort_by_key(|id| schema.as_struct().fields().iter().position(|f| f.id == *id));
     let spec = table.metadata.default_partition_spec_id();
     let mut out = OutputFiles::new(table, group.partition.clone(), spec, target_file_bytes);
+    // All live rows of the group, sorted by key, so the new files have
+    // disjoint key ranges: the writer's index then finds a key's file by
+    // binary search instead of testing every file's filter. Memory: the
+    // group's rows (bounded by `max_group_bytes`).
+    let (mut batches, mut origin) = (Vec::new(), Vec::new());
+    let mut lives = Vec::with_capacity(group.files.len());
+    for (n, f) in group.files.iter().enumerate() {
+        let (file_batches, live) = deletes.live_rows(table, f).await?;
+        origin.extend(
+            live.iter()
+                .enumerate()
+                .filter(|(_, l)| **l)
+                .map(|(pos, _)| (n, pos)),
+        );
+        batches.extend(file_batches.into_iter().filter(|b| b.num_rows() > 0));
+        lives.push(live);
+    }
     let mut map = RowMap::default();
-    for f in &group.files {
-        let (batches, live) = deletes.live_rows(table, f).await?;
-        let mut slots = Vec::new();
-        for b in batches {
-            slots.extend(out.write(&b, &key_ids).await?);
+    let mut moved: Vec<Vec<Option<(u32, u32)>>> =
+        lives.iter().map(|l| vec![None; l.len()]).collect();
+    if let Some(first) = batches.first() {
+        let all = arrow_select::concat::concat_batches(&first.schema(), &batches)?;
+        drop(batches);
+        let order = key_order(&all, &key_ids)?;
+        let sorted = arrow_select::take::take_record_batch(&all, &order)?;
+        drop(all);
+        // Written in slices so files roll at the target size.
+        let mut slots = Vec::with_capacity(sorted.num_rows());
+        let step = 1024;
+        for start in (0..sorted.num_rows()).step_by(step) {
+            let len = step.min(sorted.num_rows() - start);
+            slots.extend(out.write(&sorted.slice(start, len), &key_ids).await?);
         }
-        // Old positions in order; the live ones took the new slots in order.
-        let mut slots = slots.into_iter();
-        let moved: Vec<Option<(u32, u32)>> = live
-            .iter()
-            .map(|&is_live| if is_live { slots.next() } else { None })
-            .collect();
-        map.moved.insert(f.file.file_path().to_string(), moved);
+        for (k, slot) in slots.into_iter().enumerate() {
+            let (file, pos) = origin[order.value(k) as usize];
+            moved[file][pos] = Some(slot);
+        }
+    }
+    for (f, m) in group.files.iter().zip(moved) {
+        map.moved.insert(f.file.file_path().to_string(), m);
     }
     let (added, new_files) = out.finish().await?;
     map.new_files = new_files;
@@ -147,6 +173,19 @@ pub async fn rewrite_group(
     };
     let table = commit_rewrite(catalog, table, &rewrite).await?;
     Ok((table, result))
+}
+
+/// The permutation that sorts `batch` by the columns `key_ids` (rows with
+/// no such columns keep their order).
+fn key_order(
+    batch: &arrow_array::RecordBatch,
+    key_ids: &[i32],
+) -> Result<arrow_array::UInt32Array> {
+    let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
+    if let Some(rows) = encode(batch, key_ids)? {
+        order.sort_by(|&a, &b| rows.row(a as usize).cmp(&rows.row(b as usize)));
+    }
+    Ok(arrow_array::UInt32Array::from(order))
 }
 
 /// Rolling output: files of about `target` bytes, each with its key sidecar.

@@ -52,7 +52,8 @@ pub struct MaintenanceConfig {
     pub delete_ratio: f64,
     /// Target size of compacted files (default 128 MiB).
     pub target_file_bytes: u64,
-    /// Bytes read per compaction commit at most (default 1 GiB).
+    /// Bytes read per compaction commit at most (default 256 MiB); a group's
+    /// rows are sorted in memory, a few times this in Arrow form.
     pub max_group_bytes: u64,
     /// Convert equality deletes into position deletes (default true).
     #[serde(default = "default_true")]
@@ -86,7 +87,7 @@ impl Default for MaintenanceConfig {
             delete_files: 8,
             delete_ratio: 0.2,
             target_file_bytes: 128 << 20,
-            max_group_bytes: 1 << 30,
+            max_group_bytes: 256 << 20,
             convert_equality_deletes: true,
             manifests: 32,
             snapshots: 100,

@@ -563,3 +563,51 @@ async fn maintenance_on_s3_and_through_the_hive_metastore() {
     }
     let _ = std::fs::remove_dir_all(&hive_dir);
 }
+
+/// Compaction sorts a group by key: its files have disjoint key ranges
+/// (the writer's index binary-searches them), rows unchanged.
+#[tokio::test]
+async fn compacted_files_have_disjoint_key_ranges() {
+    let fx = Fixture::new();
+    let mut writer = fx.writer(DeleteMode::Position).await;
+    let (mut rng, mut model, mut offset) = (Rng(13), KvModel::new(), 0u64);
+    for _ in 0..10 {
+        let events = random_kv_events(&fx.schema, &mut rng, &mut model, &mut offset, 0..5000, 600);
+        write(&mut writer, &fx.schema, &events).await;
+    }
+    let config = MaintenanceConfig {
+        target_file_bytes: 3000,
+        small_files: 2,
+        // At a 3 kB target no file is small: all are taken by their deletes.
+        delete_ratio: 0.0,
+        ..MaintenanceConfig::default()
+    };
+    let r = maintain_table(fx.catalog.as_ref(), &fx.name, &config, false)
+        .await
+        .unwrap();
+    let t = fx.table().await;
+    let mut ranges: Vec<(i32, i32)> = live_entries(&t)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|f| f.file.content_type() == iceberg::spec::DataContentType::Data)
+        .map(|f| {
+            let bound =
+                |m: &std::collections::HashMap<i32, iceberg::spec::Datum>| match m[&1].literal() {
+                    iceberg::spec::PrimitiveLiteral::Int(v) => *v,
+                    other => panic!("{other:?}"),
+                };
+            (bound(f.file.lower_bounds()), bound(f.file.upper_bounds()))
+        })
+        .collect();
+    ranges.sort();
+    assert!(ranges.len() >= 3, "several files at a small target: {r}");
+    for w in ranges.windows(2) {
+        assert!(w[0].1 < w[1].0, "overlapping key ranges {ranges:?}");
+    }
+    assert_eq!(read_rust(&t).await, model);
+    // The writer goes on over the sorted files.
+    let events = random_kv_events(&fx.schema, &mut rng, &mut model, &mut offset, 0..5000, 300);
+    write(&mut writer, &fx.schema, &events).await;
+    assert_eq!(read_rust(writer.table()).await, model);
+}

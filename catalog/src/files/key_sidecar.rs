@@ -57,6 +57,11 @@ impl FileKeys {
         })
     }
 
+    /// The smallest and largest key of the file.
+    pub fn range(&self) -> (&[u8], &[u8]) {
+        (&self.min, &self.max)
+    }
+
     pub fn may_contain(&self, key: &[u8]) -> bool {
         self.min.as_slice() <= key && key <= self.max.as_slice() && self.bloom.check(key)
     }

@@ -55,6 +55,9 @@ pub struct IcebergSinkConfig {
     /// used when the writer creates the table.
     #[serde(default)]
     pub partition_by: BTreeMap<String, Vec<String>>,
+    /// Memory for cached key → row maps, shared by every table of the job
+    /// (default 256 MiB).
+    pub key_cache_bytes: Option<usize>,
     /// `[sink.iceberg.maintenance]`: compaction, delete conversion,
     /// expiry; run in the background by `sync` unless `enabled = false`.
     #[serde(default)]
@@ -82,6 +85,7 @@ impl fmt::Debug for IcebergSinkConfig {
             .field("namespace", &self.namespace)
             .field("delete_mode", &self.delete_mode)
             .field("partition_by", &self.partition_by)
+            .field("maintenance", &self.maintenance)
             .finish_non_exhaustive()
     }
 }

@@ -22,6 +22,9 @@ impl IcebergSinkFactory {
     /// Validates `config` and builds its catalog (no connection yet).
     pub fn new(config: IcebergSinkConfig) -> Result<IcebergSinkFactory> {
         config.validate()?;
+        if let Some(bytes) = config.key_cache_bytes {
+            crate::key_index::set_key_cache_budget(bytes);
+        }
         Ok(IcebergSinkFactory {
             catalog: config.catalog()?,
             config,

@@ -98,6 +98,46 @@ impl Drop for ProbeCache {
     }
 }
 
+#[derive(Default)]
+struct Layout {
+    run: Vec<usize>,
+    overlapping: Vec<usize>,
+}
+
+impl Layout {
+    fn of(files: &[FileKeys]) -> Layout {
+        let mut order: Vec<usize> = (0..files.len()).collect();
+        order.sort_by(|&a, &b| files[a].range().0.cmp(files[b].range().0));
+        let mut layout = Layout::default();
+        for i in order {
+            let fits = layout
+                .run
+                .last()
+                .is_none_or(|&last| files[last].range().1 < files[i].range().0);
+            if fits {
+                layout.run.push(i)
+            } else {
+                layout.overlapping.push(i)
+            }
+        }
+        layout
+    }
+
+    /// Indices of the files whose range and filter admit `key`.
+    fn candidates<'a>(
+        &'a self,
+        files: &'a [FileKeys],
+        key: &'a [u8],
+    ) -> impl Iterator<Item = usize> + 'a {
+        let at = self.run.partition_point(|&i| files[i].range().0 <= key);
+        let in_run = at.checked_sub(1).map(|j| self.run[j]);
+        in_run
+            .into_iter()
+            .chain(self.overlapping.iter().copied())
+            .filter(move |&i| files[i].may_contain(key))
+    }
+}
+
 /// Where a live row is: data file path and row position.
 pub type RowLocation = (Arc<str>, i64);
 
@@ -115,6 +155,12 @@ pub struct KeyIndex {
     key_columns: Vec<usize>,
     converter: RowConverter,
     files: Vec<FileKeys>,
+    /// Which files a key can be in without testing every file: `run` holds
+    /// files with disjoint key ranges in key order (binary-searched; what
+    /// inserts of increasing keys and compaction produce), `overlapping`
+    /// the rest (tested one by one; compaction keeps them few). Rebuilt
+    /// when the files change.
+    layout: Option<Layout>,
     deleted: HashMap<Arc<str>, HashSet<i64>>,
     /// Position-delete files already applied to `deleted`.
     delete_files: HashSet<String>,
@@ -133,6 +179,7 @@ impl KeyIndex {
             key_columns,
             converter: RowConverter::new(key_fields)?,
             files: Vec::new(),
+            layout: None,
             deleted: HashMap::new(),
             delete_files: HashSet::new(),
             probes: ProbeCache::default(),
@@ -151,6 +198,7 @@ impl KeyIndex {
     ) -> Result<()> {
         let live: HashSet<&str> = data_files.iter().map(String::as_str).collect();
         self.files.retain(|f| live.contains(&**f.path()));
+        self.layout = None;
         self.deleted.retain(|p, _| live.contains(&**p));
         for gone in self.probes.order.clone() {
             if !live.contains(&*gone) {
@@ -189,11 +237,13 @@ impl KeyIndex {
             };
             self.files.push(summary);
         }
+        self.layout = None;
         Ok(())
     }
     /// Forgets everything loaded (before loading a newer table version).
     pub fn reset(&mut self) {
         self.files.clear();
+        self.layout = None;
         self.deleted.clear();
         self.delete_files.clear();
         self.probes.clear();
@@ -233,8 +283,9 @@ impl KeyIndex {
 
     /// Whether some data file may hold `key` (range and bloom filter only,
     /// no file is read): the test equality-delete mode relies on.
-    pub fn may_exist(&self, key: &[u8]) -> bool {
-        self.files.iter().any(|f| f.may_contain(key))
+    pub fn may_exist(&mut self, key: &[u8]) -> bool {
+        let layout = self.layout.get_or_insert_with(|| Layout::of(&self.files));
+        layout.candidates(&self.files, key).next().is_some()
     }
 
     pub fn key_columns(&self) -> &[usize] {
@@ -250,11 +301,10 @@ impl KeyIndex {
 
     /// The live row of `key`, if any.
     pub async fn lookup(&mut self, key: &[u8]) -> Result<Option<RowLocation>> {
-        let candidates: Vec<Arc<str>> = self
-            .files
-            .iter()
-            .filter(|f| f.may_contain(key))
-            .map(|f| f.path().clone())
+        let layout = self.layout.get_or_insert_with(|| Layout::of(&self.files));
+        let candidates: Vec<Arc<str>> = layout
+            .candidates(&self.files, key)
+            .map(|i| self.files[i].path().clone())
             .collect();
         for path in candidates {
             if let Some(&pos) = self.probe(&path).await?.get(key) {
@@ -276,6 +326,7 @@ impl KeyIndex {
             .collect();
         self.probes.insert(summary.path().clone(), Arc::new(map));
         self.files.push(summary);
+        self.layout = None;
     }
 
     /// Records a position-delete file this writer committed (its positions
@@ -287,5 +338,70 @@ impl KeyIndex {
     /// Records committed position deletes.
     pub fn mark_deleted(&mut self, path: &Arc<str>, pos: i64) {
         self.deleted.entry(path.clone()).or_default().insert(pos);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(name: &str, keys: std::ops::Range<u32>) -> FileKeys {
+        let keys: Vec<Vec<u8>> = keys.map(|k| k.to_be_bytes().to_vec()).collect();
+        FileKeys::build(Arc::from(name), keys.iter().map(Vec::as_slice)).unwrap()
+    }
+
+    #[test]
+    fn a_lookup_tests_one_file_of_a_disjoint_run_plus_the_overlapping_ones() {
+        // 100 files of increasing keys (inserts, compaction output) and two
+        // commits of keys all over the range.
+        let mut files: Vec<FileKeys> = (0..100)
+            .map(|i| file(&format!("run-{i}"), i * 10..i * 10 + 10))
+            .collect();
+        files.push(file("wide-a", 0..1000));
+        files.push(file("wide-b", 5..995));
+        let layout = Layout::of(&files);
+        assert_eq!((layout.run.len(), layout.overlapping.len()), (100, 2));
+        let key = 437u32.to_be_bytes();
+        let found: Vec<&str> = layout
+            .candidates(&files, &key)
+            .map(|i| &**files[i].path())
+            .map(|p| if p.starts_with("run") { "run" } else { "wide" })
+            .collect();
+        assert!(found.contains(&"run") && found.len() <= 3, "{found:?}");
+        let hit = layout
+            .candidates(&files, &key)
+            .find(|&i| files[i].path().starts_with("run"));
+        assert_eq!(&**files[hit.unwrap()].path(), "run-43");
+        // Before the first file and after the last.
+        assert_eq!(
+            layout.candidates(&files, &5000u32.to_be_bytes()).count(),
+            0,
+            "outside every range"
+        );
+    }
+
+    #[test]
+    fn the_cache_stays_under_the_process_budget_for_new_files_too() {
+        let before = key_cache_bytes();
+        let mut cache = ProbeCache::default();
+        set_key_cache_budget(before + 10_000);
+        for i in 0..50 {
+            let map: HashMap<Vec<u8>, i64> = (0..20u32)
+                .map(|k| (k.to_be_bytes().to_vec(), k as i64))
+                .collect();
+            cache.insert(Arc::from(format!("f{i}").as_str()), Arc::new(map));
+            assert!(
+                key_cache_bytes() <= before + 10_000,
+                "over budget after {i}"
+            );
+        }
+        assert!(cache.maps.len() > 1 && cache.maps.len() < 50);
+        drop(cache);
+        assert_eq!(
+            key_cache_bytes(),
+            before,
+            "dropping an index gives its bytes back"
+        );
+        set_key_cache_budget(256 << 20);
     }
 }
