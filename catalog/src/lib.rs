@@ -109,17 +109,19 @@ pub const MIN_SNAPSHOTS_TO_KEEP: &str = "history.expire.min-snapshots-to-keep";
 
 /// The properties of tables Tributary creates, chosen for a table committed
 /// every few seconds for months (each overridable on the table afterwards):
-/// old metadata files are deleted after each commit and at most 20 kept;
+/// old metadata files are deleted after each commit and at most 10 kept;
 /// manifests merge once 16 have accumulated (Iceberg's default of 100 lets
-/// a reader open 200 manifests per scan); snapshots older than one hour are
-/// expired by maintenance, keeping at least 10 — the snapshot log is what
-/// every `metadata.json` rewrites, so it bounds the metadata size.
+/// a reader open 200 manifests per scan); snapshots older than 10 minutes
+/// are expired by maintenance, keeping at least 10 — every `metadata.json`
+/// rewrites the whole snapshot log, so retention bounds the metadata size
+/// (at one commit a second: 600 snapshots, about 1 MB per version). Raise
+/// `history.expire.max-snapshot-age-ms` for longer time travel.
 pub fn created_table_properties() -> std::collections::HashMap<String, String> {
     [
         (DELETE_AFTER_COMMIT, "true"),
-        (PREVIOUS_VERSIONS_MAX, "20"),
+        (PREVIOUS_VERSIONS_MAX, "10"),
         (ops::merge::MIN_COUNT_TO_MERGE, "16"),
-        (MAX_SNAPSHOT_AGE_MS, "3600000"),
+        (MAX_SNAPSHOT_AGE_MS, "600000"),
         (MIN_SNAPSHOTS_TO_KEEP, "10"),
     ]
     .into_iter()

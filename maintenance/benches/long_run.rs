@@ -64,6 +64,34 @@ print(table, single, rows.num_rows)
     )
 }
 
+/// One CSV line: the table's shape and pyiceberg's scan time now.
+async fn sample(
+    catalog: &HadoopCatalog,
+    name: &TableName,
+    root: &std::path::Path,
+    minute: &str,
+    when: &str,
+    commit: &str,
+) {
+    let table = catalog.load_table(name).await.unwrap();
+    let manifests = current_manifests(&table).await.unwrap().len();
+    let files = live_entries(&table).await.unwrap();
+    let data: Vec<_> = files
+        .iter()
+        .filter(|f| f.file.content_type() == iceberg::spec::DataContentType::Data)
+        .collect();
+    let data_bytes: u64 = data.iter().map(|f| f.file.file_size_in_bytes()).sum();
+    let meta_dir = root.join(format!("{}/{}/metadata", name.namespace, name.table));
+    let scratch = root.join(format!("one-file-{when}.parquet"));
+    let (py, one, rows) = pyiceberg_times(&table.metadata_location, scratch.to_str().unwrap());
+    println!(
+        "{minute},{when},{manifests},{},{},{},{data_bytes},{py:.3},{one:.3},{rows},{commit}",
+        data.len(),
+        files.len() - data.len(),
+        dir_bytes(&meta_dir),
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let minutes = env("LONG_RUN_MINUTES", 30);
@@ -136,27 +164,21 @@ async fn main() {
         writer.commit_checkpoint(&cp).await.unwrap();
         latencies.push(t.elapsed().as_secs_f64() * 1000.0);
         if start.elapsed() >= Duration::from_secs(minute * 60) {
-            let table = catalog.load_table(&name).await.unwrap();
-            let manifests = current_manifests(&table).await.unwrap().len();
-            let files = live_entries(&table).await.unwrap();
-            let data: Vec<_> = files
-                .iter()
-                .filter(|f| f.file.content_type() == iceberg::spec::DataContentType::Data)
-                .collect();
-            let data_bytes: u64 = data.iter().map(|f| f.file.file_size_in_bytes()).sum();
-            let meta_dir = root.join("bench/items/metadata");
-            let scratch = root.join("one-file.parquet");
-            let (py, one, rows) =
-                pyiceberg_times(&table.metadata_location, scratch.to_str().unwrap());
             latencies.sort_by(f64::total_cmp);
-            println!(
-                "{minute},{manifests},{},{},{},{data_bytes},{py:.3},{one:.3},{rows},{:.1},{:.1}",
-                data.len(),
-                files.len() - data.len(),
-                dir_bytes(&meta_dir),
+            let commit = format!(
+                "{:.1}/{:.1}",
                 latencies[latencies.len() / 2],
                 latencies.last().unwrap()
             );
+            sample(
+                &catalog,
+                &name,
+                &root,
+                &minute.to_string(),
+                "minute",
+                &commit,
+            )
+            .await;
             latencies.clear();
             minute += 1;
         }
