@@ -58,16 +58,9 @@ pub async fn convert_equality_deletes(
             pos += b.num_rows() as i64;
         }
     }
-    let spec = table.metadata.default_partition_spec_id();
     let mut added = Vec::new();
     for (partition, positions) in by_partition {
-        let path = format!(
-            "{}/data/{}-converted-deletes.parquet",
-            table.metadata.location(),
-            uuid::Uuid::new_v4()
-        );
-        added
-            .push(write_position_deletes(&table.file_io, &path, positions, partition, spec).await?);
+        added.push(write_deletes(table, "converted", positions, partition).await?);
     }
     let replaced: Vec<DataFile> = deletes
         .equality
@@ -84,6 +77,22 @@ pub async fn convert_equality_deletes(
     };
     let table = commit_rewrite(catalog, table, &rewrite).await?;
     Ok((table, removed, n_added))
+}
+
+/// Writes one position-delete file of `table` (a fresh `<tag>-deletes` name).
+async fn write_deletes(
+    table: &CatalogTable,
+    tag: &str,
+    positions: Vec<(String, i64)>,
+    partition: Struct,
+) -> Result<DataFile> {
+    let path = format!(
+        "{}/data/{}-{tag}-deletes.parquet",
+        table.metadata.location(),
+        uuid::Uuid::new_v4()
+    );
+    let spec = table.metadata.default_partition_spec_id();
+    write_position_deletes(&table.file_io, &path, positions, partition, spec).await
 }
 
 /// Delete files that apply to no live data file: position deletes naming
@@ -150,7 +159,6 @@ pub async fn merge_position_deletes(
             .or_default()
             .push(d);
     }
-    let spec = table.metadata.default_partition_spec_id();
     let (mut replaced, mut added, mut referenced) = (Vec::new(), Vec::new(), BTreeSet::new());
     for (partition, files) in by_partition.into_iter().filter(|(_, f)| f.len() > 1) {
         let mut positions = Vec::new();
@@ -166,13 +174,7 @@ pub async fn merge_position_deletes(
             }
             replaced.push(f.file.clone());
         }
-        let path = format!(
-            "{}/data/{}-merged-deletes.parquet",
-            table.metadata.location(),
-            uuid::Uuid::new_v4()
-        );
-        added
-            .push(write_position_deletes(&table.file_io, &path, positions, partition, spec).await?);
+        added.push(write_deletes(table, "merged", positions, partition).await?);
     }
     if replaced.is_empty() {
         return Ok((table.clone(), 0));

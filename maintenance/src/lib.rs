@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use iceberg::spec::DataContentType;
 use serde::{Deserialize, Serialize};
 use tributary_catalog::{
-    Catalog, CatalogTable, RewriteManifests, TableName, commit_operation, current_manifests,
-    live_entries,
+    Catalog, CatalogTable, LiveFile, RewriteManifests, TableName, commit_operation,
+    current_manifests, live_entries,
 };
 use tributary_core::{Error, Result};
 
@@ -232,7 +232,7 @@ pub async fn maintain_table(
         before,
         ..TableReport::default()
     };
-    let Some(planned_at) = table.metadata.current_snapshot_id() else {
+    let Some((planned_at, data, dels)) = live_split(&table).await? else {
         report.after = before;
         return Ok(report);
     };
@@ -240,10 +240,6 @@ pub async fn maintain_table(
     let compaction_due =
         before.small_files >= config.small_files || delete_files >= config.delete_files;
     if compaction_due || (config.convert_equality_deletes && before.equality_delete_files > 0) {
-        let live = live_entries(&table).await?;
-        let (data, dels): (Vec<_>, Vec<_>) = live
-            .into_iter()
-            .partition(|f| f.file.content_type() == DataContentType::Data);
         let deletes = TableDeletes::load(&table, &dels).await?;
         if compaction_due {
             let settings = CompactionSettings {
@@ -347,18 +343,27 @@ fn expiry_due(table: &CatalogTable, config: &MaintenanceConfig) -> bool {
     count >= config.snapshots || (count > config.retain_last.unwrap_or(1) && too_old)
 }
 
+/// The current snapshot and its live data and delete files (None: no
+/// snapshot yet).
+async fn live_split(table: &CatalogTable) -> Result<Option<(i64, Vec<LiveFile>, Vec<LiveFile>)>> {
+    let Some(at) = table.metadata.current_snapshot_id() else {
+        return Ok(None);
+    };
+    let (data, dels) = live_entries(table)
+        .await?
+        .into_iter()
+        .partition(|f| f.file.content_type() == DataContentType::Data);
+    Ok(Some((at, data, dels)))
+}
+
 async fn convert_now(
     catalog: &dyn Catalog,
     table: &CatalogTable,
     report: &mut TableReport,
 ) -> Result<CatalogTable> {
-    let Some(at) = table.metadata.current_snapshot_id() else {
+    let Some((at, data, dels)) = live_split(table).await? else {
         return Ok(table.clone());
     };
-    let (data, dels): (Vec<_>, Vec<_>) = live_entries(table)
-        .await?
-        .into_iter()
-        .partition(|f| f.file.content_type() == DataContentType::Data);
     let deletes = TableDeletes::load(table, &dels).await?;
     let (next, removed, _) =
         convert::convert_equality_deletes(catalog, table, at, &data, &deletes).await?;
@@ -374,13 +379,9 @@ async fn merge_deletes(
     config: &MaintenanceConfig,
     report: &mut TableReport,
 ) -> Result<CatalogTable> {
-    let Some(at) = table.metadata.current_snapshot_id() else {
+    let Some((at, data, dels)) = live_split(table).await? else {
         return Ok(table.clone());
     };
-    let (data, dels): (Vec<_>, Vec<_>) = live_entries(table)
-        .await?
-        .into_iter()
-        .partition(|f| f.file.content_type() == DataContentType::Data);
     let positional = dels
         .iter()
         .filter(|d| d.file.content_type() == DataContentType::PositionDeletes)
@@ -403,13 +404,9 @@ async fn drop_dangling(
     table: &CatalogTable,
     report: &mut TableReport,
 ) -> Result<CatalogTable> {
-    let Some(at) = table.metadata.current_snapshot_id() else {
+    let Some((at, data, dels)) = live_split(table).await? else {
         return Ok(table.clone());
     };
-    let (data, dels): (Vec<_>, Vec<_>) = live_entries(table)
-        .await?
-        .into_iter()
-        .partition(|f| f.file.content_type() == DataContentType::Data);
     let deletes = TableDeletes::load(table, &dels).await?;
     let dangling = convert::dangling_deletes(&data, &dels, &deletes);
     if dangling.is_empty() {
