@@ -76,6 +76,10 @@ pub struct MaintenanceConfig {
     /// `force`: a live writer's spills are unreferenced until their commit).
     #[serde(with = "tributary_core::duration")]
     pub orphan_min_age: Duration,
+    /// Per source table (`"db.table"`), settings that differ from the rest
+    /// (any key above but `tables`).
+    #[serde(skip_serializing)]
+    pub tables: std::collections::BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Default for MaintenanceConfig {
@@ -95,6 +99,7 @@ impl Default for MaintenanceConfig {
             retain_last: None,
             orphans: false,
             orphan_min_age: Duration::from_secs(3 * 24 * 3600),
+            tables: Default::default(),
         }
     }
 }
@@ -103,7 +108,48 @@ impl Default for MaintenanceConfig {
 pub const SAFE_ORPHAN_AGE: Duration = Duration::from_secs(3600);
 
 impl MaintenanceConfig {
+    /// The settings of `table`: these, with its entry in `tables` on top.
+    pub fn for_table(&self, table: &str) -> Result<MaintenanceConfig> {
+        let Some(overrides) = self.tables.get(table) else {
+            return Ok(self.clone());
+        };
+        let mut value = serde_json::to_value(self)?;
+        if let Some(base) = value.as_object_mut() {
+            base.extend(overrides.clone());
+        }
+        let mut config: MaintenanceConfig = serde_json::from_value(value)
+            .map_err(|e| Error::invalid_config(format!("maintenance.tables.\"{table}\": {e}")))?;
+        config.tables = self.tables.clone();
+        Ok(config)
+    }
+
     pub fn validate(&self, force: bool) -> Result<()> {
+        for table in self.tables.keys() {
+            if table.split_once('.').is_none() {
+                return Err(Error::invalid_config(format!(
+                    "maintenance.tables: {table:?} is not `database.table`"
+                )));
+            }
+            if self.tables[table].contains_key("tables") {
+                return Err(Error::invalid_config(format!(
+                    "maintenance.tables.\"{table}\": `tables` cannot nest"
+                )));
+            }
+            let own = self.for_table(table)?;
+            own.validate_settings(force).map_err(|e| {
+                e.map_text(|t| {
+                    t.replacen(
+                        "maintenance:",
+                        &format!("maintenance.tables.\"{table}\":"),
+                        1,
+                    )
+                })
+            })?;
+        }
+        self.validate_settings(force)
+    }
+
+    fn validate_settings(&self, force: bool) -> Result<()> {
         if self.orphans && self.orphan_min_age < SAFE_ORPHAN_AGE && !force {
             return Err(Error::invalid_config(format!(
                 "maintenance: orphan_min_age {:?} is under one hour: files a running writer has \
@@ -418,4 +464,41 @@ async fn drop_dangling(
     ));
     report.deletes_dropped = dangling.len();
     convert::drop_deletes(catalog, table, at, dangling).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_can_override_the_policy_and_a_typo_there_is_named() {
+        let config: MaintenanceConfig = serde_json::from_value(serde_json::json!({
+            "small_files": 10,
+            "tables": {"shop.orders": {"small_files": 3, "interval": "30s"}}
+        }))
+        .unwrap();
+        config.validate(false).unwrap();
+        let orders = config.for_table("shop.orders").unwrap();
+        assert_eq!(
+            (orders.small_files, orders.interval),
+            (3, Duration::from_secs(30))
+        );
+        assert_eq!(config.for_table("shop.other").unwrap().small_files, 10);
+        let typo: MaintenanceConfig = serde_json::from_value(serde_json::json!({
+            "tables": {"shop.orders": {"small_filez": 3}}
+        }))
+        .unwrap();
+        let err = typo.validate(false).unwrap_err().to_string();
+        assert!(
+            err.contains("shop.orders") && err.contains("small_filez"),
+            "{err}"
+        );
+        let young: MaintenanceConfig = serde_json::from_value(serde_json::json!({
+            "orphans": true, "orphan_min_age": "10m"
+        }))
+        .unwrap();
+        let err = young.validate(false).unwrap_err().to_string();
+        assert!(err.contains("--force"), "{err}");
+        young.validate(true).unwrap();
+    }
 }

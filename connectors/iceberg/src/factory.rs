@@ -88,7 +88,7 @@ impl TargetMaintenance for IcebergSinkFactory {
         table: &TableId,
         options: &MaintainOptions,
     ) -> Result<MaintenanceReport> {
-        let mut config = self.config.maintenance.clone();
+        let mut config = self.config.maintenance.for_table(&table.to_string())?;
         config.orphans |= options.orphans;
         if let Some(age) = options.orphan_min_age {
             config.orphan_min_age = age;
