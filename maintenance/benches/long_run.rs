@@ -109,19 +109,24 @@ async fn main() {
         .await
         .unwrap();
     let maintenance = {
-        let (catalog, name) = (catalog.clone(), name.clone());
+        let (catalog, name, root) = (catalog.clone(), name.clone(), root.clone());
         tokio::spawn(async move {
+            let started = Instant::now();
             loop {
                 tokio::time::sleep(every).await;
                 match maintain_table(catalog.as_ref(), &name, &policy, false).await {
-                    Ok(r) => eprintln!("maintenance: {r}"),
+                    Ok(r) => {
+                        eprintln!("maintenance: {r}");
+                        let minute = format!("{:.1}", started.elapsed().as_secs_f64() / 60.0);
+                        sample(&catalog, &name, &root, &minute, "after-maintenance", "").await;
+                    }
                     Err(e) => eprintln!("maintenance lost a race: {e}"),
                 }
             }
         })
     };
     println!(
-        "minute,manifests,data_files,delete_files,metadata_bytes,data_bytes,pyiceberg_s,one_file_s,rows,commit_ms_p50,commit_ms_max"
+        "minute,when,manifests,data_files,delete_files,metadata_bytes,data_bytes,pyiceberg_s,one_file_s,rows,commit_ms_p50/max"
     );
     let (start, mut offset, mut key) = (Instant::now(), 0u64, 0u64);
     let mut latencies: Vec<f64> = Vec::new();
