@@ -1,4 +1,4 @@
-//! Compaction: per partition, small files and files with many deleted rows
+//! Compaction: per partition, small files (fragments) and files with many deleted rows
 //! are bin-packed into groups; each group is read with its deletes applied
 //! and written back as files of about the target size (with statistics and
 //! key sidecars, so the writer's index reads kilobytes), then committed as a
@@ -31,8 +31,8 @@ pub struct FileGroup {
 #[derive(Debug, Clone, Copy)]
 pub struct CompactionSettings {
     pub target_file_bytes: u64,
-    /// A file under this fraction of the target is small (Iceberg: 0.75).
-    pub small_fraction: f64,
+    /// Files under this size are small.
+    pub small_bytes: u64,
     /// A file whose deleted rows reach this fraction is rewritten alone too.
     pub delete_ratio: f64,
     /// Bytes read per group at most (bounds one commit's work).
@@ -41,7 +41,7 @@ pub struct CompactionSettings {
 
 /// The groups worth rewriting in `data` (live data files).
 pub fn plan(data: &[LiveFile], deletes: &TableDeletes, s: &CompactionSettings) -> Vec<FileGroup> {
-    let small = (s.target_file_bytes as f64 * s.small_fraction) as u64;
+    let small = s.small_bytes;
     let mut by_partition: HashMap<Struct, Vec<(LiveFile, bool)>> = HashMap::new();
     for f in data {
         let rows = f.file.record_count().max(1) as f64;

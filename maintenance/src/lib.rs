@@ -40,12 +40,16 @@ pub struct MaintenanceConfig {
     /// Run by `tributary sync` in the background (default true).
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// How often `sync` checks (default 1 min; a check with nothing due
+    /// How often `sync` checks (default 10 s; a check with nothing due
     /// reads the current manifests only).
     #[serde(with = "tributary_core::duration")]
     pub interval: Duration,
-    /// Compact once a table has this many small data files (default 16).
+    /// Compact once a table has this many small data files (default 8)…
     pub small_files: usize,
+    /// …a file being small under `target_file_bytes / fragment_ratio`
+    /// (default 8, Amoro's fragment ratio): files past it are not rewritten
+    /// again and again as the table grows, only their deletes count.
+    pub fragment_ratio: u64,
     /// …or this many delete files (default 8).
     pub delete_files: usize,
     /// A data file with this fraction of deleted rows is rewritten (0.2).
@@ -86,8 +90,9 @@ impl Default for MaintenanceConfig {
     fn default() -> Self {
         MaintenanceConfig {
             enabled: true,
-            interval: Duration::from_secs(60),
-            small_files: 16,
+            interval: Duration::from_secs(10),
+            small_files: 8,
+            fragment_ratio: 8,
             delete_files: 8,
             delete_ratio: 0.2,
             target_file_bytes: 128 << 20,
@@ -149,6 +154,11 @@ impl MaintenanceConfig {
         self.validate_settings(force)
     }
 
+    /// Data files under this size are small (fragments).
+    pub fn small_file_bytes(&self) -> u64 {
+        self.target_file_bytes / self.fragment_ratio.max(1)
+    }
+
     fn validate_settings(&self, force: bool) -> Result<()> {
         if self.orphans && self.orphan_min_age < SAFE_ORPHAN_AGE && !force {
             return Err(Error::invalid_config(format!(
@@ -191,7 +201,7 @@ async fn shape(table: &CatalogTable, config: &MaintenanceConfig) -> Result<Table
         snapshots: table.metadata.snapshots().count(),
         ..TableShape::default()
     };
-    let small = config.target_file_bytes * 3 / 4;
+    let small = config.small_file_bytes();
     for f in live_entries(table).await? {
         let size = f.file.file_size_in_bytes();
         match f.file.content_type() {
@@ -290,7 +300,7 @@ pub async fn maintain_table(
         if compaction_due {
             let settings = CompactionSettings {
                 target_file_bytes: config.target_file_bytes,
-                small_fraction: 0.75,
+                small_bytes: config.small_file_bytes(),
                 delete_ratio: config.delete_ratio,
                 max_group_bytes: config.max_group_bytes,
             };
