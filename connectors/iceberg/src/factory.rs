@@ -95,10 +95,24 @@ impl TargetMaintenance for IcebergSinkFactory {
         }
         config.validate(options.force)?;
         let name = self.config.table_name(table);
-        let report =
-            tributary_maintenance::maintain_table(&*self.catalog, &name, &config, options.dry_run)
-                .await
-                .map_err(|e| e.with_context("table", &name))?;
+        let report = match tributary_maintenance::maintain_table(
+            &*self.catalog,
+            &name,
+            &config,
+            options.dry_run,
+        )
+        .await
+        {
+            Ok(r) => r,
+            // A table `sync` has not created yet has nothing to maintain.
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Ok(MaintenanceReport {
+                    text: format!("{name}: not created yet"),
+                    json: serde_json::json!({"table": name.to_string(), "missing": true}),
+                });
+            }
+            Err(e) => return Err(e.with_context("table", &name)),
+        };
         Ok(MaintenanceReport {
             text: report.to_string(),
             json: serde_json::to_value(&report)?,
