@@ -95,24 +95,20 @@ impl TargetMaintenance for IcebergSinkFactory {
         }
         config.validate(options.force)?;
         let name = self.config.table_name(table);
-        let report = match tributary_maintenance::maintain_table(
-            &*self.catalog,
-            &name,
-            &config,
-            options.dry_run,
-        )
-        .await
-        {
-            Ok(r) => r,
-            // A table `sync` has not created yet has nothing to maintain.
-            Err(e) if e.kind() == ErrorKind::NotFound => {
+        // A table `sync` has not created yet has nothing to maintain.
+        if let Err(e) = self.catalog.load_table(&name).await {
+            if e.kind() == ErrorKind::NotFound {
                 return Ok(MaintenanceReport {
                     text: format!("{name}: not created yet"),
                     json: serde_json::json!({"table": name.to_string(), "missing": true}),
                 });
             }
-            Err(e) => return Err(e.with_context("table", &name)),
-        };
+            return Err(e.with_context("table", &name));
+        }
+        let report =
+            tributary_maintenance::maintain_table(&*self.catalog, &name, &config, options.dry_run)
+                .await
+                .map_err(|e| e.with_context("table", &name))?;
         Ok(MaintenanceReport {
             text: report.to_string(),
             json: serde_json::to_value(&report)?,
