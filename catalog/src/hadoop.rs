@@ -287,7 +287,7 @@ impl HadoopCatalog {
         let location = self.table_location(name);
         self.create_exclusive(
             &Self::metadata_file(&location, version),
-            serde_json::to_vec_pretty(metadata)?,
+            serde_json::to_vec(metadata)?,
         )
         .await?;
         let hint = format!("{location}/metadata/version-hint.text");
@@ -321,10 +321,17 @@ impl HadoopCatalog {
         base: &CatalogTable,
         metadata: TableMetadata,
     ) -> Result<CatalogTable> {
-        self.write_version(&base.name, base.version + 1, &metadata)
-            .await?;
+        let version = base.version + 1;
+        self.write_version(&base.name, version, &metadata).await?;
         crate::delete_dropped_metadata(base, &metadata).await;
-        self.load_table(&base.name).await
+        // The version just created is the table now: no need to read it back.
+        Ok(CatalogTable {
+            name: base.name.clone(),
+            version,
+            metadata_location: Self::metadata_file(&self.table_location(&base.name), version),
+            metadata,
+            file_io: self.file_io.clone(),
+        })
     }
 }
 

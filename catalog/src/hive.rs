@@ -386,7 +386,13 @@ impl HiveCatalog {
         ) {
             Ok(()) => {
                 crate::delete_dropped_metadata(base, &metadata).await;
-                self.load(&base.name).await
+                Ok(CatalogTable {
+                    name: base.name.clone(),
+                    version: base.version + 1,
+                    metadata_location: path,
+                    metadata,
+                    file_io: self.file_io.clone(),
+                })
             }
             Err(e) if e.kind() == ErrorKind::CommitConflict => {
                 let _ = self.file_io.delete(&path).await;
