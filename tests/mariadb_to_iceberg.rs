@@ -148,7 +148,13 @@ async fn sync(
     }
 }
 
-async fn pipeline(catalog: Arc<dyn Catalog>, reader_props: &str, hive: bool) {
+/// The source table: keyed by its primary key, or — the habit of many
+/// production schemas — only by a unique index on a NOT NULL column.
+const PK_TABLE: &str = "id INT PRIMARY KEY, v INT, s VARCHAR(20)";
+const UK_TABLE: &str =
+    "id INT NOT NULL, v INT, s VARCHAR(20), UNIQUE KEY by_vs (v, s), UNIQUE KEY by_id (id)";
+
+async fn pipeline(catalog: Arc<dyn Catalog>, reader_props: &str, hive: bool, columns: &str) {
     let m = DevServices::load().mariadb();
     let mut conn = Conn::new(Opts::from_url(&m.url).unwrap()).await.unwrap();
     let db = unique_name("e2e");
@@ -156,11 +162,9 @@ async fn pipeline(catalog: Arc<dyn Catalog>, reader_props: &str, hive: bool) {
     conn.query_drop(format!("CREATE DATABASE {db}"))
         .await
         .unwrap();
-    conn.query_drop(format!(
-        "CREATE TABLE {table} (id INT PRIMARY KEY, v INT, s VARCHAR(20))"
-    ))
-    .await
-    .unwrap();
+    conn.query_drop(format!("CREATE TABLE {table} ({columns})"))
+        .await
+        .unwrap();
     let values: Vec<String> = (0..1500)
         .map(|i| format!("({}, {i}, 'init-{i}')", i * 2))
         .collect();
@@ -239,7 +243,16 @@ async fn pipeline(catalog: Arc<dyn Catalog>, reader_props: &str, hive: bool) {
 async fn mariadb_to_iceberg_on_a_local_hadoop_catalog() {
     let catalog =
         HadoopCatalog::new_local(dev_dir().join("tmp").join(unique_name("e2e_wh"))).unwrap();
-    pipeline(Arc::new(catalog), "{}", false).await;
+    pipeline(Arc::new(catalog), "{}", false, PK_TABLE).await;
+}
+
+/// A table whose only key is a unique index (`by_vs` has nullable columns and does not
+/// qualify, `by_id` does): snapshot, stream and every reader key it by `id`.
+#[tokio::test]
+async fn mariadb_to_iceberg_of_a_table_keyed_only_by_a_unique_index() {
+    let catalog =
+        HadoopCatalog::new_local(dev_dir().join("tmp").join(unique_name("e2e_uk"))).unwrap();
+    pipeline(Arc::new(catalog), "{}", false, UK_TABLE).await;
 }
 
 #[tokio::test]
@@ -252,6 +265,7 @@ async fn mariadb_to_iceberg_on_a_hive_catalog() {
         Arc::new(HiveCatalog::new(addr, warehouse, FileIO::new_with_fs())),
         "{}",
         true,
+        PK_TABLE,
     )
     .await;
 }
@@ -265,6 +279,7 @@ async fn mariadb_to_iceberg_on_s3() {
         Arc::new(HadoopCatalog::from_properties(&props).unwrap()),
         &reader,
         false,
+        PK_TABLE,
     )
     .await;
 }

@@ -94,29 +94,46 @@ pub struct ExpiryResult {
     pub bytes_deleted: u64,
 }
 
-/// Expires snapshots older than `max_age` (default: the table's
-/// `history.expire.max-snapshot-age-ms`, else 5 days) beyond the newest
-/// `retain_last` (default: `history.expire.min-snapshots-to-keep`, else 1)
-/// and deletes the files only they referenced.
+/// Which snapshots an expiry keeps.
+#[derive(Debug, Clone, Default)]
+pub struct Retention {
+    /// Snapshots older than this go (default: the table's
+    /// `history.expire.max-snapshot-age-ms`, else 5 days)…
+    pub max_age: Option<Duration>,
+    /// …beyond the newest `retain_last` (default: the table's
+    /// `history.expire.min-snapshots-to-keep`, else 1).
+    pub retain_last: Option<usize>,
+    /// At most this many stay, the oldest going first…
+    pub max_count: Option<usize>,
+    /// …unless younger than this.
+    pub min_age: Duration,
+}
+
+/// Expires the snapshots `retention` lets go — never the one holding the
+/// writer's checkpoint — and deletes the files only they referenced.
 pub async fn expire_and_clean(
     catalog: &dyn Catalog,
     table: &CatalogTable,
-    max_age: Option<Duration>,
-    retain_last: Option<usize>,
+    retention: &Retention,
 ) -> Result<(CatalogTable, ExpiryResult)> {
     let props = table.metadata.properties();
     let prop = |k: &str| props.get(k).and_then(|v| v.trim().parse::<u64>().ok());
-    let age_ms = max_age
+    let age_ms = retention
+        .max_age
         .map(|d| d.as_millis() as u64)
         .or(prop(MAX_SNAPSHOT_AGE_MS))
         .unwrap_or(5 * 24 * 3600 * 1000);
-    let retain = retain_last
+    let retain = retention
+        .retain_last
         .or(prop(MIN_SNAPSHOTS_TO_KEEP).map(|n| n as usize))
         .unwrap_or(1);
+    let now = now_ms();
     let op = ExpireSnapshots {
-        older_than_ms: now_ms() - age_ms as i64,
+        older_than_ms: now - age_ms as i64,
         retain_last: retain,
         keep: checkpoint_snapshot(&table.metadata).into_iter().collect(),
+        max_count: retention.max_count,
+        count_floor_ms: now - retention.min_age.as_millis() as i64,
     };
     let before_count = table.metadata.snapshots().count();
     let before = referenced_files(table, &table.metadata).await?;

@@ -7,9 +7,8 @@
 use std::collections::{HashMap, HashSet};
 
 use arrow_array::{ArrayRef, RecordBatch};
-use arrow_row::{RowConverter, SortField};
 use iceberg::spec::{DataContentType, Struct};
-use tributary_catalog::{CatalogTable, LiveFile, read_parquet, read_position_deletes};
+use tributary_catalog::{CatalogTable, KeyEncoder, LiveFile, read_parquet, read_position_deletes};
 use tributary_core::{Error, ErrorKind, Result};
 
 /// One equality-delete file's keys, encoded on its field ids.
@@ -42,7 +41,9 @@ pub(crate) fn field_ids(batch: &RecordBatch) -> Vec<Option<i32>> {
         .collect()
 }
 
-/// The columns of `batch` with `ids`, in that order, encoded as rows.
+/// The columns of `batch` with `ids`, in that order, encoded as keys (the
+/// canonical encoding of the writer's index: a value before and after a
+/// type promotion is the same key).
 pub(crate) fn encode(batch: &RecordBatch, ids: &[i32]) -> Result<Option<arrow_row::Rows>> {
     let have = field_ids(batch);
     let mut cols: Vec<ArrayRef> = Vec::new();
@@ -52,12 +53,8 @@ pub(crate) fn encode(batch: &RecordBatch, ids: &[i32]) -> Result<Option<arrow_ro
             None => return Ok(None),
         }
     }
-    let fields = cols
-        .iter()
-        .map(|c| SortField::new(c.data_type().clone()))
-        .collect();
-    let converter = RowConverter::new(fields)?;
-    Ok(Some(converter.convert_columns(&cols)?))
+    let encoder = KeyEncoder::new(cols.iter().map(|c| c.data_type()))?;
+    Ok(Some(encoder.encode(&cols)?))
 }
 
 impl TableDeletes {

@@ -66,6 +66,13 @@ pub struct MaintenanceConfig {
     pub manifests: usize,
     /// Expire once the table has this many snapshots (default 100)…
     pub snapshots: usize,
+    /// …keeping at most this many (default 50; at a commit a second an age
+    /// limit alone keeps hundreds, and every commit rewrites them all)…
+    pub keep_snapshots: usize,
+    /// …but none younger than this goes for the count (default 1 min: a
+    /// reader that planned on a snapshot has that long to read its files)…
+    #[serde(with = "tributary_core::duration")]
+    pub snapshot_min_age: Duration,
     /// …removing those older than this (default: the table's
     /// `history.expire.max-snapshot-age-ms`, else 5 days)…
     #[serde(default, with = "tributary_core::duration::option")]
@@ -100,6 +107,8 @@ impl Default for MaintenanceConfig {
             convert_equality_deletes: true,
             manifests: 32,
             snapshots: 100,
+            keep_snapshots: 50,
+            snapshot_min_age: Duration::from_secs(60),
             snapshot_age: None,
             retain_last: None,
             orphans: false,
@@ -355,9 +364,7 @@ pub async fn maintain_table(
     if expiry_due(&table, config) {
         report.actions.push("expire snapshots".to_string());
         if !dry_run {
-            let (next, r) =
-                cleanup::expire_and_clean(catalog, &table, config.snapshot_age, config.retain_last)
-                    .await?;
+            let (next, r) = cleanup::expire_and_clean(catalog, &table, &config.retention()).await?;
             table = next;
             report.snapshots_expired = r.snapshots_expired;
             report.files_deleted += r.files_deleted;
@@ -378,6 +385,18 @@ pub async fn maintain_table(
     report.after = shape(&table, config).await?;
     report.millis = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+impl MaintenanceConfig {
+    /// The snapshot retention this policy asks for.
+    pub fn retention(&self) -> cleanup::Retention {
+        cleanup::Retention {
+            max_age: self.snapshot_age,
+            retain_last: self.retain_last,
+            max_count: Some(self.keep_snapshots),
+            min_age: self.snapshot_min_age,
+        }
+    }
 }
 
 /// Expiry is due once the table has `snapshots` snapshots, or its oldest

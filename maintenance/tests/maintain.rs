@@ -181,9 +181,17 @@ async fn expiry_deletes_exactly_the_files_no_snapshot_references_and_orphans_go_
         }
     };
     let stored_before = listed(&t).await;
-    let (t2, r) = cleanup::expire_and_clean(fx.catalog.as_ref(), &t, Some(Duration::ZERO), Some(2))
-        .await
-        .unwrap();
+    let (t2, r) = cleanup::expire_and_clean(
+        fx.catalog.as_ref(),
+        &t,
+        &cleanup::Retention {
+            max_age: Some(Duration::ZERO),
+            retain_last: Some(2),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(t2.metadata.snapshots().count(), 2);
     assert!(r.snapshots_expired >= 6 && r.files_deleted > 0, "{r:?}");
     let referenced = cleanup::referenced_files(&t2, &t2.metadata).await.unwrap();
@@ -610,4 +618,49 @@ async fn compacted_files_have_disjoint_key_ranges() {
     let events = random_kv_events(&fx.schema, &mut rng, &mut model, &mut offset, 0..5000, 300);
     write(&mut writer, &fx.schema, &events).await;
     assert_eq!(read_rust(writer.table()).await, model);
+}
+
+/// At a high commit rate the age limit alone keeps hundreds of snapshots:
+/// the count bound expires the oldest beyond it, but none younger than the
+/// minimum age, and never the checkpoint's.
+#[tokio::test]
+async fn expiry_bounds_the_snapshot_count_but_spares_young_snapshots() {
+    let fx = Fixture::new();
+    let mut writer = fx.writer(DeleteMode::Position).await;
+    let (mut rng, mut model, mut offset) = (Rng(11), KvModel::new(), 0u64);
+    for _ in 0..12 {
+        let events = random_kv_events(&fx.schema, &mut rng, &mut model, &mut offset, 0..30, 10);
+        write(&mut writer, &fx.schema, &events).await;
+    }
+    let t = fx.table().await;
+    let total = t.metadata.snapshots().count();
+    assert!(total >= 12, "{total}");
+    let bound = |min_age| cleanup::Retention {
+        max_age: Some(Duration::from_secs(3600)),
+        retain_last: Some(1),
+        max_count: Some(5),
+        min_age,
+    };
+    // All of them are young: the count does not expire any.
+    let (t, r) =
+        cleanup::expire_and_clean(fx.catalog.as_ref(), &t, &bound(Duration::from_secs(3600)))
+            .await
+            .unwrap();
+    assert_eq!(
+        (r.snapshots_expired, t.metadata.snapshots().count()),
+        (0, total)
+    );
+    // Old enough: down to the bound, the newest kept, the rows unchanged.
+    let newest = t.metadata.current_snapshot_id();
+    let (t, r) = cleanup::expire_and_clean(fx.catalog.as_ref(), &t, &bound(Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(t.metadata.snapshots().count(), 5, "{r:?}");
+    assert_eq!(r.snapshots_expired, total - 5);
+    assert_eq!(t.metadata.current_snapshot_id(), newest);
+    assert_eq!(read_rust(&t).await, model);
+    assert_eq!(
+        kv_read_py(std::slice::from_ref(&t.metadata_location)),
+        vec![model]
+    );
 }

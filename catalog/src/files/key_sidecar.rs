@@ -3,11 +3,15 @@
 //! and a bloom filter over its keys (1 % false positives) — written next to
 //! every data file the upsert writer (and compaction) writes, so a key
 //! lookup or a restart reads kilobytes per file instead of its key column.
-//! Format: `TKI1`, then min and max as u32-LE length + bytes, then the
+//! Keys are encoded by [`KeyEncoder`] (each key column in its canonical
+//! type, see [`canonical_key_type`]). Format: `TKI2`, then min and max as u32-LE length + bytes, then the
 //! bloom filter's own serialization.
 
 use std::sync::Arc;
 
+use arrow_array::ArrayRef;
+use arrow_row::{RowConverter, Rows, SortField};
+use arrow_schema::DataType;
 use bloomfilter::Bloom;
 use iceberg::io::FileIO;
 use tributary_core::{Error, ErrorKind, Result};
@@ -19,7 +23,10 @@ pub fn sidecar_path(data_file: &str) -> String {
     format!("{data_file}.tki")
 }
 
-const MAGIC: &[u8; 4] = b"TKI1";
+/// Version 2: keys in the canonical encoding of [`KeyEncoder`]. Version-1
+/// sidecars (keys in each file's own column types) are not read: their
+/// files' summaries are built from the key columns again.
+const MAGIC: &[u8; 4] = b"TKI2";
 const SEED: [u8; 32] = *b"tributary key index bloom seed!!";
 const FALSE_POSITIVE_RATE: f64 = 0.01;
 /// The key summary of one data file.
@@ -113,4 +120,120 @@ pub async fn write_key_sidecar(file_io: &FileIO, keys: &FileKeys) -> Result<()> 
         .write(keys.to_bytes().into())
         .await
         .map_err(|e| iceberg_err(format!("writing the key sidecar {path}"), e))
+}
+
+/// The type a key column is encoded as: the widest of its Iceberg
+/// promotion family (int → long, float → double, decimal(P,S) →
+/// decimal(38,S)) and one string/binary layout, so a key written before a
+/// type promotion and after it encodes to the same bytes — in the writer's
+/// index, in sidecars, and when maintenance matches equality deletes.
+pub fn canonical_key_type(t: &DataType) -> DataType {
+    match t {
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => DataType::Int64,
+        DataType::UInt8 | DataType::UInt16 | DataType::UInt32 => DataType::Int64,
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => DataType::Float64,
+        DataType::Decimal32(_, s) | DataType::Decimal64(_, s) | DataType::Decimal128(_, s) => {
+            DataType::Decimal128(38, *s)
+        }
+        DataType::LargeUtf8 | DataType::Utf8View => DataType::Utf8,
+        DataType::LargeBinary | DataType::BinaryView => DataType::Binary,
+        other => other.clone(),
+    }
+}
+
+/// Encodes key columns as comparable bytes (arrow's row format) after
+/// casting each to its [`canonical_key_type`].
+pub struct KeyEncoder {
+    converter: RowConverter,
+    types: Vec<DataType>,
+}
+
+impl KeyEncoder {
+    /// An encoder for key columns of these types (any member of each
+    /// promotion family gives the same encoder).
+    pub fn new<'a>(types: impl IntoIterator<Item = &'a DataType>) -> Result<KeyEncoder> {
+        let types: Vec<DataType> = types.into_iter().map(canonical_key_type).collect();
+        let fields = types.iter().map(|t| SortField::new(t.clone())).collect();
+        Ok(KeyEncoder {
+            converter: RowConverter::new(fields)?,
+            types,
+        })
+    }
+
+    pub fn encode(&self, columns: &[ArrayRef]) -> Result<Rows> {
+        let cast: Vec<ArrayRef> = columns
+            .iter()
+            .zip(&self.types)
+            .map(|(c, t)| {
+                if c.data_type() == t {
+                    Ok(c.clone())
+                } else {
+                    arrow_cast::cast(c, t)
+                }
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(self.converter.convert_columns(&cast)?)
+    }
+
+    /// Key columns back from encoded keys, cast to `types` (the columns'
+    /// types in the file to write).
+    pub fn decode(&self, keys: &[&[u8]], types: &[DataType]) -> Result<Vec<ArrayRef>> {
+        let parser = self.converter.parser();
+        let rows: Vec<arrow_row::Row<'_>> = keys.iter().map(|k| parser.parse(k)).collect();
+        self.converter
+            .convert_rows(rows)?
+            .into_iter()
+            .zip(types)
+            .map(|(c, t)| {
+                if c.data_type() == t {
+                    Ok(c)
+                } else {
+                    Ok(arrow_cast::cast(&c, t)?)
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod encoder_tests {
+    use std::sync::Arc;
+
+    use arrow_array::{Array, Decimal128Array, Int32Array, Int64Array, StringArray};
+
+    use super::*;
+
+    #[test]
+    fn a_key_encodes_the_same_before_and_after_a_type_promotion() {
+        let narrow = KeyEncoder::new(&[DataType::Int32, DataType::Decimal128(10, 2)]).unwrap();
+        let wide = KeyEncoder::new(&[DataType::Int64, DataType::Decimal128(20, 2)]).unwrap();
+        let int32: ArrayRef = Arc::new(Int32Array::from(vec![-5, 0, 7]));
+        let int64: ArrayRef = Arc::new(Int64Array::from(vec![-5, 0, 7]));
+        let dec = |p| -> ArrayRef {
+            Arc::new(
+                Decimal128Array::from(vec![1, 250, -3])
+                    .with_precision_and_scale(p, 2)
+                    .unwrap(),
+            )
+        };
+        let a = narrow.encode(&[int32.clone(), dec(10)]).unwrap();
+        let b = wide.encode(&[int64, dec(20)]).unwrap();
+        for i in 0..3 {
+            assert_eq!(a.row(i).as_ref(), b.row(i).as_ref(), "row {i}");
+        }
+        // Order is the values' order.
+        assert!(a.row(0) < a.row(1) && a.row(1) < a.row(2));
+        // Decoded as the file's current types.
+        let owned: Vec<Vec<u8>> = (0..3).map(|i| a.row(i).as_ref().to_vec()).collect();
+        let keys: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+        let back = wide
+            .decode(&keys, &[DataType::Int32, DataType::Decimal128(10, 2)])
+            .unwrap();
+        assert_eq!(back[0].as_ref(), int32.as_ref());
+        assert_eq!(back[1].data_type(), &DataType::Decimal128(10, 2));
+        // Strings keep their bytes whatever the layout.
+        let s = KeyEncoder::new(&[DataType::LargeUtf8]).unwrap();
+        let one: ArrayRef = Arc::new(StringArray::from(vec!["k"]));
+        assert_eq!(s.encode(&[one]).unwrap().num_rows(), 1);
+    }
 }

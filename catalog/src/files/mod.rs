@@ -6,7 +6,7 @@
 pub mod key_sidecar;
 pub mod read;
 
-pub use key_sidecar::{FileKeys, sidecar_path, write_key_sidecar};
+pub use key_sidecar::{FileKeys, KeyEncoder, canonical_key_type, sidecar_path, write_key_sidecar};
 pub use read::{read_parquet, read_position_deletes};
 
 use std::collections::HashMap;

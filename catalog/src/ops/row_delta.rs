@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use iceberg::spec::{DataFile, FormatVersion, Operation, TableMetadata};
+use iceberg::spec::{
+    DataFile, FormatVersion, ManifestContentType, ManifestFile, Operation, TableMetadata,
+};
 use tributary_core::{Error, ErrorKind, Result};
 
 use super::producer::{
@@ -31,6 +33,10 @@ pub struct RowDelta {
     /// still there, the referenced files are known to be live and the check
     /// is skipped; after a concurrent commit it runs.
     pub planned_at_snapshot: Option<i64>,
+    /// The source table was truncated before these files' rows: every file
+    /// live in the base the commit is built on (whoever wrote it) leaves
+    /// the table in the same snapshot.
+    pub truncate: bool,
 }
 
 impl RowDelta {
@@ -58,6 +64,7 @@ impl RowDelta {
             "properties": self.properties,
             "referenced_data_files": self.referenced_data_files,
             "planned_at_snapshot": self.planned_at_snapshot,
+            "truncate": self.truncate,
         }))
     }
 
@@ -88,12 +95,21 @@ impl RowDelta {
                 .map_err(|_| bad())?,
             planned_at_snapshot: serde_json::from_value(field("planned_at_snapshot"))
                 .map_err(|_| bad())?,
+            truncate: value
+                .get("truncate")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
         })
     }
 
     /// Adds `other`'s files and references (prepared by another writer of
     /// the same table, or earlier); properties of `other` win.
     pub fn merge(&mut self, other: RowDelta) {
+        if other.truncate {
+            // A later truncate removes what the earlier delta added.
+            *self = RowDelta::default();
+            self.truncate = true;
+        }
         self.data_files.extend(other.data_files);
         self.delete_files.extend(other.delete_files);
         self.properties.extend(other.properties);
@@ -108,6 +124,7 @@ impl RowDelta {
 
     fn operation(&self) -> Operation {
         match (self.data_files.is_empty(), self.delete_files.is_empty()) {
+            _ if self.truncate => Operation::Overwrite,
             (_, true) => Operation::Append,
             (true, false) => Operation::Delete,
             (false, false) => Operation::Overwrite,
@@ -171,17 +188,50 @@ async fn row_delta_metadata(table: &CatalogTable, delta: &RowDelta) -> Result<Ta
         }
         manifests.push(close_manifest(writer).await?);
     }
-    let carried = current_manifests(table).await?;
+    let (carried, gone) = if delta.truncate {
+        let (removed, gone) = remove_everything(table, snapshot_id).await?;
+        manifests.extend(removed);
+        (Vec::new(), gone)
+    } else {
+        (current_manifests(table).await?, FileCounts::default())
+    };
     let parent = meta
         .current_snapshot()
         .map(|s| &s.summary().additional_properties);
     let added = FileCounts::of(delta.data_files.iter().chain(&delta.delete_files));
-    let summary = summary(
-        delta.operation(),
-        parent,
-        &added,
-        &FileCounts::default(),
-        &delta.properties,
-    );
+    let summary = summary(delta.operation(), parent, &added, &gone, &delta.properties);
     finish_snapshot(table, snapshot_id, sequence, manifests, carried, summary).await
+}
+
+/// Manifests marking every live file of `table` deleted in `snapshot_id`
+/// (what a truncate removes), and what left.
+async fn remove_everything(
+    table: &CatalogTable,
+    snapshot_id: i64,
+) -> Result<(Vec<ManifestFile>, FileCounts)> {
+    let (mut written, mut gone) = (Vec::new(), FileCounts::default());
+    for manifest in current_manifests(table).await? {
+        let loaded = manifest
+            .load_manifest(&table.file_io)
+            .await
+            .map_err(|e| iceberg_err("loading a manifest", e))?;
+        let live: Vec<_> = loaded.entries().iter().filter(|e| e.is_alive()).collect();
+        if live.is_empty() {
+            continue;
+        }
+        let deletes = manifest.content == ManifestContentType::Deletes;
+        let tag = format!("t{}", written.len());
+        let mut w = manifest_writer(table, snapshot_id, deletes, &tag)?;
+        for e in live {
+            gone.add(e.data_file());
+            w.add_delete_file(
+                e.data_file().clone(),
+                e.sequence_number().unwrap_or(0),
+                e.file_sequence_number,
+            )
+            .map_err(|e| iceberg_err("removing a file", e))?;
+        }
+        written.push(close_manifest(w).await?);
+    }
+    Ok((written, gone))
 }

@@ -266,6 +266,11 @@ impl ClickHouseSink {
         if schema.columns.iter().all(|c| existing.contains(&c.name)) {
             return Ok(());
         }
+        self.recreate_view(client).await
+    }
+
+    async fn recreate_view(&self, client: &clickhouse::Client) -> Result<()> {
+        let view = self.live_view();
         let source = match self.config.cluster {
             Some(_) => self.distributed_name(),
             None => self.table.clone(),
@@ -461,24 +466,32 @@ impl ClickHouseSink {
         Ok(())
     }
 
+    /// `TRUNCATE` of the source table: the rows buffered before it are
+    /// dropped and every shard's table is emptied now. A crash before the
+    /// next checkpoint replays the rows before the truncate and the
+    /// truncate again; a replayed truncate (at or before the committed
+    /// position) is skipped.
+    async fn truncate(&mut self, change: &SchemaChange) -> Result<()> {
+        let committed = self.committed.as_ref().and_then(|c| c.position.as_ref());
+        if let (Some(done), Some(at)) = (committed, change.position.as_ref())
+            && matches!(
+                at.partial_cmp(done),
+                Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
+            )
+        {
+            return Ok(());
+        }
+        self.discard_uncommitted();
+        self.execute_everywhere(&format!("TRUNCATE TABLE {}", ident(&self.table)))
+            .await?;
+        self.sent_since_checkpoint = true;
+        tracing::info!(table = %self.table, "source table truncated: emptied on every server");
+        Ok(())
+    }
+
     /// Follows a new schema version: new columns are added everywhere;
     /// a changed key or a changed column type is refused.
     pub async fn apply_schema(&mut self, schema: &TableSchema) -> Result<()> {
-        for old in &self.schema.columns {
-            if let Some(new) = schema.columns.iter().find(|c| c.name == old.name)
-                && crate::types::column_type(new, self.modern)
-                    != crate::types::column_type(old, self.modern)
-            {
-                return Err(Error::new(
-                    ErrorKind::SchemaMismatch,
-                    format!(
-                        "{}.{} changed type ({:?} → {:?}); the ClickHouse sink only adds columns: \
-                         ALTER the ClickHouse column by hand on every shard, then resume",
-                        self.table, new.name, old.data_type, new.data_type
-                    ),
-                ));
-            }
-        }
         let key = |s: &TableSchema| -> Vec<String> {
             s.primary_key
                 .iter()
@@ -495,10 +508,76 @@ impl ClickHouseSink {
             ));
         }
         self.flush().await?;
+        self.change_column_types(schema).await?;
         self.add_missing_columns(schema).await?;
         self.schema = Arc::new(schema.clone());
         Ok(())
     }
+
+    /// Columns whose type changed: ClickHouse converts a column that is not
+    /// in the ORDER BY (`ALTER … MODIFY COLUMN` on every server); a key
+    /// column it cannot alter, so the sink stops — before any row of the new
+    /// schema is written — naming the steps to take by hand. A column that
+    /// already has the new type (those steps done) passes.
+    async fn change_column_types(&self, schema: &TableSchema) -> Result<()> {
+        let key = self.schema.primary_key_names();
+        for old in &self.schema.columns {
+            let Some(new) = schema.columns.iter().find(|c| c.name == old.name) else {
+                continue;
+            };
+            let to = crate::types::column_type(new, self.modern);
+            if crate::types::column_type(old, self.modern) == to {
+                continue;
+            }
+            let db = &self.config.database;
+            let have = column_types(&self.clients[0], db, &self.table).await?;
+            if have.iter().any(|(n, t)| n == &new.name && t == &to) {
+                continue;
+            }
+            if key.contains(&old.name.as_str()) {
+                return Err(key_type_steps(
+                    &self.table,
+                    &new.name,
+                    &to,
+                    self.clients.len(),
+                ));
+            }
+            let mut tables = vec![self.table.clone()];
+            if self.config.cluster.is_some() {
+                tables.push(self.distributed_name());
+            }
+            for client in &self.clients {
+                for table in &tables {
+                    let sql = format!(
+                        "ALTER TABLE {} MODIFY COLUMN {} {to}",
+                        ident(table),
+                        ident(&new.name)
+                    );
+                    execute(client, &sql).await?;
+                }
+                self.recreate_view(client).await?;
+            }
+            info!(table = %self.table, column = %new.name, to = %to, "column type changed");
+        }
+        Ok(())
+    }
+}
+
+/// Why a key column's new type cannot be followed, and what to do.
+fn key_type_steps(table: &str, column: &str, to: &str, servers: usize) -> Error {
+    Error::new(
+        ErrorKind::SchemaMismatch,
+        format!(
+            "{table}.{column} changed type to {to}, and it is in the ORDER BY of the ClickHouse \
+             table {table}, which ClickHouse cannot ALTER. Nothing of the new schema was \
+             written. On each of the {servers} server(s): (1) SHOW CREATE TABLE {table}, and \
+             create {table}_widened from it with `{column}` {to}; (2) INSERT INTO \
+             {table}_widened SELECT * FROM {table}; (3) EXCHANGE TABLES {table} AND \
+             {table}_widened, then DROP TABLE {table}_widened. Then restart the job: it \
+             resumes at this change and finds the column widened"
+        ),
+    )
+    .with_context("table", table)
 }
 
 async fn table_columns(
@@ -516,6 +595,24 @@ async fn table_columns(
         .fetch_all()
         .await
         .map_err(|e| classify("reading a table's columns", e))
+}
+
+/// (name, type) of each column of `table` on one server.
+async fn column_types(
+    client: &clickhouse::Client,
+    database: &str,
+    table: &str,
+) -> Result<Vec<(String, String)>> {
+    let sql = format!(
+        "SELECT name, type FROM system.columns WHERE database = {} AND table = {}",
+        literal(database),
+        literal(table)
+    );
+    client
+        .query(&sql)
+        .fetch_all()
+        .await
+        .map_err(|e| classify("reading a table's column types", e))
 }
 
 /// Runs one statement (DDL) on one server.
@@ -700,6 +797,9 @@ impl Sink for ClickHouseSink {
     }
 
     async fn apply_schema_change(&mut self, change: &SchemaChange) -> Result<()> {
+        if change.kind == tributary_core::SchemaChangeKind::Truncate {
+            return self.truncate(change).await;
+        }
         let target = format!("ClickHouse table {}", self.table);
         self.apply_schema(change.followed_schema(&target)?).await
     }

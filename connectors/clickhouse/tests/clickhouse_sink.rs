@@ -498,3 +498,135 @@ async fn idle_commits_record_no_checkpoint_rows() {
     sink.commit(&cp(offset)).await.unwrap();
     assert_eq!(stored().await, pos(offset));
 }
+
+/// `MODIFY COLUMN v BIGINT` is followed on every shard; the same on the
+/// key column stops the sink with the steps to take by hand (nothing of
+/// the new schema written), and once they are done the sink goes on. A
+/// TRUNCATE of the source empties every shard's table.
+#[tokio::test]
+async fn widened_columns_are_altered_a_key_column_names_the_manual_steps_and_truncate_empties() {
+    let v1 = kv_schema(&unique_name("kv_widen"));
+    let mut sink = ClickHouseSink::open(config(ClusterMode::Local), &v1)
+        .await
+        .unwrap();
+    let row = |schema: &Arc<TableSchema>, id: i64, v: i64, at: u64| ChangeEvent {
+        table: schema.table.clone(),
+        op: Op::Insert,
+        before: None,
+        after: Some(
+            schema
+                .columns
+                .iter()
+                .map(|c| match (&c.name[..], &c.data_type) {
+                    ("id", ColumnType::Int64) => Value::Int64(id),
+                    ("id", _) => Value::Int32(id as i32),
+                    ("v", ColumnType::Int64) => Value::Int64(v),
+                    ("v", _) => Value::Int32(v as i32),
+                    _ => Value::Null,
+                })
+                .collect(),
+        ),
+        position: pos(at),
+        commit_ts_micros: 0,
+        schema_version: schema.version,
+    };
+    let write = |schema: &Arc<TableSchema>, rows: Vec<ChangeEvent>| {
+        ChangeBatch::from_events(schema.clone(), &rows).unwrap()
+    };
+    let cp = |at| Checkpoint {
+        position: pos(at),
+        ..Default::default()
+    };
+    sink.write(&write(&v1, vec![row(&v1, 1, 1, 10)]))
+        .await
+        .unwrap();
+    sink.commit(&cp(10)).await.unwrap();
+    let with = |id: ColumnType, v: ColumnType, version| {
+        let mut cols = v1.columns.clone();
+        cols[0].data_type = id;
+        cols[1].data_type = v;
+        Arc::new(TableSchema::new(v1.table.clone(), cols, &["id"], version).unwrap())
+    };
+    let big = 5_000_000_000i64;
+    let v2 = with(ColumnType::Int32, ColumnType::Int64, 2);
+    sink.write(&write(&v2, vec![row(&v2, 2, big, 20)]))
+        .await
+        .unwrap();
+    sink.commit(&cp(20)).await.unwrap();
+    let t = &v1.table.table;
+    for url in &ch().urls {
+        let types = query_lines(
+            url,
+            &format!("SELECT type FROM system.columns WHERE table = '{t}' AND name = 'v'"),
+        )
+        .await;
+        assert_eq!(types, ["Nullable(Int64)"], "{url}");
+    }
+    // The key column: refused with the steps, nothing written.
+    let v3 = with(ColumnType::Int64, ColumnType::Int64, 3);
+    let err = sink
+        .write(&write(&v3, vec![row(&v3, 3, 3, 30)]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ORDER BY") && err.contains("EXCHANGE TABLES") && err.contains("Int64"),
+        "{err}"
+    );
+    // The steps, done by hand on every shard; a reopened sink goes on.
+    for url in &ch().urls {
+        let create = query_lines(url, &format!("SHOW CREATE TABLE {t}"))
+            .await
+            .join("\n");
+        let create = create
+            .replace("\\n", "\n")
+            .replace("\\'", "'")
+            .replacen(&format!(".{t} "), &format!(".{t}_widened "), 1)
+            .replacen("`id` Int32", "`id` Int64", 1)
+            .replacen("id Int32", "id Int64", 1);
+        for sql in [
+            create,
+            format!("INSERT INTO {t}_widened SELECT * FROM {t}"),
+            format!("RENAME TABLE {t} TO {t}_old, {t}_widened TO {t}"),
+            format!("DROP TABLE {t}_old"),
+        ] {
+            let client = clickhouse::Client::default().with_url(url);
+            client
+                .query(&sql)
+                .execute()
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    }
+    let mut sink = ClickHouseSink::open(config(ClusterMode::Local), &v2)
+        .await
+        .unwrap();
+    sink.write(&write(&v3, vec![row(&v3, 3, 3, 30)]))
+        .await
+        .unwrap();
+    sink.commit(&cp(30)).await.unwrap();
+    let count_all = || async {
+        let mut total = 0;
+        for url in &ch().urls {
+            let n = query_lines(url, &format!("SELECT count() FROM {t} FINAL")).await;
+            total += n[0].parse::<u64>().unwrap();
+        }
+        total
+    };
+    assert_eq!(count_all().await, 3, "ids 1, 2 and 3 across the shards");
+    // TRUNCATE: every shard's table is empty, later rows land.
+    let truncate = tributary_core::SchemaChange {
+        position: pos(40),
+        ..tributary_core::SchemaChange::between(
+            tributary_core::SchemaChangeKind::Truncate,
+            Some((*v3).clone()),
+            Some((*v3).clone()),
+        )
+    };
+    sink.apply_schema_change(&truncate).await.unwrap();
+    sink.write(&write(&v3, vec![row(&v3, 9, 9, 50)]))
+        .await
+        .unwrap();
+    sink.commit(&cp(50)).await.unwrap();
+    assert_eq!(count_all().await, 1, "only the row after the truncate");
+}

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow_array::RecordBatch;
-use arrow_row::{RowConverter, SortField};
 use iceberg::io::FileIO;
+use tributary_catalog::KeyEncoder;
 pub use tributary_catalog::files::{FileKeys, sidecar_path};
 use tributary_catalog::{read_parquet, read_position_deletes};
 use tributary_core::Result;
@@ -153,7 +153,7 @@ pub struct IndexStats {
 pub struct KeyIndex {
     file_io: FileIO,
     key_columns: Vec<usize>,
-    converter: RowConverter,
+    encoder: KeyEncoder,
     files: Vec<FileKeys>,
     /// Which files a key can be in without testing every file: `run` holds
     /// files with disjoint key ranges in key order (binary-searched; what
@@ -169,15 +169,19 @@ pub struct KeyIndex {
 }
 
 impl KeyIndex {
+    /// An index on the key columns at `key_columns` of the data files, of
+    /// `key_types` (any type of each column's promotion family: keys are
+    /// encoded canonically, so one written before `ALTER … MODIFY id
+    /// BIGINT` and one after are the same key).
     pub fn new(
         file_io: FileIO,
         key_columns: Vec<usize>,
-        key_fields: Vec<SortField>,
+        key_types: &[arrow_schema::DataType],
     ) -> Result<KeyIndex> {
         Ok(KeyIndex {
             file_io,
             key_columns,
-            converter: RowConverter::new(key_fields)?,
+            encoder: KeyEncoder::new(key_types)?,
             files: Vec::new(),
             layout: None,
             deleted: HashMap::new(),
@@ -256,7 +260,7 @@ impl KeyIndex {
             .iter()
             .map(|&i| batch.column(i).clone())
             .collect();
-        Ok(self.converter.convert_columns(&cols)?)
+        self.encoder.encode(&cols)
     }
 
     /// The key → position map of a data file (read once, then cached).
@@ -270,8 +274,7 @@ impl KeyIndex {
         // Only the key columns' chunks are fetched (range reads).
         let batches = read_parquet(&self.file_io, path, Some(&self.key_columns), None).await?;
         for b in batches {
-            let cols: Vec<_> = b.columns().to_vec();
-            for row in self.converter.convert_columns(&cols)?.iter() {
+            for row in self.encoder.encode(b.columns())?.iter() {
                 map.insert(row.as_ref().to_vec(), pos);
                 pos += 1;
             }
@@ -292,11 +295,13 @@ impl KeyIndex {
         &self.key_columns
     }
 
-    /// Key columns back from encoded keys.
-    pub fn decode(&self, keys: &[&[u8]]) -> Result<Vec<arrow_array::ArrayRef>> {
-        let parser = self.converter.parser();
-        let rows: Vec<arrow_row::Row<'_>> = keys.iter().map(|k| parser.parse(k)).collect();
-        Ok(self.converter.convert_rows(rows)?)
+    /// Key columns back from encoded keys, as `types`.
+    pub fn decode(
+        &self,
+        keys: &[&[u8]],
+        types: &[arrow_schema::DataType],
+    ) -> Result<Vec<arrow_array::ArrayRef>> {
+        self.encoder.decode(keys, types)
     }
 
     /// The live row of `key`, if any.

@@ -285,20 +285,17 @@ pub fn evolve(
         };
         match wanted {
             Ok(t) if t == have => {}
-            Ok(t) if promotable(&have, &t) && !is_key => {
+            // Key columns too: keys are encoded canonically (see
+            // `KeyEncoder`), so a key before and after the promotion is one.
+            Ok(t) if promotable(&have, &t) => {
                 *f.field_type = Type::Primitive(t);
                 changed = true;
             }
             other => {
                 let why = match other {
-                    Ok(t) => format!(
-                        "its type changed from {have} to {t}, which Iceberg cannot promote{}",
-                        if is_key {
-                            " (or it is a key column)"
-                        } else {
-                            ""
-                        }
-                    ),
+                    Ok(t) => {
+                        format!("its type changed from {have} to {t}, which Iceberg cannot promote")
+                    }
                     Err(e) => e.to_string(),
                 };
                 skip_or_fail(policy, source, &c.name, is_key, why)?;

@@ -9,7 +9,7 @@ use tributary_core::{
     BinlogFilePos, ChangeBatch, ChangeEvent, Checkpoint, Column, ColumnType, ErrorKind, Op,
     SchemaChange, SchemaChangeKind, Sink, SourcePosition, TableId, TableSchema, Value,
 };
-use tributary_iceberg::{ColumnPolicy, UpsertConfig, UpsertWriter};
+use tributary_iceberg::{ColumnPolicy, DeleteMode, UpsertConfig, UpsertWriter};
 use tributary_testkit::{DevServices, dev_dir, unique_name};
 
 fn table_schema(cols: Vec<Column>, version: u64) -> Arc<TableSchema> {
@@ -231,9 +231,9 @@ async fn columns_are_added_widened_and_dropped_and_incompatible_changes_follow_t
         serde_json::json!({"id": 3, "v": 3, "s": null, "gone": null, "n": 9})
     );
 
-    // A key column's type change is never skipped.
+    // A key column's type change that is no promotion is never skipped.
     let mut cols = three.columns.clone();
-    cols[0] = Column::new("id", ColumnType::Int64, false);
+    cols[0] = Column::new("id", string(), false);
     let four = table_schema(cols, 4);
     let err = UpsertWriter::open_config(catalog.clone(), name.clone(), &four, config)
         .await
@@ -355,5 +355,178 @@ async fn an_idle_writer_records_its_position_only_every_idle_interval() {
     assert_eq!(
         w.committed().await.unwrap().unwrap().position,
         checkpoint(20).position
+    );
+}
+
+/// `ALTER TABLE … MODIFY id BIGINT` (an INT key widened as its
+/// auto-increment nears 2³¹): the table's key is promoted in place, and a
+/// key written before the change and after it is one key — an update or a
+/// delete after the widening removes the row written before it, through
+/// the writer's index, after a restart (sidecars), and in equality mode.
+#[tokio::test]
+async fn a_widened_key_is_one_key_before_and_after_the_change_in_both_delete_modes() {
+    for mode in [DeleteMode::Position, DeleteMode::Equality] {
+        let catalog = catalog();
+        let name = TableName::new("shop", "evolving");
+        let schema = |id: ColumnType, version| {
+            let cols = vec![
+                Column::new("id", id, false),
+                Column::new("v", ColumnType::Int32, true),
+            ];
+            table_schema(cols, version)
+        };
+        let (narrow, wide) = (schema(ColumnType::Int32, 1), schema(ColumnType::Int64, 2));
+        let config = UpsertConfig {
+            delete_mode: mode,
+            ..UpsertConfig::default()
+        };
+        let mut w =
+            UpsertWriter::open_config(catalog.clone(), name.clone(), &narrow, config.clone())
+                .await
+                .unwrap();
+        let rows = (1..=50)
+            .map(|i| vec![Value::Int32(i), Value::Int32(1)])
+            .collect();
+        write(&mut w, &narrow, rows, 100).await;
+        w.commit(&checkpoint(200)).await.unwrap();
+
+        // After the widening: updates of keys 1..=25 and a delete of 50,
+        // with the new type.
+        let change = |op, id: i64, v: Option<i32>, at| ChangeEvent {
+            table: wide.table.clone(),
+            op,
+            before: Some(vec![Value::Int64(id), Value::Int32(1)]),
+            after: v.map(|v| vec![Value::Int64(id), Value::Int32(v)]),
+            position: Some(SourcePosition::FilePos(BinlogFilePos::new(
+                "mysql-bin.000001",
+                at,
+            ))),
+            commit_ts_micros: at as i64,
+            schema_version: wide.version,
+        };
+        let mut events: Vec<ChangeEvent> = (1..=25)
+            .map(|i| change(Op::Update, i, Some(2), 300 + i as u64))
+            .collect();
+        events.push(change(Op::Delete, 50, None, 400));
+        w.write(&ChangeBatch::from_events(wide.clone(), &events).unwrap())
+            .await
+            .unwrap();
+        w.commit(&checkpoint(400)).await.unwrap();
+        drop(w);
+        // A restart reads the committed files' summaries back.
+        let mut w = UpsertWriter::open_config(catalog.clone(), name.clone(), &wide, config.clone())
+            .await
+            .unwrap();
+        let events = vec![change(Op::Update, 26, Some(3), 500)];
+        w.write(&ChangeBatch::from_events(wide.clone(), &events).unwrap())
+            .await
+            .unwrap();
+        w.commit(&checkpoint(500)).await.unwrap();
+
+        let t = catalog.load_table(&name).await.unwrap();
+        let field = t
+            .metadata
+            .current_schema()
+            .field_by_name("id")
+            .unwrap()
+            .clone();
+        assert_eq!(
+            field.field_type.to_string(),
+            "long",
+            "{mode:?}: the key was promoted"
+        );
+        // Iceberg Java applies both delete kinds (pyiceberg refuses
+        // equality deletes); longs come back as strings.
+        let java = DevServices::load().iceberg_java_read(&[&t.metadata_location]);
+        let mut got: Vec<(i64, i64)> = java[0]
+            .iter()
+            .map(|r| {
+                let r: serde_json::Value = r.clone().into();
+                let num = |v: &serde_json::Value| {
+                    v.as_i64().or_else(|| v.as_str()?.parse().ok()).unwrap()
+                };
+                (num(&r["id"]), num(&r["v"]))
+            })
+            .collect();
+        got.sort();
+        let want: Vec<(i64, i64)> = (1..=49)
+            .map(|i| {
+                (
+                    i,
+                    if i <= 25 {
+                        2
+                    } else if i == 26 {
+                        3
+                    } else {
+                        1
+                    },
+                )
+            })
+            .collect();
+        assert_eq!(got, want, "{mode:?}: each key once, the newest value");
+        if mode == DeleteMode::Position {
+            let (_, rows) = read_py(&t.metadata_location);
+            assert_eq!(rows.len(), 49, "pyiceberg: no row twice");
+        }
+    }
+}
+
+/// `TRUNCATE` of the source: the commit after it removes every file of the
+/// table (rows committed before, rows buffered before the truncate) and
+/// adds the rows written after it; a replayed truncate changes nothing.
+#[tokio::test]
+async fn a_truncate_empties_the_table_at_its_position_and_a_replay_is_skipped() {
+    let catalog = catalog();
+    let name = TableName::new("shop", "evolving");
+    let cols = vec![
+        Column::new("id", ColumnType::Int32, false),
+        Column::new("v", ColumnType::Int32, true),
+    ];
+    let schema = table_schema(cols, 1);
+    let mut w = UpsertWriter::open(catalog.clone(), name.clone(), &schema)
+        .await
+        .unwrap();
+    let rows = |ids: std::ops::Range<i32>| {
+        ids.map(|i| vec![Value::Int32(i), Value::Int32(i)])
+            .collect()
+    };
+    write(&mut w, &schema, rows(0..40), 100).await;
+    w.commit(&checkpoint(200)).await.unwrap();
+    // Buffered before the truncate, in the same commit round: gone too.
+    write(&mut w, &schema, rows(40..60), 300).await;
+    let mut truncate = SchemaChange::between(
+        SchemaChangeKind::Truncate,
+        Some((*schema).clone()),
+        Some((*schema).clone()),
+    );
+    truncate.position = Some(SourcePosition::FilePos(BinlogFilePos::new(
+        "mysql-bin.000001",
+        400,
+    )));
+    w.apply_schema_change(&truncate).await.unwrap();
+    write(&mut w, &schema, rows(5..8), 500).await;
+    w.commit(&checkpoint(600)).await.unwrap();
+    let t = catalog.load_table(&name).await.unwrap();
+    let (_, got) = read_py(&t.metadata_location);
+    let ids: Vec<i64> = got.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, [5, 6, 7], "only the rows after the truncate");
+    let summary = t.metadata.current_snapshot().unwrap().summary();
+    assert_eq!(summary.operation, iceberg::spec::Operation::Overwrite);
+    assert_eq!(scan_rows(&t).await, 3, "iceberg-rust agrees");
+    drop(w);
+
+    // A restart after the commit replays the truncate: skipped.
+    let mut w = UpsertWriter::open(catalog.clone(), name.clone(), &schema)
+        .await
+        .unwrap();
+    w.apply_schema_change(&truncate).await.unwrap();
+    write(&mut w, &schema, rows(8..9), 700).await;
+    w.commit(&checkpoint(800)).await.unwrap();
+    let t = catalog.load_table(&name).await.unwrap();
+    let (_, got) = read_py(&t.metadata_location);
+    assert_eq!(
+        got.len(),
+        4,
+        "the replayed truncate removed nothing: {got:?}"
     );
 }

@@ -87,8 +87,8 @@ pub struct SnapshotConfig {
     /// Upper bound on bytes read per second (0: unlimited).
     #[serde(default)]
     pub max_bytes_per_sec: u32,
-    /// Key columns for tables without a primary key (`db.table` → columns,
-    /// a unique NOT NULL key); others are read as one full-scan chunk.
+    /// Older place of the source's `key_columns` (still read; the
+    /// source-level setting wins).
     #[serde(default)]
     pub key_columns: std::collections::BTreeMap<String, Vec<String>>,
 }
@@ -198,6 +198,13 @@ pub struct MySqlSourceConfig {
     /// Rows buffered per batch before the reader hands them out.
     #[serde(default = "default_batch_rows")]
     pub max_batch_rows: usize,
+    /// The columns that key a table's rows (`"db.table"` → NOT NULL
+    /// columns), in every sink and for snapshot chunks; without an entry a
+    /// table is keyed by its primary key, else by its first unique index
+    /// on NOT NULL columns. A selected table with none of these is refused
+    /// at start.
+    #[serde(default)]
+    pub key_columns: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 fn default_port() -> u16 {
@@ -228,7 +235,16 @@ impl MySqlSourceConfig {
             snapshot: SnapshotConfig::default(),
             heartbeat_interval: default_heartbeat(),
             max_batch_rows: default_batch_rows(),
+            key_columns: Default::default(),
         }
+    }
+
+    /// The configured key columns of `table`, if any.
+    pub fn configured_key(&self, table: &TableId) -> Option<&Vec<String>> {
+        let name = table.to_string();
+        self.key_columns
+            .get(&name)
+            .or_else(|| self.snapshot.key_columns.get(&name))
     }
 
     /// Checks everything that can be checked without a server.
@@ -268,6 +284,21 @@ impl MySqlSourceConfig {
             return Err(Error::invalid_config(
                 "mysql.heartbeat_interval must be between 1 ms and 4294 s",
             ));
+        }
+        for (table, cols) in self.key_columns.iter().chain(&self.snapshot.key_columns) {
+            if table
+                .split_once('.')
+                .is_none_or(|(d, t)| d.is_empty() || t.is_empty())
+            {
+                return Err(Error::invalid_config(format!(
+                    "mysql.key_columns: {table:?} is not a table name: write \"database.table\""
+                )));
+            }
+            if cols.is_empty() {
+                return Err(Error::invalid_config(format!(
+                    "mysql.key_columns[{table:?}] is empty: list the columns that identify a row"
+                )));
+            }
         }
         self.start.timestamp_micros()?;
         self.password.validate()?;

@@ -67,20 +67,37 @@ pub(crate) fn map_err(what: impl Into<String>, e: mysql_async::Error) -> Error {
     Error::new(kind, what).with_source(e)
 }
 
-fn opts(config: &MySqlSourceConfig, password: Option<&str>) -> OptsBuilder {
+/// The largest packet the binlog connection accepts: 1 GiB, the protocol's
+/// maximum and what replicas use (`slave_max_allowed_packet`). Without it
+/// the client keeps the server's session default (16 MiB), and one event
+/// of a big row (an 8 MB BLOB updated: before and after image) kills the
+/// stream.
+const DUMP_MAX_PACKET: usize = 1 << 30;
+
+fn opts(config: &MySqlSourceConfig, password: Option<&str>, dump: bool) -> OptsBuilder {
     OptsBuilder::default()
         .ip_or_hostname(config.host.clone())
         .tcp_port(config.port)
         .user(Some(config.user.clone()))
         .pass(password.map(str::to_string))
         .prefer_socket(false)
+        .max_allowed_packet(dump.then_some(DUMP_MAX_PACKET))
 }
 
 /// Opens a connection. If the server rejects the password, the password source
 /// is read again and, if it changed (rotation), the connection is retried once.
 pub async fn connect(config: &MySqlSourceConfig) -> Result<Conn> {
+    connect_with(config, false).await
+}
+
+/// A connection for the binlog dump: packets up to 1 GiB.
+pub(crate) async fn connect_for_dump(config: &MySqlSourceConfig) -> Result<Conn> {
+    connect_with(config, true).await
+}
+
+async fn connect_with(config: &MySqlSourceConfig, dump: bool) -> Result<Conn> {
     let password = config.password.resolve()?;
-    let first = Conn::new(opts(config, password.as_ref().map(|p| p.expose()))).await;
+    let first = Conn::new(opts(config, password.as_ref().map(|p| p.expose()), dump)).await;
     let e = match first {
         Ok(conn) => return Ok(conn),
         Err(e) => e,
@@ -90,7 +107,7 @@ pub async fn connect(config: &MySqlSourceConfig) -> Result<Conn> {
         let fresh = config.password.resolve()?;
         if fresh != password {
             tracing::info!(user = %config.user, "password changed at its source; reconnecting");
-            return Conn::new(opts(config, fresh.as_ref().map(|p| p.expose())))
+            return Conn::new(opts(config, fresh.as_ref().map(|p| p.expose()), dump))
                 .await
                 .map_err(|e| connect_error(config, e));
         }

@@ -21,6 +21,7 @@ pub mod check;
 pub mod config;
 pub mod conn;
 pub mod credentials;
+mod keys;
 pub mod snapshot;
 mod source;
 

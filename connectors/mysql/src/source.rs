@@ -24,8 +24,10 @@ use tributary_core::{
 };
 
 use crate::binlog::BinlogReader;
+use crate::binlog::reader::selected_keys;
 use crate::config::{MySqlSourceConfig, SnapshotMode, StartMode, TableFilter};
 use crate::conn::{connect, map_err};
+use crate::keys::TableKey;
 use crate::snapshot::{
     self, Chunk, FlowControl, KeyRange, SNAPSHOT_PROPERTY, SnapshotProgress, TablePlan,
     load_table_schema,
@@ -50,6 +52,8 @@ pub struct MySqlSource {
     round_end: Option<RoundEnd>,
     /// Snapshot-only mode keeps one transaction open per table.
     table_txn_open: bool,
+    /// Each selected table's key (see `keys`).
+    keys: HashMap<TableId, TableKey>,
     out: VecDeque<SourceRecord>,
 }
 
@@ -94,6 +98,18 @@ impl MySqlSource {
                 Some(BinlogReader::start(binlog_config, checkpoint).await?)
             }
         };
+        let keys = match &binlog {
+            Some(b) => b.keys().clone(),
+            None => {
+                let mut conn = connect(&config).await?;
+                let filter = TableFilter::new(&config.tables)?;
+                let keys = selected_keys(&mut conn, &config, &filter).await?;
+                conn.disconnect()
+                    .await
+                    .map_err(|e| map_err("disconnect", e))?;
+                keys
+            }
+        };
         let mut conns = Vec::new();
         if !progress.is_done() {
             let n = if binlog.is_some() {
@@ -117,6 +133,7 @@ impl MySqlSource {
             pending: VecDeque::new(),
             round_end: None,
             table_txn_open: false,
+            keys,
             out: VecDeque::new(),
         })
     }
@@ -159,12 +176,13 @@ impl MySqlSource {
     async fn plan(&mut self) -> Result<TableId> {
         let table = self.progress.remaining[0].clone();
         if !self.plans.contains_key(&table) {
-            let schema = load_table_schema(&mut self.conns[0], &table, 1).await?;
+            let key = self.keys.get(&table).map(|k| k.columns.as_slice());
+            let schema = load_table_schema(&mut self.conns[0], &table, key, 1).await?;
             let schema = match self.binlog.as_mut() {
                 Some(b) => b.adopt_schema(schema),
                 None => Arc::new(schema),
             };
-            let mut plan = TablePlan::new(schema, &self.config.snapshot)?;
+            let mut plan = TablePlan::new(schema);
             plan.detect_dense_key(&mut self.conns[0]).await?;
             self.plans.insert(table.clone(), plan);
         }
@@ -277,7 +295,7 @@ async fn snapshot_start(config: &MySqlSourceConfig) -> Result<tributary_core::So
     conn.query_drop("COMMIT")
         .await
         .map_err(|e| map_err("COMMIT", e))?;
-    let position = crate::binlog::mariadb_position_at(&mut conn, at).await?;
+    let position = crate::binlog::mariadb_position_at(&mut conn, config, at).await?;
     conn.disconnect()
         .await
         .map_err(|e| map_err("disconnect", e))?;

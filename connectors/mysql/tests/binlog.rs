@@ -10,6 +10,7 @@ use tributary_core::{
     Value,
 };
 use tributary_mysql::{BinlogReader, StartMode};
+use tributary_testkit::unique_name;
 
 mod common;
 use common::{
@@ -568,5 +569,248 @@ async fn a_gtid_start_names_the_real_file_whatever_its_fake_rotate_checksum() {
     let cp = last_checkpoint(&records).unwrap();
     assert_eq!(cp.position.unwrap().file_pos().unwrap().file, file);
     reader.close().await.unwrap();
+    db.drop().await;
+}
+
+/// The reader's first error, failing after 30 s.
+async fn first_error(reader: &mut BinlogReader) -> tributary_core::Error {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no error within 30 s");
+        match tokio::time::timeout(left, reader.next()).await {
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) => panic!("the stream ended without an error"),
+            Ok(Err(e)) => return e,
+            Err(_) => panic!("no error within 30 s"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_table_keyed_only_by_a_unique_index_streams_with_that_key_and_keyless_tables_are_refused()
+{
+    let mut db = database().await;
+    let uk = format!("{}.uk", db.name);
+    db.sql(format!(
+        "CREATE TABLE {uk} (n INT, code VARCHAR(10) NOT NULL, v INT, UNIQUE KEY by_n (n), \
+         UNIQUE KEY by_code (code))"
+    ))
+    .await;
+    let bare = format!("{}.bare", db.name);
+    db.sql(format!("CREATE TABLE {bare} (x INT NOT NULL, y INT)"))
+        .await;
+    db.config.start = StartMode::Latest;
+    let err = BinlogReader::start(db.config.clone(), None)
+        .await
+        .err()
+        .expect("a keyless table is refused at start");
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&bare) && !msg.contains(&uk) && msg.contains("key_columns"),
+        "{msg}"
+    );
+
+    db.config.key_columns.insert(bare.clone(), vec!["x".into()]);
+    let mut reader = BinlogReader::start(db.config.clone(), None).await.unwrap();
+    db.sql(format!(
+        "INSERT INTO {uk} VALUES (1, 'a', 1), (NULL, 'b', 2)"
+    ))
+    .await;
+    db.sql(format!("UPDATE {uk} SET v = 3 WHERE code = 'b'"))
+        .await;
+    db.sql(format!("INSERT INTO {bare} VALUES (7, 1)")).await;
+    let records = read_until(&mut reader, |r| count_events(r) >= 4).await;
+    let keys: Vec<(String, Vec<String>)> = records
+        .iter()
+        .filter_map(|r| match r {
+            SourceRecord::Changes(b) => Some((
+                b.schema().table.table.clone(),
+                b.schema()
+                    .primary_key_names()
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
+            )),
+            _ => None,
+        })
+        .collect();
+    // `by_n` allows NULLs: the first unique index on NOT NULL columns keys it.
+    assert!(
+        keys.iter().any(|(t, k)| t == "uk" && k == &["code"]),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter().any(|(t, k)| t == "bare" && k == &["x"]),
+        "{keys:?}"
+    );
+    assert!(keys.iter().all(|(_, k)| !k.is_empty()), "{keys:?}");
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn dml_logged_as_a_statement_on_a_selected_table_stops_the_stream_naming_it() {
+    let mut db = database().await;
+    let table = kv_table(&mut db, "kv").await;
+    let other = unique_name("other");
+    db.sql(format!("CREATE DATABASE {other}")).await;
+    db.sql(format!("CREATE TABLE {other}.t (id INT PRIMARY KEY)"))
+        .await;
+    db.config.start = StartMode::Latest;
+    let mut reader = BinlogReader::start(db.config.clone(), None).await.unwrap();
+    db.sql("SET SESSION binlog_format = 'STATEMENT'").await;
+    // A table the job does not select: nothing to lose, the stream goes on.
+    db.sql(format!("INSERT INTO {other}.t VALUES (1)")).await;
+    db.sql("SET SESSION binlog_format = 'ROW'").await;
+    insert_each(&mut db.conn, &table, 0..2).await;
+    let records = read_until(&mut reader, |r| ids(r).len() >= 2).await;
+    assert_eq!(ids(&records), [0, 1]);
+    // In a transaction with a savepoint (a statement that is no DML).
+    db.sql("SET SESSION binlog_format = 'STATEMENT'").await;
+    db.sql("BEGIN").await;
+    db.sql("SAVEPOINT sp").await;
+    db.sql(format!("UPDATE {table} SET v = 'changed' WHERE id = 1"))
+        .await;
+    db.sql("COMMIT").await;
+    db.sql("SET SESSION binlog_format = 'ROW'").await;
+    let err = first_error(&mut reader).await;
+    let msg = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{msg}");
+    assert!(
+        msg.contains(&table)
+            && msg.contains("as an SQL statement")
+            && msg.contains("binlog_format='ROW'"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("-bin.") || msg.contains(':'),
+        "names the position: {msg}"
+    );
+    db.sql(format!("DROP DATABASE {other}")).await;
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_transaction_larger_than_the_batch_bound_comes_out_in_batches_with_one_checkpoint_after_it()
+ {
+    let mut db = database().await;
+    let table = kv_table(&mut db, "big").await;
+    db.config.start = StartMode::Latest;
+    db.config.max_batch_rows = 100;
+    let mut reader = BinlogReader::start(db.config.clone(), None).await.unwrap();
+    insert_each(&mut db.conn, &table, 0..1).await;
+    db.sql("BEGIN").await;
+    for chunk in 0..10 {
+        let rows: Vec<String> = (0..100)
+            .map(|i| {
+                let id = 1 + chunk * 100 + i;
+                format!("({id}, 'v{id}')")
+            })
+            .collect();
+        db.sql(format!("INSERT INTO {table} VALUES {}", rows.join(",")))
+            .await;
+    }
+    db.sql(format!("UPDATE {table} SET v = 'last' WHERE id = 1"))
+        .await;
+    db.sql("COMMIT").await;
+    let records = read_until(&mut reader, |r| {
+        count_events(r) >= 1002 && matches!(r.last(), Some(SourceRecord::Checkpoint(_)))
+    })
+    .await;
+    // The big transaction's batches (the single-row one may share the
+    // first): each within the bound plus what one rows event adds (here
+    // 100 rows: the INSERTs are 100 rows each), and no
+    // checkpoint between the first and the last of them, one right after.
+    let batches: Vec<(usize, usize)> = records
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match r {
+            SourceRecord::Changes(b) => Some((i, b.len())),
+            _ => None,
+        })
+        .collect();
+    // The first batch with a row of the big transaction (ids from 1).
+    let first = records
+        .iter()
+        .position(|r| {
+            matches!(r, SourceRecord::Changes(_))
+                && ids(std::slice::from_ref(r)).iter().any(|&i| i >= 1)
+        })
+        .unwrap();
+    let last = batches.last().unwrap().0;
+    let inside = records[first..last]
+        .iter()
+        .filter(|r| matches!(r, SourceRecord::Checkpoint(_)))
+        .count();
+    assert_eq!(inside, 0, "{:?}", summary(&records));
+    assert!(matches!(
+        records.get(last + 1),
+        Some(SourceRecord::Checkpoint(_))
+    ));
+    let sizes: Vec<usize> = batches.iter().map(|b| b.1).collect();
+    assert!(
+        sizes.len() >= 5 && sizes.iter().all(|&n| n <= 201),
+        "{sizes:?}"
+    );
+    assert_eq!(sizes.iter().sum::<usize>(), 1002);
+    let rest = &records[first..];
+    // Versions grow through the transaction: the update at its end wins.
+    let evs = events(rest);
+    let versions: Vec<u64> = evs
+        .iter()
+        .map(|e| tributary_core::row_version(e.position.as_ref()))
+        .collect();
+    assert!(versions.windows(2).all(|w| w[0] <= w[1]), "{versions:?}");
+    assert!(versions[1] > 0 && versions[1] < *versions.last().unwrap());
+    db.drop().await;
+}
+
+/// An UPDATE of a 9 MB BLOB logs both images in one 18 MB event, over the
+/// server's default 16 MB packet: the dump connection takes it (replicas
+/// accept up to 1 GiB, so do we).
+#[tokio::test]
+async fn a_row_event_larger_than_the_default_packet_is_read() {
+    let mut db = database().await;
+    let table = format!("{}.blobs", db.name);
+    db.sql(format!(
+        "CREATE TABLE {table} (id INT PRIMARY KEY, b LONGBLOB)"
+    ))
+    .await;
+    db.config.start = StartMode::Latest;
+    let mut reader = BinlogReader::start(db.config.clone(), None).await.unwrap();
+    let size = 9 << 20;
+    db.sql(format!(
+        "INSERT INTO {table} VALUES (1, REPEAT('a', {size}))"
+    ))
+    .await;
+    db.sql(format!(
+        "UPDATE {table} SET b = REPEAT('b', {size}) WHERE id = 1"
+    ))
+    .await;
+    let records = read_until(&mut reader, |r| count_events(r) >= 2).await;
+    let evs = events(&records);
+    let after = evs[1].after.as_ref().unwrap();
+    match &after[1] {
+        Value::Bytes(b) => assert!(b.len() == size && b.iter().all(|&c| c == b'b')),
+        v => panic!("{:?}", std::mem::discriminant(v)),
+    }
+    // Past that event the server's BINLOG_GTID_POS answers NULL (it reads
+    // with its own 16 MB packet): a Latest start still finds its GTID
+    // state (by scanning the file) and reads what follows.
+    let mut later = BinlogReader::start(db.config.clone(), None).await.unwrap();
+    db.sql(format!("INSERT INTO {table} VALUES (2, 'x')")).await;
+    let records = read_until(&mut later, |r| count_events(r) >= 1).await;
+    assert!(matches!(
+        last_checkpoint(&read_until(&mut later, |r| last_checkpoint(r).is_some()).await)
+            .and_then(|c| c.position),
+        Some(SourcePosition::MariaDbGtid { .. })
+    ));
+    assert_eq!(
+        events(&records)[0].after.as_ref().unwrap()[0],
+        Value::Int32(2)
+    );
+    // The rest of the suite shares this server: start a clean binlog file.
+    db.sql("FLUSH BINARY LOGS").await;
     db.drop().await;
 }

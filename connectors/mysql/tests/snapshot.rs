@@ -388,7 +388,7 @@ async fn a_killed_snapshot_resumes_at_its_next_chunk() {
 }
 
 #[tokio::test]
-async fn composite_keys_and_keyless_tables_are_read_exactly_once() {
+async fn composite_unique_and_configured_keys_are_read_exactly_once_and_keyless_tables_refused() {
     let mut db = database().await;
     let comp = format!("{}.comp", db.name);
     let bare = format!("{}.bare", db.name);
@@ -396,8 +396,10 @@ async fn composite_keys_and_keyless_tables_are_read_exactly_once() {
         "CREATE TABLE {comp} (a INT, b VARCHAR(10), n INT, PRIMARY KEY (a, b))"
     ))
     .await;
-    db.sql(format!("CREATE TABLE {bare} (x INT, y VARCHAR(10))"))
-        .await;
+    db.sql(format!(
+        "CREATE TABLE {bare} (x INT NOT NULL, y VARCHAR(10))"
+    ))
+    .await;
     let rows: Vec<String> = (0..500)
         .map(|i| format!("({}, 'k{}', {i})", i / 7, i % 7))
         .collect();
@@ -406,7 +408,8 @@ async fn composite_keys_and_keyless_tables_are_read_exactly_once() {
     let rows: Vec<String> = (0..300).map(|i| format!("({i}, 'y{i}')")).collect();
     db.sql(format!("INSERT INTO {bare} VALUES {}", rows.join(",")))
         .await;
-    // A keyless table with a configured unique key is chunked by that key.
+    // A table keyed only by a unique index on NOT NULL columns is chunked
+    // (and keyed in every sink) by it.
     let keyed = format!("{}.keyed", db.name);
     db.sql(format!(
         "CREATE TABLE {keyed} (u INT NOT NULL, UNIQUE KEY (u), w INT)"
@@ -415,12 +418,24 @@ async fn composite_keys_and_keyless_tables_are_read_exactly_once() {
     let rows: Vec<String> = (0..100).map(|i| format!("({i}, {i})")).collect();
     db.sql(format!("INSERT INTO {keyed} VALUES {}", rows.join(",")))
         .await;
-    db.config
-        .snapshot
-        .key_columns
-        .insert(keyed.clone(), vec!["u".into()]);
     db.config.snapshot.chunk_rows = 37;
     db.config.snapshot.mode = SnapshotMode::Only;
+    // A table with no key at all is refused before anything is read,
+    // naming the table and the fixes.
+    let err = MySqlSource::start(db.config.clone(), None)
+        .await
+        .err()
+        .expect("a keyless table is refused")
+        .to_string();
+    assert!(
+        err.contains("have no primary key and no unique index")
+            && err.contains(&bare)
+            && err.contains("key_columns")
+            && !err.contains(&keyed),
+        "{err}"
+    );
+    // Configured columns key it.
+    db.config.key_columns.insert(bare.clone(), vec!["x".into()]);
     let mut source = MySqlSource::start(db.config.clone(), None).await.unwrap();
     let mut records = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -445,7 +460,12 @@ async fn composite_keys_and_keyless_tables_are_read_exactly_once() {
             (r[0].clone(), r[1].clone())
         })
         .collect();
-    assert_eq!(bare_rows, 300, "a keyless table is one full-scan chunk");
+    assert_eq!(bare_rows, 300, "every row of the configured-key table once");
+    let bare_batches = records
+        .iter()
+        .filter(|r| matches!(r, SourceRecord::Changes(b) if b.schema().table.table == "bare"))
+        .count();
+    assert_eq!(bare_batches, 9, "chunked by the configured key (300 / 37)");
     let keyed_batches: Vec<usize> = records
         .iter()
         .filter_map(|r| match r {

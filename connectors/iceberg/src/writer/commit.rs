@@ -28,7 +28,7 @@ impl UpsertWriter {
     /// records one at once: a runner resumes from the oldest, and "none"
     /// means from the start).
     pub async fn prepare_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<Prepared> {
-        let idle = self.reduction.is_empty() && self.spills.is_empty();
+        let idle = self.reduction.is_empty() && self.spills.is_empty() && !self.truncate_pending;
         let recorded = self.committed.is_some();
         let payload = if idle
             && recorded
@@ -124,6 +124,9 @@ impl UpsertWriter {
             self.index.add_file(spill.summary, spill.keys);
         }
         self.reduction.clear();
+        if delta.truncate {
+            self.truncate_pending = false;
+        }
         (self.changes_since_commit, self.bytes_since_commit) = (0, 0);
         (self.last_commit, self.last_snapshot) = (Instant::now(), Instant::now());
         self.committed = Some(checkpoint.clone());

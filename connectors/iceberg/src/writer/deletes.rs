@@ -44,6 +44,7 @@ impl UpsertWriter {
                 .collect(),
             planned_at_snapshot: self.table.metadata.current_snapshot_id(),
             data_files: self.spills.iter().map(|s| s.file.clone()).collect(),
+            truncate: self.truncate_pending,
             ..RowDelta::default()
         };
         deletes.extend(self.superseded_rows().map(|(p, pos)| (p.to_string(), pos)));
@@ -70,13 +71,14 @@ impl UpsertWriter {
     /// Writes the key columns of `keys` as equality-delete files, one per
     /// partition (in equality mode the partition follows from the key).
     async fn write_equality_deletes(&self, keys: &[&[u8]]) -> Result<Vec<DataFile>> {
-        let columns = self.index.decode(keys)?;
         let file_schema = &self.columns.file_schema;
         let key_columns = self.index.key_columns();
         let fields: Vec<_> = key_columns
             .iter()
             .map(|&i| file_schema.field(i).clone())
             .collect();
+        let types: Vec<_> = fields.iter().map(|f| f.data_type().clone()).collect();
+        let columns = self.index.decode(keys, &types)?;
         let batch = RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), columns)?;
         let current = self.table.metadata.current_schema();
         let ids: Vec<i32> = key_columns

@@ -27,6 +27,7 @@ mod deletes;
 mod reduction;
 mod spill;
 mod table;
+mod truncate;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -74,6 +75,8 @@ pub struct UpsertWriter {
     /// Committed rows the prepared deletes remove (the index marks them
     /// once the commit is durable).
     planned_found: Vec<(Arc<str>, i64)>,
+    /// The source table was truncated since the last commit (see `truncate`).
+    truncate_pending: bool,
 }
 
 impl UpsertWriter {
@@ -138,6 +141,7 @@ impl UpsertWriter {
             last_snapshot: Instant::now(),
             committed,
             planned_found: Vec::new(),
+            truncate_pending: false,
         };
         writer.load_index().await?;
         Ok(writer)
@@ -218,6 +222,9 @@ impl Sink for UpsertWriter {
     }
 
     async fn apply_schema_change(&mut self, change: &SchemaChange) -> Result<()> {
+        if change.kind == tributary_core::SchemaChangeKind::Truncate {
+            return self.truncate(change).await;
+        }
         let target = format!("the Iceberg table {}", self.table.name);
         self.apply_schema(change.followed_schema(&target)?).await
     }

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
-use arrow_row::SortField;
 use iceberg::spec::DataContentType;
 use tributary_catalog::{Catalog, CatalogTable, TableName, commit_schema, live_files};
 use tributary_core::{Checkpoint, Error, ErrorKind, Result, TableSchema};
@@ -116,11 +115,11 @@ pub(super) fn key_index(
     source: &TableSchema,
 ) -> Result<KeyIndex> {
     let key_columns = columns.key_columns(source)?;
-    let key_fields = key_columns
+    let key_types: Vec<_> = key_columns
         .iter()
-        .map(|&i| SortField::new(columns.file_schema.field(i).data_type().clone()))
+        .map(|&i| columns.file_schema.field(i).data_type().clone())
         .collect();
-    KeyIndex::new(table.file_io.clone(), key_columns, key_fields)
+    KeyIndex::new(table.file_io.clone(), key_columns, &key_types)
 }
 
 /// The partitioner of the table's spec, checked against the configuration:

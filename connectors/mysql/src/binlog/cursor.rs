@@ -25,6 +25,12 @@ pub(super) struct Cursor {
     pub(super) mysql: MySqlGtidSet,
     /// Inside a transaction: the position stays at its start.
     pub(super) in_txn: bool,
+    /// The open transaction is a `BEGIN`…`COMMIT` one (a MariaDB GTID
+    /// without the standalone flag, or a `BEGIN` query): a QUERY inside it
+    /// is one of its statements. Otherwise (a standalone GTID, or a MySQL
+    /// GTID not followed by `BEGIN`) the next QUERY is DDL, a transaction
+    /// of its own.
+    pub(super) explicit_txn: bool,
 }
 
 /// What one event is, for the position.
@@ -38,10 +44,15 @@ pub(super) enum Step {
     GtidList(Vec<MariaDbGtid>),
     /// A transaction opens: a MariaDB or MySQL GTID event, or `BEGIN`.
     Begin(Option<Gtid>),
+    /// `BEGIN` after the GTID event that opened the transaction.
+    ExplicitBegin,
     /// XID or `COMMIT`.
     Commit,
     /// A statement outside `BEGIN`…`COMMIT` (DDL): a transaction of its own.
     Statement,
+    /// A statement inside a transaction (`SAVEPOINT`, or DML logged as a
+    /// statement): the transaction goes on.
+    TxnStatement,
     /// A table map or row event.
     Rows(u8),
     Other,
@@ -49,7 +60,8 @@ pub(super) enum Step {
 
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Gtid {
-    MariaDb(MariaDbGtid),
+    /// With the standalone flag: no `BEGIN`…`COMMIT` follows (DDL).
+    MariaDb(MariaDbGtid, bool),
     MySql(String, u64),
 }
 
@@ -101,8 +113,8 @@ impl Cursor {
             kind::HEARTBEAT => Step::Heartbeat,
             kind::MARIADB_GTID_LIST => Step::GtidList(events::mariadb_gtid_list(ev.data())?),
             kind::MARIADB_GTID => {
-                let (gtid, _standalone) = events::mariadb_gtid(ev.data(), header.server_id())?;
-                Step::Begin(Some(Gtid::MariaDb(gtid)))
+                let (gtid, standalone) = events::mariadb_gtid(ev.data(), header.server_id())?;
+                Step::Begin(Some(Gtid::MariaDb(gtid, standalone)))
             }
             kind::MYSQL_GTID => {
                 let (uuid, gno) = events::mysql_gtid(ev.data())?;
@@ -117,12 +129,16 @@ impl Cursor {
                 let sql = sql.trim();
                 if sql.eq_ignore_ascii_case("BEGIN") {
                     if self.in_txn {
-                        Step::Other
+                        Step::ExplicitBegin
                     } else {
                         Step::Begin(None)
                     }
-                } else if sql.eq_ignore_ascii_case("COMMIT") {
+                } else if sql.eq_ignore_ascii_case("COMMIT")
+                    || (self.in_txn && sql.eq_ignore_ascii_case("ROLLBACK"))
+                {
                     Step::Commit
+                } else if self.in_txn && self.explicit_txn {
+                    Step::TxnStatement
                 } else {
                     Step::Statement
                 }
@@ -149,14 +165,21 @@ impl Cursor {
             Step::GtidList(list) => list.iter().for_each(|g| self.mariadb.update(*g)),
             Step::Begin(gtid) => {
                 self.in_txn = true;
-                match gtid {
-                    Some(Gtid::MariaDb(g)) => self.mariadb.update(*g),
-                    Some(Gtid::MySql(uuid, gno)) => self.mysql.add(uuid, *gno),
-                    None => {}
-                }
+                self.explicit_txn = match gtid {
+                    Some(Gtid::MariaDb(g, standalone)) => {
+                        self.mariadb.update(*g);
+                        !standalone
+                    }
+                    Some(Gtid::MySql(uuid, gno)) => {
+                        self.mysql.add(uuid, *gno);
+                        false
+                    }
+                    None => true,
+                };
             }
-            Step::Commit | Step::Statement => self.in_txn = false,
-            Step::Heartbeat | Step::Rows(_) | Step::Other => {}
+            Step::ExplicitBegin => self.explicit_txn = true,
+            Step::Commit | Step::Statement => (self.in_txn, self.explicit_txn) = (false, false),
+            Step::Heartbeat | Step::Rows(_) | Step::TxnStatement | Step::Other => {}
         }
         if !self.in_txn && end_pos > 0 {
             self.pos = end_pos;

@@ -12,6 +12,15 @@ pub(crate) enum Ddl {
     Truncate(TableId),
     /// (from, to) pairs.
     Rename(Vec<(TableId, TableId)>),
+    /// DDL that removes or moves rows without row events (`DROP`,
+    /// `TRUNCATE` or `EXCHANGE PARTITION`): which table, and what it did.
+    RowsRemoved(TableId, String),
+    /// `DROP DATABASE`/`DROP SCHEMA`: every table of it goes.
+    DropDatabase(String),
+    /// DML logged as a statement: every name before its row source or
+    /// condition that could be a table it changes (the caller keeps the
+    /// ones it reads; over-inclusive on purpose).
+    Dml(Vec<TableId>),
     /// Transaction control (BEGIN/COMMIT) or a statement that changes no table.
     Other,
 }
@@ -107,12 +116,19 @@ pub(crate) fn classify(sql: &str, default_db: &str) -> Ddl {
                 Some(["table", more @ ..]) => {
                     let j = skip(more, &["if", "exists"]);
                     if j < more.len() {
-                        Ddl::Alter(name(more, j))
+                        alter(name(more, j), &more[j + 1..], |k| name(more, j + 1 + k))
                     } else {
                         Ddl::Other
                     }
                 }
                 _ => Ddl::Other,
+            }
+        }
+        ["drop", "database" | "schema", rest @ ..] => {
+            let j = skip(rest, &["if", "exists"]);
+            match rest.get(j) {
+                Some(_) => Ddl::DropDatabase(orig[words.len() - rest.len() + j].clone()),
+                None => Ddl::Other,
             }
         }
         ["drop", rest @ ..] => {
@@ -145,9 +161,59 @@ pub(crate) fn classify(sql: &str, default_db: &str) -> Ddl {
                     .collect(),
             )
         }
+        [verb, rest @ ..] if DML_VERBS.contains(verb) => {
+            let n = rest.iter().take_while(|w| !DML_STOP.contains(w)).count();
+            let names = (0..n)
+                .filter(|&k| !DML_NOISE.contains(&rest[k]))
+                .map(|k| name(rest, k))
+                .collect();
+            Ddl::Dml(names)
+        }
         _ => Ddl::Other,
     }
 }
+
+/// What `ALTER TABLE t <clauses>` does: a rename, a partition operation
+/// that removes or moves rows, or another change (reported with the next
+/// table map). `name(k)` is `clauses[k]` as a table name.
+fn alter(table: TableId, clauses: &[&str], name: impl Fn(usize) -> TableId) -> Ddl {
+    for (k, pair) in clauses.windows(2).enumerate() {
+        if let [op @ ("drop" | "truncate" | "exchange"), "partition"] = pair {
+            return Ddl::RowsRemoved(table, format!("{} partition", op.to_ascii_uppercase()));
+        }
+        if pair[0] == "rename" && !matches!(pair[1], "column" | "index" | "key" | "constraint") {
+            let to = if matches!(pair[1], "to" | "as") {
+                k + 2
+            } else {
+                k + 1
+            };
+            if to < clauses.len() {
+                return Ddl::Rename(vec![(table, name(to))]);
+            }
+        }
+    }
+    Ddl::Alter(table)
+}
+
+const DML_VERBS: [&str; 5] = ["insert", "replace", "update", "delete", "load"];
+/// Words after which a DML statement names no more tables it changes.
+const DML_STOP: [&str; 6] = ["select", "values", "value", "set", "where", "using"];
+const DML_NOISE: [&str; 14] = [
+    "into",
+    "from",
+    "low_priority",
+    "delayed",
+    "high_priority",
+    "ignore",
+    "quick",
+    "join",
+    "inner",
+    "left",
+    "right",
+    "on",
+    "data",
+    "table",
+];
 
 #[cfg(test)]
 mod tests {
@@ -155,6 +221,81 @@ mod tests {
 
     fn t(db: &str, name: &str) -> TableId {
         TableId::new(db, name)
+    }
+
+    #[test]
+    fn partition_ddl_renames_by_alter_and_dropped_databases_are_recognized() {
+        assert_eq!(
+            classify("ALTER TABLE t DROP PARTITION p1, p2", "s"),
+            Ddl::RowsRemoved(t("s", "t"), "DROP partition".into())
+        );
+        assert_eq!(
+            classify("alter table x.t truncate partition all", "s"),
+            Ddl::RowsRemoved(t("x", "t"), "TRUNCATE partition".into())
+        );
+        assert_eq!(
+            classify("ALTER TABLE t EXCHANGE PARTITION p WITH TABLE t2", "s"),
+            Ddl::RowsRemoved(t("s", "t"), "EXCHANGE partition".into())
+        );
+        assert_eq!(
+            classify("ALTER TABLE a RENAME TO b.c", "s"),
+            Ddl::Rename(vec![(t("s", "a"), t("b", "c"))])
+        );
+        assert_eq!(
+            classify("ALTER TABLE a RENAME b", "s"),
+            Ddl::Rename(vec![(t("s", "a"), t("s", "b"))])
+        );
+        assert_eq!(
+            classify("ALTER TABLE a RENAME COLUMN x TO y", "s"),
+            Ddl::Alter(t("s", "a"))
+        );
+        assert_eq!(
+            classify(
+                "ALTER TABLE a ADD PARTITION (PARTITION p3 VALUES LESS THAN (30))",
+                "s"
+            ),
+            Ddl::Alter(t("s", "a"))
+        );
+        assert_eq!(
+            classify("DROP DATABASE IF EXISTS `Shop`", "s"),
+            Ddl::DropDatabase("Shop".into())
+        );
+    }
+
+    #[test]
+    fn statement_logged_dml_names_the_tables_it_may_change() {
+        assert_eq!(
+            classify("INSERT INTO `o`(id, v) VALUES (1, 2)", "s"),
+            Ddl::Dml(vec![t("s", "o")])
+        );
+        assert_eq!(
+            classify("insert low_priority ignore into x.o select * from s.p", "s"),
+            Ddl::Dml(vec![t("x", "o")])
+        );
+        assert_eq!(
+            classify("UPDATE o SET v = v + 1 WHERE id < 10", "s"),
+            Ddl::Dml(vec![t("s", "o")])
+        );
+        assert_eq!(
+            classify("DELETE FROM s2.o WHERE id = 1", "s"),
+            Ddl::Dml(vec![t("s2", "o")])
+        );
+        assert_eq!(
+            classify(
+                "delete a, b from a join b on a.id = b.id where a.v = 1",
+                "s"
+            ),
+            Ddl::Dml(vec![
+                t("s", "a"),
+                t("s", "b"),
+                t("s", "a"),
+                t("s", "b"),
+                t("a", "id"),
+                t("s", "="),
+                t("b", "id")
+            ])
+        );
+        assert_eq!(classify("SAVEPOINT sp1", "s"), Ddl::Other);
     }
 
     #[test]

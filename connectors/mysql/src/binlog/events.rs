@@ -19,6 +19,28 @@ pub(crate) mod kind {
     pub const MYSQL_GTID: u8 = 33;
     pub const MARIADB_GTID: u8 = 162;
     pub const MARIADB_GTID_LIST: u8 = 163;
+    pub const INCIDENT: u8 = 26;
+    pub const MARIADB_QUERY_COMPRESSED: u8 = 165;
+    /// MariaDB's compressed row events (`log_bin_compress`), V1 and V2.
+    pub const MARIADB_ROWS_COMPRESSED: std::ops::RangeInclusive<u8> = 166..=171;
+    pub const MYSQL_PARTIAL_UPDATE_ROWS: u8 = 39;
+    pub const MYSQL_TRANSACTION_PAYLOAD: u8 = 40;
+    /// Events that carry no row data and move nothing the reader tracks:
+    /// STOP, INTVAR, RAND, USER_VAR, FORMAT_DESCRIPTION, IGNORABLE,
+    /// ROWS_QUERY, ANONYMOUS_GTID, PREVIOUS_GTIDS, TRANSACTION_CONTEXT,
+    /// VIEW_CHANGE, HEARTBEAT_V2, and MariaDB's ANNOTATE_ROWS,
+    /// BINLOG_CHECKPOINT, START_ENCRYPTION.
+    pub const WITHOUT_ROWS: [u8; 15] =
+        [3, 5, 13, 14, 15, 28, 29, 34, 35, 36, 37, 41, 160, 161, 164];
+}
+
+/// The table id in a row event's post-header (6 bytes; compressed row
+/// events keep it uncompressed).
+pub(crate) fn rows_table_id(body: &[u8]) -> Option<u64> {
+    let b = body.get(..6)?;
+    let mut id = [0u8; 8];
+    id[..6].copy_from_slice(b);
+    Some(u64::from_le_bytes(id))
 }
 
 fn short(what: &str) -> Error {

@@ -17,7 +17,7 @@ mod cursor;
 mod ddl;
 pub(crate) mod events;
 mod json;
-mod reader;
+pub(crate) mod reader;
 pub(crate) mod rows;
 mod schema_events;
 mod server;

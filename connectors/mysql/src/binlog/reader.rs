@@ -15,14 +15,16 @@ use tributary_core::{
 };
 
 use super::cursor::{Cursor, Step};
-use super::events::kind;
+use super::ddl::{self, Ddl};
+use super::events::{self, kind};
 use super::rows;
 use super::server::{available_binlogs, current_position, dump, position_at_time};
-use super::table::{DecodedTable, decode_table_map};
+use super::table::{DecodedTable, decode_table_map, rekey};
 use super::{LEGACY_SCHEMAS_PROPERTY, SCHEMA_PROPERTY};
 use crate::charset::CharsetMap;
 use crate::config::{MySqlSourceConfig, StartMode, TableFilter};
-use crate::conn::{Flavor, connect, flavor, map_err};
+use crate::conn::{Flavor, connect_for_dump, flavor, map_err};
+use crate::keys::{KeyOrigin, TableKey, refuse_keyless, resolve_keys};
 
 /// One table's open batch and the transaction its last row belongs to.
 struct TableBuffer {
@@ -47,6 +49,9 @@ pub struct BinlogReader {
     tables: HashMap<u64, Mapped>,
     /// Last schema per table (versions count up from the checkpoint's).
     pub(super) schemas: HashMap<TableId, Arc<TableSchema>>,
+    /// Each selected table's key as resolved at start (table maps carry
+    /// only a primary key).
+    pub(super) keys: HashMap<TableId, TableKey>,
     /// DDL text seen for a table since its last table map.
     pub(super) pending_ddl: HashMap<TableId, String>,
     /// Open batches, in first-use order.
@@ -62,6 +67,11 @@ pub struct BinlogReader {
     txn_ts_micros: i64,
     /// A transaction ended since the last checkpoint was handed out.
     unflushed: bool,
+    /// Part of the open transaction was handed out (it was larger than the
+    /// batch bound): its end hands out the rest and a checkpoint.
+    txn_split: bool,
+    /// Rows of the open transaction so far.
+    txn_rows: usize,
     /// The first event at or after a snapshot's position, held back until
     /// the snapshot chunk has been handed out (see `next_before`).
     held: Option<Event>,
@@ -77,14 +87,18 @@ impl BinlogReader {
     ) -> Result<BinlogReader> {
         config.validate()?;
         let config = Arc::new(config);
-        let mut conn = connect(&config).await?;
+        // A server whose settings would lose changes is refused up front.
+        crate::check::check_server(&config).await?.into_result()?;
+        let mut conn = connect_for_dump(&config).await?;
         let (flavor, _version) = flavor(&mut conn).await?;
         let charsets = CharsetMap::load(&mut conn).await?;
+        let filter = TableFilter::new(&config.tables)?;
+        let keys = selected_keys(&mut conn, &config, &filter).await?;
         let position = match checkpoint.and_then(|c| c.position.clone()) {
             Some(p) => Some(p),
             None => match &config.start {
                 StartMode::Earliest => None,
-                StartMode::Latest => Some(current_position(&mut conn, flavor).await?),
+                StartMode::Latest => Some(current_position(&mut conn, &config, flavor).await?),
                 StartMode::Position { position } => Some(position.clone()),
                 StartMode::Timestamp { .. } => {
                     let at = config.start.timestamp_micros()?.expect("a timestamp start");
@@ -99,7 +113,8 @@ impl BinlogReader {
         let cursor = Cursor::at(position.as_ref());
         let stream = dump(conn, &config, flavor, position.as_ref()).await?;
         Ok(BinlogReader {
-            filter: TableFilter::new(&config.tables)?,
+            filter,
+            keys,
             config,
             flavor,
             stream,
@@ -114,6 +129,8 @@ impl BinlogReader {
             txn_seq: 0,
             txn_ts_micros: 0,
             unflushed: false,
+            txn_split: false,
+            txn_rows: 0,
             held: None,
             out: VecDeque::new(),
         })
@@ -121,6 +138,11 @@ impl BinlogReader {
 
     pub fn flavor(&self) -> Flavor {
         self.flavor
+    }
+
+    /// Each selected table's key, as resolved at start.
+    pub(crate) fn keys(&self) -> &HashMap<TableId, TableKey> {
+        &self.keys
     }
 
     /// Ends the dump and closes its connection (dropping the reader also
@@ -315,8 +337,10 @@ impl BinlogReader {
                     self.begin_txn(ts_micros);
                 }
             }
+            Step::TxnStatement => self.txn_statement(&ev)?,
             Step::Rotate { .. } | Step::Heartbeat | Step::GtidList(_) | Step::Commit => {}
-            Step::Other => {}
+            Step::ExplicitBegin => {}
+            Step::Other => self.other_event(&ev)?,
         }
         let was_in_txn = self.cursor.in_txn;
         self.cursor.apply(&step, end_pos);
@@ -328,8 +352,98 @@ impl BinlogReader {
         Ok(())
     }
 
+    /// Where an event is, for errors: the file and the event's end offset.
+    fn event_at(&self, ev: &Event) -> String {
+        format!("{}:{}", self.cursor.file, ev.header().log_pos())
+    }
+
+    /// A statement inside a transaction: `SAVEPOINT` and the like pass; DML
+    /// logged as a statement on a selected table stops the stream, since
+    /// its rows are not in the binlog (dropping it would lose them).
+    fn txn_statement(&mut self, ev: &Event) -> Result<()> {
+        let Ok(Some(EventData::QueryEvent(q))) = ev.read_data() else {
+            return Err(Error::new(ErrorKind::InvalidData, "unreadable QUERY event"));
+        };
+        if let Ddl::Dml(tables) = ddl::classify(&q.query(), &q.schema()) {
+            self.refuse_statement_dml(&tables, ev)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn refuse_statement_dml(&self, tables: &[TableId], ev: &Event) -> Result<()> {
+        let Some(t) = tables.iter().find(|t| {
+            self.filter.matches_id(t) && (self.keys.contains_key(t) || self.schemas.contains_key(t))
+        }) else {
+            return Ok(());
+        };
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "a change to {t} reached the binlog as an SQL statement, not as rows (the writing \
+                 session used binlog_format=STATEMENT or MIXED), at {}: its rows cannot be read, \
+                 so the stream stops rather than lose them. Fix: SET GLOBAL binlog_format='ROW' \
+                 (and binlog_format=ROW in the server config), keep sessions from setting \
+                 binlog_format, then re-snapshot {t} (drop its target table and restart)",
+                self.event_at(ev)
+            ),
+        )
+        .with_context("table", t))
+    }
+
+    /// Events the reader does not decode: those without rows pass; row
+    /// events it cannot read stop the stream when they touch a selected
+    /// table (or when it cannot tell), naming the event and the fix.
+    fn other_event(&mut self, ev: &Event) -> Result<()> {
+        let code = ev.header().event_type_raw();
+        if kind::WITHOUT_ROWS.contains(&code) {
+            return Ok(());
+        }
+        let at = self.event_at(ev);
+        let (what, fix) = if kind::MARIADB_ROWS_COMPRESSED.contains(&code) {
+            let table = events::rows_table_id(ev.data()).and_then(|id| self.tables.get(&id));
+            let Some(Mapped::Read(t)) = table else {
+                return Ok(()); // a table the filter skips
+            };
+            (
+                format!("a compressed row event of {}", t.schema.table),
+                "SET GLOBAL log_bin_compress=OFF (and in the server config), then re-snapshot the table",
+            )
+        } else {
+            match code {
+                kind::MARIADB_QUERY_COMPRESSED => (
+                    "a compressed statement".to_string(),
+                    "SET GLOBAL log_bin_compress=OFF (and in the server config), then re-snapshot the selected tables",
+                ),
+                kind::MYSQL_TRANSACTION_PAYLOAD => (
+                    "a compressed transaction".to_string(),
+                    "SET GLOBAL binlog_transaction_compression=OFF (and in the server config), then re-snapshot the selected tables",
+                ),
+                kind::MYSQL_PARTIAL_UPDATE_ROWS => (
+                    "a partial JSON row update".to_string(),
+                    "SET GLOBAL binlog_row_value_options='' (and in the server config), then re-snapshot the selected tables",
+                ),
+                kind::INCIDENT => (
+                    "an incident (the server says changes may be missing from the binlog)"
+                        .to_string(),
+                    "re-snapshot the selected tables",
+                ),
+                other => (
+                    format!("an event of type {other}, which this reader does not know"),
+                    "report it with the server version; re-snapshot the selected tables once a reader handles it",
+                ),
+            }
+        };
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "the binlog holds {what} at {at}: its changes cannot be read, so the stream stops rather than lose them. Fix: {fix}"
+            ),
+        ))
+    }
+
     fn begin_txn(&mut self, ts_micros: i64) {
         self.txn_seq += 1;
+        self.txn_rows = 0;
         self.txn_ts_micros = ts_micros;
     }
 
@@ -347,7 +461,8 @@ impl BinlogReader {
                 .close_txn(Some(position.clone()), self.txn_ts_micros);
         }
         self.unflushed = true;
-        if self.buffered_rows >= self.config.max_batch_rows {
+        if self.buffered_rows >= self.config.max_batch_rows || self.txn_split {
+            self.txn_split = false;
             let ts = self.txn_ts_micros;
             self.flush(Some(ts))?;
         }
@@ -370,6 +485,13 @@ impl BinlogReader {
         let previous = self.schemas.get(&table).cloned();
         let version = previous.as_ref().map_or(1, |s| s.version);
         let mut decoded = decode_table_map(&tme, &self.charsets, version)?;
+        if let Some(key) = self.keys.get(&table) {
+            let replace =
+                key.origin == KeyOrigin::Configured || decoded.schema.primary_key.is_empty();
+            if replace && decoded.schema.primary_key_names() != key.columns {
+                decoded.schema = Arc::new(rekey(&decoded.schema, &key.columns)?);
+            }
+        }
         match &previous {
             Some(p) if p.fingerprint() == decoded.schema.fingerprint() => {
                 decoded.schema = p.clone()
@@ -435,6 +557,35 @@ impl BinlogReader {
         let builder = self.builder_for(&table);
         let n = rows::decode_rows(&table, op, rows.rows_data(), builder, zero_dates)?;
         self.buffered_rows += n;
+        self.txn_rows += n;
+        let bound = self.config.max_batch_rows;
+        if self.cursor.in_txn && self.txn_rows > bound && self.buffered_rows > bound {
+            self.hand_out_partial()?;
+        }
+        Ok(())
+    }
+
+    /// A transaction larger than the batch bound: its rows so far go out
+    /// now, without a checkpoint (checkpoints only ever follow a complete
+    /// transaction, so a restart replays the whole of it). Their row
+    /// versions sit just after the previous transaction's end, below this
+    /// one's: later rows of the same transaction still win.
+    fn hand_out_partial(&mut self) -> Result<()> {
+        let provisional = self
+            .cursor
+            .file_pos()
+            .map(|fp| SourcePosition::FilePos(BinlogFilePos::new(fp.file, fp.pos + 1)));
+        for mut b in self.buffers.drain(..) {
+            if b.txn_seq == self.txn_seq {
+                b.builder.close_txn(provisional.clone(), self.txn_ts_micros);
+            }
+            if !b.builder.is_empty() {
+                self.out
+                    .push_back(SourceRecord::Changes(b.builder.finish()?));
+            }
+        }
+        self.buffered_rows = 0;
+        self.txn_split = true;
         Ok(())
     }
 
@@ -511,6 +662,22 @@ fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// The keys of the tables `filter` selects; refuses tables without one.
+pub(crate) async fn selected_keys(
+    conn: &mut mysql_async::Conn,
+    config: &MySqlSourceConfig,
+    filter: &TableFilter,
+) -> Result<HashMap<TableId, TableKey>> {
+    let tables = crate::snapshot::list_tables(conn, filter).await?;
+    let keys = resolve_keys(conn, config, &tables).await?;
+    let keyless: Vec<TableId> = tables
+        .into_iter()
+        .filter(|t| !keys.contains_key(t))
+        .collect();
+    refuse_keyless(&keyless)?;
+    Ok(keys)
 }
 
 fn restore_schemas(cp: &Checkpoint) -> Result<HashMap<TableId, Arc<TableSchema>>> {

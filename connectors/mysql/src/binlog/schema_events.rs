@@ -63,6 +63,36 @@ impl BinlogReader {
                     self.schema_event(kind, to, before, after, &sql, ts_micros);
                 }
             }
+            Ddl::Dml(tables) => self.refuse_statement_dml(&tables, ev)?,
+            Ddl::RowsRemoved(t, what) if self.filter.matches_id(&t) => {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "{what} on {t} at {}: it removes or moves rows without row events, so \
+                         the target cannot follow it. Fix: re-snapshot {t} (drop its target \
+                         table and restart), or exclude the table",
+                        self.position()
+                    ),
+                )
+                .with_context("table", &t)
+                .with_context("ddl", sql.to_string()));
+            }
+            Ddl::DropDatabase(db) => {
+                let mut gone: Vec<TableId> = self
+                    .schemas
+                    .keys()
+                    .chain(self.keys.keys())
+                    .filter(|t| t.database == db && self.filter.matches_id(t))
+                    .cloned()
+                    .collect();
+                gone.sort_by_key(|t| t.to_string());
+                gone.dedup();
+                for t in gone {
+                    self.flush_table(&t)?;
+                    let before = self.schemas.remove(&t).map(|s| (*s).clone());
+                    self.schema_event(SchemaChangeKind::Drop, t, before, None, &sql, ts_micros);
+                }
+            }
             _ => {}
         }
         Ok(())

@@ -457,3 +457,28 @@ fn column_format(
         other => return Err(format!("column type {other} is not supported")),
     })
 }
+
+/// `schema` keyed by `key` instead of what the table map said (table maps
+/// carry only a primary key; a unique-key or configured key comes from
+/// `keys`). Key columns are NOT NULL by the key's own rule.
+pub(crate) fn rekey(schema: &TableSchema, key: &[String]) -> Result<TableSchema> {
+    let mut columns = schema.columns.clone();
+    for name in key {
+        match columns.iter_mut().find(|c| &c.name == name) {
+            Some(c) => c.nullable = false,
+            None => {
+                return Err(Error::new(
+                    ErrorKind::SchemaMismatch,
+                    format!(
+                        "key column {name:?} is no longer a column of {}: configure its new \
+                         key in the source's key_columns and restart",
+                        schema.table
+                    ),
+                )
+                .with_context("table", &schema.table));
+            }
+        }
+    }
+    let key: Vec<&str> = key.iter().map(String::as_str).collect();
+    TableSchema::new(schema.table.clone(), columns, &key, schema.version)
+}

@@ -71,7 +71,7 @@ impl SnapshotProgress {
     }
 }
 
-fn quote(ident: &str) -> String {
+pub(crate) fn quote(ident: &str) -> String {
     format!("`{}`", ident.replace('`', "``"))
 }
 
@@ -100,21 +100,9 @@ fn as_i128(v: &mysql_async::Value) -> Option<i128> {
 }
 
 impl TablePlan {
-    pub(crate) fn new(schema: Arc<TableSchema>, config: &SnapshotConfig) -> Result<TablePlan> {
-        let name = schema.table.to_string();
-        let key = match config.key_columns.get(&name) {
-            Some(cols) => cols
-                .iter()
-                .map(|c| {
-                    schema.column_index(c).ok_or_else(|| {
-                        Error::invalid_config(format!(
-                            "mysql.snapshot.key_columns[{name}] names no column {c:?}"
-                        ))
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?,
-            None => schema.primary_key.clone(),
-        };
+    pub(crate) fn new(schema: Arc<TableSchema>) -> TablePlan {
+        // The schema carries the resolved key (configured, primary or unique).
+        let key = schema.primary_key.clone();
         // ENUM/SET compare as strings but sort by index: no keyset on them.
         let sortable = key.iter().all(|&i| {
             !matches!(
@@ -122,11 +110,11 @@ impl TablePlan {
                 tributary_core::ColumnType::Enum { .. } | tributary_core::ColumnType::Set { .. }
             )
         });
-        Ok(TablePlan {
+        TablePlan {
             key: if sortable { key } else { Vec::new() },
             schema,
             dense_min: None,
-        })
+        }
     }
 
     /// Checks once whether a single integer key is dense enough to split

@@ -10,10 +10,12 @@ use crate::conn::map_err;
 
 type ColumnRow = (String, String, String, String, Option<u64>, Option<String>);
 
-/// Reads `table`'s columns and primary key; `version` is the schema version to give it.
+/// Reads `table`'s columns, keyed by `key` (the resolved key, see `keys`)
+/// or else its primary key; `version` is the schema version to give it.
 pub(crate) async fn load_table_schema(
     conn: &mut Conn,
     table: &TableId,
+    key: Option<&[String]>,
     version: u64,
 ) -> Result<TableSchema> {
     let rows: Vec<ColumnRow> = conn
@@ -30,7 +32,7 @@ pub(crate) async fn load_table_schema(
             format!("table {table} does not exist or is not readable"),
         ));
     }
-    let key: Vec<String> = conn
+    let primary: Vec<String> = conn
         .exec(
             "SELECT COLUMN_NAME FROM information_schema.STATISTICS \
              WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX",
@@ -38,6 +40,7 @@ pub(crate) async fn load_table_schema(
         )
         .await
         .map_err(|e| map_err("reading information_schema.STATISTICS", e))?;
+    let key = key.map_or(primary, <[String]>::to_vec);
     let mut columns = Vec::with_capacity(rows.len());
     for (name, data_type, column_type, nullable, max_len, charset) in rows {
         let t =
