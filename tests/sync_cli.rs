@@ -102,7 +102,20 @@ async fn iceberg_rows(catalog: &HadoopCatalog, name: &TableName) -> Option<Rows>
     for b in t.scan(None).await.unwrap() {
         let col = |n: &str| b.column_by_name(n).unwrap().clone();
         let (id, v, s) = (col("id"), col("v"), col("s"));
-        let id = id.as_any().downcast_ref::<Int32Array>().unwrap();
+        // A key widened to BIGINT reads back as longs.
+        let id: Vec<i32> = match id.as_any().downcast_ref::<Int32Array>() {
+            Some(a) => a.values().to_vec(),
+            None => {
+                let a = id
+                    .as_any()
+                    .downcast_ref::<arrow_array::Int64Array>()
+                    .unwrap();
+                a.values()
+                    .iter()
+                    .map(|&x| i32::try_from(x).unwrap())
+                    .collect()
+            }
+        };
         let v = v.as_any().downcast_ref::<Int32Array>().unwrap();
         let s = s.as_any().downcast_ref::<StringArray>().unwrap();
         for i in 0..b.num_rows() {
@@ -110,7 +123,7 @@ async fn iceberg_rows(catalog: &HadoopCatalog, name: &TableName) -> Option<Rows>
                 v.is_valid(i).then(|| v.value(i)),
                 s.is_valid(i).then(|| s.value(i).to_string()),
             );
-            assert!(rows.insert(id.value(i), value).is_none(), "duplicate key");
+            assert!(rows.insert(id[i], value).is_none(), "duplicate key");
         }
     }
     Some(rows)
@@ -567,6 +580,56 @@ async fn a_table_without_a_checkpoint_is_snapshotted_again_and_the_rest_resume()
     let text = sync.log();
     assert!(text.contains("to be snapshotted again"), "{text}");
     assert!(text.contains("resuming"), "{text}");
+    f.drop().await;
+}
+
+/// `TRUNCATE` of a source table while streaming: its Iceberg table is
+/// emptied at that position (the other table is untouched) and the rows
+/// written after it land; a `kill -9` right after, and the restart replays
+/// the truncate without losing the later rows. `ALTER TABLE … MODIFY id
+/// BIGINT` on the key of the other table is followed in place.
+#[tokio::test]
+async fn a_truncate_and_a_widened_key_while_streaming_end_equal_to_the_source() {
+    let mut f = Fixture::new("sync_trunc").await;
+    let (db, warehouse) = (f.db.clone(), f.warehouse());
+    let config = f.pipeline(&iceberg_sink(&db, &warehouse));
+    let log = f.dir.join("sync.log");
+    let catalog = HadoopCatalog::new_local(&warehouse).unwrap();
+    let reader = Reader::Iceberg(&catalog);
+    let mut sync = SyncProcess::start(&config, &log);
+    wait_until_equal(&mut f.conn, &reader, &db, &mut sync).await;
+    for sql in [
+        format!("TRUNCATE TABLE {db}.a"),
+        format!("INSERT INTO {db}.a VALUES (1, 1, 'after'), (2, 2, 'after')"),
+        format!("ALTER TABLE {db}.b MODIFY id BIGINT NOT NULL"),
+        format!("UPDATE {db}.b SET s = 'widened' WHERE id < 100"),
+        format!("DELETE FROM {db}.b WHERE id >= 5000"),
+    ] {
+        f.conn.query_drop(sql).await.unwrap();
+    }
+    wait_until_equal(&mut f.conn, &reader, &db, &mut sync).await;
+    sync.kill();
+    f.conn
+        .query_drop(format!("INSERT INTO {db}.a VALUES (3, 3, 'restart')"))
+        .await
+        .unwrap();
+    let mut sync = SyncProcess::start(&config, &log);
+    wait_until_equal(&mut f.conn, &reader, &db, &mut sync).await;
+    assert!(sync.terminate().success());
+    let a = catalog.load_table(&TableName::new(&db, "a")).await.unwrap();
+    assert_eq!(
+        iceberg_rows(&catalog, &TableName::new(&db, "a"))
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    let ops: Vec<String> = a
+        .metadata
+        .snapshots()
+        .map(|s| format!("{:?}", s.summary().operation))
+        .collect();
+    assert!(ops.iter().any(|o| o == "Overwrite"), "{ops:?}");
     f.drop().await;
 }
 
