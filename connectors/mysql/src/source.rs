@@ -189,6 +189,17 @@ impl MySqlSource {
         Ok(table)
     }
 
+    /// Ends whatever snapshot transaction a failed round left open.
+    async fn rollback_snapshots(&mut self) -> Result<()> {
+        for conn in &mut self.conns {
+            conn.query_drop("ROLLBACK")
+                .await
+                .map_err(|e| map_err("ROLLBACK", e))?;
+        }
+        self.table_txn_open = false;
+        Ok(())
+    }
+
     /// Reads the next round of chunks into `pending`.
     async fn read_round(&mut self) -> Result<()> {
         let table = self.plan().await?;
@@ -360,7 +371,16 @@ impl Source for MySqlSource {
                 continue;
             }
             if !self.progress.is_done() {
-                self.read_round().await?;
+                match self.read_round().await {
+                    // DDL mid-snapshot: the round again, with the new columns.
+                    Err(e) if snapshot::is_stale_plan(&e) => {
+                        let table = self.progress.remaining[0].clone();
+                        tracing::info!(%table, "schema changed mid-snapshot: reading the round again");
+                        self.plans.remove(&table);
+                        self.rollback_snapshots().await?;
+                    }
+                    other => other?,
+                }
                 continue;
             }
             let Some(binlog) = self.binlog.as_mut() else {

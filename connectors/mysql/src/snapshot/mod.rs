@@ -459,7 +459,16 @@ pub(crate) async fn read_chunk(
     let mut bytes = 0u64;
     // Rows stream from the server straight into the batch.
     let mut first_error = None;
-    let query_error = |e| map_err(format!("snapshot query on {}", plan.schema.table), e);
+    let query_error = |e: mysql_async::Error| {
+        // A column the plan names was dropped, or the table was altered
+        // after this snapshot began: the plan is stale.
+        if let mysql_async::Error::Server(s) = &e
+            && matches!(s.code, 1054 | 1412)
+        {
+            return stale_plan(&plan.schema.table);
+        }
+        map_err(format!("snapshot query on {}", plan.schema.table), e)
+    };
     let mut result = conn.exec_iter(&sql, params).await.map_err(query_error)?;
     result
         .for_each(|row| {
@@ -475,6 +484,20 @@ pub(crate) async fn read_chunk(
         return Err(e);
     }
     flow.after_bytes(bytes).await;
+    // DDL before this snapshot began (a column added or retyped) leaves the
+    // plan's column list behind; the SELECT's metadata lock keeps the
+    // definition still until the transaction ends, so this compares like
+    // with like.
+    let key: Vec<String> = plan
+        .schema
+        .primary_key_names()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let now = load_table_schema(conn, &plan.schema.table, Some(&key), plan.schema.version).await?;
+    if now.fingerprint() != plan.schema.fingerprint() {
+        return Err(stale_plan(&plan.schema.table));
+    }
     let batch = b.finish()?;
     let last_key = match batch.len() {
         0 => None,
@@ -488,6 +511,18 @@ pub(crate) async fn read_chunk(
         at,
         last_key,
     })
+}
+
+const STALE_PLAN: &str = "changed while its snapshot was read";
+
+fn stale_plan(table: &TableId) -> Error {
+    Error::new(ErrorKind::SchemaMismatch, format!("{table} {STALE_PLAN}"))
+}
+
+/// Whether `e` says a chunk was read with an outdated column list (the
+/// round is read again with a fresh plan).
+pub(crate) fn is_stale_plan(e: &Error) -> bool {
+    e.kind() == ErrorKind::SchemaMismatch && e.message().ends_with(STALE_PLAN)
 }
 
 fn push_row(
