@@ -118,12 +118,12 @@ async fn iceberg_rows(catalog: &HadoopCatalog, name: &TableName) -> Option<Rows>
         };
         let v = v.as_any().downcast_ref::<Int32Array>().unwrap();
         let s = s.as_any().downcast_ref::<StringArray>().unwrap();
-        for i in 0..b.num_rows() {
+        for (i, &id) in id.iter().enumerate() {
             let value = (
                 v.is_valid(i).then(|| v.value(i)),
                 s.is_valid(i).then(|| s.value(i).to_string()),
             );
-            assert!(rows.insert(id[i], value).is_none(), "duplicate key");
+            assert!(rows.insert(id, value).is_none(), "duplicate key");
         }
     }
     Some(rows)
