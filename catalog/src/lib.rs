@@ -31,7 +31,9 @@ pub use hadoop::HadoopCatalog;
 pub use hive::HiveCatalog;
 pub use ops::expire::{ExpireSnapshots, expire_snapshots};
 pub use ops::merge::MergePolicy;
-pub use ops::producer::{FileCounts, LiveFile, current_manifests, live_entries, live_files};
+pub use ops::producer::{
+    FileCounts, LiveFile, current_manifests, live_entries, live_files, snapshot_manifests,
+};
 pub use ops::rewrite::{RewriteFiles, RowMap, commit_rewrite};
 pub use ops::rewrite_manifests::RewriteManifests;
 pub use ops::row_delta::{RowDelta, commit_row_delta};

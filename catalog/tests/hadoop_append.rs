@@ -113,6 +113,30 @@ async fn eight_concurrent_committers_all_land_in_one_linear_history() {
     }
     assert_eq!(seqs, (1..=8).rev().collect::<Vec<_>>());
     assert_eq!(pyiceberg_read(&last, "True").0, 8);
+    // The losers' attempts left nothing behind: every manifest list and
+    // manifest in the metadata directory belongs to a snapshot.
+    let mut referenced = std::collections::HashSet::new();
+    for snap in last.metadata.snapshots() {
+        referenced.insert(snap.manifest_list().to_string());
+        for m in tributary_catalog::snapshot_manifests(&last, snap)
+            .await
+            .unwrap()
+        {
+            referenced.insert(m.manifest_path.clone());
+        }
+    }
+    let dir = format!("{}/metadata", last.metadata.location());
+    let stored: Vec<String> = std::fs::read_dir(dir.strip_prefix("file://").unwrap_or(&dir))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".avro"))
+        .collect();
+    let orphans: Vec<&String> = stored
+        .iter()
+        .filter(|n| !referenced.iter().any(|r| r.ends_with(&format!("/{n}"))))
+        .collect();
+    assert!(orphans.is_empty(), "left behind by lost races: {orphans:?}");
 }
 
 #[tokio::test]

@@ -73,6 +73,19 @@ pub fn row_version(position: Option<&SourcePosition>) -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether a change at `position` is already in `committed` (at or before
+/// its position): a replay a sink skips. Unknown or incomparable
+/// positions are not.
+pub fn is_committed(position: Option<&SourcePosition>, committed: Option<&Checkpoint>) -> bool {
+    let (Some(done), Some(pos)) = (committed.and_then(|c| c.position.as_ref()), position) else {
+        return false;
+    };
+    matches!(
+        pos.partial_cmp(done),
+        Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
+    )
+}
+
 /// Which row image of an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Image {
@@ -134,16 +147,7 @@ impl ChangeBatch {
         if self.op(row) == Op::Read {
             return false;
         }
-        let (Some(done), Some(pos)) = (
-            committed.and_then(|c| c.position.as_ref()),
-            self.txn_of(row).position.as_ref(),
-        ) else {
-            return false;
-        };
-        matches!(
-            pos.partial_cmp(done),
-            Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
-        )
+        is_committed(self.txn_of(row).position.as_ref(), committed)
     }
 
     /// The upsert rule every keyed sink applies (Iceberg, ClickHouse,

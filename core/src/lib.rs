@@ -21,7 +21,8 @@ pub mod traits;
 pub mod value;
 
 pub use batch::{
-    ChangeBatch, ChangeBatchBuilder, Image, KeyedChange, RowImageBuilder, TxnMeta, row_version,
+    ChangeBatch, ChangeBatchBuilder, Image, KeyedChange, RowImageBuilder, TxnMeta, is_committed,
+    row_version,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use event::{ChangeEvent, Op, Row, SchemaChange, SchemaChangeKind};

@@ -18,7 +18,7 @@ pub mod schema;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use iceberg::spec::TableMetadata;
+use iceberg::spec::{Snapshot, TableMetadata};
 use tributary_core::{Error, ErrorKind, Result, RetryPolicy, retry};
 
 use crate::{Catalog, CatalogTable};
@@ -42,11 +42,18 @@ pub async fn commit_operation(
 ) -> Result<CatalogTable> {
     let policy = commit_retry_policy(&table.metadata);
     let conflict = |e: &Error| e.kind() == ErrorKind::CommitConflict;
+    // The snapshot of the attempt that lost the race, if it made one.
+    let lost: std::sync::Mutex<Option<Snapshot>> = std::sync::Mutex::new(None);
+    let lost = &lost;
     retry(&policy, conflict, |attempt| async move {
         let base = match attempt {
             1 => table.clone(),
             _ => catalog.load_table(&table.name).await?,
         };
+        let failed = lost.lock().expect("not poisoned").take();
+        if let Some(failed) = failed {
+            clean_lost_attempt(&base, &failed).await;
+        }
         let next = match op.apply(&base).await {
             Ok(next) => next,
             // The caller's version may be stale, and its files expired by
@@ -66,11 +73,45 @@ pub async fn commit_operation(
             Err(e) => return Err(e),
         };
         match next {
-            Some(metadata) => catalog.commit(&base, metadata).await,
+            Some(metadata) => {
+                let made = metadata
+                    .current_snapshot()
+                    .filter(|s| base.metadata.snapshot_by_id(s.snapshot_id()).is_none())
+                    .map(|s| (**s).clone());
+                let result = catalog.commit(&base, metadata).await;
+                if let (Err(e), Some(made)) = (&result, made)
+                    && conflict(e)
+                {
+                    *lost.lock().expect("not poisoned") = Some(made);
+                }
+                result
+            }
             None => Ok(base),
         }
     })
     .await
+}
+
+/// After a lost race, deletes what the losing attempt wrote — its manifest
+/// list and the manifests it added (merged ones too) — unless the newest
+/// version `base` holds its snapshot after all (a commit whose reply was
+/// lost): every retry would otherwise leave them behind as orphans (at one
+/// commit a second beside maintenance, ~6 a minute). Data and delete files
+/// stay: the retry commits them. Best effort.
+async fn clean_lost_attempt(base: &CatalogTable, failed: &Snapshot) {
+    if base.metadata.snapshot_by_id(failed.snapshot_id()).is_some() {
+        return;
+    }
+    let io = &base.file_io;
+    if let Ok(manifests) = producer::snapshot_manifests(base, failed).await {
+        for m in manifests
+            .iter()
+            .filter(|m| m.added_snapshot_id == failed.snapshot_id())
+        {
+            let _ = io.delete(&m.manifest_path).await;
+        }
+    }
+    let _ = io.delete(failed.manifest_list()).await;
 }
 
 /// The retry policy of commits to `table`, from its `commit.retry.*`

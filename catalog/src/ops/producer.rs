@@ -27,9 +27,17 @@ fn now_ms() -> i64 {
 
 /// The manifests of the current snapshot (empty for a new table).
 pub async fn current_manifests(table: &CatalogTable) -> Result<Vec<ManifestFile>> {
-    let Some(snapshot) = table.metadata.current_snapshot() else {
-        return Ok(Vec::new());
-    };
+    match table.metadata.current_snapshot() {
+        Some(snapshot) => snapshot_manifests(table, snapshot).await,
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The manifests of `snapshot` of `table`.
+pub async fn snapshot_manifests(
+    table: &CatalogTable,
+    snapshot: &iceberg::spec::Snapshot,
+) -> Result<Vec<ManifestFile>> {
     let bytes = table
         .file_io
         .new_input(snapshot.manifest_list())

@@ -472,13 +472,7 @@ impl ClickHouseSink {
     /// truncate again; a replayed truncate (at or before the committed
     /// position) is skipped.
     async fn truncate(&mut self, change: &SchemaChange) -> Result<()> {
-        let committed = self.committed.as_ref().and_then(|c| c.position.as_ref());
-        if let (Some(done), Some(at)) = (committed, change.position.as_ref())
-            && matches!(
-                at.partial_cmp(done),
-                Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
-            )
-        {
+        if tributary_core::is_committed(change.position.as_ref(), self.committed.as_ref()) {
             return Ok(());
         }
         self.discard_uncommitted();
@@ -585,16 +579,8 @@ async fn table_columns(
     database: &str,
     table: &str,
 ) -> Result<Vec<String>> {
-    let sql = format!(
-        "SELECT name FROM system.columns WHERE database = {} AND table = {}",
-        literal(database),
-        literal(table)
-    );
-    client
-        .query(&sql)
-        .fetch_all()
-        .await
-        .map_err(|e| classify("reading a table's columns", e))
+    let columns = column_types(client, database, table).await?;
+    Ok(columns.into_iter().map(|(name, _)| name).collect())
 }
 
 /// (name, type) of each column of `table` on one server.
@@ -612,7 +598,7 @@ async fn column_types(
         .query(&sql)
         .fetch_all()
         .await
-        .map_err(|e| classify("reading a table's column types", e))
+        .map_err(|e| classify("reading a table's columns", e))
 }
 
 /// Runs one statement (DDL) on one server.

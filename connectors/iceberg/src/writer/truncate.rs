@@ -12,13 +12,7 @@ use super::table::key_index;
 
 impl UpsertWriter {
     pub(super) async fn truncate(&mut self, change: &SchemaChange) -> Result<()> {
-        let committed = self.committed.as_ref().and_then(|c| c.position.as_ref());
-        if let (Some(done), Some(at)) = (committed, change.position.as_ref())
-            && matches!(
-                at.partial_cmp(done),
-                Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
-            )
-        {
+        if tributary_core::is_committed(change.position.as_ref(), self.committed.as_ref()) {
             return Ok(());
         }
         for spill in self.spills.drain(..) {

@@ -147,20 +147,7 @@ pub(super) async fn position_at_time(
     flavor: Flavor,
     at_micros: i64,
 ) -> Result<SourcePosition> {
-    let mut conn = crate::conn::connect_for_dump(config).await?;
-    if flavor == Flavor::MariaDb {
-        conn.query_drop("SET @mariadb_slave_capability = 4")
-            .await
-            .map_err(|e| map_err("binlog setup", e))?;
-    }
-    let request = BinlogStreamRequest::new(SCAN_SERVER_ID)
-        .with_filename(b"")
-        .with_pos(4u64)
-        .with_non_blocking();
-    let mut stream = conn
-        .get_binlog_stream(request)
-        .await
-        .map_err(|e| map_err("cannot start the binlog scan", e))?;
+    let mut stream = scan(config, flavor, "").await?;
     let mut cursor = Cursor::default();
     while let Some(ev) = stream.next().await {
         let ev = ev.map_err(|e| map_err("scanning the binlog for a start time", e))?;
@@ -176,24 +163,31 @@ pub(super) async fn position_at_time(
     Ok(cursor.position(flavor))
 }
 
+/// A non-blocking dump from the start of `file` (empty: the oldest binlog)
+/// to the current end, for a scan.
+async fn scan(config: &MySqlSourceConfig, flavor: Flavor, file: &str) -> Result<BinlogStream> {
+    let mut conn = crate::conn::connect_for_dump(config).await?;
+    if flavor == Flavor::MariaDb {
+        conn.query_drop("SET @mariadb_slave_capability = 4")
+            .await
+            .map_err(|e| map_err("binlog setup", e))?;
+    }
+    let request = BinlogStreamRequest::new(SCAN_SERVER_ID)
+        .with_filename(file.as_bytes())
+        .with_pos(4u64)
+        .with_non_blocking();
+    conn.get_binlog_stream(request)
+        .await
+        .map_err(|e| map_err("cannot start the binlog scan", e))
+}
+
 /// The MariaDB GTID state at `at`, from the binlog itself: the file's
 /// GTID_LIST plus every transaction's GTID before `at.pos`.
 async fn gtid_state_by_scan(
     config: &MySqlSourceConfig,
     at: &BinlogFilePos,
 ) -> Result<MariaDbGtidList> {
-    let mut conn = crate::conn::connect_for_dump(config).await?;
-    conn.query_drop("SET @mariadb_slave_capability = 4")
-        .await
-        .map_err(|e| map_err("binlog setup", e))?;
-    let request = BinlogStreamRequest::new(SCAN_SERVER_ID)
-        .with_filename(at.file.as_bytes())
-        .with_pos(4u64)
-        .with_non_blocking();
-    let mut stream = conn
-        .get_binlog_stream(request)
-        .await
-        .map_err(|e| map_err("cannot start the binlog scan", e))?;
+    let mut stream = scan(config, Flavor::MariaDb, &at.file).await?;
     let mut cursor = Cursor::at(Some(&SourcePosition::FilePos(at.clone())));
     while let Some(ev) = stream.next().await {
         let ev = ev.map_err(|e| map_err("scanning the binlog for its GTID state", e))?;
