@@ -339,6 +339,13 @@ mod tests {
                 .contains("mysql.server_id")
         );
         c.server_id = 7;
+        c.key_columns.insert("no_dot".into(), vec!["id".into()]);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("\"no_dot\" is not a table name"), "{e}");
+        c.key_columns.clear();
+        c.key_columns.insert("shop.t".into(), vec![]);
+        assert!(c.validate().unwrap_err().to_string().contains("is empty"));
+        c.key_columns.clear();
         c.tables.include = vec!["[".into()];
         assert!(
             c.validate()
