@@ -88,7 +88,10 @@ impl BinlogReader {
         config.validate()?;
         let config = Arc::new(config);
         // A server whose settings would lose changes is refused up front.
-        crate::check::check_server(&config).await?.into_result()?;
+        crate::check::check_server(&config)
+            .await?
+            .settings_only()
+            .into_result()?;
         let mut conn = connect_for_dump(&config).await?;
         let (flavor, _version) = flavor(&mut conn).await?;
         let charsets = CharsetMap::load(&mut conn).await?;
