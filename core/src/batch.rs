@@ -38,6 +38,19 @@ use crate::value::{Decimal, Value};
 pub struct TxnMeta {
     pub position: Option<SourcePosition>,
     pub commit_ts_micros: i64,
+    /// Added to the position's ordinal in row versions: a source raises it
+    /// when its positions go backwards (a failover to a server with lower
+    /// binlog numbers, `RESET MASTER`, a new binlog basename), so versions
+    /// keep growing. Kept in the source's checkpoint.
+    pub version_base: u64,
+}
+
+impl TxnMeta {
+    /// The version of this transaction's rows (see [`KeyedChange::version`]).
+    pub fn version(&self) -> u64 {
+        self.version_base
+            .saturating_add(row_version(self.position.as_ref()))
+    }
 }
 
 /// One table's change events at one schema version, as Arrow arrays.
@@ -134,6 +147,14 @@ impl ChangeBatch {
         &self.txn
     }
 
+    /// Sets every transaction's version base (a snapshot chunk takes the
+    /// stream's when it is handed out).
+    pub fn set_version_base(&mut self, base: u64) {
+        for t in &mut self.txns {
+            t.version_base = base;
+        }
+    }
+
     pub fn txn_of(&self, row: usize) -> &TxnMeta {
         &self.txns[self.txn.value(row) as usize]
     }
@@ -180,7 +201,7 @@ impl ChangeBatch {
                 row,
                 delete_before,
                 upsert_after: after && op != Op::Delete,
-                version: row_version(self.txn_of(row).position.as_ref()),
+                version: self.txn_of(row).version(),
             });
         }
         Ok(out)
@@ -245,6 +266,7 @@ pub struct ChangeBatchBuilder {
     before: RowImageBuilder,
     after: RowImageBuilder,
     open_row: Option<Op>,
+    version_base: u64,
 }
 
 impl ChangeBatchBuilder {
@@ -261,6 +283,7 @@ impl ChangeBatchBuilder {
             txn: Vec::with_capacity(rows),
             txns: Vec::new(),
             open_row: None,
+            version_base: 0,
         }
     }
 
@@ -276,11 +299,18 @@ impl ChangeBatchBuilder {
         self.ops.is_empty()
     }
 
+    /// The version base of the transactions begun or closed from now on
+    /// (see [`TxnMeta::version_base`]).
+    pub fn set_version_base(&mut self, base: u64) {
+        self.version_base = base;
+    }
+
     /// Starts a transaction; the rows after it belong to it.
     pub fn begin_txn(&mut self, position: Option<SourcePosition>, commit_ts_micros: i64) {
         self.txns.push(TxnMeta {
             position,
             commit_ts_micros,
+            version_base: self.version_base,
         });
     }
 
@@ -291,6 +321,7 @@ impl ChangeBatchBuilder {
             *t = TxnMeta {
                 position,
                 commit_ts_micros,
+                version_base: self.version_base,
             };
         }
     }

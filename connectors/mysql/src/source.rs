@@ -264,8 +264,13 @@ impl MySqlSource {
     /// Hands out the first pending chunk; after a round's last, records the
     /// progress it made in a checkpoint.
     async fn emit_chunk(&mut self) -> Result<()> {
-        let chunk = self.pending.pop_front().expect("a pending chunk");
+        let mut chunk = self.pending.pop_front().expect("a pending chunk");
         if !chunk.batch.is_empty() {
+            if let Some(b) = &self.binlog {
+                // The stream has reached the chunk's position: its versions
+                // continue the stream's.
+                chunk.batch.set_version_base(b.version_base());
+            }
             self.out.push_back(SourceRecord::Changes(chunk.batch));
         }
         if !self.pending.is_empty() {

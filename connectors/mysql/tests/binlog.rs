@@ -226,6 +226,86 @@ async fn resume_from_gtid_and_file_checkpoints_loses_and_repeats_nothing() {
     db.drop().await;
 }
 
+/// Row versions of a batch's changes, in order.
+fn versions(records: &[SourceRecord]) -> Vec<u64> {
+    records
+        .iter()
+        .filter_map(|r| match r {
+            SourceRecord::Changes(b) => Some(b.keyed_changes(None, |_| Ok(true)).unwrap()),
+            _ => None,
+        })
+        .flatten()
+        .map(|c| c.version)
+        .collect()
+}
+
+/// A resume on a server whose binlog numbers are lower than those of the
+/// server the checkpoint came from (a promoted replica; the GTIDs carry
+/// over): versions continue above the checkpoint's, the raised base is
+/// in the next checkpoint, and a replay from it computes the same ones.
+#[tokio::test]
+async fn row_versions_keep_growing_across_a_failover_to_lower_binlog_numbers() {
+    let mut db = database().await;
+    let table = kv_table(&mut db, "kv").await;
+    db.config.start = StartMode::Latest;
+    db.config.max_batch_rows = 1;
+    let mut reader = BinlogReader::start(db.config.clone(), None).await.unwrap();
+    insert_each(&mut db.conn, &table, 0..2).await;
+    let first = read_until(&mut reader, |r| {
+        ids(r).len() >= 2 && matches!(r.last(), Some(SourceRecord::Checkpoint(_)))
+    })
+    .await;
+    drop(reader);
+    let cp = last_checkpoint(&first).unwrap();
+    let Some(SourcePosition::MariaDbGtid { gtid_list, .. }) = cp.position.clone() else {
+        panic!("{cp:?}")
+    };
+    // The old primary was at binlog 9999.
+    let old = Checkpoint {
+        position: Some(SourcePosition::MariaDbGtid {
+            gtid_list,
+            file_pos: Some(tributary_core::BinlogFilePos::new("mysql-bin.009999", 5000)),
+        }),
+        ..cp.clone()
+    };
+    let old_version = tributary_core::row_version(old.position.as_ref());
+    insert_each(&mut db.conn, &table, 2..5).await;
+    let mut resumed = BinlogReader::start(db.config.clone(), Some(&old))
+        .await
+        .unwrap();
+    let rest = read_until(&mut resumed, |r| {
+        ids(r).len() >= 3 && matches!(r.last(), Some(SourceRecord::Checkpoint(_)))
+    })
+    .await;
+    drop(resumed);
+    assert_eq!(ids(&rest), vec![2, 3, 4]);
+    let v = versions(&rest);
+    assert!(v[0] > old_version, "{v:?} after {old_version}");
+    assert!(v.windows(2).all(|w| w[0] < w[1]), "{v:?}");
+    // Replaying from the first checkpoint after the jump: the same versions.
+    let first_change = rest
+        .iter()
+        .position(|r| matches!(r, SourceRecord::Changes(_)))
+        .unwrap();
+    let after_jump = rest[first_change..]
+        .iter()
+        .find_map(|r| match r {
+            SourceRecord::Checkpoint(c) => Some(c.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        after_jump.properties.contains_key("mysql.version_base"),
+        "{after_jump:?}"
+    );
+    let mut replay = BinlogReader::start(db.config.clone(), Some(&after_jump))
+        .await
+        .unwrap();
+    let again = read_until(&mut replay, |r| ids(r).len() >= 2).await;
+    assert_eq!(versions(&again)[..2], v[1..3]);
+    db.drop().await;
+}
+
 #[tokio::test]
 async fn ddl_mid_stream_produces_schema_changes_and_new_rows_use_the_new_schema() {
     let mut db = database().await;

@@ -29,5 +29,7 @@ pub(crate) use server::mariadb_position_at;
 /// Checkpoint property holding the last schema of every table seen (JSON).
 /// The table-scoped checkpoint property holding a table's last schema.
 pub const SCHEMA_PROPERTY: &str = "mysql.schema";
+/// Checkpoint property holding the row-version base (see `VersionClock`).
+pub const VERSION_BASE_PROPERTY: &str = "mysql.version_base";
 /// Where checkpoints written before table-scoped state kept all schemas.
 pub const LEGACY_SCHEMAS_PROPERTY: &str = "mysql.schemas";
