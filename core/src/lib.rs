@@ -8,9 +8,11 @@
 //! - [`Source`] and [`Sink`]: the connector traits; [`SourceFactory`] and
 //!   [`SinkFactory`]: what a pipeline runner (`tributary-runtime`) holds per
 //!   configured kind.
+//! - [`changelog`]: the append-only form of tables without a key.
 //! - [`Error`]: one error type with a kind, a message and context.
 
 pub mod batch;
+pub mod changelog;
 pub mod duration;
 pub mod error;
 pub mod event;

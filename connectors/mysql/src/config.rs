@@ -205,6 +205,24 @@ pub struct MySqlSourceConfig {
     /// at start.
     #[serde(default)]
     pub key_columns: std::collections::BTreeMap<String, Vec<String>>,
+    /// What happens to selected tables with no key at all.
+    #[serde(default)]
+    pub keyless: KeylessPolicy,
+}
+
+/// The policy for tables with no primary key, no unique index on NOT NULL
+/// columns and no configured `key_columns`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeylessPolicy {
+    /// The job refuses to start, naming every such table and the fixes
+    /// (a table created later without a key stops the stream the same way).
+    #[default]
+    Refuse,
+    /// Each such table becomes an append-only table of its changes: the
+    /// change's sequence, op, source position and commit time, then the
+    /// row (see `tributary_core::changelog`).
+    Changelog,
 }
 
 fn default_port() -> u16 {
@@ -236,6 +254,7 @@ impl MySqlSourceConfig {
             heartbeat_interval: default_heartbeat(),
             max_batch_rows: default_batch_rows(),
             key_columns: Default::default(),
+            keyless: KeylessPolicy::default(),
         }
     }
 

@@ -28,8 +28,8 @@ mod source;
 pub use binlog::BinlogReader;
 pub use check::{Problem, ServerReport, check_server};
 pub use config::{
-    MySqlSourceConfig, SnapshotConfig, SnapshotMode, StartMode, TableFilter, TableFilterConfig,
-    ZeroDates,
+    KeylessPolicy, MySqlSourceConfig, SnapshotConfig, SnapshotMode, StartMode, TableFilter,
+    TableFilterConfig, ZeroDates,
 };
 pub use conn::Flavor;
 pub use credentials::{PasswordSource, Secret};

@@ -20,17 +20,17 @@ use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 use tributary_core::{
     BinlogFilePos, Checkpoint, Error, ErrorKind, Result, RetryPolicy, Source, SourceRecord,
-    TableId, Value, retry,
+    TableId, Value, changelog::ChangelogEncoder, retry,
 };
 
 use crate::binlog::BinlogReader;
 use crate::binlog::reader::selected_keys;
-use crate::config::{MySqlSourceConfig, SnapshotMode, StartMode, TableFilter};
+use crate::config::{KeylessPolicy, MySqlSourceConfig, SnapshotMode, StartMode, TableFilter};
 use crate::conn::{connect, map_err};
 use crate::keys::TableKey;
 use crate::snapshot::{
-    self, Chunk, FlowControl, KeyRange, SNAPSHOT_PROPERTY, SnapshotProgress, TablePlan,
-    load_table_schema,
+    self, Chunk, FlowControl, KeyRange, KeylessRead, SNAPSHOT_PROPERTY, SnapshotProgress,
+    TablePlan, load_table_schema,
 };
 
 /// What the snapshot's progress becomes once a round's chunks are all out.
@@ -46,14 +46,18 @@ pub struct MySqlSource {
     conns: Vec<Conn>,
     progress: SnapshotProgress,
     plans: HashMap<TableId, TablePlan>,
-    flow: FlowControl,
+    flow: Arc<FlowControl>,
     /// This round's chunks, by snapshot position, waiting for the stream.
     pending: VecDeque<Chunk>,
+    /// A keyless table being read (one round: the whole table).
+    keyless: Option<KeylessRead>,
     round_end: Option<RoundEnd>,
     /// Snapshot-only mode keeps one transaction open per table.
     table_txn_open: bool,
     /// Each selected table's key (see `keys`).
     keys: HashMap<TableId, TableKey>,
+    /// Under keyless = "changelog": keyless tables' changes as changelog rows.
+    changelog: Option<ChangelogEncoder>,
     out: VecDeque<SourceRecord>,
 }
 
@@ -124,13 +128,15 @@ impl MySqlSource {
             }
         }
         Ok(MySqlSource {
-            flow: FlowControl::new(&config.snapshot),
+            changelog: (config.keyless == KeylessPolicy::Changelog).then(ChangelogEncoder::default),
+            flow: Arc::new(FlowControl::new(&config.snapshot)),
             config: Arc::new(config),
             binlog,
             conns,
             progress,
             plans: HashMap::new(),
             pending: VecDeque::new(),
+            keyless: None,
             round_end: None,
             table_txn_open: false,
             keys,
@@ -203,6 +209,9 @@ impl MySqlSource {
     /// Reads the next round of chunks into `pending`.
     async fn read_round(&mut self) -> Result<()> {
         let table = self.plan().await?;
+        if self.plans[&table].is_keyless() {
+            return self.start_keyless_read(&table).await;
+        }
         let plan = &self.plans[&table];
         let limit = self.flow.chunk_rows(self.config.snapshot.chunk_rows);
         let after = self.progress.last_key.as_deref();
@@ -261,6 +270,76 @@ impl MySqlSource {
         Ok(())
     }
 
+    /// A keyless table's round: its whole table in one consistent snapshot,
+    /// streamed in batches (see `snapshot::read_keyless`).
+    async fn start_keyless_read(&mut self, table: &TableId) -> Result<()> {
+        let mut conn = self.conns.swap_remove(0);
+        let at = match self.binlog.as_ref() {
+            Some(binlog) => begin_snapshot_behind_stream(&mut conn, binlog)
+                .await
+                .map(Some),
+            None => snapshot::begin_snapshot(&mut conn, false).await,
+        };
+        let at = match at {
+            Ok(at) => at,
+            Err(e) => {
+                self.conns.push(conn);
+                return Err(e);
+            }
+        };
+        let batch_rows = self.flow.chunk_rows(self.config.snapshot.chunk_rows);
+        let plan = &self.plans[table];
+        let zero = self.config.zero_dates;
+        match snapshot::read_keyless(conn, plan, batch_rows, at, zero, self.flow.clone()).await {
+            Ok(read) => {
+                self.keyless = Some(read);
+                self.round_end = Some(RoundEnd {
+                    table_done: true,
+                    last_key: None,
+                });
+                Ok(())
+            }
+            Err(e) => {
+                // The connection went with the failed read: open another.
+                let mut conn = connect(&self.config).await?;
+                snapshot::prepare_session(&mut conn).await?;
+                self.conns.push(conn);
+                Err(e)
+            }
+        }
+    }
+
+    /// The next batch of the keyless read, once the stream has reached its
+    /// snapshot; after the last, the round ends.
+    async fn emit_keyless(&mut self) -> Result<()> {
+        let read = self.keyless.as_mut().expect("a keyless read");
+        if let (Some(binlog), Some(at)) = (self.binlog.as_mut(), read.at.clone())
+            && let Some(r) = binlog.next_before(&at).await?
+        {
+            let r = self.pass(r)?;
+            self.out.push_back(r);
+            return Ok(());
+        }
+        match read.batches.recv().await {
+            Some(batch) => {
+                let mut batch = batch?;
+                if let Some(b) = &self.binlog {
+                    batch.set_version_base(b.version_base());
+                }
+                self.out.push_back(SourceRecord::Changes(batch));
+                Ok(())
+            }
+            None => {
+                let read = self.keyless.take().expect("a keyless read");
+                let conn = read.done.await.map_err(|e| {
+                    Error::new(ErrorKind::Unexpected, format!("keyless snapshot task: {e}"))
+                })??;
+                self.conns.push(conn);
+                self.end_round().await
+            }
+        }
+    }
+
     /// Hands out the first pending chunk; after a round's last, records the
     /// progress it made in a checkpoint.
     async fn emit_chunk(&mut self) -> Result<()> {
@@ -276,6 +355,11 @@ impl MySqlSource {
         if !self.pending.is_empty() {
             return Ok(());
         }
+        self.end_round().await
+    }
+
+    /// Records the progress of the round just handed out in a checkpoint.
+    async fn end_round(&mut self) -> Result<()> {
         let end = self.round_end.take().expect("a round in progress");
         if end.table_done {
             let done = self.progress.remaining.remove(0);
@@ -357,9 +441,37 @@ async fn begin_snapshot_behind_stream(
 #[async_trait]
 impl Source for MySqlSource {
     async fn next(&mut self) -> Result<Option<SourceRecord>> {
+        let record = self.next_record().await?;
+        let Some(changelog) = self.changelog.as_mut() else {
+            return Ok(record);
+        };
+        // Tables with no key at all, under keyless = "changelog".
+        Ok(match record {
+            Some(SourceRecord::Changes(b)) if b.schema().primary_key.is_empty() => {
+                Some(SourceRecord::Changes(changelog.encode(&b)?))
+            }
+            Some(SourceRecord::SchemaChange(c))
+                if c.after
+                    .as_ref()
+                    .or(c.before.as_ref())
+                    .is_some_and(|s| s.primary_key.is_empty()) =>
+            {
+                Some(SourceRecord::SchemaChange(changelog.schema_change(&c)?))
+            }
+            other => other,
+        })
+    }
+}
+
+impl MySqlSource {
+    async fn next_record(&mut self) -> Result<Option<SourceRecord>> {
         loop {
             if let Some(r) = self.out.pop_front() {
                 return Ok(Some(r));
+            }
+            if self.keyless.is_some() {
+                self.emit_keyless().await?;
+                continue;
             }
             if let Some(chunk) = self.pending.front() {
                 let record = match (self.binlog.as_mut(), chunk.at.clone()) {

@@ -726,6 +726,46 @@ async fn a_table_keyed_only_by_a_unique_index_streams_with_that_key_and_keyless_
         "{keys:?}"
     );
     assert!(keys.iter().all(|(_, k)| !k.is_empty()), "{keys:?}");
+
+    // Tables created mid-stream: one keyed only by a unique index is keyed
+    // by it (its table map names no key); one with no key stops the
+    // stream before any of its rows is handed out, naming it and the fixes.
+    let later_uk = format!("{}.later_uk", db.name);
+    db.sql(format!(
+        "CREATE TABLE {later_uk} (code VARCHAR(10) NOT NULL, v INT, UNIQUE KEY (code))"
+    ))
+    .await;
+    db.sql(format!("INSERT INTO {later_uk} VALUES ('a', 1)"))
+        .await;
+    let records = read_until(&mut reader, |r| {
+        r.iter()
+            .any(|r| matches!(r, SourceRecord::Changes(b) if b.schema().table.table == "later_uk"))
+    })
+    .await;
+    let key = records
+        .iter()
+        .find_map(|r| match r {
+            SourceRecord::Changes(b) if b.schema().table.table == "later_uk" => {
+                Some(b.schema().primary_key_names().join(","))
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(key, "code");
+    let later_bare = format!("{}.later_bare", db.name);
+    db.sql(format!("CREATE TABLE {later_bare} (x INT, y INT)"))
+        .await;
+    db.sql(format!("INSERT INTO {later_bare} VALUES (1, 1)"))
+        .await;
+    let err = first_error(&mut reader).await;
+    let msg = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{msg}");
+    assert!(
+        msg.contains(&later_bare)
+            && msg.contains("keyless = \"changelog\"")
+            && msg.contains("key_columns"),
+        "{msg}"
+    );
     db.drop().await;
 }
 

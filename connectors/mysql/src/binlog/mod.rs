@@ -9,7 +9,8 @@
 //!
 //! Files: `reader` (the state machine and event dispatch), `cursor` (the
 //! one rule that moves the position, shared with the start-time scan),
-//! `schema_events` (DDL in the stream), `server` (queries outside the
+//! `schema_events` (DDL in the stream), `versions` (row versions across
+//! position jumps), `server` (queries outside the
 //! stream), `events`/`table`/`rows`/`json` (decoding), `ddl` (naming the
 //! tables a DDL statement touches).
 
@@ -22,6 +23,7 @@ pub(crate) mod rows;
 mod schema_events;
 mod server;
 pub(crate) mod table;
+mod versions;
 
 pub use reader::BinlogReader;
 pub(crate) use server::mariadb_position_at;

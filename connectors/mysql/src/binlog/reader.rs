@@ -20,9 +20,10 @@ use super::events::{self, kind};
 use super::rows;
 use super::server::{available_binlogs, current_position, dump, position_at_time};
 use super::table::{DecodedTable, decode_table_map, rekey};
+use super::versions::VersionClock;
 use super::{LEGACY_SCHEMAS_PROPERTY, SCHEMA_PROPERTY, VERSION_BASE_PROPERTY};
 use crate::charset::CharsetMap;
-use crate::config::{MySqlSourceConfig, StartMode, TableFilter};
+use crate::config::{KeylessPolicy, MySqlSourceConfig, StartMode, TableFilter};
 use crate::conn::{Flavor, connect_for_dump, flavor, map_err};
 use crate::keys::{KeyOrigin, TableKey, refuse_keyless, resolve_keys};
 
@@ -76,105 +77,9 @@ pub struct BinlogReader {
     /// the snapshot chunk has been handed out (see `next_before`).
     held: Option<Event>,
     versions: VersionClock,
+    /// Tables created since the start whose key was looked up.
+    looked_up: std::collections::HashSet<TableId>,
     pub(super) out: VecDeque<SourceRecord>,
-}
-
-/// Keeps row versions growing when binlog positions go backwards: a
-/// failover to a server whose binlog numbers are lower, `RESET MASTER`,
-/// or a new binlog basename would otherwise give later changes lower
-/// versions than earlier ones (ClickHouse would keep the old row). The
-/// base is raised so the first transaction after the jump gets the last
-/// version + 1; it travels in the checkpoint, so a replay from the same
-/// checkpoint recomputes the same versions.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct VersionClock {
-    base: u64,
-    last_ordinal: Option<u64>,
-}
-
-impl VersionClock {
-    pub(crate) fn resume(checkpoint: Option<&Checkpoint>) -> Result<VersionClock> {
-        let Some(cp) = checkpoint else {
-            return Ok(VersionClock::default());
-        };
-        let base = match cp.properties.get(VERSION_BASE_PROPERTY) {
-            Some(v) => v.parse().map_err(|_| {
-                Error::new(
-                    ErrorKind::InvalidData,
-                    format!("checkpoint property {VERSION_BASE_PROPERTY} = {v:?} is not a number"),
-                )
-            })?,
-            None => 0,
-        };
-        let last_ordinal = cp
-            .position
-            .as_ref()
-            .and_then(SourcePosition::binlog_ordinal);
-        Ok(VersionClock { base, last_ordinal })
-    }
-
-    /// The base for a transaction ending at `position`, raised first if
-    /// the position went backwards.
-    pub(crate) fn advance(&mut self, position: Option<&SourcePosition>) -> u64 {
-        if let Some(o) = position.and_then(SourcePosition::binlog_ordinal) {
-            // Equal is no jump: the parts of a split transaction share a
-            // provisional position.
-            if let Some(last) = self.last_ordinal
-                && o < last
-            {
-                self.base = self.base.saturating_add(last - o + 1);
-            }
-            self.last_ordinal = Some(o);
-        }
-        self.base
-    }
-
-    pub(crate) fn base(&self) -> u64 {
-        self.base
-    }
-}
-
-#[cfg(test)]
-mod version_tests {
-    use super::*;
-
-    fn at(file: &str, pos: u64) -> SourcePosition {
-        SourcePosition::FilePos(BinlogFilePos::new(file, pos))
-    }
-
-    #[test]
-    fn versions_keep_growing_when_positions_go_backwards() {
-        let version = |c: &mut VersionClock, p: &SourcePosition| {
-            c.advance(Some(p)) + tributary_core::row_version(Some(p))
-        };
-        let mut c = VersionClock::default();
-        let a = version(&mut c, &at("mysql-bin.000105", 900));
-        let b = version(&mut c, &at("mysql-bin.000105", 1200));
-        assert!(b > a);
-        // A failover to a server at binlog 3, then RESET MASTER.
-        let c1 = version(&mut c, &at("other-bin.000003", 400));
-        let c2 = version(&mut c, &at("other-bin.000003", 800));
-        let d = version(&mut c, &at("mysql-bin.000001", 4));
-        assert!(c1 > b && c2 > c1 && d > c2, "{b} {c1} {c2} {d}");
-        // A replay from a checkpoint taken after the jump computes the same.
-        let mut resumed = VersionClock::resume(Some(&Checkpoint {
-            position: Some(at("other-bin.000003", 400)),
-            watermark_micros: None,
-            properties: [(
-                VERSION_BASE_PROPERTY.to_string(),
-                (c1 - tributary_core::row_version(Some(&at("other-bin.000003", 400)))).to_string(),
-            )]
-            .into_iter()
-            .collect(),
-        }))
-        .unwrap();
-        assert_eq!(version(&mut resumed, &at("other-bin.000003", 800)), c2);
-        assert_eq!(version(&mut resumed, &at("mysql-bin.000001", 4)), d);
-        // Parts of a split transaction share a provisional position: no jump.
-        let mut c = VersionClock::default();
-        let p = at("mysql-bin.000002", 50);
-        assert_eq!(c.advance(Some(&p)), c.advance(Some(&p)));
-    }
 }
 
 impl BinlogReader {
@@ -235,6 +140,7 @@ impl BinlogReader {
             txn_rows: 0,
             held: None,
             versions: VersionClock::resume(checkpoint)?,
+            looked_up: Default::default(),
             out: VecDeque::new(),
         })
     }
@@ -466,6 +372,41 @@ impl BinlogReader {
         Ok(())
     }
 
+    /// A table the stream meets that was not there at start (created
+    /// since): its key is resolved like the others' — a table map names
+    /// only a primary key, so a table keyed by a unique index would
+    /// otherwise look keyless. Looked up once, at its first table map.
+    async fn learn_key(&mut self, ev: &Event) -> Result<()> {
+        if ev.header().event_type_raw() != kind::TABLE_MAP || ev.data().len() < 6 {
+            return Ok(());
+        }
+        let mut id = [0u8; 8];
+        id[..6].copy_from_slice(&ev.data()[..6]);
+        if self.tables.contains_key(&u64::from_le_bytes(id)) {
+            return Ok(());
+        }
+        let Ok(Some(EventData::TableMapEvent(tme))) = ev.read_data() else {
+            return Ok(()); // `handle` reports it
+        };
+        let table = TableId::new(tme.database_name(), tme.table_name());
+        if !self.filter.matches_id(&table)
+            || self.keys.contains_key(&table)
+            || !self.looked_up.insert(table.clone())
+        {
+            return Ok(());
+        }
+        let mut conn = crate::conn::connect(&self.config).await?;
+        let found = resolve_keys(&mut conn, &self.config, std::slice::from_ref(&table)).await;
+        let _ = conn.disconnect().await;
+        match found {
+            Ok(found) => self.keys.extend(found),
+            // Dropped since (a replay of old binlog): its table map decides.
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
     /// Where an event is, for errors: the file and the event's end offset.
     fn event_at(&self, ev: &Event) -> String {
         format!("{}:{}", self.cursor.file, ev.header().log_pos())
@@ -608,6 +549,15 @@ impl BinlogReader {
                 decoded.schema = Arc::new(rekey(&decoded.schema, &key.columns)?);
             }
         }
+        if decoded.schema.primary_key.is_empty() && self.config.keyless == KeylessPolicy::Refuse {
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                format!(
+                    "{table} (at {}) has no primary key, no unique index on NOT NULL columns                      and no key_columns entry, so its rows cannot be upserted; the stream stops                      before writing any of them. Fix: add a primary key, or name its key in                      key_columns, or set keyless = \"changelog\" to keep its changes as an                      append-only table, or leave it out with tables.exclude; then restart",
+                    self.event_at(ev)
+                ),
+            ));
+        }
         match &previous {
             Some(p) if p.fingerprint() == decoded.schema.fingerprint() => {
                 decoded.schema = p.clone()
@@ -741,10 +691,12 @@ impl Source for BinlogReader {
                 return Ok(Some(r));
             }
             if let Some(ev) = self.held.take() {
+                self.learn_key(&ev).await?;
                 self.handle(ev)?;
                 continue;
             }
             if let Some(ev) = self.next_event().await? {
+                self.learn_key(&ev).await?;
                 self.handle(ev)?;
             }
         }
@@ -794,7 +746,9 @@ pub(crate) async fn selected_keys(
         .into_iter()
         .filter(|t| !keys.contains_key(t))
         .collect();
-    refuse_keyless(&keyless)?;
+    if config.keyless == KeylessPolicy::Refuse {
+        refuse_keyless(&keyless)?;
+    }
     Ok(keys)
 }
 

@@ -78,7 +78,8 @@ pub(crate) fn quote(ident: &str) -> String {
 /// How one table is read.
 pub(crate) struct TablePlan {
     pub schema: Arc<TableSchema>,
-    /// Keyset columns (primary key or configured key); empty: one full-scan chunk.
+    /// Keyset columns (primary key or configured key); empty: the table is
+    /// read whole in one snapshot (`read_keyless`).
     key: Vec<usize>,
     /// Smallest key, when the key is one integer column whose values are
     /// dense: chunks are then split arithmetically, without probing the index.
@@ -162,6 +163,10 @@ impl TablePlan {
             self.dense_min = Some(min);
         }
         Ok(())
+    }
+
+    pub(crate) fn is_keyless(&self) -> bool {
+        self.key.is_empty()
     }
 
     fn table(&self) -> String {
@@ -442,14 +447,7 @@ pub(crate) async fn read_chunk(
     zero: ZeroDates,
     flow: &FlowControl,
 ) -> Result<Chunk> {
-    let limit = if plan.key.is_empty() {
-        usize::MAX
-    } else {
-        limit
-    };
-    if limit != usize::MAX {
-        flow.before_rows(limit).await;
-    }
+    flow.before_rows(limit).await;
     let (sql, params) = plan.sql(range, limit);
     let mut b = ChangeBatchBuilder::with_capacity(plan.schema.clone(), limit.min(65_536));
     let now = SystemTime::now()
@@ -511,6 +509,100 @@ pub(crate) async fn read_chunk(
         at,
         last_key,
     })
+}
+
+/// A keyless table's rows in one consistent snapshot, read by a task that
+/// owns the connection and hands out batches of at most `batch_rows` rows
+/// over a channel of one: memory holds about two batches, whatever the
+/// table's size (a keyless table has no key to read it in ranges by).
+pub(crate) struct KeylessRead {
+    pub at: Option<BinlogFilePos>,
+    pub batches: tokio::sync::mpsc::Receiver<Result<ChangeBatch>>,
+    /// The connection back, once the rows are out and the snapshot ended.
+    pub done: tokio::task::JoinHandle<Result<Conn>>,
+}
+
+/// Starts reading every row of keyless `plan` in the snapshot open on
+/// `conn`. The table definition is compared with the plan first, under the
+/// snapshot's metadata lock (held until it ends, so no DDL can change the
+/// table while its rows are handed out).
+pub(crate) async fn read_keyless(
+    mut conn: Conn,
+    plan: &TablePlan,
+    batch_rows: usize,
+    at: Option<BinlogFilePos>,
+    zero: ZeroDates,
+    flow: Arc<FlowControl>,
+) -> Result<KeylessRead> {
+    let (sql, _) = plan.sql(&KeyRange::starting_after(None), usize::MAX);
+    let table = plan.schema.table.clone();
+    let lock = format!("SELECT 1 FROM {} LIMIT 0", plan.table());
+    conn.query_drop(&lock)
+        .await
+        .map_err(|e| map_err(format!("snapshot query on {table}"), e))?;
+    let now = load_table_schema(
+        &mut conn,
+        &table,
+        Some(&[] as &[String]),
+        plan.schema.version,
+    )
+    .await?;
+    if now.fingerprint() != plan.schema.fingerprint() {
+        return Err(stale_plan(&table));
+    }
+    let (tx, batches) = tokio::sync::mpsc::channel(1);
+    let schema = plan.schema.clone();
+    let batch_rows = batch_rows.max(1);
+    let position = at.clone().map(SourcePosition::FilePos);
+    let done = tokio::spawn(async move {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        let new_batch = || {
+            let mut b = ChangeBatchBuilder::with_capacity(schema.clone(), batch_rows.min(65_536));
+            b.begin_txn(position.clone(), now);
+            b
+        };
+        let read = async {
+            let mut b = new_batch();
+            let mut bytes = 0u64;
+            // The binary protocol: typed values, as chunks read them.
+            let mut result = conn
+                .exec_iter(&sql, ())
+                .await
+                .map_err(|e| map_err(format!("snapshot query on {table}"), e))?;
+            let plan = TablePlan::new(schema.clone());
+            while let Some(row) = result
+                .next()
+                .await
+                .map_err(|e| map_err(format!("snapshot query on {table}"), e))?
+            {
+                push_row(&mut b, &plan, &row, zero, &mut bytes)?;
+                if b.len() >= batch_rows {
+                    flow.before_rows(b.len()).await;
+                    flow.after_bytes(std::mem::take(&mut bytes)).await;
+                    let batch = std::mem::replace(&mut b, new_batch()).finish()?;
+                    if tx.send(Ok(batch)).await.is_err() {
+                        return Ok(()); // the source went away
+                    }
+                }
+            }
+            drop(result);
+            if !b.is_empty() {
+                let _ = tx.send(Ok(b.finish()?)).await;
+            }
+            Ok(())
+        };
+        let outcome: Result<()> = read.await;
+        if let Err(e) = outcome {
+            let _ = tx.send(Err(e)).await;
+        }
+        conn.query_drop("COMMIT")
+            .await
+            .map_err(|e| map_err("COMMIT", e))?;
+        Ok(conn)
+    });
+    Ok(KeylessRead { at, batches, done })
 }
 
 const STALE_PLAN: &str = "changed while its snapshot was read";
