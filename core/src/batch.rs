@@ -305,6 +305,11 @@ impl ChangeBatchBuilder {
         self.version_base = base;
     }
 
+    /// The row version of the transaction begun last (0 without one).
+    pub fn txns_last_version(&self) -> u64 {
+        self.txns.last().map_or(0, TxnMeta::version)
+    }
+
     /// Starts a transaction; the rows after it belong to it.
     pub fn begin_txn(&mut self, position: Option<SourcePosition>, commit_ts_micros: i64) {
         self.txns.push(TxnMeta {

@@ -9,9 +9,13 @@
 //! |---|---|---|
 //! | `_change_seq` | BIGINT | the transaction's row version (grows with the source position) |
 //! | `_change_row` | BIGINT | the row's ordinal in its transaction (or snapshot chunk) |
-//! | `_change_op` | VARCHAR | `read`, `insert`, `update_before`, `update_after`, `delete` |
+//! | `_change_op` | VARCHAR | `read`, `insert`, `update_before`, `update_after`, `delete`, `truncate` |
 //! | `_change_position` | VARCHAR | the source position, as text |
 //! | `_change_time` | TIMESTAMP | the source commit time |
+//!
+//! The source columns follow, all nullable: a `truncate` row (the source
+//! emptied the table: a consumer rebuilding it starts over) has no image.
+//! The changelog table itself is never emptied.
 //!
 //! `(_change_seq, _change_row, _change_op)` is the table's key: a replay
 //! after a crash recomputes the same identities, so every keyed sink keeps
@@ -58,7 +62,9 @@ pub fn changelog_schema(source: &TableSchema) -> Result<TableSchema> {
                 ),
             ));
         }
-        columns.push(c.clone());
+        let mut c = c.clone();
+        c.nullable = true;
+        columns.push(c);
     }
     TableSchema::new(
         source.table.clone(),
@@ -108,6 +114,14 @@ impl ChangelogEncoder {
         Ok(changelog)
     }
 
+    /// Whether `change` is of a table kept as a changelog: a keyless one.
+    pub fn is_changelog(&self, change: &SchemaChange) -> bool {
+        match change.after.as_ref().or(change.before.as_ref()) {
+            Some(s) => s.primary_key.is_empty(),
+            None => self.tables.contains_key(&change.table),
+        }
+    }
+
     /// A schema change of a keyless table, between changelog schemas.
     pub fn schema_change(&mut self, change: &SchemaChange) -> Result<SchemaChange> {
         let map = |s: &Option<TableSchema>, enc: &mut Self| -> Result<Option<TableSchema>> {
@@ -122,6 +136,51 @@ impl ChangelogEncoder {
         out.position = change.position.clone();
         out.commit_ts_micros = change.commit_ts_micros;
         Ok(out)
+    }
+
+    /// A TRUNCATE of a keyless table as one `truncate` row (the changelog
+    /// keeps its history); `version_base` is the source's at the change.
+    pub fn truncate(&mut self, change: &SchemaChange, version_base: u64) -> Result<ChangeBatch> {
+        let source = match change.before.as_ref().or(change.after.as_ref()) {
+            Some(s) => Arc::new(s.clone()),
+            None => match self.tables.get(&change.table) {
+                Some(s) => s.source.clone(),
+                None => {
+                    return Err(Error::new(
+                        ErrorKind::Unsupported,
+                        format!(
+                            "TRUNCATE of keyless {} before any of its rows was seen: its \
+                             changelog table's columns are unknown; restart with a snapshot",
+                            change.table
+                        ),
+                    ));
+                }
+            },
+        };
+        let schema = self.schema(&source)?;
+        let mut out = ChangeBatchBuilder::new(schema);
+        out.set_version_base(version_base);
+        out.begin_txn(change.position.clone(), change.commit_ts_micros);
+        let seq = i64::try_from(out.txns_last_version()).unwrap_or(i64::MAX);
+        let state = self.tables.get_mut(&change.table).expect("registered");
+        if state.last != Some((seq, false)) {
+            state.last = Some((seq, false));
+            state.next_row = 0;
+        }
+        let mut values = vec![
+            Value::Int64(seq),
+            Value::Int64(state.next_row),
+            Value::String("truncate".into()),
+            change
+                .position
+                .as_ref()
+                .map_or(Value::Null, |p| Value::String(p.to_string())),
+            Value::Timestamp(change.commit_ts_micros),
+        ];
+        values.resize(LEADING + source.columns.len(), Value::Null);
+        state.next_row += 1;
+        out.push_row(Op::Insert, None, Some(&values))?;
+        out.finish()
     }
 
     /// `batch` as rows of its table's changelog table.

@@ -19,8 +19,8 @@ use futures_util::future::try_join_all;
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 use tributary_core::{
-    BinlogFilePos, Checkpoint, Error, ErrorKind, Result, RetryPolicy, Source, SourceRecord,
-    TableId, Value, changelog::ChangelogEncoder, retry,
+    BinlogFilePos, Checkpoint, Error, ErrorKind, Result, RetryPolicy, SchemaChangeKind, Source,
+    SourceRecord, TableId, Value, changelog::ChangelogEncoder, retry,
 };
 
 use crate::binlog::BinlogReader;
@@ -451,11 +451,12 @@ impl Source for MySqlSource {
                 Some(SourceRecord::Changes(changelog.encode(&b)?))
             }
             Some(SourceRecord::SchemaChange(c))
-                if c.after
-                    .as_ref()
-                    .or(c.before.as_ref())
-                    .is_some_and(|s| s.primary_key.is_empty()) =>
+                if c.kind == SchemaChangeKind::Truncate && changelog.is_changelog(&c) =>
             {
+                let base = self.binlog.as_ref().map_or(0, |b| b.version_base());
+                Some(SourceRecord::Changes(changelog.truncate(&c, base)?))
+            }
+            Some(SourceRecord::SchemaChange(c)) if changelog.is_changelog(&c) => {
                 Some(SourceRecord::SchemaChange(changelog.schema_change(&c)?))
             }
             other => other,

@@ -702,5 +702,33 @@ async fn keyless_tables_under_changelog_are_read_in_bounded_batches_and_streamed
         [("insert", 0), ("insert", 1)],
         "two equal rows, two changes"
     );
+
+    // DDL: a new column follows in the changelog schema; a TRUNCATE is a
+    // `truncate` row (the changelog keeps its history).
+    db.sql(format!("ALTER TABLE {logs} ADD COLUMN note VARCHAR(5)"))
+        .await;
+    db.sql(format!("TRUNCATE TABLE {logs}")).await;
+    db.sql(format!("INSERT INTO {logs} VALUES ('z', 1, 'n')"))
+        .await;
+    let ddl = read_until(&mut source, |r| {
+        changelog_rows(r, "logs").iter().any(|c| c.0 == "insert")
+    })
+    .await;
+    let change = ddl
+        .iter()
+        .find_map(|r| match r {
+            SourceRecord::SchemaChange(c) => Some(c.clone()),
+            _ => None,
+        })
+        .expect("the ALTER");
+    let after = change.after.unwrap();
+    assert_eq!(after.columns.len(), 8, "{after:?}");
+    assert_eq!(after.columns[7].name, "note");
+    assert!(!change.columns.is_empty(), "the column diff");
+    let ops: Vec<String> = changelog_rows(&ddl, "logs")
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(ops, ["truncate", "insert"]);
     db.drop().await;
 }
