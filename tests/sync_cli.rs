@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use arrow_array::{Array, Int32Array, StringArray};
@@ -19,73 +19,8 @@ use tributary_testkit::{DevServices, dev_dir, unique_name};
 
 type Rows = BTreeMap<i32, (Option<i32>, Option<String>)>;
 
-const PASSWORD: &str = "pw-Sync-9f3a1c";
-const S3_SECRET: &str = "s3-Secret-77d0e2";
-
-/// A running `tributary sync`, killed when dropped.
-struct SyncProcess {
-    child: Child,
-    log: PathBuf,
-}
-
-impl SyncProcess {
-    fn start(config: &Path, log: &Path) -> SyncProcess {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_tributary"))
-            .args(["sync", "--config"])
-            .arg(config)
-            .env("SYNC_TEST_PASSWORD", PASSWORD)
-            .env("SYNC_TEST_S3_SECRET", S3_SECRET)
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        SyncProcess {
-            child,
-            log: log.to_path_buf(),
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Fails the test if the process exited (with its log).
-    fn assert_running(&mut self) {
-        if let Some(status) = self.child.try_wait().unwrap() {
-            panic!("tributary sync exited ({status}):\n{}", self.log());
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM, then the exit status within 30 s.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "no exit 30 s after SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for SyncProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+mod common;
+use common::{PASSWORD, S3_SECRET, SyncProcess};
 
 async fn source_rows(conn: &mut Conn, table: &str) -> Rows {
     let rows: Vec<(i32, Option<i32>, Option<String>)> = conn

@@ -128,7 +128,11 @@ pub async fn rewrite_group(
                 .filter(|(_, l)| **l)
                 .map(|(pos, _)| (n, pos)),
         );
-        batches.extend(file_batches.into_iter().filter(|b| b.num_rows() > 0));
+        // Files written before a schema change (a column added, a key
+        // widened) are read in the current schema, so they merge.
+        for b in file_batches.into_iter().filter(|b| b.num_rows() > 0) {
+            batches.push(tributary_catalog::project_to_schema(&b, schema)?);
+        }
         lives.push(live);
     }
     let mut map = RowMap::default();

@@ -291,6 +291,10 @@ pub fn evolve(
                 *f.field_type = Type::Primitive(t);
                 changed = true;
             }
+            // The table is already wider: a replay of changes from before
+            // a widening (a restart resumes behind the ALTER). Rows are
+            // cast up as they are written.
+            Ok(t) if promotable(&t, &have) => {}
             other => {
                 let why = match other {
                     Ok(t) => {
@@ -392,4 +396,51 @@ pub fn to_file_batch(image: &StructArray, map: &ColumnMap) -> Result<RecordBatch
         .collect();
     let relaxed = Arc::new(ArrowSchema::new(relaxed));
     Ok(RecordBatch::try_new(relaxed, columns)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use tributary_core::{Column, ColumnType, TableId};
+
+    use super::*;
+
+    fn schema(id: ColumnType) -> TableSchema {
+        TableSchema::new(
+            TableId::new("d", "t"),
+            vec![
+                Column::new("id", id, false),
+                Column::new("v", ColumnType::Int32, true),
+            ],
+            &["id"],
+            1,
+        )
+        .unwrap()
+    }
+
+    /// After a widening, a restart replays changes from before the ALTER
+    /// with the narrower type: the wider table takes them as they are.
+    #[test]
+    fn a_narrower_source_type_fits_a_table_already_widened() {
+        let wide = iceberg_schema(&schema(ColumnType::Int64)).unwrap();
+        let last = wide.highest_field_id();
+        let e = evolve(&wide, last, &schema(ColumnType::Int32), ColumnPolicy::Fail).unwrap();
+        assert!(e.schema.is_none() && e.skipped.is_empty());
+        // And the widening itself promotes in place.
+        let narrow = iceberg_schema(&schema(ColumnType::Int32)).unwrap();
+        let e = evolve(
+            &narrow,
+            last,
+            &schema(ColumnType::Int64),
+            ColumnPolicy::Fail,
+        )
+        .unwrap();
+        let id = e
+            .schema
+            .unwrap()
+            .field_by_name("id")
+            .unwrap()
+            .field_type
+            .to_string();
+        assert_eq!(id, "long");
+    }
 }
