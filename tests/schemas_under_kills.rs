@@ -23,6 +23,8 @@ use common::{PASSWORD, SyncProcess};
 const KILLS: usize = 22;
 
 type Row = BTreeMap<String, Option<String>>;
+/// A keyless table's rows as a multiset of (msg, n).
+type Bag = BTreeMap<(Option<String>, Option<String>), i64>;
 
 /// A tiny deterministic generator (xorshift).
 struct Rng(u64);
@@ -263,12 +265,12 @@ for loc in sys.argv[1:]:
 /// Replays a changelog in change order into a multiset of `(msg, n)`
 /// rows; fails on a change identity seen twice or an image removed that
 /// was not there. Returns the multiset and the number of non-read changes.
-fn replay_changelog(rows: &[Row]) -> (BTreeMap<(Option<String>, Option<String>), i64>, u64) {
+fn replay_changelog(rows: &[Row]) -> (Bag, u64) {
     let num = |r: &Row, c: &str| -> i64 { r[c].as_ref().unwrap().parse().unwrap() };
     let mut ordered: Vec<&Row> = rows.iter().collect();
     ordered.sort_by_key(|r| (num(r, "_change_seq"), num(r, "_change_row")));
     let mut ids = std::collections::HashSet::new();
-    let mut table: BTreeMap<(Option<String>, Option<String>), i64> = BTreeMap::new();
+    let mut table = Bag::new();
     let mut changes = 0;
     for r in ordered {
         let op = r["_change_op"].clone().unwrap();
@@ -298,7 +300,7 @@ fn replay_changelog(rows: &[Row]) -> (BTreeMap<(Option<String>, Option<String>),
     (table, changes)
 }
 
-fn multiset(rows: &[Row]) -> BTreeMap<(Option<String>, Option<String>), i64> {
+fn multiset(rows: &[Row]) -> Bag {
     let mut m = BTreeMap::new();
     for r in rows {
         *m.entry((r["msg"].clone(), r["n"].clone())).or_default() += 1;
