@@ -147,6 +147,51 @@ impl ChangeBatch {
         &self.txn
     }
 
+    /// This batch in `schema`, a version of its table whose columns are
+    /// the same, each of a type this batch's widens to (a replay of rows
+    /// from before `INT → BIGINT`, written into a table already widened).
+    pub fn widened_to(&self, schema: Arc<TableSchema>) -> Result<ChangeBatch> {
+        let same_shape = schema.table == self.schema.table
+            && schema.columns.len() == self.schema.columns.len()
+            && schema.primary_key == self.schema.primary_key
+            && schema
+                .columns
+                .iter()
+                .zip(&self.schema.columns)
+                .all(|(to, from)| to.name == from.name && from.data_type.widens_to(&to.data_type));
+        if !same_shape {
+            return Err(Error::new(
+                ErrorKind::SchemaMismatch,
+                format!(
+                    "rows of {} v{} cannot be read as v{}: not the same columns, each widened",
+                    self.schema.table, self.schema.version, schema.version
+                ),
+            ));
+        }
+        let fields = schema.arrow_fields();
+        let cast = |image: &Option<StructArray>| -> Result<Option<StructArray>> {
+            let Some(image) = image else { return Ok(None) };
+            let columns = image
+                .columns()
+                .iter()
+                .zip(fields.iter())
+                .map(|(c, f)| arrow_cast::cast(c, f.data_type()))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| Error::invalid_data(format!("widening {}: {e}", schema.table)))?;
+            StructArray::try_new(fields.clone(), columns, image.nulls().cloned())
+                .map(Some)
+                .map_err(|e| Error::invalid_data(format!("widening {}: {e}", schema.table)))
+        };
+        Ok(ChangeBatch {
+            before: cast(&self.before)?,
+            after: cast(&self.after)?,
+            schema,
+            ops: self.ops.clone(),
+            txn: self.txn.clone(),
+            txns: self.txns.clone(),
+        })
+    }
+
     /// Sets every transaction's version base (a snapshot chunk takes the
     /// stream's when it is handed out).
     pub fn set_version_base(&mut self, base: u64) {

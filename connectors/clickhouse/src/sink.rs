@@ -70,6 +70,9 @@ pub struct ClickHouseSink {
     sent_since_checkpoint: bool,
     committed: Option<Checkpoint>,
     stats: SinkStats,
+    /// The fingerprint of a source schema last fitted to `schema` (its
+    /// batches are widened to it without asking the server again).
+    fitted_from: Option<u64>,
 }
 
 /// `_version` of a row: the core upsert rule's version (binlog file
@@ -150,10 +153,12 @@ impl ClickHouseSink {
             sent_since_checkpoint: false,
             committed: None,
             stats: SinkStats::default(),
+            fitted_from: None,
         };
         sink.check_cluster().await?;
         sink.create_tables().await?;
         sink.add_missing_columns(schema).await?;
+        sink.schema = Arc::new(sink.fit_to_table(schema).await?);
         sink.targets = sink.make_targets();
         sink.committed = sink.read_checkpoint().await?;
         Ok(sink)
@@ -313,9 +318,22 @@ impl ClickHouseSink {
 
     /// Buffers a batch; sends when a bound is reached.
     pub async fn write_batch(&mut self, batch: &ChangeBatch) -> Result<()> {
-        if batch.schema().fingerprint() != self.schema.fingerprint() {
-            self.apply_schema(batch.schema()).await?;
-        }
+        let widened;
+        let batch = match batch.schema().fingerprint() {
+            f if f == self.schema.fingerprint() => batch,
+            f => {
+                if self.fitted_from != Some(f) {
+                    self.apply_schema(batch.schema()).await?;
+                    self.fitted_from = Some(f);
+                }
+                if f == self.schema.fingerprint() {
+                    batch
+                } else {
+                    widened = batch.widened_to(self.schema.clone())?;
+                    &widened
+                }
+            }
+        };
         let (schema, modern) = (self.schema.clone(), self.modern);
         let after = encoders(batch.image(Image::After), &schema, modern)?;
         let before = encoders(batch.image(Image::Before), &schema, modern)?;
@@ -502,10 +520,40 @@ impl ClickHouseSink {
             ));
         }
         self.flush().await?;
-        self.change_column_types(schema).await?;
-        self.add_missing_columns(schema).await?;
-        self.schema = Arc::new(schema.clone());
+        let schema = self.fit_to_table(schema).await?;
+        self.change_column_types(&schema).await?;
+        self.add_missing_columns(&schema).await?;
+        self.schema = Arc::new(schema);
+        self.fitted_from = None;
         Ok(())
+    }
+
+    /// `schema` with each column the table already holds in a wider type
+    /// (the source widened it, and a restart replays changes from before
+    /// that ALTER) in that wider type: its rows are cast up, never the
+    /// table narrowed back.
+    async fn fit_to_table(&self, schema: &TableSchema) -> Result<TableSchema> {
+        let have = column_types(&self.clients[0], &self.config.database, &self.table).await?;
+        let mut fitted = schema.clone();
+        for c in &mut fitted.columns {
+            let Some((_, table_type)) = have.iter().find(|(n, _)| *n == c.name) else {
+                continue;
+            };
+            if crate::types::column_type(c, self.modern) == *table_type {
+                continue;
+            }
+            let wider = crate::types::wider_types(&c.data_type)
+                .into_iter()
+                .find(|w| {
+                    let mut candidate = c.clone();
+                    candidate.data_type = w.clone();
+                    crate::types::column_type(&candidate, self.modern) == *table_type
+                });
+            if let Some(w) = wider {
+                c.data_type = w;
+            }
+        }
+        Ok(fitted)
     }
 
     /// Columns whose type changed: ClickHouse converts a column that is not

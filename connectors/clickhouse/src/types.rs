@@ -86,6 +86,32 @@ pub fn clickhouse_type(t: &ColumnType, modern: bool) -> String {
 }
 
 /// The column's full ClickHouse type (`Nullable(…)` when the source allows NULL).
+/// The types `t` widens to in place (see `ColumnType::widens_to`), narrowest
+/// first: what a table column of another type may have been widened to.
+pub fn wider_types(t: &ColumnType) -> Vec<ColumnType> {
+    use ColumnType as C;
+    let mut all = vec![
+        C::Int16,
+        C::Int24,
+        C::Int32,
+        C::Int64,
+        C::UInt16,
+        C::UInt24,
+        C::UInt32,
+        C::UInt64,
+        C::Double,
+    ];
+    if let C::Decimal { scale, .. } = t {
+        all.extend((1..=76).map(|precision| C::Decimal {
+            precision,
+            scale: *scale,
+        }));
+    }
+    all.into_iter()
+        .filter(|w| w != t && t.widens_to(w))
+        .collect()
+}
+
 pub fn column_type(c: &Column, modern: bool) -> String {
     let t = clickhouse_type(&c.data_type, modern);
     if c.nullable {
