@@ -568,6 +568,84 @@ async fn a_truncate_and_a_widened_key_while_streaming_end_equal_to_the_source() 
     f.drop().await;
 }
 
+/// A single transaction of 100k rows (~100 MB of row images) streams
+/// through with the job's peak memory bounded by the batch settings
+/// (reader batches of 2000 rows, 8 MiB data files), not by the
+/// transaction: its rows arrive in several batches with no checkpoint
+/// inside, and the writer spills them to files as they come.
+#[tokio::test]
+async fn a_100k_row_transaction_streams_with_memory_bounded_by_the_batch_settings() {
+    let mut f = Fixture::new("sync_big").await;
+    let (db, warehouse) = (f.db.clone(), f.warehouse());
+    f.conn
+        .query_drop(format!(
+            "CREATE TABLE {db}.big (id INT PRIMARY KEY, payload VARCHAR(1000))"
+        ))
+        .await
+        .unwrap();
+    let sink = format!(
+        "\n[sink.iceberg]\ncommit_interval = 0.3\ntarget_file_bytes = 8388608\nproperties = {{ warehouse = \"{}\" }}\n",
+        warehouse.display()
+    );
+    let config = f.pipeline(&sink);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[source.mysql]", "[source.mysql]\nmax_batch_rows = 2000");
+    std::fs::write(&config, text).unwrap();
+    let log = f.dir.join("sync.log");
+    let catalog = HadoopCatalog::new_local(&warehouse).unwrap();
+    let reader = Reader::Iceberg(&catalog);
+    let mut sync = SyncProcess::start(&config, &log);
+    wait_until_equal(&mut f.conn, &reader, &db, &mut sync).await;
+    let before = sync.peak_rss();
+    let rows = 100_000;
+    f.conn
+        .query_drop(format!(
+            "INSERT INTO {db}.big SELECT seq, REPEAT(CHAR(65 + seq % 26), 1000) FROM {db}.seq_1_to_{rows}"
+        ))
+        .await
+        .unwrap();
+    let name = TableName::new(&db, "big");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        sync.assert_running();
+        if let Ok(t) = catalog.load_table(&name).await {
+            let n: usize = t
+                .scan(None)
+                .await
+                .unwrap()
+                .iter()
+                .map(|b| b.num_rows())
+                .sum();
+            if n == rows {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "100k rows not in within 120 s:\n{}",
+            sync.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let after = sync.peak_rss();
+    let txn_bytes = rows as u64 * 1000;
+    eprintln!(
+        "peak RSS of the job: {} MiB before, {} MiB after a {} MiB transaction",
+        before >> 20,
+        after >> 20,
+        txn_bytes >> 20
+    );
+    assert!(
+        after - before < txn_bytes / 2,
+        "peak RSS grew by {} MiB for a {} MiB transaction",
+        (after - before) >> 20,
+        txn_bytes >> 20
+    );
+    assert!(sync.terminate().success());
+    f.drop().await;
+}
+
 /// The same pipeline into ClickHouse (both dev servers as shards, local
 /// mode): killed mid-snapshot, restarted, equal to the source through the
 /// `_live` views.
