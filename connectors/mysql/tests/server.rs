@@ -117,3 +117,40 @@ async fn a_rotated_password_is_picked_up_without_restart_and_never_shown() {
         .unwrap();
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A server whose settings would lose changes is refused when the stream
+/// starts (as `sync` starts it), naming each setting and its fix. The
+/// settings are changed globally for a moment: this binary runs in the
+/// serial MariaDB group, and they are restored before anything is asserted.
+#[tokio::test]
+async fn a_server_that_would_lose_changes_is_refused_at_start_with_the_fix() {
+    let (mut root, mut config) = admin().await;
+    config.start = tributary_mysql::StartMode::Latest;
+    config.tables.include = vec![format!("{}.*", unique_name("none"))];
+    root.query_drop("SET GLOBAL binlog_row_image = 'MINIMAL'")
+        .await
+        .unwrap();
+    root.query_drop("SET GLOBAL binlog_row_metadata = 'MINIMAL'")
+        .await
+        .unwrap();
+    let refused = tributary_mysql::BinlogReader::start(config.clone(), None).await;
+    root.query_drop("SET GLOBAL binlog_row_image = 'FULL'")
+        .await
+        .unwrap();
+    root.query_drop("SET GLOBAL binlog_row_metadata = 'FULL'")
+        .await
+        .unwrap();
+    let err = refused.err().expect("a MINIMAL row image is refused");
+    let text = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{text}");
+    assert!(
+        text.contains("binlog_row_image is MINIMAL")
+            && text.contains("SET GLOBAL binlog_row_image = 'FULL'")
+            && text.contains("binlog_row_metadata"),
+        "{text}"
+    );
+    // Restored, the same start succeeds.
+    tributary_mysql::BinlogReader::start(config, None)
+        .await
+        .unwrap();
+}
