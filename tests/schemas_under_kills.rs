@@ -184,7 +184,8 @@ impl Target {
 [sink.iceberg]
 commit_interval = 0.3
 properties = {{ warehouse = "{warehouse}" }}
-maintenance = {{ interval = 1, small_files = 4, delete_files = 4, snapshots = 10, snapshot_age = 0, retain_last = 3 }}
+# Expiry keeps what readers polling mid-run may still read.
+maintenance = {{ interval = 1, small_files = 4, delete_files = 4, snapshots = 10, snapshot_age = 300, retain_last = 3 }}
 "#,
                 warehouse = dir.join("warehouse").display()
             ),

@@ -467,6 +467,111 @@ print(t.scan().to_arrow().num_rows, len(t.spec().fields))
     f.drop().await;
 }
 
+/// A table added to `tables.include` after a first run, and a target
+/// table dropped by hand (the remedy after a RENAME), are snapshotted in
+/// full on the next start while the other tables resume — not only the
+/// rows changed after the restart.
+#[tokio::test]
+async fn a_table_added_to_the_selection_or_dropped_by_hand_is_read_in_full() {
+    let mut f = Fixture::new("sync_add").await;
+    let (db, warehouse, tables) = (f.db.clone(), f.warehouse(), f.tables());
+    let config = f.pipeline(&iceberg_sink(&db, &warehouse));
+    let all = std::fs::read_to_string(&config).unwrap();
+    let only_a = all.replace(
+        &format!("include = [\"{db}.*\"]"),
+        &format!("include = [\"{db}.a\"]"),
+    );
+    std::fs::write(&config, &only_a).unwrap();
+    let log = f.dir.join("sync.log");
+    let catalog = HadoopCatalog::new_local(&warehouse).unwrap();
+    let reader = Reader::Iceberg(&catalog);
+    let mut sync = SyncProcess::start(&config, &log);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        sync.assert_running();
+        let want = source_rows(&mut f.conn, &tables[0]).await;
+        if reader.rows(&db, "a").await.as_ref() == Some(&want) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a not in within 60 s:\n{}",
+            sync.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(sync.terminate().success());
+    assert!(reader.rows(&db, "b").await.is_none(), "b was not selected");
+
+    // b joins the selection: all 3000 rows, while a resumes.
+    std::fs::write(&config, &all).unwrap();
+    write_randomly(f.url.clone(), tables.clone(), 100, 41).await;
+    let mut sync = SyncProcess::start(&config, &log);
+    wait_until_equal(&mut f.conn, &reader, &db, &mut sync).await;
+    assert!(sync.terminate().success());
+    let text = sync.log();
+    assert!(text.contains("not read yet: snapshotted"), "{text}");
+
+    // b's target is dropped by hand: read in full again.
+    std::fs::remove_dir_all(warehouse.join(&db).join("b")).unwrap();
+    write_randomly(f.url.clone(), tables.clone(), 100, 43).await;
+    let mut sync = SyncProcess::start(&config, &log);
+    wait_until_equal(&mut f.conn, &reader, &db, &mut sync).await;
+    assert!(sync.terminate().success());
+    f.drop().await;
+}
+
+/// A table that stays idle across restarts no longer pins the resume
+/// point: each run records its position (it had no change since the
+/// resume point), so the next run resumes after the last one's commits
+/// instead of replaying from the idle table's first commit for ever.
+#[tokio::test]
+async fn an_idle_table_across_three_restarts_does_not_hold_back_the_resume_position() {
+    let mut f = Fixture::new("sync_idle").await;
+    let (db, warehouse, tables) = (f.db.clone(), f.warehouse(), f.tables());
+    let config = f.pipeline(&iceberg_sink(&db, &warehouse));
+    let log = f.dir.join("sync.log");
+    let catalog = HadoopCatalog::new_local(&warehouse).unwrap();
+    let reader = Reader::Iceberg(&catalog);
+    let committed = async |t: &str| {
+        let table = catalog.load_table(&TableName::new(&db, t)).await.unwrap();
+        tributary_iceberg::committed_checkpoint(&table)
+            .unwrap()
+            .unwrap()
+    };
+    let mut sync = SyncProcess::start(&config, &log);
+    wait_until_equal(&mut f.conn, &reader, &db, &mut sync).await;
+    assert!(sync.terminate().success());
+    let mut rounds = vec![committed("b").await.round().unwrap()];
+    for seed in [51, 53, 57] {
+        // Only a changes; b stays idle.
+        let only_a = [tables[0].clone(), tables[0].clone()];
+        write_randomly(f.url.clone(), only_a, 60, seed).await;
+        let mut sync = SyncProcess::start(&config, &log);
+        wait_until_equal(&mut f.conn, &reader, &db, &mut sync).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while committed("b").await.round() <= rounds.last().copied() {
+            sync.assert_running();
+            assert!(
+                Instant::now() < deadline,
+                "b's position not recorded:\n{}",
+                sync.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(sync.terminate().success());
+        rounds.push(committed("b").await.round().unwrap());
+    }
+    assert!(rounds.windows(2).all(|w| w[0] < w[1]), "{rounds:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.matches("recorded the position of idle tables").count(),
+        3,
+        "once per restart:\n{text}"
+    );
+    f.drop().await;
+}
+
 /// A target table that exists without any checkpoint (its first commit never
 /// happened) holds nothing committed: the next run empties it and snapshots
 /// it again, while the other tables resume from their commits — so rows the
@@ -744,6 +849,38 @@ async fn sync_to_hbase_survives_sigkill_and_ends_equal_to_the_source() {
     };
     let reader = Reader::HBase(hbase);
     kill_mid_snapshot_and_resume(&mut f, &config, &reader, (41, 43), snapshot_committed).await;
+    f.drop().await;
+}
+
+/// A table glob with a typo matches nothing: `sync` refuses to start a
+/// job that would do nothing, listing the databases the user can see.
+#[tokio::test]
+async fn a_selection_that_matches_no_table_is_refused_listing_the_databases() {
+    let f = Fixture::new("sync_none").await;
+    let config = f.pipeline(&iceberg_sink(&f.db, &f.warehouse()));
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("include = [\"{}.*\"]", f.db),
+        &format!("include = [\"{}x.*\"]", f.db),
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["sync", "--config"])
+        .arg(&config)
+        .env("SYNC_TEST_PASSWORD", PASSWORD)
+        .env("SYNC_TEST_S3_SECRET", S3_SECRET)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let seen = stderr
+        .split("the databases it can see:")
+        .nth(1)
+        .unwrap_or("");
+    assert!(
+        stderr.contains("matches no table") && seen.contains(&f.db),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(PASSWORD));
     f.drop().await;
 }
 

@@ -428,7 +428,16 @@ pub struct Checkpoint {
 /// names contain no '.'). A sink stores only its own table's, so the
 /// checkpoint in each table's snapshot does not grow with the number of
 /// tables; a resume gathers each table's from its own sink.
+/// Checkpoint property: the commit round of the runner that wrote it
+/// (grows across restarts; a resume starts at the lowest of its tables').
+pub const ROUND_PROPERTY: &str = "tributary.round";
+
 impl Checkpoint {
+    /// The runner's commit round this checkpoint was committed in.
+    pub fn round(&self) -> Option<u64> {
+        self.properties.get(ROUND_PROPERTY)?.parse().ok()
+    }
+
     fn scope(table: &crate::TableId) -> String {
         format!("table:{}.{}:", table.database, table.table)
     }

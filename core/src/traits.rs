@@ -132,6 +132,15 @@ pub trait SinkFactory: Send + Sync {
     /// Opens (creating the target if needed) the sink of `schema`'s table.
     async fn open(&self, schema: &TableSchema) -> Result<Box<dyn Sink>>;
 
+    /// Records `checkpoint` on `table`'s existing target without writing
+    /// rows: the runner calls it for a table that had no change since its
+    /// last commit (idle all this run), so its target is complete up to the
+    /// checkpoint and its old commit no longer holds back the resume
+    /// point. False when this kind cannot (the table keeps its commit).
+    async fn commit_position(&self, _table: &TableId, _checkpoint: &Checkpoint) -> Result<bool> {
+        Ok(false)
+    }
+
     /// Upkeep of this kind's targets (compaction, expiry…), if it has any.
     fn maintenance(&self) -> Option<&dyn TargetMaintenance> {
         None

@@ -311,6 +311,82 @@ async fn the_writer_follows_a_rewrite_it_did_not_conflict_with() {
     );
 }
 
+/// A schema change commits on the newest table version, which may hold a
+/// compaction the writer's index has not seen: an update after it must
+/// still delete the row where it now lives (the deletes are planned at the
+/// index's snapshot, so the commit checks that their files are live and
+/// plans again). Found by `schemas_under_kills`: every position delete of
+/// the commit pointed at replaced files, deleting nothing.
+#[tokio::test]
+async fn an_update_after_a_schema_change_over_an_unseen_compaction_leaves_no_duplicate() {
+    let fx = Fixture::new();
+    let mut writer = fx.writer(DeleteMode::Position).await;
+    let v1 = fx.schema.clone();
+    let mut cols = v1.columns.clone();
+    cols.push(tributary_core::Column::new(
+        "note",
+        tributary_core::ColumnType::String { max_len: None },
+        true,
+    ));
+    let v2 = Arc::new(TableSchema::new(v1.table.clone(), cols, &["id"], 2).unwrap());
+    let ev = |schema: &Arc<TableSchema>,
+              op,
+              before: Option<(i32, i32)>,
+              after: Option<(i32, i32)>,
+              offset: u64| {
+        let row = |(k, v): (i32, i32)| {
+            let mut r = kv_row(k, &(Some(v), None));
+            r.resize(schema.columns.len(), tributary_core::Value::Null);
+            r
+        };
+        ChangeEvent {
+            table: schema.table.clone(),
+            op,
+            before: before.map(row),
+            after: after.map(row),
+            position: tributary_testkit::kv_workload::kv_position(offset),
+            commit_ts_micros: 0,
+            schema_version: schema.version,
+        }
+    };
+    let mut model = KvModel::new();
+    for i in 0..4u64 {
+        let rows: Vec<ChangeEvent> = (0..5)
+            .map(|j| {
+                ev(
+                    &v1,
+                    Op::Insert,
+                    None,
+                    Some(((i * 5 + j) as i32, 0)),
+                    100 * i + j + 1,
+                )
+            })
+            .collect();
+        for j in 0..5 {
+            model.insert((i * 5 + j) as i32, (Some(0), None));
+        }
+        write(&mut writer, &v1, &rows).await;
+    }
+    let r = maintain_table(fx.catalog.as_ref(), &fx.name, &aggressive(), false)
+        .await
+        .unwrap();
+    assert_eq!(r.compacted_groups.len(), 1, "{r}");
+    // ADD COLUMN, then an update of a row that now lives in the compacted file.
+    writer.apply_schema(&v2).await.unwrap();
+    write(
+        &mut writer,
+        &v2,
+        &[ev(&v2, Op::Update, Some((3, 0)), Some((3, 33)), 1100)],
+    )
+    .await;
+    model.insert(3, (Some(33), None));
+    assert_eq!(
+        read_rust(&fx.table().await).await,
+        model,
+        "no duplicate of key 3"
+    );
+}
+
 /// A writer streams random upserts while compaction, conversion and expiry
 /// run beside it (another task, as in `sync`): every retained snapshot
 /// stays readable and the final table is the model.

@@ -28,8 +28,7 @@ use tributary_core::{
 
 use crate::status::PipelineStatus;
 
-/// Checkpoint property: the commit round of the runner that wrote it.
-pub const ROUND_PROPERTY: &str = "tributary.round";
+pub use tributary_core::ROUND_PROPERTY;
 
 /// Aborts a background task when the run that started it ends.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -50,12 +49,8 @@ pub struct TableState {
 
 impl TableState {
     fn round(&self) -> Option<u64> {
-        round_of(self.state.checkpoint()?)
+        self.state.checkpoint()?.round()
     }
-}
-
-fn round_of(cp: &Checkpoint) -> Option<u64> {
-    cp.properties.get(ROUND_PROPERTY)?.parse().ok()
 }
 
 /// A configured pipeline: the factories of its source and sink.
@@ -109,7 +104,8 @@ impl Pipeline {
     /// Runs until the source ends (a bounded source) or `stop` resolves.
     /// Stopping drops uncommitted changes; the next run reads them again.
     pub async fn run(&self, stop: impl Future<Output = ()>) -> Result<()> {
-        let resume = resume_point(&self.table_states().await?);
+        let states = self.table_states().await?;
+        let resume = resume_point(&states);
         let (checkpoint, round) = (self.recover_lost_tables(&resume).await?, resume.last_round);
         match checkpoint.as_ref().and_then(|c| c.position.as_ref()) {
             Some(p) => info!(position = %p, round, "resuming"),
@@ -135,6 +131,12 @@ impl Pipeline {
             sinks: BTreeMap::new(),
             round,
             rows: 0,
+            idle: states
+                .iter()
+                .filter(|s| matches!(s.state, TargetState::Committed(_)))
+                .map(|s| s.source.clone())
+                .collect(),
+            idle_recorded: None,
         };
         tokio::pin!(stop);
         loop {
@@ -157,6 +159,28 @@ impl Pipeline {
     /// without snapshots). Returns the checkpoint to resume from.
     async fn recover_lost_tables(&self, resume: &Resume) -> Result<Option<Checkpoint>> {
         let mut checkpoint = resume.checkpoint.clone();
+        // Tables selected now whose target was never written (added to the
+        // include list since, or a target dropped by hand): read in full
+        // while the others resume — else they would get only the changes
+        // from here on.
+        if let Some(cp) = checkpoint.as_mut()
+            && !resume.missing.is_empty()
+        {
+            let mut queued = cp.clone();
+            match self.source.requeue(&mut queued, &resume.missing) {
+                Ok(()) => {
+                    for t in &resume.missing {
+                        info!(table = %t, "not read yet: snapshotted while the others resume");
+                    }
+                    *cp = queued;
+                }
+                Err(e) => {
+                    for t in &resume.missing {
+                        warn!(table = %t, "not read yet, and the source cannot read it in full ({e}): its changes from here on only");
+                    }
+                }
+            }
+        }
         if resume.lost.is_empty() {
             return Ok(checkpoint);
         }
@@ -180,6 +204,8 @@ struct Resume {
     /// Target tables that exist without a checkpoint: nothing of theirs is
     /// committed, so they are emptied and read again.
     lost: Vec<TableId>,
+    /// Selected tables without a target table: never read.
+    missing: Vec<TableId>,
 }
 
 fn resume_point(states: &[TableState]) -> Resume {
@@ -188,17 +214,23 @@ fn resume_point(states: &[TableState]) -> Resume {
         .filter_map(TableState::round)
         .max()
         .unwrap_or(0);
-    let lost = states
-        .iter()
-        .filter(|s| s.state == TargetState::CreatedWithoutCheckpoint)
-        .map(|s| s.source.clone())
-        .collect();
+    let with_state = |state: TargetState| -> Vec<TableId> {
+        states
+            .iter()
+            .filter(|s| s.state == state)
+            .map(|s| s.source.clone())
+            .collect()
+    };
+    let (lost, missing) = (
+        with_state(TargetState::CreatedWithoutCheckpoint),
+        with_state(TargetState::Missing),
+    );
     // The oldest round's checkpoint, with each table's own state (its last
     // schema) from that table's checkpoint: each sink stores only its own.
     let mut checkpoint = states
         .iter()
         .filter_map(|s| s.state.checkpoint())
-        .min_by_key(|cp| round_of(cp).unwrap_or(0))
+        .min_by_key(|cp| cp.round().unwrap_or(0))
         .cloned();
     if let Some(cp) = checkpoint.as_mut() {
         for s in states {
@@ -211,8 +243,13 @@ fn resume_point(states: &[TableState]) -> Resume {
         checkpoint,
         last_round,
         lost,
+        missing,
     }
 }
+
+/// How often the position of tables idle since the run began is recorded
+/// (besides the run's first commit round).
+const IDLE_POSITION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// One run's open sinks and counters.
 struct Run<'a> {
@@ -221,6 +258,11 @@ struct Run<'a> {
     sinks: BTreeMap<TableId, Box<dyn Sink>>,
     round: u64,
     rows: u64,
+    /// Tables with a committed target and no change yet in this run (no
+    /// sink open): their commits would otherwise stay where an earlier run
+    /// left them and hold the resume point there for good.
+    idle: std::collections::BTreeSet<TableId>,
+    idle_recorded: Option<std::time::Instant>,
 }
 
 impl Run<'_> {
@@ -230,7 +272,7 @@ impl Run<'_> {
             Some(SourceRecord::Changes(batch)) => self.write(&batch).await?,
             Some(SourceRecord::SchemaChange(change)) => self.schema_change(&change).await?,
             Some(SourceRecord::Checkpoint(cp)) => {
-                if self.sinks.values().any(|w| w.commit_due()) {
+                if self.sinks.values().any(|w| w.commit_due()) || self.idle_due() {
                     self.commit_round(cp).await?;
                 }
             }
@@ -321,9 +363,54 @@ impl Run<'_> {
                 s.committed_position = checkpoint.position.clone();
             });
         }
+        self.record_idle_positions(&checkpoint).await?;
         match &checkpoint.position {
             Some(p) => info!(round = self.round, position = %p, rows = self.rows, "committed"),
             None => warn!(round = self.round, "committed without a source position"),
+        }
+        Ok(())
+    }
+
+    /// Whether idle tables' positions are due (a round then happens even
+    /// with no open sink: a pipeline with nothing to write still moves on).
+    fn idle_due(&self) -> bool {
+        self.idle.iter().any(|t| !self.sinks.contains_key(t))
+            && self
+                .idle_recorded
+                .is_none_or(|at| at.elapsed() >= IDLE_POSITION_INTERVAL)
+    }
+
+    /// Records `checkpoint` on each table idle since the run began (at the
+    /// first round, then every `IDLE_POSITION_INTERVAL`): none of its
+    /// changes arrived since the resume point, so it is complete up to here.
+    async fn record_idle_positions(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        if !self.idle_due() {
+            return Ok(());
+        }
+        let sinks = &self.sinks;
+        self.idle.retain(|t| !sinks.contains_key(t));
+        self.idle_recorded = Some(std::time::Instant::now());
+        let mut recorded = 0;
+        for t in &self.idle {
+            if self
+                .sink
+                .commit_position(t, &checkpoint.for_table(t))
+                .await
+                .map_err(|e| e.with_context("table", t))?
+            {
+                recorded += 1;
+                self.status.update(t, |s| {
+                    s.committed_round = Some(self.round);
+                    s.committed_position = checkpoint.position.clone();
+                });
+            }
+        }
+        if recorded > 0 {
+            info!(
+                round = self.round,
+                tables = recorded,
+                "recorded the position of idle tables"
+            );
         }
         Ok(())
     }

@@ -335,6 +335,21 @@ impl ClickHouseSink {
             }
         };
         let (schema, modern) = (self.schema.clone(), self.modern);
+        if batch.schema().columns.len() != schema.columns.len() {
+            // The insert names the sink schema's columns: rows of another
+            // shape would be misread by the server.
+            return Err(Error::new(
+                ErrorKind::SchemaMismatch,
+                format!(
+                    "rows of {} v{} ({} columns) sent to its ClickHouse sink at v{} ({} columns)",
+                    batch.schema().table,
+                    batch.schema().version,
+                    batch.schema().columns.len(),
+                    schema.version,
+                    schema.columns.len()
+                ),
+            ));
+        }
         let after = encoders(batch.image(Image::After), &schema, modern)?;
         let before = encoders(batch.image(Image::Before), &schema, modern)?;
         let key_columns = &schema.primary_key;
@@ -466,19 +481,7 @@ impl ClickHouseSink {
             return Ok(());
         };
         let checkpoint = &last.checkpoint;
-        let version = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        let sql = format!(
-            "INSERT INTO {CHECKPOINT_TABLE} (table, checkpoint, {VERSION_COLUMN}) VALUES ({}, {}, {version})",
-            literal(&self.table),
-            literal(&serde_json::to_string(checkpoint)?)
-        );
-        self.clients[0]
-            .query(&sql)
-            .execute()
-            .await
-            .map_err(|e| classify("recording the checkpoint", e))?;
+        insert_checkpoint(&self.clients[0], &self.table, checkpoint).await?;
         self.committed = Some(checkpoint.clone());
         (self.last_checkpoint, self.sent_since_checkpoint) = (Instant::now(), false);
         Ok(())
@@ -528,39 +531,11 @@ impl ClickHouseSink {
         Ok(())
     }
 
-    /// `schema` with each column the table already holds in a wider type
-    /// (the source widened it, and a restart replays changes from before
-    /// that ALTER) in that wider type: its rows are cast up, never the
-    /// table narrowed back.
-    async fn fit_to_table(&self, schema: &TableSchema) -> Result<TableSchema> {
-        let have = column_types(&self.clients[0], &self.config.database, &self.table).await?;
-        let mut fitted = schema.clone();
-        for c in &mut fitted.columns {
-            let Some((_, table_type)) = have.iter().find(|(n, _)| *n == c.name) else {
-                continue;
-            };
-            if crate::types::column_type(c, self.modern) == *table_type {
-                continue;
-            }
-            let wider = crate::types::wider_types(&c.data_type)
-                .into_iter()
-                .find(|w| {
-                    let mut candidate = c.clone();
-                    candidate.data_type = w.clone();
-                    crate::types::column_type(&candidate, self.modern) == *table_type
-                });
-            if let Some(w) = wider {
-                c.data_type = w;
-            }
-        }
-        Ok(fitted)
-    }
-
     /// Columns whose type changed: ClickHouse converts a column that is not
     /// in the ORDER BY (`ALTER … MODIFY COLUMN` on every server); a key
     /// column it cannot alter, so the sink stops — before any row of the new
     /// schema is written — naming the steps to take by hand. A column that
-    /// already has the new type (those steps done) passes.
+    /// already has the new type everywhere (those steps done) passes.
     async fn change_column_types(&self, schema: &TableSchema) -> Result<()> {
         let key = self.schema.primary_key_names();
         for old in &self.schema.columns {
@@ -571,9 +546,8 @@ impl ClickHouseSink {
             if crate::types::column_type(old, self.modern) == to {
                 continue;
             }
-            let db = &self.config.database;
-            let have = column_types(&self.clients[0], db, &self.table).await?;
-            if have.iter().any(|(n, t)| n == &new.name && t == &to) {
+            let lagging = self.lagging(&new.name, &to).await?;
+            if lagging.is_empty() {
                 continue;
             }
             if key.contains(&old.name.as_str()) {
@@ -584,24 +558,99 @@ impl ClickHouseSink {
                     self.clients.len(),
                 ));
             }
-            let mut tables = vec![self.table.clone()];
-            if self.config.cluster.is_some() {
-                tables.push(self.distributed_name());
-            }
-            for client in &self.clients {
-                for table in &tables {
-                    let sql = format!(
-                        "ALTER TABLE {} MODIFY COLUMN {} {to}",
-                        ident(table),
-                        ident(&new.name)
-                    );
-                    execute(client, &sql).await?;
-                }
-                self.recreate_view(client).await?;
-            }
-            info!(table = %self.table, column = %new.name, to = %to, "column type changed");
+            self.modify_column(&new.name, &to, &lagging).await?;
         }
         Ok(())
+    }
+
+    /// The local and Distributed tables of every server, as (server, table).
+    fn all_tables(&self) -> Vec<(usize, String)> {
+        let mut names = vec![self.table.clone()];
+        if self.config.cluster.is_some() {
+            names.push(self.distributed_name());
+        }
+        (0..self.clients.len())
+            .flat_map(|i| names.iter().map(move |n| (i, n.clone())))
+            .collect()
+    }
+
+    /// Each (server, table) whose `column` is not of type `to` yet (an ALTER
+    /// cut short by a crash leaves some servers behind).
+    async fn lagging(&self, column: &str, to: &str) -> Result<Vec<(usize, String)>> {
+        let mut out = Vec::new();
+        for (i, table) in self.all_tables() {
+            let have = column_types(&self.clients[i], &self.config.database, &table).await?;
+            if have.iter().any(|(n, t)| n == column && t != to) {
+                out.push((i, table));
+            }
+        }
+        Ok(out)
+    }
+
+    /// `ALTER … MODIFY COLUMN` on `tables`, then the views again.
+    async fn modify_column(
+        &self,
+        column: &str,
+        to: &str,
+        tables: &[(usize, String)],
+    ) -> Result<()> {
+        for (i, table) in tables {
+            let sql = format!(
+                "ALTER TABLE {} MODIFY COLUMN {} {to}",
+                ident(table),
+                ident(column)
+            );
+            execute(&self.clients[*i], &sql).await?;
+        }
+        let mut servers: Vec<usize> = tables.iter().map(|t| t.0).collect();
+        servers.dedup();
+        for i in servers {
+            self.recreate_view(&self.clients[i]).await?;
+        }
+        info!(table = %self.table, column = %column, to = %to, "column type changed");
+        Ok(())
+    }
+
+    /// `schema` with each column that some server already holds in a wider
+    /// type (the source widened it, and a restart replays changes from
+    /// before that ALTER) in that wider type — its rows are cast up, never
+    /// the table narrowed back — and that type completed on the servers an
+    /// interrupted ALTER left behind.
+    async fn fit_to_table(&self, schema: &TableSchema) -> Result<TableSchema> {
+        let mut held: Vec<(String, String)> = Vec::new();
+        for (i, table) in self.all_tables() {
+            held.extend(column_types(&self.clients[i], &self.config.database, &table).await?);
+        }
+        let key = schema.primary_key_names();
+        let mut fitted = schema.clone();
+        for c in &mut fitted.columns {
+            let wider = crate::types::wider_types(&c.data_type)
+                .into_iter()
+                .rev()
+                .find(|w| {
+                    let mut candidate = c.clone();
+                    candidate.data_type = w.clone();
+                    let t = crate::types::column_type(&candidate, self.modern);
+                    held.iter().any(|(n, h)| *n == c.name && *h == t)
+                });
+            let Some(w) = wider else { continue };
+            c.data_type = w;
+            let to = crate::types::column_type(c, self.modern);
+            let lagging = self.lagging(&c.name, &to).await?;
+            if lagging.is_empty() {
+                continue;
+            }
+            if key.contains(&c.name.as_str()) {
+                return Err(key_type_steps(
+                    &self.table,
+                    &c.name,
+                    &to,
+                    self.clients.len(),
+                ));
+            }
+            self.modify_column(&c.name, &to, &lagging).await?;
+        }
+        Ok(fitted)
     }
 }
 
@@ -690,6 +739,28 @@ async fn read_checkpoint(client: &clickhouse::Client, table: &str) -> Result<Opt
 /// opening a sink: None when the table does not exist, else its committed
 /// checkpoint (None before the first commit). A runner decides where to
 /// resume with it.
+/// Records `checkpoint` as `table`'s in `_tributary_checkpoints` (the
+/// newest version wins under FINAL).
+async fn insert_checkpoint(
+    client: &clickhouse::Client,
+    table: &str,
+    checkpoint: &Checkpoint,
+) -> Result<()> {
+    let version = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let sql = format!(
+        "INSERT INTO {CHECKPOINT_TABLE} (table, checkpoint, {VERSION_COLUMN}) VALUES ({}, {}, {version})",
+        literal(table),
+        literal(&serde_json::to_string(checkpoint)?)
+    );
+    client
+        .query(&sql)
+        .execute()
+        .await
+        .map_err(|e| classify("recording the checkpoint", e))
+}
+
 pub async fn committed_state(
     config: &ClickHouseSinkConfig,
     table: &str,
@@ -904,6 +975,17 @@ impl tributary_core::SinkFactory for ClickHouseSinkFactory {
 
     async fn reset(&self, table: &tributary_core::TableId) -> Result<()> {
         drop_tables(&self.config, &table.table).await
+    }
+
+    /// The checkpoint row alone (the table's rows are all there).
+    async fn commit_position(
+        &self,
+        table: &tributary_core::TableId,
+        checkpoint: &Checkpoint,
+    ) -> Result<bool> {
+        let client = self.config.client(&self.config.urls[0]);
+        insert_checkpoint(&client, &table.table, checkpoint).await?;
+        Ok(true)
     }
 
     async fn open(&self, schema: &TableSchema) -> Result<Box<dyn Sink>> {

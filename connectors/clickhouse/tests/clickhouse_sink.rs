@@ -630,3 +630,83 @@ async fn widened_columns_are_altered_a_key_column_names_the_manual_steps_and_tru
     sink.commit(&cp(50)).await.unwrap();
     assert_eq!(count_all().await, 1, "only the row after the truncate");
 }
+
+/// A widening `ALTER` cut short by a crash (the first shard altered, the
+/// second not) and a restart that replays rows from before it: the sink
+/// completes the ALTER on the lagging shard and casts the narrower rows
+/// up — it neither sends Int32 bytes into an Int64 column nor narrows the
+/// table back.
+#[tokio::test]
+async fn an_alter_cut_short_on_one_shard_is_completed_and_replayed_narrow_rows_cast_up() {
+    let v1 = kv_schema(&unique_name("kv_cut"));
+    let t = v1.table.table.clone();
+    let mut sink = ClickHouseSink::open(config(ClusterMode::Local), &v1)
+        .await
+        .unwrap();
+    let rows = |from: i32| -> Vec<ChangeEvent> {
+        (from..from + 20)
+            .map(|id| ChangeEvent {
+                table: v1.table.clone(),
+                op: Op::Insert,
+                before: None,
+                after: Some(kv(id, &(Some(id), Some(format!("r{id}"))))),
+                position: pos(if from == 0 { 10 } else { 300 } + id as u64),
+                commit_ts_micros: 0,
+                schema_version: v1.version,
+            })
+            .collect()
+    };
+    sink.write(&ChangeBatch::from_events(v1.clone(), &rows(0)).unwrap())
+        .await
+        .unwrap();
+    sink.commit(&Checkpoint {
+        position: pos(100),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    drop(sink);
+    let urls = ch().urls;
+    let v_type = async |url: &str, table: &str| {
+        query_lines(
+            url,
+            &format!("SELECT type FROM system.columns WHERE table = '{table}' AND name = 'v'"),
+        )
+        .await
+    };
+    let before = v_type(&urls[0], &t).await;
+    assert_eq!(before, ["Nullable(Int32)"]);
+    // The crash came after the first shard's ALTER.
+    let client = clickhouse::Client::default().with_url(&urls[0]);
+    client
+        .query(&format!("ALTER TABLE {t} MODIFY COLUMN v Nullable(Int64)"))
+        .execute()
+        .await
+        .unwrap();
+    let mut sink = ClickHouseSink::open(config(ClusterMode::Local), &v1)
+        .await
+        .unwrap();
+    sink.write(&ChangeBatch::from_events(v1.clone(), &rows(20)).unwrap())
+        .await
+        .unwrap();
+    sink.commit(&Checkpoint {
+        position: pos(200),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for url in &urls {
+        assert_eq!(v_type(url, &t).await, ["Nullable(Int64)"], "{url} {t}");
+        assert_eq!(
+            v_type(url, &format!("{t}_all")).await,
+            ["Nullable(Int64)"],
+            "{url} {t}_all"
+        );
+    }
+    let mut total = 0;
+    for url in &urls {
+        let n = query_lines(url, &format!("SELECT count() FROM {t} FINAL")).await;
+        total += n[0].parse::<u64>().unwrap();
+    }
+    assert_eq!(total, 40, "every row on its shard");
+}

@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tributary_catalog::Catalog;
+use tributary_catalog::{Catalog, RowDelta, commit_row_delta};
 use tributary_core::{
-    ErrorKind, MaintainOptions, MaintenanceReport, Result, Sink, SinkFactory, TableId, TableSchema,
-    TargetMaintenance, TargetState,
+    Checkpoint, ErrorKind, MaintainOptions, MaintenanceReport, Result, Sink, SinkFactory, TableId,
+    TableSchema, TargetMaintenance, TargetState,
 };
 
 use crate::config::IcebergSinkConfig;
-use crate::writer::{UpsertWriter, committed_checkpoint};
+use crate::writer::{CHECKPOINT_PROPERTY, UpsertWriter, committed_checkpoint};
 
 pub struct IcebergSinkFactory {
     config: IcebergSinkConfig,
@@ -69,6 +69,28 @@ impl SinkFactory for IcebergSinkFactory {
         )
         .await?;
         Ok(Box::new(writer))
+    }
+
+    /// One snapshot with no files and the checkpoint in its summary (what
+    /// an idle writer commits); skipped if the table already holds a
+    /// commit of this round or a later one.
+    async fn commit_position(&self, table: &TableId, checkpoint: &Checkpoint) -> Result<bool> {
+        let name = self.config.table_name(table);
+        let t = self.catalog.load_table(&name).await?;
+        if let Some(done) = committed_checkpoint(&t)?
+            && done.round() >= checkpoint.round()
+        {
+            return Ok(true);
+        }
+        let mut delta = RowDelta::default();
+        delta.properties.insert(
+            CHECKPOINT_PROPERTY.to_string(),
+            serde_json::to_string(checkpoint)?,
+        );
+        commit_row_delta(&*self.catalog, &t, &delta)
+            .await
+            .map_err(|e| e.with_context("table", &name))?;
+        Ok(true)
     }
 
     fn maintenance(&self) -> Option<&dyn TargetMaintenance> {

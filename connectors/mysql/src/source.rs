@@ -144,14 +144,40 @@ impl MySqlSource {
         })
     }
 
-    /// The tables `config` selects, as the server has them now.
+    /// The tables `config` selects, as the server has them now. A
+    /// selection that matches nothing is an error listing the databases
+    /// the user can see (a typo in a glob would otherwise start a job that
+    /// silently does nothing).
     pub async fn list_tables(config: &MySqlSourceConfig) -> Result<Vec<TableId>> {
         config.validate()?;
         let mut conn = connect(config).await?;
         let tables = snapshot::list_tables(&mut conn, &TableFilter::new(&config.tables)?).await?;
+        let visible: Vec<String> = if tables.is_empty() {
+            conn.query(
+                "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME NOT IN \
+                 ('mysql', 'information_schema', 'performance_schema', 'sys') ORDER BY 1",
+            )
+            .await
+            .map_err(|e| map_err("listing databases", e))?
+        } else {
+            Vec::new()
+        };
         conn.disconnect()
             .await
             .map_err(|e| map_err("disconnect", e))?;
+        if tables.is_empty() {
+            let shown = if visible.is_empty() {
+                "none".to_string()
+            } else {
+                visible.join(", ")
+            };
+            return Err(Error::invalid_config(format!(
+                "mysql.tables (include {:?}, exclude {:?}) matches no table that user {:?} can \
+                 see on {}:{}; the databases it can see: {shown}. Fix: write the globs as \
+                 \"database.table\" (e.g. \"shop.*\"), or grant the user SELECT on the tables",
+                config.tables.include, config.tables.exclude, config.user, config.host, config.port
+            )));
+        }
         Ok(tables)
     }
 

@@ -84,8 +84,10 @@ impl UpsertWriter {
                     self.table = table;
                     let found = std::mem::take(&mut self.planned_found);
                     self.committed_now(found, &delta, &checkpoint);
-                    if foreign {
+                    if foreign || known != self.index_at {
                         self.load_index().await?;
+                    } else {
+                        self.index_at = self.table.metadata.current_snapshot_id();
                     }
                     return Ok(());
                 }

@@ -42,7 +42,7 @@ impl UpsertWriter {
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect(),
-            planned_at_snapshot: self.table.metadata.current_snapshot_id(),
+            planned_at_snapshot: self.index_at,
             data_files: self.spills.iter().map(|s| s.file.clone()).collect(),
             truncate: self.truncate_pending,
             ..RowDelta::default()

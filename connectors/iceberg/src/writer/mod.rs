@@ -77,6 +77,12 @@ pub struct UpsertWriter {
     planned_found: Vec<(Arc<str>, i64)>,
     /// The source table was truncated since the last commit (see `truncate`).
     truncate_pending: bool,
+    /// The snapshot the index reflects. Deletes are planned against it, not
+    /// against `table`'s current snapshot: a schema change commits on the
+    /// newest version, which may hold a compaction the index has not seen,
+    /// and deletes planned at that snapshot would skip the check that their
+    /// files are still live (and delete nothing).
+    index_at: Option<i64>,
 }
 
 impl UpsertWriter {
@@ -142,6 +148,7 @@ impl UpsertWriter {
             committed,
             planned_found: Vec::new(),
             truncate_pending: false,
+            index_at: None,
         };
         writer.load_index().await?;
         Ok(writer)

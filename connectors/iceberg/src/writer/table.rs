@@ -64,6 +64,7 @@ impl UpsertWriter {
 
     /// Loads the key index from the live files.
     pub(super) async fn load_index(&mut self) -> Result<()> {
+        self.index_at = self.table.metadata.current_snapshot_id();
         let (data, deletes) = live_files(&self.table)
             .await
             .map_err(|e| e.with_context("table", &self.table.name))?;
