@@ -30,6 +30,9 @@ pub enum ErrorKind {
     /// A commit's validation failed: a concurrent change conflicts with it
     /// (e.g. new deletes for files a rewrite replaces). Re-plan; do not retry.
     ValidationFailed,
+    /// Another process took over the target (a newer owner epoch committed
+    /// to it): this one must stop writing.
+    Fenced,
     /// Local or remote I/O failed.
     Io,
     /// A deadline passed.
@@ -51,6 +54,7 @@ impl ErrorKind {
             ErrorKind::PositionLost => "position lost",
             ErrorKind::CommitConflict => "commit conflict",
             ErrorKind::ValidationFailed => "validation failed",
+            ErrorKind::Fenced => "fenced",
             ErrorKind::Io => "io",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Unexpected => "unexpected",

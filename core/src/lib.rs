@@ -29,8 +29,8 @@ pub use batch::{
 pub use error::{Error, ErrorKind, Result};
 pub use event::{ChangeEvent, Op, Row, SchemaChange, SchemaChangeKind};
 pub use position::{
-    BinlogFilePos, Checkpoint, MariaDbGtid, MariaDbGtidList, MySqlGtidSet, ROUND_PROPERTY,
-    SourcePosition,
+    BinlogFilePos, Checkpoint, EPOCH_PROPERTY, MariaDbGtid, MariaDbGtidList, MySqlGtidSet,
+    OWNER_PROPERTY, ROUND_PROPERTY, SourcePosition,
 };
 pub use retry::{RetryPolicy, retry, retry_transient};
 pub use schema::{Column, ColumnChange, ColumnType, DefaultValue, TableId, TableSchema};

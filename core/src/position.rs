@@ -432,7 +432,19 @@ pub struct Checkpoint {
 /// (grows across restarts; a resume starts at the lowest of its tables').
 pub const ROUND_PROPERTY: &str = "tributary.round";
 
+/// Checkpoint properties: the owner epoch of the process that committed it
+/// (each `sync` start takes the next one and claims its tables with it; a
+/// commit below a table's epoch is fenced) and a description of that
+/// process (host and pid), for the message that names it.
+pub const EPOCH_PROPERTY: &str = "tributary.epoch";
+pub const OWNER_PROPERTY: &str = "tributary.owner";
+
 impl Checkpoint {
+    /// The owner epoch of the process that committed this checkpoint.
+    pub fn epoch(&self) -> Option<u64> {
+        self.properties.get(EPOCH_PROPERTY)?.parse().ok()
+    }
+
     /// The runner's commit round this checkpoint was committed in.
     pub fn round(&self) -> Option<u64> {
         self.properties.get(ROUND_PROPERTY)?.parse().ok()

@@ -132,6 +132,15 @@ pub trait SinkFactory: Send + Sync {
     /// Opens (creating the target if needed) the sink of `schema`'s table.
     async fn open(&self, schema: &TableSchema) -> Result<Box<dyn Sink>>;
 
+    /// Claims `table`'s existing target for the owner `epoch` (a process
+    /// description in `owner`): from then on, commits of a lower epoch —
+    /// another `sync` of the same pipeline still running — are `Fenced`.
+    /// Kinds whose writes are idempotent across writers need not (the
+    /// default does nothing).
+    async fn claim(&self, _table: &TableId, _epoch: u64, _owner: &str) -> Result<()> {
+        Ok(())
+    }
+
     /// Records `checkpoint` on `table`'s existing target without writing
     /// rows: the runner calls it for a table that had no change since its
     /// last commit (idle all this run), so its target is complete up to the

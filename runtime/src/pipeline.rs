@@ -29,6 +29,7 @@ use tributary_core::{
 use crate::status::PipelineStatus;
 
 pub use tributary_core::ROUND_PROPERTY;
+use tributary_core::{EPOCH_PROPERTY, OWNER_PROPERTY};
 
 /// Aborts a background task when the run that started it ends.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -105,6 +106,7 @@ impl Pipeline {
     /// Stopping drops uncommitted changes; the next run reads them again.
     pub async fn run(&self, stop: impl Future<Output = ()>) -> Result<()> {
         let states = self.table_states().await?;
+        let owner = self.claim_tables(&states).await?;
         let resume = resume_point(&states);
         let (checkpoint, round) = (self.recover_lost_tables(&resume).await?, resume.last_round);
         match checkpoint.as_ref().and_then(|c| c.position.as_ref()) {
@@ -137,6 +139,7 @@ impl Pipeline {
                 .map(|s| s.source.clone())
                 .collect(),
             idle_recorded: None,
+            owner,
         };
         tokio::pin!(stop);
         loop {
@@ -152,6 +155,36 @@ impl Pipeline {
                 return Ok(());
             }
         }
+    }
+
+    /// Takes the next owner epoch (one above any table's) and claims every
+    /// committed target with it, before anything is read: a `sync` of the
+    /// same pipeline still running (a rolling deploy, a second copy) is
+    /// fenced at its next commit instead of adding its rows beside ours.
+    async fn claim_tables(&self, states: &[TableState]) -> Result<Owner> {
+        let epoch = states
+            .iter()
+            .filter_map(|s| s.state.checkpoint()?.epoch())
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "unknown host".into());
+        let owner = Owner {
+            epoch,
+            name: format!("tributary sync on {host}, pid {}", std::process::id()),
+        };
+        let mut claimed = 0;
+        for s in states.iter().filter(|s| s.state.checkpoint().is_some()) {
+            self.sink
+                .claim(&s.source, epoch, &owner.name)
+                .await
+                .map_err(|e| e.with_context("table", &s.target))?;
+            claimed += 1;
+        }
+        info!(epoch, tables = claimed, "claimed the targets");
+        Ok(owner)
     }
 
     /// Empties the tables that lost their state and queues them for a new
@@ -251,6 +284,12 @@ fn resume_point(states: &[TableState]) -> Resume {
 /// (besides the run's first commit round).
 const IDLE_POSITION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// This run's owner epoch and description, stamped on every commit.
+struct Owner {
+    epoch: u64,
+    name: String,
+}
+
 /// One run's open sinks and counters.
 struct Run<'a> {
     sink: &'a dyn SinkFactory,
@@ -263,6 +302,7 @@ struct Run<'a> {
     /// left them and hold the resume point there for good.
     idle: std::collections::BTreeSet<TableId>,
     idle_recorded: Option<std::time::Instant>,
+    owner: Owner,
 }
 
 impl Run<'_> {
@@ -351,9 +391,13 @@ impl Run<'_> {
     /// Commits every sink with `checkpoint`, in table order.
     async fn commit_round(&mut self, mut checkpoint: Checkpoint) -> Result<()> {
         self.round += 1;
-        checkpoint
-            .properties
-            .insert(ROUND_PROPERTY.to_string(), self.round.to_string());
+        for (key, value) in [
+            (ROUND_PROPERTY, self.round.to_string()),
+            (EPOCH_PROPERTY, self.owner.epoch.to_string()),
+            (OWNER_PROPERTY, self.owner.name.clone()),
+        ] {
+            checkpoint.properties.insert(key.to_string(), value);
+        }
         for (id, sink) in &mut self.sinks {
             sink.commit(&checkpoint.for_table(id))
                 .await

@@ -37,6 +37,15 @@ pub struct RowDelta {
     /// live in the base the commit is built on (whoever wrote it) leaves
     /// the table in the same snapshot.
     pub truncate: bool,
+    /// The committing process's owner epoch: the commit is `Fenced` when
+    /// the table's current snapshot carries a higher one (another process
+    /// took the table over).
+    pub fence_epoch: Option<u64>,
+    /// The delta was planned against the table's rows as of
+    /// `planned_at_snapshot` (an upsert writer's): it fails
+    /// `ValidationFailed` when another writer added rows since (their keys
+    /// are not in its deletes). Plain appends leave it off.
+    pub exclusive: bool,
 }
 
 impl RowDelta {
@@ -65,6 +74,8 @@ impl RowDelta {
             "referenced_data_files": self.referenced_data_files,
             "planned_at_snapshot": self.planned_at_snapshot,
             "truncate": self.truncate,
+            "fence_epoch": self.fence_epoch,
+            "exclusive": self.exclusive,
         }))
     }
 
@@ -99,6 +110,11 @@ impl RowDelta {
                 .get("truncate")
                 .and_then(|v| v.as_bool())
                 .unwrap_or(false),
+            fence_epoch: value.get("fence_epoch").and_then(|v| v.as_u64()),
+            exclusive: value
+                .get("exclusive")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
         })
     }
 
@@ -115,6 +131,8 @@ impl RowDelta {
         self.properties.extend(other.properties);
         self.referenced_data_files
             .extend(other.referenced_data_files);
+        self.fence_epoch = self.fence_epoch.max(other.fence_epoch);
+        self.exclusive |= other.exclusive;
         self.planned_at_snapshot = match (self.planned_at_snapshot, other.planned_at_snapshot) {
             (a, b) if a == b => a,
             // Different planning snapshots: always validate.
@@ -130,6 +148,64 @@ impl RowDelta {
             (false, false) => Operation::Overwrite,
         }
     }
+}
+
+/// Fails `Fenced` when the table's current snapshot carries a higher owner
+/// epoch than the delta's (maintenance rewrites carry it forward).
+fn check_fence(table: &CatalogTable, delta: &RowDelta) -> Result<()> {
+    let Some(mine) = delta.fence_epoch else {
+        return Ok(());
+    };
+    let Some(current) = table.metadata.current_snapshot() else {
+        return Ok(());
+    };
+    let props = &current.summary().additional_properties;
+    let theirs = props
+        .get(tributary_core::EPOCH_PROPERTY)
+        .and_then(|e| e.parse::<u64>().ok());
+    match theirs {
+        Some(theirs) if theirs > mine => {
+            let owner = props
+                .get(tributary_core::OWNER_PROPERTY)
+                .map_or("another process", String::as_str);
+            Err(Error::new(
+                ErrorKind::Fenced,
+                format!(
+                    "{} was taken over by {owner} (owner epoch {theirs}); this process (epoch \
+                     {mine}) stops writing it. Run one `tributary sync` per pipeline",
+                    table.name
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Fails `ValidationFailed` when a snapshot after `planned_at` (on the
+/// current ancestry) added rows — another writer's, whose keys the
+/// deltas's deletes were not planned against: committing on top would
+/// leave both rows of a key. Rewrites (`replace`) keep rows and are fine.
+fn check_no_foreign_writes(table: &CatalogTable, planned_at: Option<i64>) -> Result<()> {
+    let meta = &table.metadata;
+    let mut at = meta.current_snapshot();
+    while let Some(s) = at {
+        if Some(s.snapshot_id()) == planned_at {
+            return Ok(());
+        }
+        if s.summary().operation != iceberg::spec::Operation::Replace {
+            return Err(Error::new(
+                ErrorKind::ValidationFailed,
+                format!(
+                    "snapshot {} of {} added rows after this commit was planned (another \
+                     writer): re-plan against it",
+                    s.snapshot_id(),
+                    table.name
+                ),
+            ));
+        }
+        at = s.parent_snapshot_id().and_then(|p| meta.snapshot_by_id(p));
+    }
+    Ok(())
 }
 
 /// Commits `delta` on top of the newest version of `table`.
@@ -150,7 +226,12 @@ impl TableOperation for RowDelta {
 
 /// The next metadata of `table` with `delta` as its current snapshot.
 async fn row_delta_metadata(table: &CatalogTable, delta: &RowDelta) -> Result<TableMetadata> {
+    check_fence(table, delta)?;
     let moved_on = table.metadata.current_snapshot_id() != delta.planned_at_snapshot;
+    let adds = !delta.data_files.is_empty() || !delta.delete_files.is_empty() || delta.truncate;
+    if delta.exclusive && adds && moved_on {
+        check_no_foreign_writes(table, delta.planned_at_snapshot)?;
+    }
     if !delta.referenced_data_files.is_empty() && moved_on {
         let (live, _) = live_files(table).await?;
         let live: std::collections::HashSet<&str> = live.iter().map(|f| f.file_path()).collect();

@@ -546,19 +546,8 @@ impl ClickHouseSink {
             if crate::types::column_type(old, self.modern) == to {
                 continue;
             }
-            let lagging = self.lagging(&new.name, &to).await?;
-            if lagging.is_empty() {
-                continue;
-            }
-            if key.contains(&old.name.as_str()) {
-                return Err(key_type_steps(
-                    &self.table,
-                    &new.name,
-                    &to,
-                    self.clients.len(),
-                ));
-            }
-            self.modify_column(&new.name, &to, &lagging).await?;
+            let is_key = key.contains(&old.name.as_str());
+            self.complete_column_type(&new.name, &to, is_key).await?;
         }
         Ok(())
     }
@@ -585,6 +574,21 @@ impl ClickHouseSink {
             }
         }
         Ok(out)
+    }
+
+    /// Gives `column` type `to` on every server and table that lacks it. A
+    /// key column cannot be altered in a local table's ORDER BY: lagging
+    /// local tables stop the sink with the manual steps (the Distributed
+    /// tables, which have no ORDER BY, are altered).
+    async fn complete_column_type(&self, column: &str, to: &str, is_key: bool) -> Result<()> {
+        let lagging = self.lagging(column, to).await?;
+        if is_key && lagging.iter().any(|(_, t)| *t == self.table) {
+            return Err(key_type_steps(&self.table, column, to, self.clients.len()));
+        }
+        if !lagging.is_empty() {
+            self.modify_column(column, to, &lagging).await?;
+        }
+        Ok(())
     }
 
     /// `ALTER … MODIFY COLUMN` on `tables`, then the views again.
@@ -636,19 +640,8 @@ impl ClickHouseSink {
             let Some(w) = wider else { continue };
             c.data_type = w;
             let to = crate::types::column_type(c, self.modern);
-            let lagging = self.lagging(&c.name, &to).await?;
-            if lagging.is_empty() {
-                continue;
-            }
-            if key.contains(&c.name.as_str()) {
-                return Err(key_type_steps(
-                    &self.table,
-                    &c.name,
-                    &to,
-                    self.clients.len(),
-                ));
-            }
-            self.modify_column(&c.name, &to, &lagging).await?;
+            self.complete_column_type(&c.name, &to, key.contains(&c.name.as_str()))
+                .await?;
         }
         Ok(fitted)
     }

@@ -4,14 +4,16 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tributary_catalog::{Catalog, RowDelta, commit_row_delta};
+use tributary_catalog::{
+    Catalog, CatalogTable, RowDelta, TableOperation, commit_operation, commit_row_delta,
+};
 use tributary_core::{
     Checkpoint, ErrorKind, MaintainOptions, MaintenanceReport, Result, Sink, SinkFactory, TableId,
     TableSchema, TargetMaintenance, TargetState,
 };
 
 use crate::config::IcebergSinkConfig;
-use crate::writer::{CHECKPOINT_PROPERTY, UpsertWriter, committed_checkpoint};
+use crate::writer::{UpsertWriter, committed_checkpoint, stamp};
 
 pub struct IcebergSinkFactory {
     config: IcebergSinkConfig,
@@ -83,14 +85,24 @@ impl SinkFactory for IcebergSinkFactory {
             return Ok(true);
         }
         let mut delta = RowDelta::default();
-        delta.properties.insert(
-            CHECKPOINT_PROPERTY.to_string(),
-            serde_json::to_string(checkpoint)?,
-        );
+        stamp(&mut delta, checkpoint)?;
         commit_row_delta(&*self.catalog, &t, &delta)
             .await
             .map_err(|e| e.with_context("table", &name))?;
         Ok(true)
+    }
+
+    async fn claim(&self, table: &TableId, epoch: u64, owner: &str) -> Result<()> {
+        let name = self.config.table_name(table);
+        let t = self.catalog.load_table(&name).await?;
+        let claim = Claim {
+            epoch,
+            owner: owner.to_string(),
+        };
+        commit_operation(&*self.catalog, &t, &claim)
+            .await
+            .map_err(|e| e.with_context("table", &name))?;
+        Ok(())
     }
 
     fn maintenance(&self) -> Option<&dyn TargetMaintenance> {
@@ -135,5 +147,35 @@ impl TargetMaintenance for IcebergSinkFactory {
             text: report.to_string(),
             json: serde_json::to_value(&report)?,
         })
+    }
+}
+
+/// A table claimed for an owner epoch: one snapshot without files whose
+/// summary is the table's own newest checkpoint with the epoch and owner —
+/// built on whichever version is current when it commits (a retry after
+/// a lost race takes the newer checkpoint, never an older one).
+struct Claim {
+    epoch: u64,
+    owner: String,
+}
+
+#[async_trait]
+impl TableOperation for Claim {
+    async fn apply(&self, base: &CatalogTable) -> Result<Option<iceberg::spec::TableMetadata>> {
+        let Some(mut checkpoint) = committed_checkpoint(base)? else {
+            return Ok(None);
+        };
+        if checkpoint.epoch() == Some(self.epoch) {
+            return Ok(None);
+        }
+        for (key, value) in [
+            (tributary_core::EPOCH_PROPERTY, self.epoch.to_string()),
+            (tributary_core::OWNER_PROPERTY, self.owner.clone()),
+        ] {
+            checkpoint.properties.insert(key.to_string(), value);
+        }
+        let mut delta = RowDelta::default();
+        stamp(&mut delta, &checkpoint)?;
+        delta.apply(base).await
     }
 }

@@ -12,6 +12,25 @@ use tributary_core::{Checkpoint, ErrorKind, Prepared, Result};
 
 use super::{CHECKPOINT_PROPERTY, UpsertWriter};
 
+/// Puts `checkpoint` in the delta's summary, with its owner epoch and
+/// owner as plain properties the commit is fenced by.
+pub(crate) fn stamp(delta: &mut RowDelta, checkpoint: &Checkpoint) -> Result<()> {
+    delta.properties.insert(
+        CHECKPOINT_PROPERTY.to_string(),
+        serde_json::to_string(checkpoint)?,
+    );
+    for key in [
+        tributary_core::EPOCH_PROPERTY,
+        tributary_core::OWNER_PROPERTY,
+    ] {
+        if let Some(v) = checkpoint.properties.get(key) {
+            delta.properties.insert(key.to_string(), v.clone());
+        }
+    }
+    delta.fence_epoch = checkpoint.epoch();
+    Ok(())
+}
+
 impl UpsertWriter {
     /// Commits everything buffered together with `checkpoint`. If a rewrite
     /// (compaction) replaced files our position deletes point at, the table
@@ -68,10 +87,7 @@ impl UpsertWriter {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            delta.properties.insert(
-                CHECKPOINT_PROPERTY.to_string(),
-                serde_json::to_string(&checkpoint)?,
-            );
+            stamp(&mut delta, &checkpoint)?;
             let known = self.table.metadata.current_snapshot_id();
             match commit_row_delta(self.catalog.as_ref(), &self.table, &delta).await {
                 Ok(table) => {

@@ -43,6 +43,7 @@ impl UpsertWriter {
                 .into_iter()
                 .collect(),
             planned_at_snapshot: self.index_at,
+            exclusive: true,
             data_files: self.spills.iter().map(|s| s.file.clone()).collect(),
             truncate: self.truncate_pending,
             ..RowDelta::default()
