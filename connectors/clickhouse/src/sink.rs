@@ -234,7 +234,52 @@ impl ClickHouseSink {
         };
         self.execute_everywhere(&ddl::live_view(&self.live_view(), &view_source))
             .await?;
-        execute(&self.clients[0], &ddl::checkpoint_table()).await
+        execute(&self.clients[0], &ddl::checkpoint_table()).await?;
+        self.check_layout().await?;
+        // The marker that this pipeline created the table: a crash before
+        // its first commit may then drop it (and only then).
+        if read_checkpoint_row(&self.clients[0], &self.table)
+            .await?
+            .is_none()
+        {
+            insert_row(&self.clients[0], &self.table, "").await?;
+        }
+        Ok(())
+    }
+
+    /// Local mode shards keys by url order: the order the tables were
+    /// written with is recorded, and another one refused (keys would be
+    /// looked for, and deleted, on the wrong shard).
+    async fn check_layout(&self) -> Result<()> {
+        if self.config.mode != ClusterMode::Local {
+            return Ok(());
+        }
+        let layout = serde_json::to_string(&self.config.urls)?;
+        // Every server is asked: after a reorder, the recorded layout is on
+        // a server that is no longer first.
+        let mut recorded = None;
+        for client in &self.clients {
+            match read_checkpoint_row(client, LAYOUT_ROW).await {
+                Ok(Some(r)) => {
+                    recorded = Some(r);
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match recorded {
+            None => insert_row(&self.clients[0], LAYOUT_ROW, &layout).await,
+            Some(recorded) if recorded == layout => Ok(()),
+            Some(recorded) => Err(Error::invalid_config(format!(
+                "sink.clickhouse.urls is {layout}, but the tables of database {} were sharded \
+                 over {recorded} (local mode: the n-th url is shard n, and keys are placed by \
+                 it). Fix: list the urls in the recorded order; after moving the data between \
+                 shards by hand, delete the row table = '{LAYOUT_ROW}' of {CHECKPOINT_TABLE}",
+                self.config.database
+            ))),
+        }
     }
 
     /// Adds source columns the tables lack, on every server: the local
@@ -713,7 +758,9 @@ async fn create_database(config: &ClickHouseSinkConfig) -> Result<()> {
     Ok(())
 }
 
-async fn read_checkpoint(client: &clickhouse::Client, table: &str) -> Result<Option<Checkpoint>> {
+/// `table`'s row in `_tributary_checkpoints`: a checkpoint's JSON, or ""
+/// (the marker: created by this pipeline, nothing committed yet).
+async fn read_checkpoint_row(client: &clickhouse::Client, table: &str) -> Result<Option<String>> {
     let sql = format!(
         "SELECT checkpoint FROM {CHECKPOINT_TABLE} FINAL WHERE table = {}",
         literal(table)
@@ -723,29 +770,28 @@ async fn read_checkpoint(client: &clickhouse::Client, table: &str) -> Result<Opt
         .fetch_all()
         .await
         .map_err(|e| classify("reading the committed checkpoint", e))?;
-    rows.last()
-        .map(|j| serde_json::from_str(j).map_err(Error::from))
-        .transpose()
+    Ok(rows.last().cloned())
 }
 
-/// What the first server holds for the source table `table`, read without
-/// opening a sink: None when the table does not exist, else its committed
-/// checkpoint (None before the first commit). A runner decides where to
-/// resume with it.
-/// Records `checkpoint` as `table`'s in `_tributary_checkpoints` (the
-/// newest version wins under FINAL).
-async fn insert_checkpoint(
-    client: &clickhouse::Client,
-    table: &str,
-    checkpoint: &Checkpoint,
-) -> Result<()> {
+async fn read_checkpoint(client: &clickhouse::Client, table: &str) -> Result<Option<Checkpoint>> {
+    match read_checkpoint_row(client, table).await? {
+        Some(text) if !text.is_empty() => Ok(Some(serde_json::from_str(&text)?)),
+        _ => Ok(None),
+    }
+}
+
+/// The row of `_tributary_checkpoints` holding the shard layout (local
+/// mode: which url is which shard decides where each key lives).
+const LAYOUT_ROW: &str = "#layout";
+
+async fn insert_row(client: &clickhouse::Client, table: &str, value: &str) -> Result<()> {
     let version = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64);
     let sql = format!(
         "INSERT INTO {CHECKPOINT_TABLE} (table, checkpoint, {VERSION_COLUMN}) VALUES ({}, {}, {version})",
         literal(table),
-        literal(&serde_json::to_string(checkpoint)?)
+        literal(value)
     );
     client
         .query(&sql)
@@ -754,6 +800,23 @@ async fn insert_checkpoint(
         .map_err(|e| classify("recording the checkpoint", e))
 }
 
+/// Records `checkpoint` as `table`'s in `_tributary_checkpoints` (the
+/// newest version wins under FINAL).
+async fn insert_checkpoint(
+    client: &clickhouse::Client,
+    table: &str,
+    checkpoint: &Checkpoint,
+) -> Result<()> {
+    insert_row(client, table, &serde_json::to_string(checkpoint)?).await
+}
+
+/// What the first server holds for the source table `table`, read without
+/// opening a sink: None when the table does not exist, else its committed
+/// checkpoint (None before the first commit: the marker row the sink writes
+/// when it creates the table). A table without any row is an error, never
+/// "nothing committed": the runner would drop it, and it may be another's
+/// table or hold data whose checkpoint row lives on a server now elsewhere
+/// in `urls`.
 pub async fn committed_state(
     config: &ClickHouseSinkConfig,
     table: &str,
@@ -785,11 +848,26 @@ pub async fn committed_state(
     if count(exists(table)).await? == 0 {
         return Ok(None);
     }
-    if count(exists(CHECKPOINT_TABLE)).await? == 0 {
-        return Ok(Some(None));
-    }
     let client = config.client(&config.urls[0]);
-    Ok(Some(read_checkpoint(&client, table).await?))
+    let row = match count(exists(CHECKPOINT_TABLE)).await? {
+        0 => None,
+        _ => read_checkpoint_row(&client, table).await?,
+    };
+    match row {
+        Some(text) if text.is_empty() => Ok(Some(None)),
+        Some(text) => Ok(Some(Some(serde_json::from_str(&text)?))),
+        None => Err(Error::new(
+            ErrorKind::InvalidConfig,
+            format!(
+                "ClickHouse table {}.{table} exists, but {CHECKPOINT_TABLE} on {} has no row for \
+                 it: this pipeline did not create it, or the server holding its checkpoints is \
+                 no longer the first of urls (reordered or replaced). Nothing is dropped. Fix: \
+                 put that server first in urls again, or drop the table by hand to have it \
+                 read again in full",
+                config.database, config.urls[0]
+            ),
+        )),
+    }
 }
 
 /// Drops the tables of source table `table` (local, Distributed, view) on

@@ -710,3 +710,81 @@ async fn an_alter_cut_short_on_one_shard_is_completed_and_replayed_narrow_rows_c
     }
     assert_eq!(total, 40, "every row on its shard");
 }
+
+/// Reordered urls (local mode: the n-th url is shard n): the first url no
+/// longer holds the checkpoint rows. That is never read as "nothing
+/// committed" (the runner would drop every shard's table), and a sink on
+/// the new order is refused naming the recorded one; the table keeps its
+/// rows.
+#[tokio::test]
+async fn reordered_urls_are_refused_and_nothing_is_dropped() {
+    let schema = kv_schema(&unique_name("kv_order"));
+    let t = schema.table.table.clone();
+    let ch = ch();
+    let mut database = unique_name("ch_order");
+    database.truncate(40);
+    let mut ordered = config(ClusterMode::Local);
+    ordered.database = database.clone();
+    let mut sink = ClickHouseSink::open(ordered.clone(), &schema)
+        .await
+        .unwrap();
+    let rows: Vec<ChangeEvent> = (0..50)
+        .map(|id| ChangeEvent {
+            table: schema.table.clone(),
+            op: Op::Insert,
+            before: None,
+            after: Some(kv(id, &(Some(id), None))),
+            position: pos(10 + id as u64),
+            commit_ts_micros: 0,
+            schema_version: schema.version,
+        })
+        .collect();
+    sink.write(&ChangeBatch::from_events(schema.clone(), &rows).unwrap())
+        .await
+        .unwrap();
+    sink.commit(&Checkpoint {
+        position: pos(100),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    drop(sink);
+    let mut reordered = ordered.clone();
+    reordered.urls.reverse();
+    let err = tributary_clickhouse::committed_state(&reordered, &t)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no row for it") && err.contains("Nothing is dropped"),
+        "{err}"
+    );
+    let err = ClickHouseSink::open(reordered, &schema)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("were sharded over") && err.contains(&ch.urls[0]),
+        "{err}"
+    );
+    // In the recorded order all is as it was.
+    let state = tributary_clickhouse::committed_state(&ordered, &t)
+        .await
+        .unwrap();
+    assert_eq!(state.unwrap().unwrap().position, pos(100));
+    let mut total = 0;
+    for url in &ch.urls {
+        let n = query_lines(url, &format!("SELECT count() FROM {database}.{t} FINAL")).await;
+        total += n[0].parse::<u64>().unwrap();
+    }
+    assert_eq!(total, 50);
+    for url in &ch.urls {
+        let client = clickhouse::Client::default().with_url(url);
+        client
+            .query(&format!("DROP DATABASE IF EXISTS {database}"))
+            .execute()
+            .await
+            .unwrap();
+    }
+}
