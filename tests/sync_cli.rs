@@ -608,6 +608,122 @@ async fn a_second_process_on_the_same_pipeline_fences_the_first_and_no_key_is_du
     f.drop().await;
 }
 
+/// A TCP proxy to MariaDB whose existing connections can be black-holed:
+/// bytes are swallowed, the sockets stay open (a dead network path, which
+/// never closes a connection). Connections made afterwards pass.
+struct BlackHoleProxy {
+    port: u16,
+    /// Connections numbered below this are black-holed.
+    holed_below: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    next: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BlackHoleProxy {
+    async fn start(target: String) -> BlackHoleProxy {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let holed_below = std::sync::Arc::new(AtomicU64::new(0));
+        let next = std::sync::Arc::new(AtomicU64::new(0));
+        let (holed, counter) = (holed_below.clone(), next.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let id = counter.fetch_add(1, Ordering::SeqCst);
+                let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                for (mut from, mut to) in [
+                    (
+                        Box::new(cr) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                        Box::new(sw) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                    ),
+                    (Box::new(sr), Box::new(cw)),
+                ] {
+                    let holed = holed.clone();
+                    tokio::spawn(async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut buf = vec![0u8; 64 << 10];
+                        loop {
+                            let n = match from.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if id < holed.load(Ordering::SeqCst) {
+                                continue; // swallowed
+                            }
+                            if to.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        BlackHoleProxy {
+            port,
+            holed_below,
+            next,
+            task,
+        }
+    }
+
+    /// Black-holes every connection made so far.
+    fn black_hole(&self) {
+        use std::sync::atomic::Ordering;
+        self.holed_below
+            .store(self.next.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+}
+
+impl Drop for BlackHoleProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The source connection goes dead without closing (a black-holed
+/// network): the binlog stream notices the missing heartbeats within its
+/// deadline, the job starts again from its last commit over a new
+/// connection, and the tables catch up — instead of stalling silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_source_connection_times_out_and_the_job_reconnects() {
+    let mut f = Fixture::new("sync_hole").await;
+    let (db, warehouse, tables) = (f.db.clone(), f.warehouse(), f.tables());
+    let m = DevServices::load().mariadb();
+    let proxy = BlackHoleProxy::start(format!("{}:{}", m.host, m.port)).await;
+    let config = f.pipeline(&iceberg_sink(&db, &warehouse));
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("port = {}", m.port),
+        &format!("port = {}", proxy.port),
+    );
+    std::fs::write(&config, text).unwrap();
+    let log = f.dir.join("sync.log");
+    let catalog = HadoopCatalog::new_local(&warehouse).unwrap();
+    let reader = Reader::Iceberg(&catalog);
+    let mut sync = SyncProcess::start(&config, &log);
+    wait_until_equal(&mut f.conn, &reader, &db, &mut sync).await;
+    proxy.black_hole();
+    let holed_at = Instant::now();
+    write_randomly(f.url.clone(), tables.clone(), 200, 71).await;
+    wait_until_equal(&mut f.conn, &reader, &db, &mut sync).await;
+    let text = sync.log();
+    assert!(text.contains("the binlog connection is dead"), "{text}");
+    assert!(
+        text.contains("starting again from the last commit"),
+        "{text}"
+    );
+    // Heartbeats every 0.2 s: dead after 2.6 s, back after a 1 s backoff.
+    assert!(holed_at.elapsed() < Duration::from_secs(60));
+    assert!(sync.terminate().success());
+    f.drop().await;
+}
+
 /// A target table that exists without any checkpoint (its first commit never
 /// happened) holds nothing committed: the next run empties it and snapshots
 /// it again, while the other tables resume from their commits — so rows the

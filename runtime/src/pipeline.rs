@@ -104,7 +104,33 @@ impl Pipeline {
 
     /// Runs until the source ends (a bounded source) or `stop` resolves.
     /// Stopping drops uncommitted changes; the next run reads them again.
+    /// A transient failure (a dropped or dead connection, a timeout) starts
+    /// the run again from the last commit, after a backoff (1 s doubling to
+    /// 1 min; back to 1 s after a run that lasted a minute); any other
+    /// failure ends it.
     pub async fn run(&self, stop: impl Future<Output = ()>) -> Result<()> {
+        tokio::pin!(stop);
+        let mut delay = std::time::Duration::from_secs(1);
+        loop {
+            let started = std::time::Instant::now();
+            match self.run_once(stop.as_mut()).await {
+                Err(e) if e.kind().is_transient() => {
+                    if started.elapsed() >= std::time::Duration::from_secs(60) {
+                        delay = std::time::Duration::from_secs(1);
+                    }
+                    warn!(error = %e, retry_in = ?delay, "transient failure: starting again from the last commit");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = &mut stop => return Ok(()),
+                    }
+                    delay = (delay * 2).min(std::time::Duration::from_secs(60));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn run_once(&self, mut stop: std::pin::Pin<&mut impl Future<Output = ()>>) -> Result<()> {
         let states = self.table_states().await?;
         let owner = self.claim_tables(&states).await?;
         let resume = resume_point(&states);
@@ -141,11 +167,10 @@ impl Pipeline {
             idle_recorded: None,
             owner,
         };
-        tokio::pin!(stop);
         loop {
             let record = tokio::select! {
                 r = source.next() => r?,
-                () = &mut stop => {
+                () = stop.as_mut() => {
                     info!(rows = run.rows, "stopped; changes after the last commit are read again on restart");
                     return Ok(());
                 }

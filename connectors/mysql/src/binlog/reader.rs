@@ -307,7 +307,23 @@ impl BinlogReader {
                 }
             }
         } else {
-            self.stream.next().await
+            // The server sends a heartbeat every `heartbeat_interval` when it
+            // has nothing else: silence past three of them is a dead
+            // connection (a black-holed network never closes it).
+            let deadline = self.config.heartbeat_interval * 3 + std::time::Duration::from_secs(2);
+            match tokio::time::timeout(deadline, self.stream.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    return Err(Error::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "no event or heartbeat from the server for {deadline:?} (heartbeats \
+                             every {:?}): the binlog connection is dead",
+                            self.config.heartbeat_interval
+                        ),
+                    ));
+                }
+            }
         };
         match next {
             Some(Ok(ev)) => Ok(Some(ev)),
