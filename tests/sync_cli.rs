@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 use arrow_array::{Array, Int32Array, StringArray};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts};
-use tributary_catalog::{HadoopCatalog, TableName};
+use tributary_catalog::{CatalogTable, HadoopCatalog, TableName};
 use tributary_core::{Column, ColumnType, TableId, TableSchema};
 use tributary_testkit::{DevServices, dev_dir, unique_name};
 
 type Rows = BTreeMap<i32, (Option<i32>, Option<String>)>;
 
 mod common;
-use common::{PASSWORD, S3_SECRET, SyncProcess};
+use common::{PASSWORD, S3_SECRET, SyncProcess, tributary};
 
 async fn source_rows(conn: &mut Conn, table: &str) -> Rows {
     let rows: Vec<(i32, Option<i32>, Option<String>)> = conn
@@ -608,85 +608,6 @@ async fn a_second_process_on_the_same_pipeline_fences_the_first_and_no_key_is_du
     f.drop().await;
 }
 
-/// A TCP proxy to MariaDB whose existing connections can be black-holed:
-/// bytes are swallowed, the sockets stay open (a dead network path, which
-/// never closes a connection). Connections made afterwards pass.
-struct BlackHoleProxy {
-    port: u16,
-    /// Connections numbered below this are black-holed.
-    holed_below: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    next: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl BlackHoleProxy {
-    async fn start(target: String) -> BlackHoleProxy {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let holed_below = std::sync::Arc::new(AtomicU64::new(0));
-        let next = std::sync::Arc::new(AtomicU64::new(0));
-        let (holed, counter) = (holed_below.clone(), next.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((client, _)) = listener.accept().await else {
-                    return;
-                };
-                let id = counter.fetch_add(1, Ordering::SeqCst);
-                let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
-                    continue;
-                };
-                let (cr, cw) = client.into_split();
-                let (sr, sw) = server.into_split();
-                for (mut from, mut to) in [
-                    (
-                        Box::new(cr) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-                        Box::new(sw) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
-                    ),
-                    (Box::new(sr), Box::new(cw)),
-                ] {
-                    let holed = holed.clone();
-                    tokio::spawn(async move {
-                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                        let mut buf = vec![0u8; 64 << 10];
-                        loop {
-                            let n = match from.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => n,
-                            };
-                            if id < holed.load(Ordering::SeqCst) {
-                                continue; // swallowed
-                            }
-                            if to.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    });
-                }
-            }
-        });
-        BlackHoleProxy {
-            port,
-            holed_below,
-            next,
-            task,
-        }
-    }
-
-    /// Black-holes every connection made so far.
-    fn black_hole(&self) {
-        use std::sync::atomic::Ordering;
-        self.holed_below
-            .store(self.next.load(Ordering::SeqCst), Ordering::SeqCst);
-    }
-}
-
-impl Drop for BlackHoleProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// The source connection goes dead without closing (a black-holed
 /// network): the binlog stream notices the missing heartbeats within its
 /// deadline, the job starts again from its last commit over a new
@@ -696,11 +617,11 @@ async fn a_black_holed_source_connection_times_out_and_the_job_reconnects() {
     let mut f = Fixture::new("sync_hole").await;
     let (db, warehouse, tables) = (f.db.clone(), f.warehouse(), f.tables());
     let m = DevServices::load().mariadb();
-    let proxy = BlackHoleProxy::start(format!("{}:{}", m.host, m.port)).await;
+    let proxy = tributary_testkit::FaultProxy::start(format!("{}:{}", m.host, m.port)).await;
     let config = f.pipeline(&iceberg_sink(&db, &warehouse));
     let text = std::fs::read_to_string(&config).unwrap().replace(
         &format!("port = {}", m.port),
-        &format!("port = {}", proxy.port),
+        &format!("port = {}", proxy.port()),
     );
     std::fs::write(&config, text).unwrap();
     let log = f.dir.join("sync.log");
@@ -720,6 +641,290 @@ async fn a_black_holed_source_connection_times_out_and_the_job_reconnects() {
     );
     // Heartbeats every 0.2 s: dead after 2.6 s, back after a 1 s backoff.
     assert!(holed_at.elapsed() < Duration::from_secs(60));
+    assert!(sync.terminate().success());
+    f.drop().await;
+}
+
+/// Polls until `db.t`'s target equals the source (deadline 120 s).
+async fn wait_until_table_equal(
+    conn: &mut Conn,
+    reader: &Reader<'_>,
+    db: &str,
+    t: &str,
+    sync: &mut SyncProcess,
+) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        sync.assert_running();
+        let expected = source_rows(conn, &format!("{db}.{t}")).await;
+        if reader.rows(db, t).await.as_ref() == Some(&expected) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{db}.{t} did not reach SELECT * within 120 s:\n{}",
+            sync.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `on_table_error = "pause"`: a DDL the Iceberg table cannot follow (INT
+/// to VARCHAR) pauses that table at its last commit while the other keeps
+/// flowing — across a restart too, without holding back the resume point —
+/// and `status` names the cause. Once the cause is reverted, `tributary
+/// resnapshot` empties it and the next start reads it in full.
+#[tokio::test]
+async fn a_paused_table_stays_at_its_commit_while_the_others_flow_and_resnapshot_heals_it() {
+    let mut f = Fixture::new("sync_pause").await;
+    let (db, warehouse, tables) = (f.db.clone(), f.warehouse(), f.tables());
+    let sink = format!(
+        "{}\n[pipeline]\non_table_error = \"pause\"\n",
+        iceberg_sink(&db, &warehouse)
+    );
+    let config = f.pipeline(&sink);
+    let config_arg = config.to_str().unwrap();
+    let log = f.dir.join("sync.log");
+    let catalog = HadoopCatalog::new_local(&warehouse).unwrap();
+    let reader = Reader::Iceberg(&catalog);
+    let mut sync = SyncProcess::start(&config, &log);
+    wait_until_equal(&mut f.conn, &reader, &db, &mut sync).await;
+    let a_before = reader.rows(&db, "a").await.unwrap();
+
+    let (a, b) = (&tables[0], &tables[1]);
+    f.conn
+        .query_drop(format!("ALTER TABLE {a} MODIFY v VARCHAR(20)"))
+        .await
+        .unwrap();
+    write_randomly(f.url.clone(), tables.clone(), 300, 91).await;
+    wait_until_table_equal(&mut f.conn, &reader, &db, "b", &mut sync).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !sync
+        .log()
+        .contains("paused: the table stays at its last commit")
+    {
+        sync.assert_running();
+        assert!(Instant::now() < deadline, "not paused:\n{}", sync.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        reader.rows(&db, "a").await.unwrap(),
+        a_before,
+        "a stays at its commit"
+    );
+    let (ok, out) = tributary(&["status", "--config", config_arg]);
+    assert!(ok.success(), "{out}");
+    let a_line = out
+        .lines()
+        .find(|l| l.starts_with(&format!("{a} ")))
+        .unwrap();
+    assert!(
+        a_line.contains("PAUSED") && a_line.contains("cannot promote"),
+        "{out}"
+    );
+    assert!(
+        !out.lines()
+            .any(|l| l.starts_with(&format!("{b} ")) && l.contains("PAUSED"))
+    );
+    assert!(sync.terminate().success());
+
+    // A restart keeps a paused and b flowing; b's commits move on past a's.
+    let b_round = |t: CatalogTable| {
+        tributary_iceberg::committed_checkpoint(&t)
+            .unwrap()
+            .unwrap()
+            .round()
+    };
+    let round_before = b_round(catalog.load_table(&TableName::new(&db, "b")).await.unwrap());
+    write_randomly(f.url.clone(), tables.clone(), 200, 93).await;
+    let mut sync = SyncProcess::start(&config, &log);
+    wait_until_table_equal(&mut f.conn, &reader, &db, "b", &mut sync).await;
+    assert!(
+        sync.log().contains("paused: its changes are skipped"),
+        "{}",
+        sync.log()
+    );
+    assert_eq!(reader.rows(&db, "a").await.unwrap(), a_before);
+    let round_after = b_round(catalog.load_table(&TableName::new(&db, "b")).await.unwrap());
+    assert!(
+        round_after > round_before,
+        "{round_before:?} -> {round_after:?}"
+    );
+
+    // Heal while the job runs: the type change is reverted, and both the
+    // paused a and the flowing b are re-read in full (the job notices at
+    // its next round and starts again from its commits).
+    f.conn
+        .query_drop(format!("ALTER TABLE {a} MODIFY v INT"))
+        .await
+        .unwrap();
+    let (ok, out) = tributary(&["resnapshot", "--config", config_arg, a, b]);
+    assert!(
+        ok.success() && out.matches("emptied;").count() == 2,
+        "{out}"
+    );
+    let (ok, out) = tributary(&["resnapshot", "--config", config_arg, &format!("{db}.nope")]);
+    assert!(
+        !ok.success() && out.contains("not among the pipeline's selected tables"),
+        "{out}"
+    );
+    write_randomly(f.url.clone(), tables.clone(), 100, 97).await;
+    wait_until_equal(&mut f.conn, &reader, &db, &mut sync).await;
+    assert!(
+        sync.log().contains("emptied by `tributary resnapshot`"),
+        "{}",
+        sync.log()
+    );
+    assert!(sync.terminate().success());
+    let (_, out) = tributary(&["status", "--config", config_arg]);
+    assert!(!out.contains("PAUSED"), "healed:\n{out}");
+    f.drop().await;
+}
+
+/// Completeness for schedulers: each Iceberg snapshot carries the
+/// watermark W (`tributary.watermark-ms`), W never goes back, and every
+/// source row committed before W is in that snapshot; `tributary wait`
+/// exits 0 once W passes `--until` (also on an idle source), 1 at its
+/// timeout, 2 on an error.
+#[tokio::test]
+async fn the_watermark_is_monotonic_and_true_and_wait_exits_by_it() {
+    let mut f = Fixture::new("sync_wm").await;
+    let (db, warehouse) = (f.db.clone(), f.warehouse());
+    let c = format!("{db}.c");
+    f.conn
+        .query_drop(format!(
+            "CREATE TABLE {c} (id INT AUTO_INCREMENT PRIMARY KEY, ts DATETIME(6) NOT NULL)"
+        ))
+        .await
+        .unwrap();
+    let sink = iceberg_sink(&db, &warehouse).replace(
+        "commit_interval = 0.3",
+        "commit_interval = 0.3\nidle_commit_interval = 1",
+    );
+    let config = f.pipeline(&sink);
+    let config_arg = config.to_str().unwrap().to_string();
+    let log = f.dir.join("sync.log");
+    let catalog = HadoopCatalog::new_local(&warehouse).unwrap();
+    let mut sync = SyncProcess::start(&config, &log);
+    let writer = {
+        let url = f.url.clone();
+        let c = c.clone();
+        tokio::spawn(async move {
+            let mut conn = Conn::new(Opts::from_url(&url).unwrap()).await.unwrap();
+            for _ in 0..400 {
+                let sql = format!("INSERT INTO {c} (ts) VALUES (NOW(6))");
+                conn.query_drop(sql).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(15)).await;
+            }
+        })
+    };
+    let name = TableName::new(&db, "c");
+    let (mut seen, mut checks) = (Vec::<i64>::new(), 0);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !writer.is_finished() || checks < 5 {
+        sync.assert_running();
+        assert!(Instant::now() < deadline, "{}", sync.log());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let Ok(t) = catalog.load_table(&name).await else {
+            continue;
+        };
+        let Some(w) = t.metadata.current_snapshot().and_then(|s| {
+            let props = &s.summary().additional_properties;
+            props
+                .get(tributary_iceberg::WATERMARK_PROPERTY)?
+                .parse::<i64>()
+                .ok()
+        }) else {
+            continue;
+        };
+        let mut held = std::collections::BTreeSet::new();
+        for b in t.scan(None).await.unwrap() {
+            let id = b.column_by_name("id").unwrap();
+            held.extend(
+                id.as_any()
+                    .downcast_ref::<Int32Array>()
+                    .unwrap()
+                    .values()
+                    .iter()
+                    .copied(),
+            );
+        }
+        let before: Vec<i32> = f
+            .conn
+            .query(format!(
+                "SELECT id FROM {c} WHERE ts < FROM_UNIXTIME({w} / 1000)"
+            ))
+            .await
+            .unwrap();
+        let missing: Vec<&i32> = before.iter().filter(|id| !held.contains(id)).collect();
+        assert!(
+            missing.is_empty(),
+            "committed before W={w} but not in its snapshot: {missing:?}"
+        );
+        if seen.last() != Some(&w) {
+            seen.push(w);
+            checks += usize::from(!before.is_empty());
+        }
+    }
+    assert!(
+        seen.windows(2).all(|p| p[0] <= p[1]),
+        "W went back: {seen:?}"
+    );
+    writer.await.unwrap();
+
+    // The source idles: W passes `now` through heartbeats and idle commits.
+    let (ok, out) = tributary(&[
+        "wait",
+        "--config",
+        &config_arg,
+        "--table",
+        &c,
+        "--until",
+        "now",
+        "--timeout",
+        "60s",
+        "--poll",
+        "200ms",
+    ]);
+    assert!(ok.success(), "{out}\n{}", sync.log());
+    assert!(out.contains("complete up to"), "{out}");
+    let (ok, out) = tributary(&[
+        "wait",
+        "--config",
+        &config_arg,
+        "--table",
+        &c,
+        "--until",
+        "2099-01-01T00:00:00Z",
+        "--timeout",
+        "1s",
+        "--poll",
+        "200ms",
+    ]);
+    assert_eq!(ok.code(), Some(1), "{out}");
+    assert!(out.contains("not complete up to 2099-01-01"), "{out}");
+    let (ok, out) = tributary(&[
+        "wait",
+        "--config",
+        &config_arg,
+        "--table",
+        &format!("{db}.nope"),
+        "--until",
+        "now",
+    ]);
+    assert_eq!(ok.code(), Some(2), "{out}");
+    let (ok, out) = tributary(&["status", "--config", &config_arg, "--output", "json"]);
+    assert!(ok.success(), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains(&format!("\"{c}\"")))
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["phase"], "streaming", "{v}");
+    assert!(
+        v["watermark_ms"].as_i64().unwrap() >= *seen.last().unwrap(),
+        "{v}"
+    );
     assert!(sync.terminate().success());
     f.drop().await;
 }

@@ -37,6 +37,8 @@ pub struct HadoopCatalog {
     warehouse: String,
     store: Store,
     file_io: FileIO,
+    /// Set once the store was seen enforcing exclusive creation.
+    cas_verified: Arc<tokio::sync::OnceCell<()>>,
 }
 
 fn io_err(what: String, e: std::io::Error) -> Error {
@@ -71,6 +73,7 @@ impl HadoopCatalog {
             warehouse: format!("file://{}", dir.display()),
             store: Store::Local,
             file_io: FileIO::new_with_fs(),
+            cas_verified: Default::default(),
         })
     }
 
@@ -94,6 +97,7 @@ impl HadoopCatalog {
                 client: crate::storage::s3_client(props),
             },
             file_io,
+            cas_verified: Default::default(),
         })
     }
 
@@ -264,13 +268,28 @@ impl HadoopCatalog {
                     .bucket(bucket)
                     .key(key)
                     .if_none_match("*")
-                    .body(ByteStream::from(bytes));
+                    .body(ByteStream::from(bytes.clone()));
                 match put.send().await {
                     Ok(_) => Ok(()),
+                    // The SDK retries a PUT whose reply was lost; the retry
+                    // meets the object the first try created: ours, not a
+                    // lost race, when it holds exactly our bytes.
                     Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {
-                        Err(lost())
+                        let stored = match self.file_io.new_input(path) {
+                            Ok(input) => input.read().await.ok(),
+                            Err(_) => None,
+                        };
+                        match stored {
+                            Some(b) if *b == *bytes => Ok(()),
+                            _ => Err(lost()),
+                        }
                     }
-                    Err(e) => Err(s3_err(format!("PUT {path}"), e)),
+                    // Unknown outcome: the commit checks whether it landed.
+                    Err(e) => Err(Error::new(
+                        ErrorKind::Connection,
+                        format!("PUT {path} failed; it may or may not have been applied"),
+                    )
+                    .with_source(e)),
                 }
             }
         }
@@ -335,8 +354,45 @@ impl HadoopCatalog {
     }
 }
 
+impl HadoopCatalog {
+    /// Creates one probe object twice with `If-None-Match: *`: a store that
+    /// enforces it refuses the second (412); one that ignores it would let
+    /// two committers both write the same metadata version.
+    async fn probe_compare_and_swap(&self, table: &CatalogTable) -> Result<()> {
+        let Store::S3 { .. } = &self.store else {
+            return Ok(()); // hard links are exclusive on every local filesystem
+        };
+        let probe = format!(
+            "{}/metadata/.tributary-cas-probe-{}",
+            self.table_location(&table.name),
+            uuid::Uuid::new_v4()
+        );
+        self.create_exclusive(&probe, b"1".to_vec()).await?;
+        let second = self.create_exclusive(&probe, b"2".to_vec()).await;
+        let _ = self.file_io.delete(&probe).await;
+        match second {
+            Err(e) if e.kind() == ErrorKind::CommitConflict => Ok(()),
+            Err(e) => Err(e.with_context("probe", "compare-and-swap")),
+            Ok(()) => Err(Error::invalid_config(format!(
+                "the object store under {} ignores conditional writes: a PUT with \
+                 `If-None-Match: *` replaced an existing object, so two committers could \
+                 both write one metadata version. Use a store that enforces it (AWS S3, \
+                 recent MinIO, moto) or a Hive catalog",
+                self.warehouse
+            ))),
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Catalog for HadoopCatalog {
+    async fn verify_compare_and_swap(&self, table: &CatalogTable) -> Result<()> {
+        self.cas_verified
+            .get_or_try_init(|| self.probe_compare_and_swap(table))
+            .await
+            .map(|_| ())
+    }
+
     async fn create_table(
         &self,
         name: &TableName,

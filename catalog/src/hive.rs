@@ -13,7 +13,8 @@ use hive_metastore::{
     Database, EnvironmentContext, FieldSchema, SerDeInfo, StorageDescriptor, Table,
     ThriftHiveMetastoreAlterTableWithEnvironmentContextException, ThriftHiveMetastoreClient,
     ThriftHiveMetastoreClientBuilder, ThriftHiveMetastoreCreateDatabaseException,
-    ThriftHiveMetastoreCreateTableException, ThriftHiveMetastoreGetTableException,
+    ThriftHiveMetastoreCreateTableException, ThriftHiveMetastoreGetDatabaseException,
+    ThriftHiveMetastoreGetTableException,
 };
 use iceberg::io::FileIO;
 use iceberg::spec::{
@@ -35,6 +36,10 @@ pub struct HiveCatalog {
     file_io: FileIO,
     /// Lists table files on S3 (orphan cleanup).
     s3: Option<aws_sdk_s3::Client>,
+    /// Every metastore call's deadline (`timeout-ms`, default 30 s).
+    timeout: std::time::Duration,
+    /// Set once the metastore was seen enforcing compare-and-swap.
+    cas_verified: std::sync::Arc<tokio::sync::OnceCell<()>>,
 }
 
 impl std::fmt::Debug for HiveCatalog {
@@ -61,6 +66,15 @@ impl HmsException for ThriftHiveMetastoreGetTableException {
         match self {
             ThriftHiveMetastoreGetTableException::O2(_) => ErrorKind::NotFound,
             ThriftHiveMetastoreGetTableException::O1(_) => ErrorKind::Unexpected,
+        }
+    }
+}
+
+impl HmsException for ThriftHiveMetastoreGetDatabaseException {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ThriftHiveMetastoreGetDatabaseException::O1(_) => ErrorKind::NotFound,
+            ThriftHiveMetastoreGetDatabaseException::O2(_) => ErrorKind::Unexpected,
         }
     }
 }
@@ -106,17 +120,22 @@ impl HmsException for ThriftHiveMetastoreAlterTableWithEnvironmentContextExcepti
     }
 }
 
-/// Unwraps a thrift call: transport errors and metastore exceptions both
-/// become errors (exceptions arrive as `Ok(Exception)`, easy to lose).
-fn unwrap<T, E: HmsException>(
+/// Awaits a thrift call within the catalog's deadline and unwraps it:
+/// transport errors, timeouts and metastore exceptions all become errors
+/// (exceptions arrive as `Ok(Exception)`, easy to lose).
+async fn call<T, E: HmsException>(
+    limit: std::time::Duration,
     what: &str,
-    r: std::result::Result<MaybeException<T, E>, volo_thrift::ClientError>,
+    r: impl Future<Output = std::result::Result<MaybeException<T, E>, volo_thrift::ClientError>>,
 ) -> Result<T> {
-    match r {
-        Ok(MaybeException::Ok(v)) => Ok(v),
-        Ok(MaybeException::Exception(e)) => Err(Error::new(e.kind(), format!("{what}: {e:?}"))),
-        Err(e) => Err(hms_err(what.to_string(), e)),
-    }
+    tributary_core::within(limit, format!("the metastore's {what}"), async {
+        match r.await {
+            Ok(MaybeException::Ok(v)) => Ok(v),
+            Ok(MaybeException::Exception(e)) => Err(Error::new(e.kind(), format!("{what}: {e:?}"))),
+            Err(e) => Err(hms_err(what.to_string(), e)),
+        }
+    })
+    .await
 }
 
 /// The Hive-2 type of an Iceberg type (what pyiceberg writes with
@@ -170,6 +189,8 @@ impl HiveCatalog {
             warehouse: warehouse.into().trim_end_matches('/').to_string(),
             file_io,
             s3: None,
+            timeout: crate::catalog_timeout(&HashMap::new()),
+            cas_verified: Default::default(),
         }
     }
 
@@ -197,20 +218,35 @@ impl HiveCatalog {
         };
         let mut catalog = HiveCatalog::new(addr, warehouse.clone(), file_io);
         catalog.s3 = on_s3.then(|| crate::storage::s3_client(props));
+        catalog.timeout = crate::catalog_timeout(props);
         Ok(catalog)
     }
 
     /// Creates the database if it does not exist.
     pub async fn ensure_database(&self, name: &str) -> Result<()> {
-        if let Ok(MaybeException::Ok(_)) = self.client.get_database(fast(name)).await {
-            return Ok(());
+        let got = call(
+            self.timeout,
+            "get_database",
+            self.client.get_database(fast(name)),
+        )
+        .await;
+        match got {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind().is_transient() => return Err(e),
+            Err(_) => {}
         }
         let db = Database {
             name: Some(fast(name)),
             location_uri: Some(fast(format!("{}/{name}.db", self.warehouse))),
             ..Default::default()
         };
-        match unwrap("create_database", self.client.create_database(db).await) {
+        match call(
+            self.timeout,
+            "create_database",
+            self.client.create_database(db),
+        )
+        .await
+        {
             // Created meanwhile by someone else: there it is.
             Err(e) if e.kind() == ErrorKind::CommitConflict => Ok(()),
             other => other,
@@ -307,23 +343,29 @@ impl HiveCatalog {
         let path = Self::metadata_path(&location, 0);
         self.write_metadata(&path, &metadata).await?;
         let table = self.table_object(name, &metadata, &path, None);
-        unwrap("create_table", self.client.create_table(table).await)
-            .map_err(|e| e.map_text(|t| format!("cannot create {name}: {t}")))?;
+        call(
+            self.timeout,
+            "create_table",
+            self.client.create_table(table),
+        )
+        .await
+        .map_err(|e| e.map_text(|t| format!("cannot create {name}: {t}")))?;
         self.load(name).await
     }
 
     async fn load(&self, name: &TableName) -> Result<CatalogTable> {
         let got = self
             .client
-            .get_table(fast(name.namespace.clone()), fast(name.table.clone()))
-            .await;
-        let table = unwrap("get_table", got).map_err(|e| match e.kind() {
-            ErrorKind::NotFound => Error::new(
-                ErrorKind::NotFound,
-                format!("table {name} does not exist in the metastore"),
-            ),
-            _ => e,
-        })?;
+            .get_table(fast(name.namespace.clone()), fast(name.table.clone()));
+        let table = call(self.timeout, "get_table", got)
+            .await
+            .map_err(|e| match e.kind() {
+                ErrorKind::NotFound => Error::new(
+                    ErrorKind::NotFound,
+                    format!("table {name} does not exist in the metastore"),
+                ),
+                _ => e,
+            })?;
         let params = table.parameters.unwrap_or_default();
         let is_iceberg = params
             .get("table_type")
@@ -378,12 +420,10 @@ impl HiveCatalog {
             fast(base.name.namespace.clone()),
             fast(base.name.table.clone()),
         );
-        match unwrap(
-            "alter_table",
-            self.client
-                .alter_table_with_environment_context(db, tbl, table, ctx)
-                .await,
-        ) {
+        let alter = self
+            .client
+            .alter_table_with_environment_context(db, tbl, table, ctx);
+        match call(self.timeout, "alter_table", alter).await {
             Ok(()) => {
                 crate::delete_dropped_metadata(base, &metadata).await;
                 Ok(CatalogTable {
@@ -413,8 +453,54 @@ impl HiveCatalog {
     }
 }
 
+impl HiveCatalog {
+    /// Alters `table` unchanged but expecting a `metadata_location` it does
+    /// not have: a metastore that enforces the check refuses ("has been
+    /// modified"); one that applies it would let two committers both win.
+    async fn probe_compare_and_swap(&self, table: &CatalogTable) -> Result<()> {
+        let name = &table.name;
+        let (db, tbl) = (fast(name.namespace.clone()), fast(name.table.clone()));
+        let current = call(
+            self.timeout,
+            "get_table",
+            self.client.get_table(db.clone(), tbl.clone()),
+        )
+        .await?;
+        let mut expected: AHashMap<FastStr, FastStr> = AHashMap::default();
+        expected.insert(fast("expected_parameter_key"), fast("metadata_location"));
+        expected.insert(
+            fast("expected_parameter_value"),
+            fast(format!("tributary-cas-probe-{}", uuid::Uuid::new_v4())),
+        );
+        let ctx = EnvironmentContext {
+            properties: Some(expected),
+        };
+        let alter = self
+            .client
+            .alter_table_with_environment_context(db, tbl, current, ctx);
+        match call(self.timeout, "alter_table", alter).await {
+            Err(e) if e.kind() == ErrorKind::CommitConflict => Ok(()),
+            Err(e) => Err(e.with_context("probe", "compare-and-swap")),
+            Ok(()) => Err(Error::invalid_config(format!(
+                "the Hive Metastore does not enforce compare-and-swap: it applied an \
+                 alter_table of {name} whose expected metadata_location was wrong, so two \
+                 committers could overwrite each other's commits. Use a metastore that \
+                 honours the `expected_parameter_key/value` environment context of \
+                 alter_table (Hive 2.3.10 and later, as tested here), or another catalog"
+            ))),
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Catalog for HiveCatalog {
+    async fn verify_compare_and_swap(&self, table: &CatalogTable) -> Result<()> {
+        self.cas_verified
+            .get_or_try_init(|| self.probe_compare_and_swap(table))
+            .await
+            .map(|_| ())
+    }
+
     async fn create_table(
         &self,
         name: &TableName,

@@ -88,6 +88,32 @@ pub trait Catalog: Send + Sync {
     /// Every stored file under `location` (a table's location), for orphan
     /// cleanup.
     async fn list_files(&self, location: &str) -> tributary_core::Result<Vec<StoredFile>>;
+
+    /// Checks, once per catalog, that its compare-and-swap is enforced (a
+    /// metastore ignoring the expected-parameter check, an object store
+    /// ignoring `If-None-Match`, would let concurrent commits overwrite
+    /// each other silently); fails `InvalidConfig` naming what to change.
+    /// `table` is one of the job's tables (a metastore probe alters it
+    /// without changing it).
+    async fn verify_compare_and_swap(&self, table: &CatalogTable) -> tributary_core::Result<()> {
+        let _ = table;
+        Ok(())
+    }
+}
+
+/// Catalog property: the deadline of every metastore and object-store call
+/// in milliseconds (default 30 s). A call past it fails `Timeout`.
+pub const TIMEOUT_MS: &str = "timeout-ms";
+
+/// The call deadline from `timeout-ms`.
+pub(crate) fn catalog_timeout(
+    props: &std::collections::HashMap<String, String>,
+) -> std::time::Duration {
+    let ms = props
+        .get(TIMEOUT_MS)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30_000);
+    std::time::Duration::from_millis(ms)
 }
 
 /// A table as loaded from its catalog: the metadata of one version.

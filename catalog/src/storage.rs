@@ -23,7 +23,14 @@ pub(crate) fn s3_client(props: &HashMap<String, String>) -> aws_sdk_s3::Client {
     let mut conf = aws_sdk_s3::Config::builder()
         .behavior_version_latest()
         .region(Region::new(region))
-        .force_path_style(get("s3.path-style-access").is_some_and(|v| v == "true"));
+        .force_path_style(get("s3.path-style-access").is_some_and(|v| v == "true"))
+        // A stuck store fails each attempt in time (the SDK retries it).
+        .timeout_config(
+            aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .operation_attempt_timeout(crate::catalog_timeout(props))
+                .build(),
+        );
     if let Some(endpoint) = get("s3.endpoint") {
         conf = conf.endpoint_url(endpoint);
     }

@@ -30,9 +30,9 @@ pub use error::{Error, ErrorKind, Result};
 pub use event::{ChangeEvent, Op, Row, SchemaChange, SchemaChangeKind};
 pub use position::{
     BinlogFilePos, Checkpoint, EPOCH_PROPERTY, MariaDbGtid, MariaDbGtidList, MySqlGtidSet,
-    OWNER_PROPERTY, ROUND_PROPERTY, SourcePosition,
+    OWNER_PROPERTY, PAUSED_PROPERTY, RESNAPSHOT_PROPERTY, ROUND_PROPERTY, SourcePosition,
 };
-pub use retry::{RetryPolicy, retry, retry_transient};
+pub use retry::{RetryPolicy, retry, retry_transient, within};
 pub use schema::{Column, ColumnChange, ColumnType, DefaultValue, TableId, TableSchema};
 pub use traits::{
     MaintainOptions, MaintenanceReport, Prepared, Sink, SinkFactory, Source, SourceFactory,

@@ -439,10 +439,35 @@ pub const ROUND_PROPERTY: &str = "tributary.round";
 pub const EPOCH_PROPERTY: &str = "tributary.epoch";
 pub const OWNER_PROPERTY: &str = "tributary.owner";
 
+/// Checkpoint property: the tables paused by `on_table_error = "pause"` and
+/// why, as a JSON object `{"db.table": "cause"}`. Every healthy table's
+/// commit carries it, so a restart keeps them paused without writing to the
+/// troubled tables, and the resume point ignores them.
+pub const PAUSED_PROPERTY: &str = "tributary.paused";
+
+/// Checkpoint property: set on the checkpoint `tributary resnapshot` commits
+/// into an emptied target — nothing is committed there, the next start
+/// reads the table in full.
+pub const RESNAPSHOT_PROPERTY: &str = "tributary.resnapshot";
+
 impl Checkpoint {
     /// The owner epoch of the process that committed this checkpoint.
     pub fn epoch(&self) -> Option<u64> {
         self.properties.get(EPOCH_PROPERTY)?.parse().ok()
+    }
+
+    /// The paused tables this checkpoint records, with their causes.
+    pub fn paused(&self) -> std::collections::BTreeMap<String, String> {
+        self.properties
+            .get(PAUSED_PROPERTY)
+            .and_then(|v| serde_json::from_str(v).ok())
+            .unwrap_or_default()
+    }
+
+    /// Whether this is the checkpoint of a target emptied by `tributary
+    /// resnapshot` (nothing committed; read the table again).
+    pub fn is_resnapshot(&self) -> bool {
+        self.properties.contains_key(RESNAPSHOT_PROPERTY)
     }
 
     /// The runner's commit round this checkpoint was committed in.

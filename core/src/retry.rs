@@ -80,6 +80,27 @@ where
     retry(policy, |e| e.kind().is_transient(), attempt).await
 }
 
+/// `call` with a deadline: a service that does not answer within `limit`
+/// (a dead peer, a black-holed connection that never closes) fails
+/// `Timeout` — transient, so the caller's retry or restart takes over. The
+/// outcome of a write cut short is unknown; callers that write check it.
+pub async fn within<T>(
+    limit: Duration,
+    what: impl std::fmt::Display,
+    call: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::new(
+            crate::ErrorKind::Timeout,
+            format!(
+                "{what} got no answer within {} s (the server or the network to it is stuck)",
+                limit.as_secs_f64()
+            ),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -150,6 +150,21 @@ pub trait SinkFactory: Send + Sync {
         Ok(false)
     }
 
+    /// Empties `table`'s existing target and marks it as holding nothing
+    /// committed (`tributary resnapshot`): the next start reads the table
+    /// in full while the others resume. Claims the target with `epoch`
+    /// first, so a `sync` still writing to it is fenced, not merged in.
+    async fn discard(&self, table: &TableId, _epoch: u64, _owner: &str) -> Result<()> {
+        Err(crate::Error::new(
+            crate::ErrorKind::Unsupported,
+            format!(
+                "this sink cannot empty {}'s target for a new read: drop it by hand (with the job \
+                 stopped); the next start reads the table in full",
+                table
+            ),
+        ))
+    }
+
     /// Upkeep of this kind's targets (compaction, expiry…), if it has any.
     fn maintenance(&self) -> Option<&dyn TargetMaintenance> {
         None

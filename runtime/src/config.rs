@@ -22,7 +22,7 @@ use std::path::Path;
 
 use tributary_core::{Error, Result};
 
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, PipelineOptions};
 use crate::registry::Registry;
 
 /// Reads, expands and checks a pipeline file.
@@ -71,15 +71,175 @@ fn build(value: toml::Value, registry: &Registry) -> Result<Pipeline> {
     };
     let (source_kind, source) = section("source", registry.source_kinds())?;
     let (sink_kind, sink) = section("sink", registry.sink_kinds())?;
+    let options: PipelineOptions = match top.remove("pipeline") {
+        None => PipelineOptions::default(),
+        Some(v) => crate::registry::deserialize(v, "pipeline")?,
+    };
     if let Some(key) = top.keys().next() {
         return Err(Error::invalid_config(format!(
-            "unknown top-level key `{key}`: a pipeline file has [source.<kind>] and [sink.<kind>]"
+            "unknown top-level key `{key}`: a pipeline file has [source.<kind>], [sink.<kind>] \
+             and optionally [pipeline]"
         )));
     }
     Ok(Pipeline::new(
         registry.source(&source_kind, source)?,
         registry.sink(&sink_kind, sink)?,
-    ))
+    )
+    .with_options(options))
+}
+
+/// `tributary validate`: every error of a pipeline file at once (as far as
+/// one error does not hide the next), each naming its key and the fix, with
+/// no connection made. Empty when the file is good. Errors of one section
+/// are found one after another: the key an error names is taken out and
+/// the section checked again (a misspelt key also reports a required key
+/// it then misses — both are true).
+pub fn validate_pipeline_file(path: &Path, registry: &Registry) -> Vec<Error> {
+    let at_file = |e: Error| e.map_text(|t| format!("{}: {t}", path.display()));
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            return vec![Error::invalid_config(format!(
+                "cannot read {}: {e}",
+                path.display()
+            ))];
+        }
+    };
+    validate_pipeline(&text, registry)
+        .into_iter()
+        .map(at_file)
+        .collect()
+}
+
+/// [`validate_pipeline_file`] on a file's text.
+pub fn validate_pipeline(text: &str, registry: &Registry) -> Vec<Error> {
+    let mut value: toml::Value = match toml::from_str(text) {
+        Ok(v) => v,
+        Err(e) => return vec![Error::invalid_config(e.to_string())],
+    };
+    let mut from_env = Vec::new();
+    if let Err(e) = expand_env(&mut value, &mut Vec::new(), &mut from_env) {
+        return vec![redact(e, &from_env)];
+    }
+    let toml::Value::Table(mut top) = value else {
+        return vec![Error::invalid_config("a pipeline file is a TOML table")];
+    };
+    let mut errors = Vec::new();
+    let mut one_of =
+        |name: &str, kinds: Vec<&str>, top: &mut toml::map::Map<String, toml::Value>| {
+            let listed: Vec<String> = kinds.iter().map(|k| format!("[{name}.{k}]")).collect();
+            match top.remove(name) {
+                Some(toml::Value::Table(t)) if t.len() == 1 => t.into_iter().next(),
+                _ => {
+                    errors.push(Error::invalid_config(format!(
+                        "the pipeline needs exactly one {name}: {}",
+                        listed.join(" or ")
+                    )));
+                    None
+                }
+            }
+        };
+    let source = one_of("source", registry.source_kinds(), &mut top);
+    let sink = one_of("sink", registry.sink_kinds(), &mut top);
+    let options = top.remove("pipeline");
+    for key in top.keys() {
+        errors.push(Error::invalid_config(format!(
+            "unknown top-level key `{key}`: a pipeline file has [source.<kind>], [sink.<kind>] \
+             and optionally [pipeline]"
+        )));
+    }
+    if let Some((kind, v)) = source {
+        let prefix = format!("source.{kind}");
+        errors.extend(section_errors(v, &prefix, |v| {
+            registry.source(&kind, v).map(|_| ())
+        }));
+    }
+    if let Some((kind, v)) = sink {
+        let prefix = format!("sink.{kind}");
+        errors.extend(section_errors(v, &prefix, |v| {
+            registry.sink(&kind, v).map(|_| ())
+        }));
+    }
+    if let Some(v) = options {
+        errors.extend(section_errors(v, "pipeline", |v| {
+            crate::registry::deserialize::<PipelineOptions>(v, "pipeline").map(|_| ())
+        }));
+    }
+    errors.into_iter().map(|e| redact(e, &from_env)).collect()
+}
+
+/// Every error of one section: checked, the key the error names removed,
+/// checked again (at most 25 rounds).
+fn section_errors(
+    mut value: toml::Value,
+    prefix: &str,
+    check: impl Fn(toml::Value) -> Result<()>,
+) -> Vec<Error> {
+    let mut errors = Vec::new();
+    for _ in 0..25 {
+        let Err(e) = check(value.clone()) else {
+            break;
+        };
+        let key = failing_key(e.message(), prefix);
+        errors.push(e);
+        match key {
+            Some(key) if remove_key(&mut value, &key) => {}
+            _ => break,
+        }
+    }
+    errors
+}
+
+/// The key (below `prefix`) an error message names: `prefix.a.b: …`, and
+/// for an unknown field its own name below the path.
+fn failing_key(message: &str, prefix: &str) -> Option<String> {
+    let (path, text) = message.strip_prefix(prefix)?.split_once(": ")?;
+    let mut key = path.trim_start_matches('.').to_string();
+    if let Some(field) = text
+        .strip_prefix("unknown field `")
+        .and_then(|t| t.split_once('`'))
+        .map(|(f, _)| f)
+        && !key.ends_with(field)
+    {
+        if !key.is_empty() {
+            key.push('.');
+        }
+        key.push_str(field);
+    }
+    (!key.is_empty()).then_some(key)
+}
+
+/// Removes `a.b.c` from `value`; false when it is not there.
+fn remove_key(value: &mut toml::Value, key: &str) -> bool {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let Some(last) = parts.pop() else {
+        return false;
+    };
+    let mut at = value;
+    for p in parts {
+        at = match at {
+            toml::Value::Table(t) => match t.get_mut(p) {
+                Some(v) => v,
+                None => return false,
+            },
+            toml::Value::Array(a) => match p.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match at {
+        toml::Value::Table(t) => t.remove(last).is_some(),
+        toml::Value::Array(a) => match last.parse::<usize>() {
+            Ok(i) if i < a.len() => {
+                a.remove(i);
+                true
+            }
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 /// Replaces `${NAME}` in string values by the environment variable NAME.
@@ -215,6 +375,108 @@ mod tests {
     }
 
     #[test]
+    fn validate_reports_every_error_of_a_file_at_once_each_naming_its_key() {
+        let text = format!(
+            "{SOURCE}prot = 3307\nsnapshot = {{ chunk_rowz = 1 }}\n\
+             [sink.iceberg]\nproperties = {{ warehouse = \"/w\" }}\ncommit_interval = \"soon\"\n\
+             [pipeline]\non_table_error = \"skip\"\n[extra]\n"
+        );
+        let errors: Vec<String> = validate_pipeline(&text, &Registry::builtin())
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        for key in [
+            "`prot`",
+            "source.mysql.snapshot",
+            "`chunk_rowz`",
+            "sink.iceberg.commit_interval",
+            "pipeline.on_table_error",
+            "`extra`",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.contains(key)),
+                "{key} in {errors:#?}"
+            );
+        }
+        assert_eq!(errors.len(), 5, "{errors:#?}");
+        assert!(validate_pipeline(&format!("{SOURCE}{SINK}"), &Registry::builtin()).is_empty());
+    }
+
+    /// Ten malformed files, each refused with its own message.
+    #[test]
+    fn each_kind_of_malformed_file_gets_its_specific_message() {
+        let cases = [
+            ("source = 1\n[sink", "expected"),
+            (SINK, "exactly one source"),
+            (SOURCE, "exactly one sink"),
+            (
+                "[source.postgres]\nhost = \"h\"\n[sink.iceberg]\nproperties = { warehouse = \"/w\" }\n",
+                "unknown source kind",
+            ),
+            (
+                "[source.mysql]\nuser = \"u\"\n[sink.iceberg]\nproperties = { warehouse = \"/w\" }\n",
+                "`host`",
+            ),
+            (
+                "[source.mysql]\nhost = \"h\"\nuser = \"u\"\nport = \"x\"\n[sink.iceberg]\nproperties = { warehouse = \"/w\" }\n",
+                "source.mysql.port",
+            ),
+            (
+                "[source.mysql]\nhost = \"h\"\nuser = \"${TRIBUTARY_UNSET_VAR_FOR_TEST}\"\n[sink.iceberg]\nproperties = { warehouse = \"/w\" }\n",
+                "TRIBUTARY_UNSET_VAR_FOR_TEST, which is not set",
+            ),
+            (
+                "[source.mysql]\nhost = \"h\"\nuser = \"u\"\n[sink.iceberg]\nproperties = {}\n",
+                "properties.warehouse is missing",
+            ),
+            (
+                "[source.mysql]\nhost = \"h\"\nuser = \"u\"\n[sink.clickhouse]\nurls = []\n",
+                "urls",
+            ),
+            (
+                "[source.mysql]\nhost = \"h\"\nuser = \"u\"\n[sink.iceberg]\nproperties = { warehouse = \"/w\" }\ncommit_interval = 0\n",
+                "commit_interval",
+            ),
+            (
+                "[source.mysql]\nhost = \"h\"\nuser = \"u\"\n[sink.iceberg]\nproperties = { warehouse = \"/w\" }\n[pipeline]\non_table_error = \"ignore\"\n",
+                "unknown variant `ignore`",
+            ),
+        ];
+        for (text, want) in cases {
+            let errors = validate_pipeline(text, &Registry::builtin());
+            let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            assert!(
+                shown.iter().any(|e| e.contains(want)),
+                "{want:?} in {shown:#?} for\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn on_table_error_is_stop_by_default_pause_on_request_and_nothing_else() {
+        use crate::pipeline::OnTableError;
+        assert_eq!(
+            parse(&format!("{SOURCE}{SINK}"))
+                .unwrap()
+                .options()
+                .on_table_error,
+            OnTableError::Stop
+        );
+        let p = parse(&format!(
+            "{SOURCE}{SINK}[pipeline]\non_table_error = \"pause\"\n"
+        ))
+        .unwrap();
+        assert_eq!(p.options().on_table_error, OnTableError::Pause);
+        let e = error(&format!(
+            "{SOURCE}{SINK}[pipeline]\non_table_error = \"skip\"\n"
+        ));
+        assert!(
+            e.contains("pipeline.on_table_error") && e.contains("stop") && e.contains("pause"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_misspelt_key_at_any_depth_is_refused_naming_it() {
         for (text, key) in [
             (format!("{SOURCE}prot = 3307\n{SINK}"), "`prot`"),
@@ -236,6 +498,10 @@ mod tests {
                 "`column_familly`",
             ),
             (format!("{SOURCE}{SINK}[extra]\na = 1\n"), "`extra`"),
+            (
+                format!("{SOURCE}{SINK}[pipeline]\non_table_eror = \"pause\"\n"),
+                "`on_table_eror`",
+            ),
         ] {
             let e = error(&text);
             assert!(e.contains(key) && e.contains("unknown"), "{key} in {e}");

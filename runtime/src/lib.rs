@@ -20,9 +20,11 @@ pub mod pipeline;
 pub mod registry;
 pub mod status;
 
-pub use config::load_pipeline;
+pub use config::{load_pipeline, validate_pipeline, validate_pipeline_file};
 pub use ha::{HaConfig, HaSink, HaStats, Side};
 pub use maintenance::maintain_once;
-pub use pipeline::{Pipeline, ROUND_PROPERTY, TableState};
+pub use pipeline::{
+    OnTableError, Pipeline, PipelineOptions, ROUND_PROPERTY, TableState, paused_tables,
+};
 pub use registry::Registry;
 pub use status::{PipelineStatus, TableStatus};

@@ -16,6 +16,17 @@
 //! (Restarting everything from scratch instead would be wrong: a new
 //! snapshot cannot delete rows that other tables already hold and that the
 //! source deleted meanwhile.)
+//!
+//! Per-table isolation (`[pipeline] on_table_error = "pause"`): a table
+//! whose sink fails for a reason of its own (a refused DDL, a value its
+//! target cannot take) is paused — its uncommitted changes dropped, its
+//! target left at its last commit, its later changes skipped — while the
+//! others go on. The paused set travels in every healthy table's checkpoint
+//! (`tributary.paused`), so a restart keeps it, and the resume point ignores
+//! paused tables (else one broken table would pin the binlog position for
+//! good). `tributary resnapshot` heals one: its target is emptied and marked
+//! (`tributary.resnapshot`), and the next start reads it in full while the
+//! others resume.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,8 +39,29 @@ use tributary_core::{
 
 use crate::status::PipelineStatus;
 
+#[cfg(test)]
+use tributary_core::RESNAPSHOT_PROPERTY;
 pub use tributary_core::ROUND_PROPERTY;
-use tributary_core::{EPOCH_PROPERTY, OWNER_PROPERTY};
+use tributary_core::{EPOCH_PROPERTY, OWNER_PROPERTY, PAUSED_PROPERTY};
+
+/// What a table-scoped failure does (`[pipeline] on_table_error`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnTableError {
+    /// The job stops (the default: nothing moves on without you).
+    #[default]
+    Stop,
+    /// The table pauses; the others go on.
+    Pause,
+}
+
+/// The `[pipeline]` section of a pipeline file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineOptions {
+    #[serde(default)]
+    pub on_table_error: OnTableError,
+}
 
 /// Aborts a background task when the run that started it ends.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -59,6 +91,7 @@ pub struct Pipeline {
     source: Arc<dyn SourceFactory>,
     sink: Arc<dyn SinkFactory>,
     status: PipelineStatus,
+    options: PipelineOptions,
 }
 
 impl Pipeline {
@@ -67,7 +100,17 @@ impl Pipeline {
             source,
             sink,
             status: PipelineStatus::default(),
+            options: PipelineOptions::default(),
         }
+    }
+
+    pub fn with_options(mut self, options: PipelineOptions) -> Pipeline {
+        self.options = options;
+        self
+    }
+
+    pub fn options(&self) -> &PipelineOptions {
+        &self.options
     }
 
     pub fn sink(&self) -> &dyn SinkFactory {
@@ -100,6 +143,50 @@ impl Pipeline {
             });
         }
         Ok(states)
+    }
+
+    /// `tributary resnapshot`: empties the targets of `tables` (claimed
+    /// with an epoch above every table's) so the next start reads them in
+    /// full while the others resume. Returns a line per table.
+    pub async fn resnapshot(&self, tables: &[TableId]) -> Result<Vec<String>> {
+        let states = self.table_states().await?;
+        for t in tables {
+            if !states.iter().any(|s| &s.source == t) {
+                let selected: Vec<String> = states.iter().map(|s| s.source.to_string()).collect();
+                return Err(Error::invalid_config(format!(
+                    "{t} is not among the pipeline's selected tables ({}); check the name and \
+                     tables.include",
+                    selected.join(", ")
+                )));
+            }
+        }
+        let epoch = states
+            .iter()
+            .filter_map(|s| s.state.checkpoint()?.epoch())
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let owner = format!("tributary resnapshot, pid {}", std::process::id());
+        let mut lines = Vec::new();
+        for s in states.iter().filter(|s| tables.contains(&s.source)) {
+            if s.state == TargetState::Missing {
+                lines.push(format!(
+                    "{}: not created yet; the next start reads it in full",
+                    s.source
+                ));
+                continue;
+            }
+            self.sink
+                .discard(&s.source, epoch, &owner)
+                .await
+                .map_err(|e| e.with_context("table", &s.target))?;
+            info!(table = %s.source, target = %s.target, "emptied for a new read");
+            lines.push(format!(
+                "{} -> {}: emptied; `sync` reads it in full while the other tables resume (a running job starts again at its next round)",
+                s.source, s.target
+            ));
+        }
+        Ok(lines)
     }
 
     /// Runs until the source ends (a bounded source) or `stop` resolves.
@@ -153,6 +240,11 @@ impl Pipeline {
                 );
                 AbortOnDrop(tokio::spawn(task))
             });
+        for (table, cause) in &resume.paused {
+            warn!(table = %table, cause = %cause, "paused: its changes are skipped until `tributary resnapshot` heals it");
+            self.status
+                .update(table, |s| s.paused = Some(cause.clone()));
+        }
         let mut run = Run {
             sink: self.sink.as_ref(),
             status: &self.status,
@@ -161,11 +253,14 @@ impl Pipeline {
             rows: 0,
             idle: states
                 .iter()
-                .filter(|s| matches!(s.state, TargetState::Committed(_)))
+                .filter(|s| s.state.checkpoint().is_some_and(|cp| !cp.is_resnapshot()))
+                .filter(|s| !resume.paused.contains_key(&s.source))
                 .map(|s| s.source.clone())
                 .collect(),
             idle_recorded: None,
             owner,
+            on_table_error: self.options.on_table_error,
+            paused: resume.paused.clone(),
         };
         loop {
             let record = tokio::select! {
@@ -264,6 +359,14 @@ struct Resume {
     lost: Vec<TableId>,
     /// Selected tables without a target table: never read.
     missing: Vec<TableId>,
+    /// Tables paused by an earlier run (kept out of the resume point).
+    paused: BTreeMap<TableId, String>,
+}
+
+/// The tables paused as of the newest commit round, with their causes
+/// (a paused table read again since — emptied or gone — is healed).
+pub fn paused_tables(states: &[TableState]) -> BTreeMap<TableId, String> {
+    resume_point(states).paused
 }
 
 fn resume_point(states: &[TableState]) -> Resume {
@@ -272,26 +375,46 @@ fn resume_point(states: &[TableState]) -> Resume {
         .filter_map(TableState::round)
         .max()
         .unwrap_or(0);
-    let with_state = |state: TargetState| -> Vec<TableId> {
-        states
-            .iter()
-            .filter(|s| s.state == state)
-            .map(|s| s.source.clone())
-            .collect()
-    };
-    let (lost, missing) = (
-        with_state(TargetState::CreatedWithoutCheckpoint),
-        with_state(TargetState::Missing),
-    );
-    // The oldest round's checkpoint, with each table's own state (its last
-    // schema) from that table's checkpoint: each sink stores only its own.
+    // Emptied by `tributary resnapshot`: nothing committed, read again.
+    let discarded = |s: &TableState| s.state.checkpoint().is_some_and(Checkpoint::is_resnapshot);
+    let lost: Vec<TableId> = states
+        .iter()
+        .filter(|s| s.state == TargetState::CreatedWithoutCheckpoint || discarded(s))
+        .map(|s| s.source.clone())
+        .collect();
+    let missing: Vec<TableId> = states
+        .iter()
+        .filter(|s| s.state == TargetState::Missing)
+        .map(|s| s.source.clone())
+        .collect();
+    // The paused set of the newest round; a paused table read again since
+    // (its target emptied or gone) is healed.
+    let newest = states
+        .iter()
+        .filter_map(|s| s.state.checkpoint())
+        .max_by_key(|cp| cp.round().unwrap_or(0));
+    let paused: BTreeMap<TableId, String> = newest
+        .map(Checkpoint::paused)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(name, cause)| {
+            let s = states.iter().find(|s| s.source.to_string() == name)?;
+            let healed = lost.contains(&s.source) || missing.contains(&s.source);
+            (!healed).then(|| (s.source.clone(), cause))
+        })
+        .collect();
+    // The oldest round's checkpoint among tables that count, with each
+    // table's own state (its last schema) from that table's checkpoint:
+    // each sink stores only its own.
+    let counted = |s: &&TableState| !discarded(s) && !paused.contains_key(&s.source);
     let mut checkpoint = states
         .iter()
+        .filter(counted)
         .filter_map(|s| s.state.checkpoint())
         .min_by_key(|cp| cp.round().unwrap_or(0))
         .cloned();
     if let Some(cp) = checkpoint.as_mut() {
-        for s in states {
+        for s in states.iter().filter(|s| !discarded(s)) {
             if let Some(own) = s.state.checkpoint() {
                 cp.adopt_table_state(&s.source, own);
             }
@@ -302,6 +425,7 @@ fn resume_point(states: &[TableState]) -> Resume {
         last_round,
         lost,
         missing,
+        paused,
     }
 }
 
@@ -328,14 +452,28 @@ struct Run<'a> {
     idle: std::collections::BTreeSet<TableId>,
     idle_recorded: Option<std::time::Instant>,
     owner: Owner,
+    on_table_error: OnTableError,
+    /// Paused tables and their causes: their records are skipped.
+    paused: BTreeMap<TableId, String>,
 }
 
 impl Run<'_> {
     /// Applies one source record; false when the source has ended.
     async fn apply(&mut self, record: Option<SourceRecord>) -> Result<bool> {
         match record {
-            Some(SourceRecord::Changes(batch)) => self.write(&batch).await?,
-            Some(SourceRecord::SchemaChange(change)) => self.schema_change(&change).await?,
+            Some(SourceRecord::Changes(batch)) => {
+                let table = batch.schema().table.clone();
+                if !self.paused.contains_key(&table) {
+                    let r = self.write(&batch).await;
+                    self.isolate(&table, r).await?;
+                }
+            }
+            Some(SourceRecord::SchemaChange(change)) => {
+                if !self.paused.contains_key(&change.table) {
+                    let r = self.schema_change(&change).await;
+                    self.isolate(&change.table, r).await?;
+                }
+            }
             Some(SourceRecord::Checkpoint(cp)) => {
                 if self.sinks.values().any(|w| w.commit_due()) || self.idle_due() {
                     self.commit_round(cp).await?;
@@ -423,14 +561,31 @@ impl Run<'_> {
         ] {
             checkpoint.properties.insert(key.to_string(), value);
         }
-        for (id, sink) in &mut self.sinks {
-            sink.commit(&checkpoint.for_table(id))
+        // A paused table has no sink to be fenced on: its healing is seen here.
+        for table in self.paused.keys() {
+            if let Some(restart) = self.resnapshot_requested(table).await {
+                return Err(restart);
+            }
+        }
+        let ids: Vec<TableId> = self.sinks.keys().cloned().collect();
+        self.record_paused(&mut checkpoint)?;
+        for id in ids {
+            let Some(sink) = self.sinks.get_mut(&id) else {
+                continue;
+            };
+            let committed = sink
+                .commit(&checkpoint.for_table(&id))
                 .await
-                .map_err(|e| e.with_context("table", id))?;
-            self.status.update(id, |s| {
-                s.committed_round = Some(self.round);
-                s.committed_position = checkpoint.position.clone();
-            });
+                .map_err(|e| e.with_context("table", &id));
+            let ok = self.isolate(&id, committed).await?;
+            // Paused by this round: the later tables' commits list it.
+            self.record_paused(&mut checkpoint)?;
+            if ok {
+                self.status.update(&id, |s| {
+                    s.committed_round = Some(self.round);
+                    s.committed_position = checkpoint.position.clone();
+                });
+            }
         }
         self.record_idle_positions(&checkpoint).await?;
         match &checkpoint.position {
@@ -438,6 +593,88 @@ impl Run<'_> {
             None => warn!(round = self.round, "committed without a source position"),
         }
         Ok(())
+    }
+
+    /// When `tributary resnapshot` emptied `table` (its target is gone or
+    /// holds a resnapshot checkpoint), the transient error that starts the
+    /// run again: the new run reads it in full while the others resume.
+    async fn resnapshot_requested(&self, table: &TableId) -> Option<Error> {
+        let discarded = match self.sink.state(table).await.ok()? {
+            TargetState::Missing => true,
+            TargetState::Committed(cp) => cp.is_resnapshot(),
+            TargetState::CreatedWithoutCheckpoint => false,
+        };
+        discarded.then(|| {
+            Error::new(
+                ErrorKind::CommitConflict,
+                format!(
+                    "{table} was emptied by `tributary resnapshot`: starting again to read it in \
+                     full while the other tables resume"
+                ),
+            )
+        })
+    }
+
+    /// Lists the paused tables in `checkpoint` (every healthy table's commit
+    /// carries the set, so a restart keeps them paused).
+    fn record_paused(&self, checkpoint: &mut Checkpoint) -> Result<()> {
+        if !self.paused.is_empty() {
+            let paused: BTreeMap<String, &String> = self
+                .paused
+                .iter()
+                .map(|(t, c)| (t.to_string(), c))
+                .collect();
+            checkpoint
+                .properties
+                .insert(PAUSED_PROPERTY.to_string(), serde_json::to_string(&paused)?);
+        }
+        Ok(())
+    }
+
+    /// Passes `result` on, unless it is a failure of `table` alone and
+    /// tables pause: then the table pauses (its sink and uncommitted
+    /// changes dropped; the target stays at its last commit) and the run
+    /// goes on. Transient failures restart the run; a fenced process, bad
+    /// credentials or configuration, and I/O failures stop it.
+    /// True when `result` was a success.
+    async fn isolate(&mut self, table: &TableId, result: Result<()>) -> Result<bool> {
+        let e = match result {
+            Ok(()) => return Ok(true),
+            Err(e) => e,
+        };
+        // Only what one table's data or schema causes pauses it: a failure
+        // of the whole job's reach (credentials, configuration, I/O, a
+        // newer owner) would otherwise pause every table one by one.
+        let table_scoped = matches!(
+            e.kind(),
+            ErrorKind::SchemaMismatch
+                | ErrorKind::Unsupported
+                | ErrorKind::InvalidData
+                | ErrorKind::ValidationFailed
+                | ErrorKind::NotFound
+                | ErrorKind::Unexpected
+        );
+        if e.kind() == ErrorKind::Fenced {
+            return Err(self.resnapshot_requested(table).await.unwrap_or(e));
+        }
+        if self.on_table_error == OnTableError::Stop || !table_scoped {
+            return Err(e);
+        }
+        if let Some(mut sink) = self.sinks.remove(table) {
+            sink.discard_uncommitted();
+        }
+        self.idle.remove(table);
+        let cause = e.to_string();
+        tracing::error!(
+            table = %table,
+            cause = %cause,
+            "paused: the table stays at its last commit and its changes are skipped; \
+             the other tables go on. Fix the cause, then `tributary resnapshot {table}`"
+        );
+        self.status
+            .update(table, |s| s.paused = Some(cause.clone()));
+        self.paused.insert(table.clone(), cause);
+        Ok(false)
     }
 
     /// Whether idle tables' positions are due (a round then happens even
@@ -461,12 +698,13 @@ impl Run<'_> {
         self.idle_recorded = Some(std::time::Instant::now());
         let mut recorded = 0;
         for t in &self.idle {
-            if self
-                .sink
-                .commit_position(t, &checkpoint.for_table(t))
-                .await
-                .map_err(|e| e.with_context("table", t))?
-            {
+            let done = match self.sink.commit_position(t, &checkpoint.for_table(t)).await {
+                Err(e) if e.kind() == ErrorKind::Fenced => {
+                    return Err(self.resnapshot_requested(t).await.unwrap_or(e));
+                }
+                r => r.map_err(|e| e.with_context("table", t))?,
+            };
+            if done {
                 recorded += 1;
                 self.status.update(t, |s| {
                     s.committed_round = Some(self.round);
@@ -526,5 +764,42 @@ mod tests {
         );
         let r = resume_point(&[state("c", None)]);
         assert_eq!((r.checkpoint.is_none(), r.last_round), (true, 0));
+    }
+
+    #[test]
+    fn paused_tables_stay_paused_and_out_of_the_resume_point_until_read_again() {
+        let with = |mut st: TableState, key: &str, value: &str| {
+            if let TargetState::Committed(cp) = &mut st.state {
+                cp.properties.insert(key.into(), value.into());
+            }
+            st
+        };
+        let paused = r#"{"db.a": "refused DDL"}"#;
+        // a is paused at round 3; b and c committed later rounds listing it.
+        let states = [
+            state("a", Some(Some(3))),
+            with(state("b", Some(Some(9))), PAUSED_PROPERTY, paused),
+            with(state("c", Some(Some(8))), PAUSED_PROPERTY, paused),
+        ];
+        let r = resume_point(&states);
+        assert_eq!(
+            r.checkpoint.unwrap().round(),
+            Some(8),
+            "a does not pin the resume"
+        );
+        assert_eq!(
+            r.paused.get(&TableId::new("db", "a")).map(String::as_str),
+            Some("refused DDL")
+        );
+        // Discarded by `tributary resnapshot`: read again, no longer paused.
+        let states = [
+            with(state("a", Some(Some(3))), RESNAPSHOT_PROPERTY, "true"),
+            states[1].clone(),
+            states[2].clone(),
+        ];
+        let r = resume_point(&states);
+        assert!(r.paused.is_empty());
+        assert_eq!(r.lost, [TableId::new("db", "a")]);
+        assert_eq!(r.checkpoint.unwrap().round(), Some(8));
     }
 }

@@ -102,7 +102,7 @@ fn unknown(section: &str, kind: &str, known: &[&str]) -> Error {
 
 /// Deserializes one section, naming the key of the first error (its full
 /// path from the file's top, e.g. `source.mysql.snapshot.chunk_rowz`).
-fn deserialize<C: DeserializeOwned>(value: toml::Value, key: &str) -> Result<C> {
+pub(crate) fn deserialize<C: DeserializeOwned>(value: toml::Value, key: &str) -> Result<C> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let at = if path == "." || path.is_empty() {

@@ -16,6 +16,8 @@ pub struct TableStatus {
     /// The round and position of its last commit in this run.
     pub committed_round: Option<u64>,
     pub committed_position: Option<SourcePosition>,
+    /// Why the table is paused (`on_table_error = "pause"`), if it is.
+    pub paused: Option<String>,
 }
 
 /// Per-table status of a running pipeline; cheap to clone and share.

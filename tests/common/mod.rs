@@ -105,3 +105,20 @@ impl Drop for SyncProcess {
         self.kill();
     }
 }
+
+/// Runs `tributary <args>` to completion as a user would (the pipeline's
+/// secrets in the environment): exit status and stdout + stderr.
+pub fn tributary(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(args)
+        .env("SYNC_TEST_PASSWORD", PASSWORD)
+        .env("SYNC_TEST_S3_SECRET", S3_SECRET)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status, text)
+}

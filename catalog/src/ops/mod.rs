@@ -35,6 +35,14 @@ pub trait TableOperation: Send + Sync {
 /// Commits `op` on top of the newest version of `table`, retrying lost
 /// races with the table's commit retry policy. Returns the new version (or
 /// `table` when the operation had nothing to change).
+///
+/// Commits are idempotent: a commit whose outcome is unknown (a transport
+/// error, a timeout, an S3 PUT retried by the SDK that meets its own object,
+/// an HMS reply lost after the swap) is retried like a lost race, and every
+/// attempt first looks for the snapshots earlier attempts made — the
+/// snapshot id is the commit id. Found, the commit landed and is not applied
+/// again. Operations without a snapshot (schema, properties, claims) are
+/// idempotent by construction: applied again they change nothing.
 pub async fn commit_operation(
     catalog: &dyn Catalog,
     table: &CatalogTable,
@@ -42,17 +50,36 @@ pub async fn commit_operation(
 ) -> Result<CatalogTable> {
     let policy = commit_retry_policy(&table.metadata);
     let conflict = |e: &Error| e.kind() == ErrorKind::CommitConflict;
-    // The snapshot of the attempt that lost the race, if it made one.
-    let lost: std::sync::Mutex<Option<Snapshot>> = std::sync::Mutex::new(None);
-    let lost = &lost;
-    retry(&policy, conflict, |attempt| async move {
+    // The snapshots of attempts that did not land (lost a race: `true`) or
+    // may have (outcome unknown: `false`, kept for every later check — a
+    // delayed write lands only on the version it was built for, so a later
+    // attempt either conflicts with it or it never lands).
+    let made: std::sync::Mutex<Vec<(Snapshot, bool)>> = std::sync::Mutex::new(Vec::new());
+    let made = &made;
+    let retried = |e: &Error| e.kind().is_transient();
+    retry(&policy, retried, |attempt| async move {
         let base = match attempt {
             1 => table.clone(),
             _ => catalog.load_table(&table.name).await?,
         };
-        let failed = lost.lock().expect("not poisoned").take();
-        if let Some(failed) = failed {
-            clean_lost_attempt(&base, &failed).await;
+        let earlier = std::mem::take(&mut *made.lock().expect("not poisoned"));
+        if let Some((landed, _)) = earlier
+            .iter()
+            .find(|(s, _)| base.metadata.snapshot_by_id(s.snapshot_id()).is_some())
+        {
+            tracing::info!(
+                table = %table.name,
+                snapshot = landed.snapshot_id(),
+                "a commit whose outcome was unknown had landed; not applied again"
+            );
+            return Ok(base);
+        }
+        for (snapshot, lost) in earlier {
+            if lost {
+                clean_lost_attempt(&base, &snapshot).await;
+            } else {
+                made.lock().expect("not poisoned").push((snapshot, false));
+            }
         }
         let next = match op.apply(&base).await {
             Ok(next) => next,
@@ -74,15 +101,20 @@ pub async fn commit_operation(
         };
         match next {
             Some(metadata) => {
-                let made = metadata
+                let snapshot = metadata
                     .current_snapshot()
                     .filter(|s| base.metadata.snapshot_by_id(s.snapshot_id()).is_none())
                     .map(|s| (**s).clone());
                 let result = catalog.commit(&base, metadata).await;
-                if let (Err(e), Some(made)) = (&result, made)
-                    && conflict(e)
+                if let (Err(e), Some(snapshot)) = (&result, snapshot)
+                    && retried(e)
                 {
-                    *lost.lock().expect("not poisoned") = Some(made);
+                    if !conflict(e) {
+                        tracing::warn!(table = %table.name, error = %e, "commit outcome unknown; checking whether it landed");
+                    }
+                    made.lock()
+                        .expect("not poisoned")
+                        .push((snapshot, conflict(e)));
                 }
                 result
             }
@@ -93,15 +125,12 @@ pub async fn commit_operation(
 }
 
 /// After a lost race, deletes what the losing attempt wrote — its manifest
-/// list and the manifests it added (merged ones too) — unless the newest
-/// version `base` holds its snapshot after all (a commit whose reply was
-/// lost): every retry would otherwise leave them behind as orphans (at one
-/// commit a second beside maintenance, ~6 a minute). Data and delete files
-/// stay: the retry commits them. Best effort.
+/// list and the manifests it added (merged ones too); the caller checked
+/// that the newest version `base` does not hold its snapshot: every retry
+/// would otherwise leave them behind as orphans (at one commit a second
+/// beside maintenance, ~6 a minute). Data and delete files stay: the retry
+/// commits them. Best effort.
 async fn clean_lost_attempt(base: &CatalogTable, failed: &Snapshot) {
-    if base.metadata.snapshot_by_id(failed.snapshot_id()).is_some() {
-        return;
-    }
     let io = &base.file_io;
     if let Ok(manifests) = producer::snapshot_manifests(base, failed).await {
         for m in manifests

@@ -98,6 +98,20 @@ fn server_code(text: &str) -> Option<u32> {
 /// (60, 81) → NotFound; authentication (192–194, 516) → Authentication;
 /// bad SQL, types or values (6, 27, 32, 33, 36, 41, 43, 44, 47, 53, 62, 69,
 /// 70, 72, 117, 131) → InvalidData; anything else → Unexpected.
+/// Every ClickHouse call's deadline: a black-holed server fails the call
+/// (`Timeout`, transient) instead of stalling the job. Generous: inserts are
+/// bounded by `batch_rows`, DDL on a cluster waits for every replica.
+const CALL_DEADLINE: Duration = Duration::from_secs(120);
+
+/// One ClickHouse call within [`CALL_DEADLINE`], its error classified.
+async fn call<T>(
+    what: &str,
+    request: impl Future<Output = clickhouse::error::Result<T>>,
+) -> Result<T> {
+    let request = async { request.await.map_err(|e| classify(what, e)) };
+    tributary_core::within(CALL_DEADLINE, format!("ClickHouse {what}"), request).await
+}
+
 fn classify(what: &str, e: clickhouse::error::Error) -> Error {
     use clickhouse::error::Error as E;
     let kind = match &e {
@@ -190,11 +204,11 @@ impl ClickHouseSink {
             "SELECT count(DISTINCT shard_num) FROM system.clusters WHERE cluster = {}",
             literal(cluster)
         );
-        let shards: u64 = self.clients[0]
-            .query(&sql)
-            .fetch_one()
-            .await
-            .map_err(|e| classify("reading system.clusters", e))?;
+        let shards: u64 = call(
+            "reading system.clusters",
+            self.clients[0].query(&sql).fetch_one(),
+        )
+        .await?;
         if shards as usize != self.config.urls.len() {
             return Err(Error::invalid_config(format!(
                 "sink.clickhouse: cluster {cluster:?} has {shards} shards in system.clusters but \
@@ -729,20 +743,12 @@ async fn column_types(
         literal(database),
         literal(table)
     );
-    client
-        .query(&sql)
-        .fetch_all()
-        .await
-        .map_err(|e| classify("reading a table's columns", e))
+    call("reading a table's columns", client.query(&sql).fetch_all()).await
 }
 
 /// Runs one statement (DDL) on one server.
 async fn execute(client: &clickhouse::Client, sql: &str) -> Result<()> {
-    client
-        .query(sql)
-        .execute()
-        .await
-        .map_err(|e| classify(&format!("executing {sql}"), e))
+    call(&format!("executing {sql}"), client.query(sql).execute()).await
 }
 
 /// Creates `config.database` on every server if it is missing.
@@ -765,11 +771,11 @@ async fn read_checkpoint_row(client: &clickhouse::Client, table: &str) -> Result
         "SELECT checkpoint FROM {CHECKPOINT_TABLE} FINAL WHERE table = {}",
         literal(table)
     );
-    let rows: Vec<String> = client
-        .query(&sql)
-        .fetch_all()
-        .await
-        .map_err(|e| classify("reading the committed checkpoint", e))?;
+    let rows: Vec<String> = call(
+        "reading the committed checkpoint",
+        client.query(&sql).fetch_all(),
+    )
+    .await?;
     Ok(rows.last().cloned())
 }
 
@@ -793,11 +799,7 @@ async fn insert_row(client: &clickhouse::Client, table: &str, value: &str) -> Re
         literal(table),
         literal(value)
     );
-    client
-        .query(&sql)
-        .execute()
-        .await
-        .map_err(|e| classify("recording the checkpoint", e))
+    call("recording the checkpoint", client.query(&sql).execute()).await
 }
 
 /// Records `checkpoint` as `table`'s in `_tributary_checkpoints` (the
@@ -838,11 +840,11 @@ pub async fn committed_state(
     let count = |sql: String| {
         let client = client.clone();
         async move {
-            client
-                .query(&sql)
-                .fetch_one::<u64>()
-                .await
-                .map_err(|e| classify("reading system.tables", e))
+            call(
+                "reading system.tables",
+                client.query(&sql).fetch_one::<u64>(),
+            )
+            .await
         }
     };
     if count(exists(table)).await? == 0 {
@@ -922,11 +924,8 @@ fn encoders<'a>(
 }
 
 async fn server_version(client: &clickhouse::Client) -> Result<ServerVersion> {
-    let text: String = client
-        .query("SELECT version()")
-        .fetch_one()
-        .await
-        .map_err(|e| classify("reading the server version", e))?;
+    let version = client.query("SELECT version()").fetch_one();
+    let text: String = call("reading the server version", version).await?;
     ServerVersion::parse(&text)
 }
 
@@ -953,8 +952,7 @@ async fn send_with_retries(
                 insert.send(data).await?;
                 insert.end().await
             };
-            sent.await.map_err(|e| {
-                let e = classify("insert", e);
+            call("insert", sent).await.map_err(|e| {
                 if e.kind().is_transient() {
                     warn!(attempt, error = %e, "insert failed; retrying");
                 }
@@ -1007,10 +1005,7 @@ impl Sink for ClickHouseSink {
 
     async fn health_check(&self) -> Result<()> {
         for c in &self.clients {
-            c.query("SELECT 1")
-                .execute()
-                .await
-                .map_err(|e| classify("health check", e))?;
+            call("health check", c.query("SELECT 1").execute()).await?;
         }
         Ok(())
     }
@@ -1046,6 +1041,21 @@ impl tributary_core::SinkFactory for ClickHouseSinkFactory {
 
     async fn reset(&self, table: &tributary_core::TableId) -> Result<()> {
         drop_tables(&self.config, &table.table).await
+    }
+
+    /// Drops the table on every server (its checkpoint row proves this
+    /// pipeline created it): the next start finds it missing and reads it
+    /// in full. ClickHouse writes are not fenced: stop the job first.
+    async fn discard(
+        &self,
+        table: &tributary_core::TableId,
+        _epoch: u64,
+        _owner: &str,
+    ) -> Result<()> {
+        match committed_state(&self.config, &table.table).await? {
+            None => Ok(()),
+            Some(_) => drop_tables(&self.config, &table.table).await,
+        }
     }
 
     /// The checkpoint row alone (the table's rows are all there).

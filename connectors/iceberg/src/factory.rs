@@ -56,8 +56,34 @@ impl SinkFactory for IcebergSinkFactory {
     }
 
     /// Iceberg tables only get data in commits that carry a checkpoint:
-    /// one without holds nothing to empty.
+    /// one without holds nothing to empty (nor does one `discard` emptied).
     async fn reset(&self, _table: &TableId) -> Result<()> {
+        Ok(())
+    }
+
+    /// One snapshot that removes every live file (as a TRUNCATE does) and
+    /// carries a checkpoint with no position, marked `tributary.resnapshot`
+    /// and claimed with `epoch`: a `sync` still writing is fenced at its
+    /// next commit instead of adding rows over the emptied table.
+    async fn discard(&self, table: &TableId, epoch: u64, owner: &str) -> Result<()> {
+        let name = self.config.table_name(table);
+        let t = self.catalog.load_table(&name).await?;
+        let mut checkpoint = Checkpoint::default();
+        for (key, value) in [
+            (tributary_core::EPOCH_PROPERTY, epoch.to_string()),
+            (tributary_core::OWNER_PROPERTY, owner.to_string()),
+            (tributary_core::RESNAPSHOT_PROPERTY, "requested".to_string()),
+        ] {
+            checkpoint.properties.insert(key.to_string(), value);
+        }
+        let mut delta = RowDelta {
+            truncate: true,
+            ..RowDelta::default()
+        };
+        stamp(&mut delta, &checkpoint)?;
+        commit_row_delta(&*self.catalog, &t, &delta)
+            .await
+            .map_err(|e| e.with_context("table", &name))?;
         Ok(())
     }
 

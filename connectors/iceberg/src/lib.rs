@@ -19,5 +19,6 @@ pub use key_index::IndexStats;
 pub use partition::PartitionField;
 pub use types::ColumnPolicy;
 pub use writer::{
-    CHECKPOINT_PROPERTY, DeleteMode, UpsertConfig, UpsertWriter, committed_checkpoint,
+    CHECKPOINT_PROPERTY, DeleteMode, UpsertConfig, UpsertWriter, WATERMARK_PROPERTY,
+    committed_checkpoint,
 };

@@ -112,15 +112,12 @@ impl PasswordSource {
                 })?,
             ))),
             PasswordSource::Command(argv) => {
-                let out = Command::new(&argv[0])
-                    .args(&argv[1..])
-                    .output()
-                    .map_err(|e| {
-                        unreadable(format!(
-                            "cannot run password command {:?} (mysql.password.command): {e}",
-                            argv[0]
-                        ))
-                    })?;
+                let out = run_with_deadline(argv, COMMAND_DEADLINE).map_err(|e| {
+                    unreadable(format!(
+                        "cannot run password command {:?} (mysql.password.command): {e}",
+                        argv[0]
+                    ))
+                })?;
                 if !out.status.success() {
                     // Its stderr may echo the secret: report only the status.
                     return Err(unreadable(format!(
@@ -135,6 +132,56 @@ impl PasswordSource {
             }
         })
     }
+}
+
+/// How long a password command may run (a vault CLI waiting on a dead
+/// network must not stall the job for ever).
+const COMMAND_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs `argv`, killing it past `deadline`. Its stdout is read on a thread
+/// while the exit is polled (a password fits any pipe, but a chatty command
+/// must not block on a full one).
+fn run_with_deadline(
+    argv: &[String],
+    deadline: std::time::Duration,
+) -> std::io::Result<std::process::Output> {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        stdout.read_to_end(&mut buf).map(|_| buf)
+    });
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if start.elapsed() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "it did not finish within {} s and was killed",
+                    deadline.as_secs()
+                ),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let stdout = reader.join().expect("reader thread")?;
+    Ok(std::process::Output {
+        status,
+        stdout,
+        stderr: Vec::new(),
+    })
 }
 
 #[cfg(test)]
@@ -177,6 +224,16 @@ mod tests {
             "rotated"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_password_command_that_hangs_is_killed_at_its_deadline() {
+        let argv = vec!["sleep".to_string(), "30".to_string()];
+        let start = std::time::Instant::now();
+        let e = run_with_deadline(&argv, std::time::Duration::from_millis(300)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert!(e.to_string().contains("killed"), "{e}");
+        assert!(start.elapsed() < std::time::Duration::from_secs(20));
     }
 
     #[test]

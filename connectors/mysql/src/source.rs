@@ -186,9 +186,12 @@ impl MySqlSource {
         &self.progress
     }
 
-    /// Adds snapshot progress to a checkpoint while the snapshot runs.
+    /// Adds snapshot progress to a checkpoint while the snapshot runs. Such
+    /// a checkpoint has no watermark: the rows of tables not read yet come
+    /// from their snapshot later, so no time is complete for them yet.
     fn with_progress(&self, mut cp: Checkpoint) -> Result<Checkpoint> {
         if !self.progress.is_done() {
+            cp.watermark_micros = None;
             cp.properties.insert(
                 SNAPSHOT_PROPERTY.to_string(),
                 serde_json::to_string(&self.progress)?,

@@ -6,11 +6,13 @@
 //! or unreachable fails — it never skips — with the command that starts it.
 
 mod clickhouse_server;
+mod fault_proxy;
 mod hbase_server;
 mod kafka_broker;
 pub mod kv_workload;
 
 pub use clickhouse_server::ClickHouseServer;
+pub use fault_proxy::FaultProxy;
 pub use hbase_server::{HBase, HBaseCells, HBaseServer};
 pub use kafka_broker::KafkaBroker;
 

@@ -27,9 +27,22 @@ pub(crate) fn stamp(delta: &mut RowDelta, checkpoint: &Checkpoint) -> Result<()>
             delta.properties.insert(key.to_string(), v.clone());
         }
     }
+    // Completeness for schedulers that read only the catalog: every source
+    // change committed before this time is in the table (see
+    // `Checkpoint::watermark_micros`).
+    if let Some(w) = checkpoint.watermark_micros {
+        delta.properties.insert(
+            WATERMARK_PROPERTY.to_string(),
+            w.div_euclid(1000).to_string(),
+        );
+    }
     delta.fence_epoch = checkpoint.epoch();
     Ok(())
 }
+
+/// Snapshot summary property: the table's completeness watermark in
+/// milliseconds since the Unix epoch (Tributary's name, not Iceberg's).
+pub const WATERMARK_PROPERTY: &str = "tributary.watermark-ms";
 
 impl UpsertWriter {
     /// Commits everything buffered together with `checkpoint`. If a rewrite

@@ -41,6 +41,7 @@ use tributary_core::{
     TableSchema,
 };
 
+pub use self::commit::WATERMARK_PROPERTY;
 pub(crate) use self::commit::stamp;
 pub use self::config::{DeleteMode, UpsertConfig};
 use self::reduction::Reduction;

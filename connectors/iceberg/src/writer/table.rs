@@ -23,7 +23,7 @@ pub(super) async fn load_or_create(
     source: &TableSchema,
     config: &UpsertConfig,
 ) -> Result<CatalogTable> {
-    match catalog.load_table(name).await {
+    let table = match catalog.load_table(name).await {
         Ok(t) => Ok(t),
         Err(load) if load.kind() == ErrorKind::NotFound => {
             let schema = iceberg_schema(source)?;
@@ -39,7 +39,9 @@ pub(super) async fn load_or_create(
             created.map_err(|e| e.with_context("load error", load))
         }
         Err(e) => Err(e),
-    }
+    }?;
+    catalog.verify_compare_and_swap(&table).await?;
+    Ok(table)
 }
 
 impl UpsertWriter {

@@ -66,6 +66,8 @@ pub struct BinlogReader {
     /// transaction touches its table.
     txn_seq: u64,
     txn_ts_micros: i64,
+    /// The completeness watermark handed out so far (never goes back).
+    watermark_micros: i64,
     /// A transaction ended since the last checkpoint was handed out.
     unflushed: bool,
     /// Part of the open transaction was handed out (it was larger than the
@@ -135,6 +137,7 @@ impl BinlogReader {
             txn_frontier: None,
             txn_seq: 0,
             txn_ts_micros: 0,
+            watermark_micros: 0,
             unflushed: false,
             txn_split: false,
             txn_rows: 0,
@@ -195,8 +198,7 @@ impl BinlogReader {
             };
             if at_or_past {
                 self.held = Some(ev);
-                let ts = self.txn_ts_micros;
-                self.flush(Some(ts))?;
+                self.flush(Some(self.txn_watermark()))?;
             } else {
                 self.handle(ev)?;
             }
@@ -264,8 +266,21 @@ impl BinlogReader {
         })
     }
 
-    /// Hands out every buffered batch, then a checkpoint.
+    /// The watermark after the current transaction: binlog times are whole
+    /// seconds, and another transaction of the same second may follow, so
+    /// only commits before that second are known complete.
+    fn txn_watermark(&self) -> i64 {
+        self.txn_ts_micros - 1
+    }
+
+    /// Hands out every buffered batch, then a checkpoint whose watermark is
+    /// the highest so far (a heartbeat's "caught up at" may pass the next
+    /// transaction's second).
     fn flush(&mut self, watermark_micros: Option<i64>) -> Result<()> {
+        let watermark_micros = watermark_micros.map(|w| {
+            self.watermark_micros = self.watermark_micros.max(w);
+            self.watermark_micros
+        });
         for mut b in self.buffers.drain(..) {
             if !b.builder.is_empty() {
                 self.out
@@ -301,8 +316,7 @@ impl BinlogReader {
             match self.stream.next().now_or_never() {
                 Some(ev) => ev,
                 None => {
-                    let ts = self.txn_ts_micros;
-                    self.flush(Some(ts))?;
+                    self.flush(Some(self.txn_watermark()))?;
                     return Ok(None);
                 }
             }
@@ -536,8 +550,7 @@ impl BinlogReader {
         self.unflushed = true;
         if self.buffered_rows >= self.config.max_batch_rows || self.txn_split {
             self.txn_split = false;
-            let ts = self.txn_ts_micros;
-            self.flush(Some(ts))?;
+            self.flush(Some(self.txn_watermark()))?;
         }
         Ok(())
     }
