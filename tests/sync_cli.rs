@@ -239,21 +239,32 @@ impl Reader<'_> {
 }
 
 async fn wait_until_equal(conn: &mut Conn, reader: &Reader<'_>, db: &str, sync: &mut SyncProcess) {
+    wait_until_tables_equal(conn, reader, db, &["a", "b"], sync).await;
+}
+
+/// Polls until every one of `tables` equals the source at the same time
+/// (deadline 120 s).
+async fn wait_until_tables_equal(
+    conn: &mut Conn,
+    reader: &Reader<'_>,
+    db: &str,
+    tables: &[&str],
+    sync: &mut SyncProcess,
+) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         sync.assert_running();
         let mut equal = true;
-        for t in ["a", "b"] {
+        for t in tables {
             let expected = source_rows(conn, &format!("{db}.{t}")).await;
-            let actual = reader.rows(db, t).await;
-            equal &= actual.as_ref() == Some(&expected);
+            equal &= reader.rows(db, t).await.as_ref() == Some(&expected);
         }
         if equal {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "the target tables did not reach SELECT * within 120 s:\n{}",
+            "{tables:?} of {db} did not reach SELECT * within 120 s:\n{}",
             sync.log()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -645,30 +656,6 @@ async fn a_black_holed_source_connection_times_out_and_the_job_reconnects() {
     f.drop().await;
 }
 
-/// Polls until `db.t`'s target equals the source (deadline 120 s).
-async fn wait_until_table_equal(
-    conn: &mut Conn,
-    reader: &Reader<'_>,
-    db: &str,
-    t: &str,
-    sync: &mut SyncProcess,
-) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        sync.assert_running();
-        let expected = source_rows(conn, &format!("{db}.{t}")).await;
-        if reader.rows(db, t).await.as_ref() == Some(&expected) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{db}.{t} did not reach SELECT * within 120 s:\n{}",
-            sync.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// `on_table_error = "pause"`: a DDL the Iceberg table cannot follow (INT
 /// to VARCHAR) pauses that table at its last commit while the other keeps
 /// flowing — across a restart too, without holding back the resume point —
@@ -697,7 +684,7 @@ async fn a_paused_table_stays_at_its_commit_while_the_others_flow_and_resnapshot
         .await
         .unwrap();
     write_randomly(f.url.clone(), tables.clone(), 300, 91).await;
-    wait_until_table_equal(&mut f.conn, &reader, &db, "b", &mut sync).await;
+    wait_until_tables_equal(&mut f.conn, &reader, &db, &["b"], &mut sync).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while !sync
         .log()
@@ -738,7 +725,7 @@ async fn a_paused_table_stays_at_its_commit_while_the_others_flow_and_resnapshot
     let round_before = b_round(catalog.load_table(&TableName::new(&db, "b")).await.unwrap());
     write_randomly(f.url.clone(), tables.clone(), 200, 93).await;
     let mut sync = SyncProcess::start(&config, &log);
-    wait_until_table_equal(&mut f.conn, &reader, &db, "b", &mut sync).await;
+    wait_until_tables_equal(&mut f.conn, &reader, &db, &["b"], &mut sync).await;
     assert!(
         sync.log().contains("paused: its changes are skipped"),
         "{}",
@@ -925,6 +912,157 @@ async fn the_watermark_is_monotonic_and_true_and_wait_exits_by_it() {
         v["watermark_ms"].as_i64().unwrap() >= *seen.last().unwrap(),
         "{v}"
     );
+    assert!(sync.terminate().success());
+    f.drop().await;
+}
+
+/// `GET path` on 127.0.0.1:`port`: status code and body.
+async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    conn.write_all(request.as_bytes()).await.ok()?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text).await.ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
+/// The job's HTTP listener: `/metrics` parses with Prometheus' own parser
+/// and counts what was written, `/status` lists every table with its
+/// lineage, `ready` answers 200 once the table is complete up to a time and
+/// 404 before, the page shows every table — and no secret is in any of it.
+#[tokio::test]
+async fn metrics_status_completeness_and_the_page_are_served_without_secrets() {
+    let mut f = Fixture::new("sync_http").await;
+    let (db, warehouse, tables) = (f.db.clone(), f.warehouse(), f.tables());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sink = format!(
+        "{}\n[pipeline]\nhttp_listen = \"127.0.0.1:{port}\"\n",
+        iceberg_sink(&db, &warehouse).replace(
+            "commit_interval = 0.3",
+            "commit_interval = 0.3\nidle_commit_interval = 1"
+        )
+    );
+    let config = f.pipeline(&sink);
+    let log = f.dir.join("sync.log");
+    let catalog = HadoopCatalog::new_local(&warehouse).unwrap();
+    let reader = Reader::Iceberg(&catalog);
+    let mut sync = SyncProcess::start(&config, &log);
+    wait_until_equal(&mut f.conn, &reader, &db, &mut sync).await;
+    write_randomly(f.url.clone(), tables.clone(), 200, 61).await;
+    wait_until_equal(&mut f.conn, &reader, &db, &mut sync).await;
+
+    // Complete up to a time after the last write: 404 until the watermark
+    // passes it (heartbeats and idle commits move it), then 200.
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let ready = format!("/v1/tables/{}/ready?until={until}", tables[0]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        sync.assert_running();
+        if http_get(port, &ready)
+            .await
+            .is_some_and(|(code, _)| code == 200)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready:\n{}", sync.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, _) = http_get(
+        port,
+        &format!("/v1/tables/{}/ready?until=2100-01-01T00:00:00Z", tables[0]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 404);
+    let (code, body) = http_get(port, &format!("/v1/tables/{}/completeness", tables[1]))
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["watermark_ms"]
+            .as_i64()
+            .is_some()
+    );
+
+    let (code, metrics) = http_get(port, "/metrics").await.unwrap();
+    assert_eq!(code, 200);
+    let parsed = DevServices::load().run_python(
+        r#"
+import sys, json
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+out = {}
+for family in text_string_to_metric_families(sys.stdin.read() if len(sys.argv) < 2 else sys.argv[1]):
+    for s in family.samples:
+        out.setdefault(s.name, []).append([s.labels, s.value])
+print(json.dumps(out))
+"#,
+        &[&metrics],
+    );
+    let parsed: serde_json::Value = serde_json::from_str(parsed.trim()).unwrap();
+    let sample = |name: &str, table: &str, op: Option<&str>| -> f64 {
+        parsed[name]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+            .iter()
+            .filter(|s| s[0]["table"] == table && op.is_none_or(|op| s[0]["op"] == op))
+            .map(|s| s[1].as_f64().unwrap())
+            .sum()
+    };
+    for t in &tables {
+        assert_eq!(
+            sample("tributary_events_total", t, Some("read")),
+            3000.0,
+            "{metrics}"
+        );
+        assert_eq!(sample("tributary_snapshot_rows_total", t, None), 3000.0);
+        let lag = sample("tributary_source_lag_seconds", t, None);
+        assert!((0.0..60.0).contains(&lag), "lag {lag}");
+        assert!(sample("tributary_table_watermark_timestamp_seconds", t, None) > 1.7e9);
+        assert!(sample("tributary_sink_commit_duration_seconds_count", t, None) >= 1.0);
+    }
+    let changed: f64 = ["insert", "update", "delete"]
+        .iter()
+        .map(|op| {
+            sample("tributary_events_total", &tables[0], Some(op))
+                + sample("tributary_events_total", &tables[1], Some(op))
+        })
+        .sum();
+    assert!(changed > 0.0, "{metrics}");
+
+    let (code, status) = http_get(port, "/status").await.unwrap();
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(v["tables"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(
+        v["lineage"][0]["from"],
+        format!("mysql:{}", tables[0]),
+        "{v}"
+    );
+    assert_eq!(
+        v["lineage"][0]["to"],
+        format!("iceberg:{}", tables[0]),
+        "{v}"
+    );
+    let (code, page) = http_get(port, "/").await.unwrap();
+    assert_eq!(code, 200);
+    for t in &tables {
+        assert!(page.contains(&format!("data-table=\"{t}\"")), "{page}");
+    }
+    for text in [&metrics, &status, &page] {
+        assert!(!text.contains(PASSWORD) && !text.contains(S3_SECRET));
+    }
     assert!(sync.terminate().success());
     f.drop().await;
 }

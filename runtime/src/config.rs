@@ -85,6 +85,7 @@ fn build(value: toml::Value, registry: &Registry) -> Result<Pipeline> {
         registry.source(&source_kind, source)?,
         registry.sink(&sink_kind, sink)?,
     )
+    .with_kinds(&source_kind, &sink_kind)
     .with_options(options))
 }
 

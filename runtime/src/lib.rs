@@ -15,7 +15,9 @@
 
 pub mod config;
 pub mod ha;
+mod http;
 pub mod maintenance;
+pub mod metrics;
 pub mod pipeline;
 pub mod registry;
 pub mod status;
@@ -23,6 +25,7 @@ pub mod status;
 pub use config::{load_pipeline, validate_pipeline, validate_pipeline_file};
 pub use ha::{HaConfig, HaSink, HaStats, Side};
 pub use maintenance::maintain_once;
+pub use metrics::Metrics;
 pub use pipeline::{
     OnTableError, Pipeline, PipelineOptions, ROUND_PROPERTY, TableState, paused_tables,
 };

@@ -37,6 +37,7 @@ use tributary_core::{
     SourceFactory, SourceRecord, TableId, TableSchema, TargetState,
 };
 
+use crate::metrics::Metrics;
 use crate::status::PipelineStatus;
 
 #[cfg(test)]
@@ -61,6 +62,10 @@ pub enum OnTableError {
 pub struct PipelineOptions {
     #[serde(default)]
     pub on_table_error: OnTableError,
+    /// Where `sync` serves `/metrics`, `/status`, completeness and the
+    /// status page (e.g. `127.0.0.1:9464`); unset: no listener.
+    #[serde(default)]
+    pub http_listen: Option<String>,
 }
 
 /// Aborts a background task when the run that started it ends.
@@ -91,7 +96,10 @@ pub struct Pipeline {
     source: Arc<dyn SourceFactory>,
     sink: Arc<dyn SinkFactory>,
     status: PipelineStatus,
+    metrics: Metrics,
     options: PipelineOptions,
+    /// The source and sink kinds (`mysql`, `iceberg`…), for lineage.
+    kinds: (String, String),
 }
 
 impl Pipeline {
@@ -100,8 +108,20 @@ impl Pipeline {
             source,
             sink,
             status: PipelineStatus::default(),
+            metrics: Metrics::default(),
             options: PipelineOptions::default(),
+            kinds: ("source".into(), "sink".into()),
         }
+    }
+
+    /// Names the source and sink kinds (for `/status` lineage).
+    pub fn with_kinds(mut self, source: &str, sink: &str) -> Pipeline {
+        self.kinds = (source.to_string(), sink.to_string());
+        self
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn with_options(mut self, options: PipelineOptions) -> Pipeline {
@@ -160,12 +180,7 @@ impl Pipeline {
                 )));
             }
         }
-        let epoch = states
-            .iter()
-            .filter_map(|s| s.state.checkpoint()?.epoch())
-            .max()
-            .unwrap_or(0)
-            + 1;
+        let epoch = next_epoch(&states);
         let owner = format!("tributary resnapshot, pid {}", std::process::id());
         let mut lines = Vec::new();
         for s in states.iter().filter(|s| tables.contains(&s.source)) {
@@ -197,6 +212,19 @@ impl Pipeline {
     /// failure ends it.
     pub async fn run(&self, stop: impl Future<Output = ()>) -> Result<()> {
         tokio::pin!(stop);
+        // Aborted when the run ends.
+        let _http = match &self.options.http_listen {
+            Some(addr) => Some(AbortOnDrop(
+                crate::http::serve(
+                    addr,
+                    self.status.clone(),
+                    self.metrics.clone(),
+                    self.kinds.clone(),
+                )
+                .await?,
+            )),
+            None => None,
+        };
         let mut delay = std::time::Duration::from_secs(1);
         loop {
             let started = std::time::Instant::now();
@@ -205,6 +233,7 @@ impl Pipeline {
                     if started.elapsed() >= std::time::Duration::from_secs(60) {
                         delay = std::time::Duration::from_secs(1);
                     }
+                    self.metrics.restart();
                     warn!(error = %e, retry_in = ?delay, "transient failure: starting again from the last commit");
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
@@ -240,6 +269,17 @@ impl Pipeline {
                 );
                 AbortOnDrop(tokio::spawn(task))
             });
+        for s in &states {
+            self.status.update(&s.source, |t| {
+                t.target = s.target.clone();
+                if let Some(cp) = s.state.checkpoint().filter(|cp| !cp.is_resnapshot()) {
+                    t.committed_round = cp.round();
+                    t.committed_position = cp.position.clone();
+                    t.watermark_micros = cp.watermark_micros;
+                }
+                t.paused = None;
+            });
+        }
         for (table, cause) in &resume.paused {
             warn!(table = %table, cause = %cause, "paused: its changes are skipped until `tributary resnapshot` heals it");
             self.status
@@ -248,6 +288,7 @@ impl Pipeline {
         let mut run = Run {
             sink: self.sink.as_ref(),
             status: &self.status,
+            metrics: &self.metrics,
             sinks: BTreeMap::new(),
             round,
             rows: 0,
@@ -282,12 +323,7 @@ impl Pipeline {
     /// same pipeline still running (a rolling deploy, a second copy) is
     /// fenced at its next commit instead of adding its rows beside ours.
     async fn claim_tables(&self, states: &[TableState]) -> Result<Owner> {
-        let epoch = states
-            .iter()
-            .filter_map(|s| s.state.checkpoint()?.epoch())
-            .max()
-            .unwrap_or(0)
-            + 1;
+        let epoch = next_epoch(states);
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "unknown host".into());
@@ -361,6 +397,16 @@ struct Resume {
     missing: Vec<TableId>,
     /// Tables paused by an earlier run (kept out of the resume point).
     paused: BTreeMap<TableId, String>,
+}
+
+/// One above every table's owner epoch: the epoch that fences them all.
+fn next_epoch(states: &[TableState]) -> u64 {
+    states
+        .iter()
+        .filter_map(|s| s.state.checkpoint()?.epoch())
+        .max()
+        .unwrap_or(0)
+        + 1
 }
 
 /// The tables paused as of the newest commit round, with their causes
@@ -443,6 +489,7 @@ struct Owner {
 struct Run<'a> {
     sink: &'a dyn SinkFactory,
     status: &'a PipelineStatus,
+    metrics: &'a Metrics,
     sinks: BTreeMap<TableId, Box<dyn Sink>>,
     round: u64,
     rows: u64,
@@ -489,6 +536,7 @@ impl Run<'_> {
         let table = &batch.schema().table;
         self.status
             .update(table, |s| s.rows_written += batch.len() as u64);
+        self.metrics.batch(batch);
         self.sink_of(batch.schema()).await?.write(batch).await
     }
 
@@ -573,10 +621,12 @@ impl Run<'_> {
             let Some(sink) = self.sinks.get_mut(&id) else {
                 continue;
             };
+            let started = std::time::Instant::now();
             let committed = sink
                 .commit(&checkpoint.for_table(&id))
                 .await
                 .map_err(|e| e.with_context("table", &id));
+            self.metrics.commit(&id, started.elapsed().as_secs_f64());
             let ok = self.isolate(&id, committed).await?;
             // Paused by this round: the later tables' commits list it.
             self.record_paused(&mut checkpoint)?;
@@ -584,10 +634,12 @@ impl Run<'_> {
                 self.status.update(&id, |s| {
                     s.committed_round = Some(self.round);
                     s.committed_position = checkpoint.position.clone();
+                    s.watermark_micros = checkpoint.watermark_micros.or(s.watermark_micros);
                 });
             }
         }
         self.record_idle_positions(&checkpoint).await?;
+        self.metrics.round();
         match &checkpoint.position {
             Some(p) => info!(round = self.round, position = %p, rows = self.rows, "committed"),
             None => warn!(round = self.round, "committed without a source position"),
@@ -709,6 +761,7 @@ impl Run<'_> {
                 self.status.update(t, |s| {
                     s.committed_round = Some(self.round);
                     s.committed_position = checkpoint.position.clone();
+                    s.watermark_micros = checkpoint.watermark_micros.or(s.watermark_micros);
                 });
             }
         }

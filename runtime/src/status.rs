@@ -18,6 +18,8 @@ pub struct TableStatus {
     pub committed_position: Option<SourcePosition>,
     /// Why the table is paused (`on_table_error = "pause"`), if it is.
     pub paused: Option<String>,
+    /// The committed completeness watermark (microseconds since the epoch).
+    pub watermark_micros: Option<i64>,
 }
 
 /// Per-table status of a running pipeline; cheap to clone and share.
