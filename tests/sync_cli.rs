@@ -1067,6 +1067,74 @@ print(json.dumps(out))
     f.drop().await;
 }
 
+/// Binlogs purged past the committed position: by default the job stops
+/// naming the fixes; with `on_position_lost = "resnapshot"` every target is
+/// emptied and read again in full, and the tables end equal to the source
+/// (rows changed while the job was down included).
+#[tokio::test]
+async fn a_lost_binlog_position_stops_or_resnapshots_every_table_by_policy() {
+    let mut f = Fixture::new("sync_lostpos").await;
+    let (db, warehouse, tables) = (f.db.clone(), f.warehouse(), f.tables());
+    let config = f.pipeline(&iceberg_sink(&db, &warehouse));
+    let log = f.dir.join("sync.log");
+    let catalog = HadoopCatalog::new_local(&warehouse).unwrap();
+    let reader = Reader::Iceberg(&catalog);
+    let mut sync = SyncProcess::start(&config, &log);
+    wait_until_equal(&mut f.conn, &reader, &db, &mut sync).await;
+    assert!(sync.terminate().success());
+
+    write_randomly(f.url.clone(), tables.clone(), 200, 73).await;
+    f.conn.query_drop("FLUSH BINARY LOGS").await.unwrap();
+    let newest: String = f
+        .conn
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .unwrap()
+        .map(|r: mysql_async::Row| r.get(0).unwrap())
+        .unwrap();
+    // The server keeps files a dump thread still has open (ours ends at its
+    // next heartbeat): purge until only the newest is left.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        f.conn
+            .query_drop(format!("PURGE BINARY LOGS TO '{newest}'"))
+            .await
+            .unwrap();
+        let logs: Vec<(String, u64)> = f.conn.query("SHOW BINARY LOGS").await.unwrap();
+        if logs.len() == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "old binlogs still in use: {logs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let mut sync = SyncProcess::start(&config, &log);
+    let status = sync.wait_exit(Duration::from_secs(60)).await;
+    assert!(!status.success());
+    let text = sync.log();
+    assert!(
+        text.contains("position lost") && text.contains("on_position_lost = \"resnapshot\""),
+        "{text}"
+    );
+
+    let with_policy = std::fs::read_to_string(&config).unwrap()
+        + "\n[pipeline]\non_position_lost = \"resnapshot\"\n";
+    std::fs::write(&config, with_policy).unwrap();
+    let mut sync = SyncProcess::start(&config, &log);
+    wait_until_equal(&mut f.conn, &reader, &db, &mut sync).await;
+    assert!(
+        sync.log()
+            .contains("emptying every target and reading every table again")
+    );
+    write_randomly(f.url.clone(), tables.clone(), 100, 79).await;
+    wait_until_equal(&mut f.conn, &reader, &db, &mut sync).await;
+    assert!(sync.terminate().success());
+    f.drop().await;
+}
+
 /// A target table that exists without any checkpoint (its first commit never
 /// happened) holds nothing committed: the next run empties it and snapshots
 /// it again, while the other tables resume from their commits — so rows the

@@ -30,7 +30,11 @@ use crate::{Catalog, CatalogTable, TableName, iceberg_err};
 /// A Hive Metastore catalog whose table files live under `warehouse`.
 #[derive(Clone)]
 pub struct HiveCatalog {
-    client: ThriftHiveMetastoreClient,
+    /// `host:port` of the metastore, resolved at the first call (a name
+    /// that only resolves where the job runs, e.g. a compose service, is
+    /// valid configuration).
+    endpoint: String,
+    client: std::sync::Arc<tokio::sync::OnceCell<ThriftHiveMetastoreClient>>,
     /// `file:///…` or `s3://…` root for new tables (`<db>.db/<table>` below it).
     warehouse: String,
     file_io: FileIO,
@@ -45,6 +49,7 @@ pub struct HiveCatalog {
 impl std::fmt::Debug for HiveCatalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HiveCatalog")
+            .field("endpoint", &self.endpoint)
             .field("warehouse", &self.warehouse)
             .finish()
     }
@@ -180,12 +185,13 @@ impl HiveCatalog {
     /// Connects to the metastore at `addr` (`host:port`). HMS 2.3 speaks
     /// plain buffered thrift; the client's default framing fails with it.
     pub fn new(addr: SocketAddr, warehouse: impl Into<String>, file_io: FileIO) -> HiveCatalog {
-        let client = ThriftHiveMetastoreClientBuilder::new("hms")
-            .address(addr)
-            .make_codec(volo_thrift::codec::default::DefaultMakeCodec::buffered())
-            .build();
+        Self::at(addr.to_string(), warehouse, file_io)
+    }
+
+    fn at(endpoint: String, warehouse: impl Into<String>, file_io: FileIO) -> HiveCatalog {
         HiveCatalog {
-            client,
+            endpoint,
+            client: Default::default(),
             warehouse: warehouse.into().trim_end_matches('/').to_string(),
             file_io,
             s3: None,
@@ -201,9 +207,12 @@ impl HiveCatalog {
         let uri = props
             .get("uri")
             .ok_or_else(|| Error::invalid_config("catalog property `uri` is missing"))?;
-        let addr = uri
+        let endpoint = uri
             .strip_prefix("thrift://")
-            .and_then(|a| std::net::ToSocketAddrs::to_socket_addrs(a).ok()?.next())
+            .filter(|a| {
+                a.rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+            })
             .ok_or_else(|| {
                 Error::invalid_config(format!("catalog uri {uri:?} is not thrift://host:port"))
             })?;
@@ -216,10 +225,36 @@ impl HiveCatalog {
         } else {
             FileIO::new_with_fs()
         };
-        let mut catalog = HiveCatalog::new(addr, warehouse.clone(), file_io);
+        let mut catalog = HiveCatalog::at(endpoint.to_string(), warehouse.clone(), file_io);
         catalog.s3 = on_s3.then(|| crate::storage::s3_client(props));
         catalog.timeout = crate::catalog_timeout(props);
         Ok(catalog)
+    }
+
+    /// The thrift client, connected on first use (the name resolved then).
+    async fn client(&self) -> Result<&ThriftHiveMetastoreClient> {
+        self.client
+            .get_or_try_init(|| async {
+                let resolve = async {
+                    tokio::net::lookup_host(&self.endpoint)
+                        .await
+                        .ok()
+                        .and_then(|mut addrs| addrs.next())
+                        .ok_or_else(|| {
+                            Error::new(
+                                ErrorKind::Connection,
+                                format!("cannot resolve the metastore address {}", self.endpoint),
+                            )
+                        })
+                };
+                let addr = tributary_core::within(self.timeout, "resolving the metastore", resolve)
+                    .await?;
+                Ok(ThriftHiveMetastoreClientBuilder::new("hms")
+                    .address(addr)
+                    .make_codec(volo_thrift::codec::default::DefaultMakeCodec::buffered())
+                    .build())
+            })
+            .await
     }
 
     /// Creates the database if it does not exist.
@@ -227,7 +262,7 @@ impl HiveCatalog {
         let got = call(
             self.timeout,
             "get_database",
-            self.client.get_database(fast(name)),
+            self.client().await?.get_database(fast(name)),
         )
         .await;
         match got {
@@ -243,7 +278,7 @@ impl HiveCatalog {
         match call(
             self.timeout,
             "create_database",
-            self.client.create_database(db),
+            self.client().await?.create_database(db),
         )
         .await
         {
@@ -346,7 +381,7 @@ impl HiveCatalog {
         call(
             self.timeout,
             "create_table",
-            self.client.create_table(table),
+            self.client().await?.create_table(table),
         )
         .await
         .map_err(|e| e.map_text(|t| format!("cannot create {name}: {t}")))?;
@@ -355,7 +390,8 @@ impl HiveCatalog {
 
     async fn load(&self, name: &TableName) -> Result<CatalogTable> {
         let got = self
-            .client
+            .client()
+            .await?
             .get_table(fast(name.namespace.clone()), fast(name.table.clone()));
         let table = call(self.timeout, "get_table", got)
             .await
@@ -421,7 +457,8 @@ impl HiveCatalog {
             fast(base.name.table.clone()),
         );
         let alter = self
-            .client
+            .client()
+            .await?
             .alter_table_with_environment_context(db, tbl, table, ctx);
         match call(self.timeout, "alter_table", alter).await {
             Ok(()) => {
@@ -463,7 +500,7 @@ impl HiveCatalog {
         let current = call(
             self.timeout,
             "get_table",
-            self.client.get_table(db.clone(), tbl.clone()),
+            self.client().await?.get_table(db.clone(), tbl.clone()),
         )
         .await?;
         let mut expected: AHashMap<FastStr, FastStr> = AHashMap::default();
@@ -476,7 +513,8 @@ impl HiveCatalog {
             properties: Some(expected),
         };
         let alter = self
-            .client
+            .client()
+            .await?
             .alter_table_with_environment_context(db, tbl, current, ctx);
         match call(self.timeout, "alter_table", alter).await {
             Err(e) if e.kind() == ErrorKind::CommitConflict => Ok(()),

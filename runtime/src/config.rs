@@ -572,4 +572,27 @@ mod tests {
             }
         }
     }
+
+    /// The compose stack's pipeline files, with the environment compose
+    /// gives the container.
+    #[test]
+    fn the_docker_compose_pipeline_files_are_valid() {
+        // SAFETY: this test process sets these names only here.
+        unsafe {
+            std::env::set_var("S3_ACCESS_KEY", "k");
+            std::env::set_var("S3_SECRET_KEY", "s");
+            std::env::set_var("MYSQL_PASSWORD", "p");
+        }
+        for file in [
+            "pipeline-iceberg.toml",
+            "pipeline-hive.toml",
+            "pipeline-clickhouse.toml",
+        ] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../docker")
+                .join(file);
+            let errors = validate_pipeline_file(&path, &Registry::builtin());
+            assert!(errors.is_empty(), "{file}: {errors:?}");
+        }
+    }
 }

@@ -27,7 +27,8 @@ pub use ha::{HaConfig, HaSink, HaStats, Side};
 pub use maintenance::maintain_once;
 pub use metrics::Metrics;
 pub use pipeline::{
-    OnTableError, Pipeline, PipelineOptions, ROUND_PROPERTY, TableState, paused_tables,
+    OnPositionLost, OnTableError, Pipeline, PipelineOptions, ROUND_PROPERTY, TableState,
+    paused_tables,
 };
 pub use registry::Registry;
 pub use status::{PipelineStatus, TableStatus};

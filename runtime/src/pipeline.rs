@@ -56,6 +56,18 @@ pub enum OnTableError {
     Pause,
 }
 
+/// What a source position the source no longer has (purged binlogs) does
+/// (`[pipeline] on_position_lost`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnPositionLost {
+    /// The job stops, naming the fixes (the default).
+    #[default]
+    Stop,
+    /// Every target is emptied and every table read again in full.
+    Resnapshot,
+}
+
 /// The `[pipeline]` section of a pipeline file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,6 +78,12 @@ pub struct PipelineOptions {
     /// status page (e.g. `127.0.0.1:9464`); unset: no listener.
     #[serde(default)]
     pub http_listen: Option<String>,
+    #[serde(default)]
+    pub on_position_lost: OnPositionLost,
+    /// Transient failures in a row (runs shorter than a minute) after which
+    /// `sync` gives up instead of starting again (default: never).
+    #[serde(default)]
+    pub max_restarts: Option<u32>,
 }
 
 /// Aborts a background task when the run that started it ends.
@@ -226,12 +244,47 @@ impl Pipeline {
             None => None,
         };
         let mut delay = std::time::Duration::from_secs(1);
+        let (mut in_a_row, mut resnapshotted) = (0u32, false);
         loop {
             let started = std::time::Instant::now();
             match self.run_once(stop.as_mut()).await {
+                Err(e)
+                    if e.kind() == ErrorKind::PositionLost
+                        && self.options.on_position_lost == OnPositionLost::Resnapshot
+                        && !resnapshotted =>
+                {
+                    // Once: a position lost again right after is not this.
+                    resnapshotted = true;
+                    warn!(error = %e, "the source position is lost: emptying every target and reading every table again in full (on_position_lost = \"resnapshot\")");
+                    let states = self.table_states().await?;
+                    let tables: Vec<TableId> = states
+                        .into_iter()
+                        .filter(|s| s.state != TargetState::Missing)
+                        .map(|s| s.source)
+                        .collect();
+                    self.resnapshot(&tables).await?;
+                }
+                Err(e) if e.kind() == ErrorKind::PositionLost => {
+                    return Err(e.map_text(|t| {
+                        format!(
+                            "{t}. Set [pipeline] on_position_lost = \"resnapshot\" to read every \
+                             table again in full, or keep binlogs longer (binlog_expire_logs_seconds)"
+                        )
+                    }));
+                }
                 Err(e) if e.kind().is_transient() => {
                     if started.elapsed() >= std::time::Duration::from_secs(60) {
                         delay = std::time::Duration::from_secs(1);
+                        in_a_row = 0;
+                    }
+                    in_a_row += 1;
+                    if self.options.max_restarts.is_some_and(|max| in_a_row > max) {
+                        return Err(e.map_text(|t| {
+                            format!(
+                                "{t} (gave up after {} restarts in a row: max_restarts)",
+                                in_a_row - 1
+                            )
+                        }));
                     }
                     self.metrics.restart();
                     warn!(error = %e, retry_in = ?delay, "transient failure: starting again from the last commit");
