@@ -1135,6 +1135,62 @@ async fn a_lost_binlog_position_stops_or_resnapshots_every_table_by_policy() {
     f.drop().await;
 }
 
+/// The object store under the warehouse goes dead without closing its
+/// connections: the sink call that waits on it fails at `sink_timeout`
+/// (data files go through FileIO, which has no deadline of its own), the
+/// job starts again from its commits, and the tables catch up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_object_store_fails_the_sink_call_in_time_and_the_job_recovers() {
+    let mut f = Fixture::new("sync_s3hole").await;
+    let (db, tables) = (f.db.clone(), f.tables());
+    let s3 = DevServices::load().s3();
+    let bucket = s3.new_bucket().await;
+    let proxy =
+        tributary_testkit::FaultProxy::start(s3.endpoint.trim_start_matches("http://")).await;
+    let sink = format!(
+        r#"
+[sink.iceberg]
+commit_interval = 0.3
+properties = {{ warehouse = "s3://{bucket}/wh", "s3.endpoint" = "http://{addr}", "s3.region" = "{region}", "s3.access-key-id" = "{key}", "s3.secret-access-key" = "${{SYNC_TEST_S3_SECRET}}", "s3.path-style-access" = "true", "timeout-ms" = "2000" }}
+maintenance = {{ enabled = false }}
+
+[pipeline]
+sink_timeout = 3
+"#,
+        addr = proxy.addr(),
+        region = s3.region,
+        key = s3.access_key_id,
+    );
+    let config = f.pipeline(&sink);
+    let log = f.dir.join("sync.log");
+    let catalog =
+        HadoopCatalog::from_properties(&s3.catalog_properties(&format!("s3://{bucket}/wh")))
+            .unwrap();
+    let reader = Reader::Iceberg(&catalog);
+    let mut sync = SyncProcess::start(&config, &log);
+    wait_until_equal(&mut f.conn, &reader, &db, &mut sync).await;
+    proxy.black_hole_all();
+    write_randomly(f.url.clone(), tables.clone(), 200, 83).await;
+    // The stuck call fails at its deadline and the run starts again (and
+    // again, while the store stays dead) instead of hanging.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !sync.log().contains("starting again from the last commit") {
+        sync.assert_running();
+        assert!(Instant::now() < deadline, "no timeout:\n{}", sync.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    proxy.lift();
+    wait_until_equal(&mut f.conn, &reader, &db, &mut sync).await;
+    let text = sync.log();
+    assert!(
+        text.contains("no answer within") || text.contains("may or may not have been applied"),
+        "{text}"
+    );
+    assert!(!text.contains(S3_SECRET));
+    assert!(sync.terminate().success());
+    f.drop().await;
+}
+
 /// A target table that exists without any checkpoint (its first commit never
 /// happened) holds nothing committed: the next run empties it and snapshots
 /// it again, while the other tables resume from their commits — so rows the

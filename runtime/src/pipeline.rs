@@ -84,7 +84,16 @@ pub struct PipelineOptions {
     /// `sync` gives up instead of starting again (default: never).
     #[serde(default)]
     pub max_restarts: Option<u32>,
+    /// The deadline of one sink call — a batch written, a schema change, a
+    /// commit (default 10 min): a stuck store or server (a black-holed
+    /// object store under the data files) fails it as a timeout and the
+    /// run starts again from its commits, instead of hanging for ever.
+    #[serde(default, with = "tributary_core::duration::option")]
+    pub sink_timeout: Option<std::time::Duration>,
 }
+
+/// `sink_timeout` when unset.
+const SINK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Aborts a background task when the run that started it ends.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -354,6 +363,7 @@ impl Pipeline {
             idle_recorded: None,
             owner,
             on_table_error: self.options.on_table_error,
+            sink_timeout: self.options.sink_timeout.unwrap_or(SINK_TIMEOUT),
             paused: resume.paused.clone(),
         };
         loop {
@@ -553,6 +563,7 @@ struct Run<'a> {
     idle_recorded: Option<std::time::Instant>,
     owner: Owner,
     on_table_error: OnTableError,
+    sink_timeout: std::time::Duration,
     /// Paused tables and their causes: their records are skipped.
     paused: BTreeMap<TableId, String>,
 }
@@ -590,7 +601,14 @@ impl Run<'_> {
         self.status
             .update(table, |s| s.rows_written += batch.len() as u64);
         self.metrics.batch(batch);
-        self.sink_of(batch.schema()).await?.write(batch).await
+        let limit = self.sink_timeout;
+        let sink = self.sink_of(batch.schema()).await?;
+        tributary_core::within(
+            limit,
+            format!("writing to {table}'s sink"),
+            sink.write(batch),
+        )
+        .await
     }
 
     async fn schema_change(&mut self, change: &SchemaChange) -> Result<()> {
@@ -675,10 +693,14 @@ impl Run<'_> {
                 continue;
             };
             let started = std::time::Instant::now();
-            let committed = sink
-                .commit(&checkpoint.for_table(&id))
-                .await
-                .map_err(|e| e.with_context("table", &id));
+            let what = format!("committing {id}");
+            let committed = tributary_core::within(
+                self.sink_timeout,
+                what,
+                sink.commit(&checkpoint.for_table(&id)),
+            )
+            .await
+            .map_err(|e| e.with_context("table", &id));
             self.metrics.commit(&id, started.elapsed().as_secs_f64());
             let ok = self.isolate(&id, committed).await?;
             // Paused by this round: the later tables' commits list it.

@@ -80,6 +80,19 @@ impl FaultProxy {
         self.faults.holed_below.store(made, Ordering::SeqCst);
     }
 
+    /// Black-holes every connection, also those made from now on, until
+    /// `lift` (a network path that went dead).
+    pub fn black_hole_all(&self) {
+        self.faults.holed_below.store(u64::MAX, Ordering::SeqCst);
+    }
+
+    /// Connections made from now on pass again (those made while the path
+    /// was dead stay dead, as their peers would find them).
+    pub fn lift(&self) {
+        let made = self.next.load(Ordering::SeqCst);
+        self.faults.holed_below.store(made, Ordering::SeqCst);
+    }
+
     /// The next `times` requests containing `marker` reach the server, and
     /// their replies are lost: the connection closes once the server answered.
     pub fn drop_reply_of(&self, marker: &[u8], times: usize) {
