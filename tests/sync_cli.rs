@@ -1084,32 +1084,7 @@ async fn a_lost_binlog_position_stops_or_resnapshots_every_table_by_policy() {
     assert!(sync.terminate().success());
 
     write_randomly(f.url.clone(), tables.clone(), 200, 73).await;
-    f.conn.query_drop("FLUSH BINARY LOGS").await.unwrap();
-    let newest: String = f
-        .conn
-        .query_first("SHOW MASTER STATUS")
-        .await
-        .unwrap()
-        .map(|r: mysql_async::Row| r.get(0).unwrap())
-        .unwrap();
-    // The server keeps files a dump thread still has open (ours ends at its
-    // next heartbeat): purge until only the newest is left.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        f.conn
-            .query_drop(format!("PURGE BINARY LOGS TO '{newest}'"))
-            .await
-            .unwrap();
-        let logs: Vec<(String, u64)> = f.conn.query("SHOW BINARY LOGS").await.unwrap();
-        if logs.len() == 1 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "old binlogs still in use: {logs:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    tributary_testkit::purge_binlogs(&mut f.conn).await;
 
     let mut sync = SyncProcess::start(&config, &log);
     let status = sync.wait_exit(Duration::from_secs(60)).await;

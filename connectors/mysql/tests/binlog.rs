@@ -410,29 +410,7 @@ async fn resuming_from_a_purged_binlog_is_position_lost() {
     let records = read_until(&mut reader, |r| ids(r).len() >= 2).await;
     let cp = last_checkpoint(&records).unwrap();
     reader.close().await.unwrap();
-    db.sql("FLUSH BINARY LOGS").await;
-    let newest: String = db
-        .conn
-        .query_first("SHOW MASTER STATUS")
-        .await
-        .unwrap()
-        .map(|r: mysql_async::Row| r.get(0).unwrap())
-        .unwrap();
-    // The server keeps files a dump thread still has open; its thread for our
-    // closed reader ends at its next heartbeat. Purge until the old files are gone.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        db.sql(format!("PURGE BINARY LOGS TO '{newest}'")).await;
-        let logs: Vec<(String, u64)> = db.conn.query("SHOW BINARY LOGS").await.unwrap();
-        if logs.len() == 1 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "old binlogs still in use: {logs:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let newest = tributary_testkit::purge_binlogs(&mut db.conn).await;
     insert_each(&mut db.conn, &table, 2..3).await;
 
     let old = cp.position.as_ref().unwrap().file_pos().unwrap().clone();

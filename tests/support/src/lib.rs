@@ -5,12 +5,14 @@
 //! `<repo>/target/dev-services/services.env`). A test whose server is missing
 //! or unreachable fails — it never skips — with the command that starts it.
 
+mod binlogs;
 mod clickhouse_server;
 mod fault_proxy;
 mod hbase_server;
 mod kafka_broker;
 pub mod kv_workload;
 
+pub use binlogs::purge_binlogs;
 pub use clickhouse_server::ClickHouseServer;
 pub use fault_proxy::FaultProxy;
 pub use hbase_server::{HBase, HBaseCells, HBaseServer};
