@@ -121,6 +121,16 @@ impl Default for MaintenanceConfig {
 /// The shortest orphan age allowed without `force`.
 pub const SAFE_ORPHAN_AGE: Duration = Duration::from_secs(3600);
 
+/// Names the maintenance step and the table version it started from in an
+/// error: races with the live writer show up as which step met which version.
+fn at(step: &'static str, table: &CatalogTable) -> impl FnOnce(Error) -> Error {
+    let version = table.version;
+    move |e| {
+        e.with_context("step", step)
+            .with_context("version", version)
+    }
+}
+
 impl MaintenanceConfig {
     /// The settings of `table`: these, with its entry in `tables` on top.
     pub fn for_table(&self, table: &str) -> Result<MaintenanceConfig> {
@@ -290,14 +300,18 @@ pub async fn maintain_table(
 ) -> Result<TableReport> {
     let started = Instant::now();
     let mut table = catalog.load_table(name).await?;
-    let before = shape(&table, config).await?;
+    let before = shape(&table, config)
+        .await
+        .map_err(at("shape before", &table))?;
     let mut report = TableReport {
         table: name.to_string(),
         dry_run,
         before,
         ..TableReport::default()
     };
-    let Some((planned_at, data, dels)) = live_split(&table).await? else {
+    let Some((planned_at, data, dels)) =
+        live_split(&table).await.map_err(at("live files", &table))?
+    else {
         report.after = before;
         return Ok(report);
     };
@@ -305,7 +319,9 @@ pub async fn maintain_table(
     let compaction_due =
         before.small_files >= config.small_files || delete_files >= config.delete_files;
     if compaction_due || (config.convert_equality_deletes && before.equality_delete_files > 0) {
-        let deletes = TableDeletes::load(&table, &dels).await?;
+        let deletes = TableDeletes::load(&table, &dels)
+            .await
+            .map_err(at("deletes", &table))?;
         if compaction_due {
             let settings = CompactionSettings {
                 target_file_bytes: config.target_file_bytes,
@@ -331,7 +347,8 @@ pub async fn maintain_table(
                     g,
                     config.target_file_bytes,
                 )
-                .await?;
+                .await
+                .map_err(at("compaction", &table))?;
                 table = next;
                 report.compacted_groups.push(result);
             }
@@ -344,27 +361,40 @@ pub async fn maintain_table(
             if !dry_run {
                 // Converted against the files as they are now (compaction
                 // may have rewritten some).
-                table = convert_now(catalog, &table, &mut report).await?;
+                table = convert_now(catalog, &table, &mut report)
+                    .await
+                    .map_err(at("conversion", &table))?;
             }
         }
     }
     if !dry_run && delete_files > 0 {
-        table = drop_dangling(catalog, &table, &mut report).await?;
-        table = merge_deletes(catalog, &table, config, &mut report).await?;
+        table = drop_dangling(catalog, &table, &mut report)
+            .await
+            .map_err(at("dangling deletes", &table))?;
+        table = merge_deletes(catalog, &table, config, &mut report)
+            .await
+            .map_err(at("delete merge", &table))?;
     }
-    let manifests = current_manifests(&table).await?.len();
+    let manifests = current_manifests(&table)
+        .await
+        .map_err(at("manifests", &table))?
+        .len();
     if manifests >= config.manifests {
         report
             .actions
             .push(format!("rewrite {manifests} manifests"));
         if !dry_run {
-            table = commit_operation(catalog, &table, &RewriteManifests).await?;
+            table = commit_operation(catalog, &table, &RewriteManifests)
+                .await
+                .map_err(at("manifest rewrite", &table))?;
         }
     }
     if expiry_due(&table, config) {
         report.actions.push("expire snapshots".to_string());
         if !dry_run {
-            let (next, r) = cleanup::expire_and_clean(catalog, &table, &config.retention()).await?;
+            let (next, r) = cleanup::expire_and_clean(catalog, &table, &config.retention())
+                .await
+                .map_err(at("expiry", &table))?;
             table = next;
             report.snapshots_expired = r.snapshots_expired;
             report.files_deleted += r.files_deleted;
@@ -382,7 +412,9 @@ pub async fn maintain_table(
         report.bytes_deleted += if dry_run { 0 } else { r.bytes };
         report.orphans = r.removed;
     }
-    report.after = shape(&table, config).await?;
+    report.after = shape(&table, config)
+        .await
+        .map_err(at("shape after", &table))?;
     report.millis = started.elapsed().as_millis() as u64;
     Ok(report)
 }
