@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tributary_core::{MaintainOptions, TableId, TargetState};
+use tributary_core::{CheckStatus, MaintainOptions, TableId, TargetState};
 use tributary_runtime::{
     Pipeline, ROUND_PROPERTY, Registry, TableState, load_pipeline, maintain_once,
 };
@@ -46,6 +46,30 @@ enum Command {
     Validate {
         /// The pipeline file.
         file: PathBuf,
+    },
+    /// Checks the pipeline file, then connects to what it names and reports
+    /// every finding at once: the source server's version, binlog settings
+    /// and grants, the tables selected and SELECT on each; the sink's
+    /// servers, cluster layout, each target table and the catalog's
+    /// compare-and-swap. Writes nothing. Exit 1 if anything failed.
+    Check {
+        file: PathBuf,
+        /// `text` (default) or `json` (one object per finding per line).
+        #[arg(long, default_value = "text")]
+        output: OutputFormat,
+    },
+    /// Shows what a source table's target holds now: its version, the
+    /// committed position and watermark, files by kind and size, manifests
+    /// and snapshots, the newest commits, and what maintenance finds due.
+    /// Reads only.
+    Inspect {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The source table, `db.table`.
+        table: String,
+        /// `text` (default) or `json`.
+        #[arg(long, default_value = "text")]
+        output: OutputFormat,
     },
     /// Checks the pipeline file and prints, per source table, its target
     /// table and the committed source position (and why it is paused).
@@ -216,6 +240,48 @@ async fn run(command: Command) -> tributary_core::Result<()> {
                 file.display(),
                 errors.len()
             )))
+        }
+        Command::Check { file, output } => {
+            let pipeline = load_pipeline(&file, &registry)?;
+            let findings = pipeline.check().await;
+            for f in &findings {
+                match output {
+                    OutputFormat::Json => println!("{}", serde_json::to_string(f)?),
+                    OutputFormat::Text => {
+                        let status = match f.status {
+                            CheckStatus::Ok => "ok",
+                            CheckStatus::Warning => "WARNING",
+                            CheckStatus::Failed => "FAILED",
+                        };
+                        println!("{status:<8}{:<17}{}: {}", f.component, f.what, f.detail);
+                    }
+                }
+            }
+            let failed = findings
+                .iter()
+                .filter(|f| f.status == CheckStatus::Failed)
+                .count();
+            if failed > 0 {
+                return Err(tributary_core::Error::invalid_config(format!(
+                    "{}: {failed} check(s) failed",
+                    file.display()
+                )));
+            }
+            Ok(())
+        }
+        Command::Inspect {
+            config,
+            table,
+            output,
+        } => {
+            let pipeline = load_pipeline(&config, &registry)?;
+            let table = parse_table(&table)?;
+            let report = pipeline.sink().inspect(&table).await?;
+            match output {
+                OutputFormat::Text => println!("{}", report.text),
+                OutputFormat::Json => println!("{}", report.json),
+            }
+            Ok(())
         }
         Command::Status { config, output } => {
             let pipeline = load_pipeline(&config, &registry)?;

@@ -913,6 +913,102 @@ async fn the_watermark_is_monotonic_and_true_and_wait_exits_by_it() {
         "{v}"
     );
     assert!(sync.terminate().success());
+
+    // `inspect` shows the same commit, and the files the table's own
+    // snapshot summary counts.
+    let (ok, out) = tributary(&["inspect", "--config", &config_arg, &c, "--output", "json"]);
+    assert!(ok.success(), "{out}");
+    let inspected: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let t = catalog.load_table(&name).await.unwrap();
+    let summary = &t
+        .metadata
+        .current_snapshot()
+        .unwrap()
+        .summary()
+        .additional_properties;
+    let total = |k: &str| summary[k].parse::<u64>().unwrap();
+    assert_eq!(inspected["position"], v["position"], "{inspected}");
+    assert_eq!(inspected["version"], t.version, "{inspected}");
+    assert_eq!(
+        inspected["shape"]["data_files"].as_u64(),
+        Some(total("total-data-files")),
+        "{inspected}"
+    );
+    assert_eq!(
+        inspected["shape"]["position_delete_files"]
+            .as_u64()
+            .unwrap()
+            + inspected["shape"]["equality_delete_files"]
+                .as_u64()
+                .unwrap(),
+        total("total-delete-files"),
+        "{inspected}"
+    );
+    assert!(
+        inspected["watermark"].as_str().unwrap().starts_with("20"),
+        "{inspected}"
+    );
+    let newest = inspected["newest_snapshots"].as_array().unwrap();
+    assert_eq!(
+        newest[0]["snapshot_id"],
+        t.metadata.current_snapshot_id().unwrap(),
+        "{inspected}"
+    );
+    let (ok, text) = tributary(&["inspect", "--config", &config_arg, &c]);
+    assert!(ok.success(), "{text}");
+    assert!(
+        text.contains(&format!("{db}.c (from {c}), version {}", t.version))
+            && text.contains("  health: "),
+        "{text}"
+    );
+    let (ok, text) = tributary(&["inspect", "--config", &config_arg, &format!("{db}.nope")]);
+    assert!(!ok.success() && text.contains("nope"), "{text}");
+    f.drop().await;
+}
+
+/// A source that goes silent (its connection black-holed) is caught by
+/// `restart_on_heartbeat_age` before the stream's own dead-connection
+/// deadline (3 heartbeats + 2 s = 3.5 s here): the run starts again and the
+/// tables catch up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_source_past_restart_on_heartbeat_age_starts_the_run_again() {
+    let mut f = Fixture::new("sync_quiet").await;
+    let (db, warehouse, tables) = (f.db.clone(), f.warehouse(), f.tables());
+    let m = DevServices::load().mariadb();
+    let proxy = tributary_testkit::FaultProxy::start(format!("{}:{}", m.host, m.port)).await;
+    let sink = format!(
+        "{}\n[pipeline]\nrestart_on_heartbeat_age = 1.5\n",
+        iceberg_sink(&db, &warehouse)
+    );
+    let config = f.pipeline(&sink);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(
+            &format!("port = {}", m.port),
+            &format!("port = {}", proxy.port()),
+        )
+        .replace("heartbeat_interval = 0.2", "heartbeat_interval = 0.5");
+    std::fs::write(&config, text).unwrap();
+    let log = f.dir.join("sync.log");
+    let catalog = HadoopCatalog::new_local(&warehouse).unwrap();
+    let reader = Reader::Iceberg(&catalog);
+    let mut sync = SyncProcess::start(&config, &log);
+    wait_until_equal(&mut f.conn, &reader, &db, &mut sync).await;
+    assert!(
+        !sync.log().contains("restart_on_heartbeat_age"),
+        "a healthy stream hands out a heartbeat every 0.5 s:\n{}",
+        sync.log()
+    );
+    proxy.black_hole();
+    write_randomly(f.url.clone(), tables.clone(), 200, 73).await;
+    wait_until_equal(&mut f.conn, &reader, &db, &mut sync).await;
+    let text = sync.log();
+    assert!(
+        text.contains("handed out nothing (no change, no heartbeat) for 1s 500ms"),
+        "{text}"
+    );
+    assert!(!text.contains("the binlog connection is dead"), "{text}");
+    assert!(sync.terminate().success());
     f.drop().await;
 }
 
@@ -945,7 +1041,7 @@ async fn metrics_status_completeness_and_the_page_are_served_without_secrets() {
         .unwrap()
         .port();
     let sink = format!(
-        "{}\n[pipeline]\nhttp_listen = \"127.0.0.1:{port}\"\n",
+        "{}\n[pipeline]\nhttp_listen = \"127.0.0.1:{port}\"\nprogress_interval = 0.2\n",
         iceberg_sink(&db, &warehouse).replace(
             "commit_interval = 0.3",
             "commit_interval = 0.3\nidle_commit_interval = 1"
@@ -1040,6 +1136,44 @@ print(json.dumps(out))
         })
         .sum();
     assert!(changed > 0.0, "{metrics}");
+    // The writers' own counters: updates and deletes committed position
+    // deletes (the default mode; no equality delete), key lookups tested
+    // bloom filters, every batch's per-record time was observed.
+    let both = |name: &str, kind: Option<&str>| -> f64 {
+        tables
+            .iter()
+            .map(|t| {
+                parsed[name]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+                    .iter()
+                    .filter(|s| s[0]["table"] == *t && kind.is_none_or(|k| s[0]["kind"] == k))
+                    .map(|s| s[1].as_f64().unwrap())
+                    .sum::<f64>()
+            })
+            .sum()
+    };
+    assert!(
+        both("tributary_delete_files_total", Some("position")) > 0.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        both("tributary_delete_files_total", Some("equality")),
+        0.0,
+        "{metrics}"
+    );
+    assert!(
+        both("tributary_bloom_filter_tests_total", None) > 0.0,
+        "{metrics}"
+    );
+    assert!(
+        both("tributary_bloom_filter_skips_total", None)
+            <= both("tributary_bloom_filter_tests_total", None)
+    );
+    assert!(
+        both("tributary_record_processing_seconds_count", None) >= 2.0,
+        "{metrics}"
+    );
 
     let (code, status) = http_get(port, "/status").await.unwrap();
     assert_eq!(code, 200);
@@ -1060,9 +1194,33 @@ print(json.dumps(out))
     for t in &tables {
         assert!(page.contains(&format!("data-table=\"{t}\"")), "{page}");
     }
-    for text in [&metrics, &status, &page] {
+    // The page as a browser renders it: a row per table, streaming.
+    let shot = f.dir.join("status.png");
+    let dom = DevServices::load().chromium_render(&format!("http://127.0.0.1:{port}/"), &shot);
+    for t in &tables {
+        let row = dom
+            .split(&format!("<tr data-table=\"{t}\">"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no row of {t} in the rendered page:\n{dom}"));
+        let row = row.split("</tr>").next().unwrap();
+        assert!(row.contains("<td class=\"phase\">streaming</td>"), "{row}");
+    }
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 5000,
+        "a screenshot of the page"
+    );
+    for text in [&metrics, &status, &page, &dom] {
         assert!(!text.contains(PASSWORD) && !text.contains(S3_SECRET));
     }
+    // The initial read logged its progress (not a terminal: plain lines,
+    // against the server's row estimate) and its end.
+    let text = sync.log();
+    assert!(
+        text.contains("snapshot progress: ") && text.contains(" rows/s"),
+        "{text}"
+    );
+    assert!(text.contains("snapshot done: 6000 rows in "), "{text}");
     assert!(sync.terminate().success());
     f.drop().await;
 }
@@ -1116,6 +1274,29 @@ async fn a_lost_binlog_position_stops_or_resnapshots_every_table_by_policy() {
 /// job starts again from its commits, and the tables catch up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_holed_object_store_fails_the_sink_call_in_time_and_the_job_recovers() {
+    black_holed_object_store(
+        "sink_timeout = 3",
+        &["no answer within", "may or may not have been applied"],
+    )
+    .await;
+}
+
+/// The same stuck store with a long sink deadline: `restart_on_lag` sees
+/// the watermark stand still while the lag grows, and starts the run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watermark_standing_still_past_restart_on_lag_starts_the_run_again() {
+    black_holed_object_store(
+        "sink_timeout = 600\nrestart_on_lag = 3",
+        &["(restart_on_lag)"],
+    )
+    .await;
+}
+
+/// Streams into an S3 warehouse behind a proxy, black-holes every
+/// connection to the store (new ones too), waits for the run to start
+/// again with one of `expected` in the log, lifts the hole and waits until
+/// equal.
+async fn black_holed_object_store(pipeline: &str, expected: &[&str]) {
     let mut f = Fixture::new("sync_s3hole").await;
     let (db, tables) = (f.db.clone(), f.tables());
     let s3 = DevServices::load().s3();
@@ -1130,7 +1311,7 @@ properties = {{ warehouse = "s3://{bucket}/wh", "s3.endpoint" = "http://{addr}",
 maintenance = {{ enabled = false }}
 
 [pipeline]
-sink_timeout = 3
+{pipeline}
 "#,
         addr = proxy.addr(),
         region = s3.region,
@@ -1146,19 +1327,23 @@ sink_timeout = 3
     wait_until_equal(&mut f.conn, &reader, &db, &mut sync).await;
     proxy.black_hole_all();
     write_randomly(f.url.clone(), tables.clone(), 200, 83).await;
-    // The stuck call fails at its deadline and the run starts again (and
-    // again, while the store stays dead) instead of hanging.
+    // The stuck call is cut short and the run starts again (and again,
+    // while the store stays dead) instead of hanging.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !sync.log().contains("starting again from the last commit") {
+    while !expected.iter().any(|e| sync.log().contains(e)) {
         sync.assert_running();
-        assert!(Instant::now() < deadline, "no timeout:\n{}", sync.log());
+        assert!(
+            Instant::now() < deadline,
+            "no {expected:?}:\n{}",
+            sync.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     proxy.lift();
     wait_until_equal(&mut f.conn, &reader, &db, &mut sync).await;
     let text = sync.log();
     assert!(
-        text.contains("no answer within") || text.contains("may or may not have been applied"),
+        text.contains("starting again from the last commit"),
         "{text}"
     );
     assert!(!text.contains(S3_SECRET));
@@ -1444,6 +1629,99 @@ async fn sync_to_hbase_survives_sigkill_and_ends_equal_to_the_source() {
     let reader = Reader::HBase(hbase);
     kill_mid_snapshot_and_resume(&mut f, &config, &reader, (41, 43), snapshot_committed).await;
     f.drop().await;
+}
+
+/// `tributary check` connects to what the file names and reports every
+/// finding at once, each failure naming its fix, without a secret: a ready
+/// MariaDB and Iceberg pass (a missing grant is a warning naming the
+/// GRANT); a ClickHouse cluster that is not defined and HBase tables that
+/// do not exist fail (exit 1).
+#[tokio::test]
+async fn check_connects_and_reports_every_finding_naming_the_fix() {
+    let mut f = Fixture::new("sync_check").await;
+    let db = f.db.clone();
+    let check = |config: &Path, json: bool| {
+        let path = config.to_str().unwrap().to_string();
+        let mut args = vec!["check", path.as_str()];
+        if json {
+            args.extend(["--output", "json"]);
+        }
+        let (status, out) = tributary(&args);
+        assert!(!out.contains(PASSWORD), "the password is in:\n{out}");
+        (status.success(), out)
+    };
+    let config = f.pipeline(&iceberg_sink(&db, &f.warehouse()));
+    let (ok, out) = check(&config, false);
+    assert!(ok, "{out}");
+    for needle in [
+        "ok      source.mysql     server: MariaDB ".to_string(),
+        format!("tables: 2 selected: {db}.a, {db}.b"),
+        format!("ok      sink.iceberg     table {db}.a: not created yet"),
+        "WARNING sink.iceberg     compare-and-swap: no target table exists yet".to_string(),
+    ] {
+        assert!(out.contains(&needle), "{needle:?} in:\n{out}");
+    }
+
+    let revoke = format!("REVOKE REPLICATION SLAVE ON *.* FROM '{}'@'%'", f.user);
+    f.conn.query_drop(revoke).await.unwrap();
+    let (ok, out) = check(&config, true);
+    assert!(
+        ok,
+        "a grant that may come through a role only warns:\n{out}"
+    );
+    let findings: Vec<serde_json::Value> = out
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let grant = findings
+        .iter()
+        .find(|f| f["what"] == "privilege REPLICATION SLAVE")
+        .unwrap_or_else(|| panic!("no grant finding in:\n{out}"));
+    assert_eq!(grant["status"], "warning");
+    assert!(
+        grant["detail"]
+            .as_str()
+            .unwrap()
+            .contains("GRANT REPLICATION SLAVE")
+    );
+
+    let ch = DevServices::load().clickhouse();
+    let urls: Vec<String> = ch.urls.iter().map(|u| format!("\"{u}\"")).collect();
+    let sink = format!(
+        "\n[sink.clickhouse]\nurls = [{}]\ncluster = \"no_such_cluster\"\nmode = \"local\"\ndatabase = \"{db}\"\n",
+        urls.join(", ")
+    );
+    let (ok, out) = check(&f.pipeline(&sink), false);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("ok      sink.clickhouse  server http://"),
+        "{out}"
+    );
+    assert!(
+        out.contains("FAILED  sink.clickhouse  cluster no_such_cluster: ")
+            && out.contains("has 0 shards"),
+        "{out}"
+    );
+    assert!(out.contains("1 check(s) failed"), "{out}");
+
+    let hbase = DevServices::load().hbase();
+    let sink = format!(
+        "\n[sink.hbase]\naddress = \"{}\"\nnamespace = \"{db}\"\n",
+        hbase.address()
+    );
+    let (ok, out) = check(&f.pipeline(&sink), false);
+    assert!(!ok, "{out}");
+    assert!(out.contains("ok      sink.hbase       gateway "), "{out}");
+    assert!(
+        out.contains(&format!("FAILED  sink.hbase       table {db}:a: "))
+            && out.contains(&format!("create '{db}:a', 'cf'")),
+        "{out}"
+    );
+    assert!(out.contains("2 check(s) failed"), "{out}");
+    let dir = f.dir.clone();
+    f.drop().await;
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// A table glob with a typo matches nothing: `sync` refuses to start a

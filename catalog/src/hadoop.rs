@@ -309,6 +309,26 @@ impl HadoopCatalog {
             serde_json::to_vec(metadata)?,
         )
         .await?;
+        self.write_hint(&location, version).await;
+        Ok(())
+    }
+
+    /// Whether the table at `location` has a version after `version`: the
+    /// hint names one, or the next file exists.
+    async fn newer_than(&self, location: &str, version: u32) -> Result<bool> {
+        if self
+            .hinted_version(location)
+            .await?
+            .is_some_and(|v| v > version)
+        {
+            return Ok(true);
+        }
+        self.exists(&Self::metadata_file(location, version + 1))
+            .await
+    }
+
+    /// Points the hint at `version`; best effort (readers probe past it).
+    async fn write_hint(&self, location: &str, version: u32) {
         let hint = format!("{location}/metadata/version-hint.text");
         let written = match &self.store {
             Store::Local => {
@@ -318,18 +338,14 @@ impl HadoopCatalog {
                     .and_then(|()| std::fs::rename(&tmp, &path))
                     .is_ok()
             }
-            Store::S3 { .. } => {
-                let out = self
-                    .file_io
-                    .new_output(&hint)
-                    .map_err(|e| iceberg_err("hint output", e))?;
-                out.write(version.to_string().into()).await.is_ok()
-            }
+            Store::S3 { .. } => match self.file_io.new_output(&hint) {
+                Ok(out) => out.write(version.to_string().into()).await.is_ok(),
+                Err(_) => false,
+            },
         };
         if !written {
             tracing::warn!(%hint, "could not update the version hint; readers probe past it");
         }
-        Ok(())
     }
 
     /// Atomically replaces `base` with `metadata` as the next version. With
@@ -341,7 +357,39 @@ impl HadoopCatalog {
         metadata: TableMetadata,
     ) -> Result<CatalogTable> {
         let version = base.version + 1;
-        self.write_version(&base.name, version, &metadata).await?;
+        let location = self.table_location(&base.name);
+        // Creating v<N+1> exclusively is a compare-and-swap only while
+        // v<N+1> has never existed: with `delete-after-commit`, a version
+        // more than `previous-versions-max` behind the newest is deleted, and
+        // a base that stale would "win" a version the table left long ago —
+        // a commit that lands nowhere (or, had it updated the hint, rolls the
+        // table back), while its caller goes on as if it had landed (expiry
+        // would delete files the real table still names). So a stale base is
+        // a lost race before the write, and a newer version found after it
+        // makes the outcome unknown (the retry looks for the snapshot in the
+        // newest version, as after a lost reply).
+        if self.newer_than(&location, base.version).await? {
+            return Err(Error::new(
+                ErrorKind::CommitConflict,
+                format!("{} has versions after {}", base.name, base.version),
+            ));
+        }
+        self.create_exclusive(
+            &Self::metadata_file(&location, version),
+            serde_json::to_vec(&metadata)?,
+        )
+        .await?;
+        if self.newer_than(&location, version).await? {
+            return Err(Error::new(
+                ErrorKind::Connection,
+                format!(
+                    "{} has versions after {version}, which was just written: it may be a \
+                     version the table left behind",
+                    base.name
+                ),
+            ));
+        }
+        self.write_hint(&location, version).await;
         crate::delete_dropped_metadata(base, &metadata).await;
         // The version just created is the table now: no need to read it back.
         Ok(CatalogTable {

@@ -355,6 +355,64 @@ async fn a_rewrite_succeeds_past_a_newer_equality_delete_which_still_applies() {
     );
 }
 
+/// A commit built on a version whose metadata file was already deleted
+/// (more than `previous-versions-max` behind) could otherwise create that
+/// file anew and "win": a version the table left long ago, so the commit
+/// lands nowhere while its caller (expiry deleting files) goes on as if it
+/// had. It must lose the race instead, and the retry land on the newest.
+#[tokio::test]
+async fn a_base_older_than_the_kept_versions_loses_its_race_and_never_lands_nowhere() {
+    use tributary_catalog::Catalog;
+    let warehouse = dev_dir().join("tmp").join(unique_name("warehouse"));
+    let catalog = HadoopCatalog::new_local(&warehouse).unwrap();
+    let props = HashMap::from([
+        (
+            "write.metadata.previous-versions-max".to_string(),
+            "2".to_string(),
+        ),
+        (
+            "write.metadata.delete-after-commit.enabled".to_string(),
+            "true".to_string(),
+        ),
+    ]);
+    let name = TableName::new("db", "stale");
+    let mut t = catalog
+        .create_table(
+            &name,
+            schema(),
+            UnboundPartitionSpec::builder().build(),
+            props,
+        )
+        .await
+        .unwrap();
+    let f = write_data_file(&t, &[0]).await;
+    t = append(&catalog, &t, vec![f]).await;
+    let stale = t.clone();
+    for i in 1..5 {
+        let f = write_data_file(&t, &[i]).await;
+        t = append(&catalog, &t, vec![f]).await;
+    }
+    assert_eq!((stale.version, t.version), (2, 6));
+    let v3 = warehouse.join("db/stale/metadata/v3.metadata.json");
+    assert!(!v3.exists(), "v3 fell out of the kept versions");
+
+    let err = Catalog::commit(&catalog, &stale, stale.metadata.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CommitConflict, "{err}");
+    assert!(!v3.exists(), "no dead version written");
+    let newest = catalog.load_table(&name).await.unwrap();
+    assert_eq!(newest.version, 6);
+    assert_eq!(iceberg_rust_ids(&newest, None).await, [0, 1, 2, 3, 4]);
+
+    // Through the commit protocol the stale caller's change lands on top.
+    let f = write_data_file(&stale, &[5]).await;
+    let landed = append(&catalog, &stale, vec![f]).await;
+    assert_eq!(landed.version, 7);
+    assert_eq!(iceberg_rust_ids(&landed, None).await, [0, 1, 2, 3, 4, 5]);
+    std::fs::remove_dir_all(warehouse).unwrap();
+}
+
 #[tokio::test]
 async fn old_metadata_versions_are_trimmed_and_deleted_and_snapshots_expire() {
     let warehouse = dev_dir().join("tmp").join(unique_name("warehouse"));

@@ -35,7 +35,7 @@ pub use position::{
 pub use retry::{RetryPolicy, retry, retry_transient, within};
 pub use schema::{Column, ColumnChange, ColumnType, DefaultValue, TableId, TableSchema};
 pub use traits::{
-    MaintainOptions, MaintenanceReport, Prepared, Sink, SinkFactory, Source, SourceFactory,
-    SourceRecord, TargetMaintenance, TargetState,
+    CheckFinding, CheckStatus, MaintainOptions, Prepared, Report, Sink, SinkCounters, SinkFactory,
+    Source, SourceFactory, SourceRecord, TargetMaintenance, TargetState,
 };
 pub use value::{Decimal, Value};

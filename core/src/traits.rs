@@ -90,6 +90,43 @@ pub trait Sink: Send {
 
     /// Cheap check that the target is reachable and usable.
     async fn health_check(&self) -> Result<()>;
+
+    /// What this sink counted since it was opened (zero where a kind has
+    /// nothing to count), for `/metrics`.
+    fn counters(&self) -> SinkCounters {
+        SinkCounters::default()
+    }
+}
+
+/// Counters a sink keeps from its opening on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SinkCounters {
+    /// Delete files committed, by kind (Iceberg).
+    pub position_delete_files: u64,
+    pub equality_delete_files: u64,
+    /// Key lookups: committed data files whose key range held the key,
+    /// and of those the ones their bloom filter ruled out (a read saved).
+    pub bloom_tests: u64,
+    pub bloom_skips: u64,
+    /// Switches of an HA pair (`HaSink`).
+    pub failovers: u64,
+    pub failbacks: u64,
+}
+
+impl SinkCounters {
+    /// What `self` counted since `earlier` (a sink opened again counts
+    /// from zero: then all of `self`).
+    pub fn since(&self, earlier: &SinkCounters) -> SinkCounters {
+        let d = |now: u64, then: u64| if now >= then { now - then } else { now };
+        SinkCounters {
+            position_delete_files: d(self.position_delete_files, earlier.position_delete_files),
+            equality_delete_files: d(self.equality_delete_files, earlier.equality_delete_files),
+            bloom_tests: d(self.bloom_tests, earlier.bloom_tests),
+            bloom_skips: d(self.bloom_skips, earlier.bloom_skips),
+            failovers: d(self.failovers, earlier.failovers),
+            failbacks: d(self.failbacks, earlier.failbacks),
+        }
+    }
 }
 
 /// What a target table holds, read without opening a sink (for resume and
@@ -169,6 +206,77 @@ pub trait SinkFactory: Send + Sync {
     fn maintenance(&self) -> Option<&dyn TargetMaintenance> {
         None
     }
+
+    /// `tributary inspect`: what `table`'s target holds now — its commits,
+    /// files and health — read without writing. Kinds with nothing more to
+    /// show than `state` need not.
+    async fn inspect(&self, table: &TableId) -> Result<Report> {
+        Err(crate::Error::new(
+            crate::ErrorKind::Unsupported,
+            format!(
+                "this sink has nothing to inspect beyond `tributary status` for {}",
+                self.target_name(table)
+            ),
+        ))
+    }
+
+    /// `tributary check`: connects and reports what a job on `tables` would
+    /// meet (server versions, cluster layout, reachability of each target,
+    /// compare-and-swap), every finding at once; never writes rows.
+    async fn check(&self, _tables: &[TableId]) -> Vec<CheckFinding> {
+        Vec::new()
+    }
+}
+
+/// How one `tributary check` finding came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    Ok,
+    /// Works, but something is likely to bite (named with the fix).
+    Warning,
+    /// The job cannot run (named with the fix).
+    Failed,
+}
+
+/// One thing `tributary check` looked at on a live system: what, how it
+/// came out, and the detail (the version found, or the problem and its fix).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckFinding {
+    /// `source.mysql`, `sink.iceberg`…
+    pub component: String,
+    pub status: CheckStatus,
+    pub what: String,
+    pub detail: String,
+}
+
+impl CheckFinding {
+    pub fn new(
+        component: &str,
+        status: CheckStatus,
+        what: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> CheckFinding {
+        CheckFinding {
+            component: component.to_string(),
+            status,
+            what: what.into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// `Ok` with `detail`, or `Failed` with the error's message.
+    pub fn from_result<T>(
+        component: &str,
+        what: impl Into<String>,
+        result: &Result<T>,
+        detail: impl FnOnce(&T) -> String,
+    ) -> CheckFinding {
+        match result {
+            Ok(v) => CheckFinding::new(component, CheckStatus::Ok, what, detail(v)),
+            Err(e) => CheckFinding::new(component, CheckStatus::Failed, what, e.to_string()),
+        }
+    }
 }
 
 /// What a maintenance run may do beyond the configured policy.
@@ -183,9 +291,10 @@ pub struct MaintainOptions {
     pub force: bool,
 }
 
-/// A maintenance run's result: a line for people, the same as JSON.
+/// A result for people and for scripts (a maintenance run, `inspect`):
+/// text, and the same as JSON.
 #[derive(Debug, Clone)]
-pub struct MaintenanceReport {
+pub struct Report {
     pub text: String,
     pub json: serde_json::Value,
 }
@@ -198,11 +307,7 @@ pub trait TargetMaintenance: Send + Sync {
     fn background_interval(&self) -> Option<std::time::Duration>;
 
     /// Runs what is due on `table`'s target.
-    async fn maintain(
-        &self,
-        table: &TableId,
-        options: &MaintainOptions,
-    ) -> Result<MaintenanceReport>;
+    async fn maintain(&self, table: &TableId, options: &MaintainOptions) -> Result<Report>;
 }
 
 /// One configured source kind.
@@ -223,4 +328,16 @@ pub trait SourceFactory: Send + Sync {
 
     /// Starts reading, from `resume` or from the beginning.
     async fn open(&self, resume: Option<&Checkpoint>) -> Result<Box<dyn Source>>;
+
+    /// The server's estimate of how many rows `tables` hold in all, for the
+    /// progress of an initial read (None: no estimate).
+    async fn estimate_rows(&self, _tables: &[TableId]) -> Option<u64> {
+        None
+    }
+
+    /// `tributary check`: connects and reports the server's settings and
+    /// privileges as a reader needs them, every finding at once.
+    async fn check(&self) -> Vec<CheckFinding> {
+        Vec::new()
+    }
 }

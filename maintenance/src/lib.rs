@@ -214,7 +214,8 @@ pub struct TableShape {
     pub delete_bytes: u64,
 }
 
-async fn shape(table: &CatalogTable, config: &MaintenanceConfig) -> Result<TableShape> {
+/// What `table` holds now, counting files under `config`'s small-file size.
+pub async fn shape(table: &CatalogTable, config: &MaintenanceConfig) -> Result<TableShape> {
     let mut s = TableShape {
         manifests: current_manifests(table).await?.len(),
         snapshots: table.metadata.snapshots().count(),

@@ -327,6 +327,19 @@ impl<S: Sink + Sync> Sink for HaSink<S> {
         self.primary.discard_uncommitted();
         self.standby.discard_uncommitted();
     }
+
+    /// Both sides' counters added up, and the pair's switches.
+    fn counters(&self) -> tributary_core::SinkCounters {
+        let (p, s) = (self.primary.counters(), self.standby.counters());
+        tributary_core::SinkCounters {
+            position_delete_files: p.position_delete_files + s.position_delete_files,
+            equality_delete_files: p.equality_delete_files + s.equality_delete_files,
+            bloom_tests: p.bloom_tests + s.bloom_tests,
+            bloom_skips: p.bloom_skips + s.bloom_skips,
+            failovers: self.stats.failovers,
+            failbacks: self.stats.failbacks,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ mod http;
 pub mod maintenance;
 pub mod metrics;
 pub mod pipeline;
+mod progress;
 pub mod registry;
 pub mod status;
 

@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{info, warn};
-use tributary_core::{
-    MaintainOptions, MaintenanceReport, Result, SinkFactory, SourceFactory, TableId,
-};
+use tributary_core::{MaintainOptions, Report, Result, SinkFactory, SourceFactory, TableId};
 
 use crate::status::PipelineStatus;
 
@@ -50,7 +48,7 @@ pub async fn maintain_once(
     sink: &dyn SinkFactory,
     tables: &[TableId],
     options: &MaintainOptions,
-) -> Result<Vec<MaintenanceReport>> {
+) -> Result<Vec<Report>> {
     let Some(m) = sink.maintenance() else {
         return Err(tributary_core::Error::invalid_config(
             "this pipeline's sink kind has no table maintenance (only iceberg has)",

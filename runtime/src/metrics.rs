@@ -28,6 +28,18 @@ struct TableOp {
     op: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableKind {
+    table: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableDirection {
+    table: String,
+    direction: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// The pipeline's metrics; cheap to clone and share.
@@ -46,6 +58,12 @@ struct Inner {
     watermark: Family<TableLabel, FloatGauge>,
     lag: Family<TableLabel, FloatGauge>,
     paused: Family<TableLabel, Gauge>,
+    delete_files: Family<TableKind, Counter>,
+    bloom_tests: Family<TableLabel, Counter>,
+    bloom_skips: Family<TableLabel, Counter>,
+    bloom_skip_ratio: Family<TableLabel, FloatGauge>,
+    record_seconds: Family<TableLabel, Histogram>,
+    ha_switches: Family<TableDirection, Counter>,
 }
 
 impl Default for Metrics {
@@ -101,8 +119,53 @@ impl Default for Metrics {
             "1 while the table is paused (on_table_error = \"pause\")",
             paused.clone(),
         );
+        let delete_files = Family::<TableKind, Counter>::default();
+        registry.register(
+            "tributary_delete_files",
+            "Delete files committed, by table and kind (position, equality)",
+            delete_files.clone(),
+        );
+        let bloom_tests = Family::<TableLabel, Counter>::default();
+        registry.register(
+            "tributary_bloom_filter_tests",
+            "Key lookups' data files whose key range held the key (their bloom filter was tested)",
+            bloom_tests.clone(),
+        );
+        let bloom_skips = Family::<TableLabel, Counter>::default();
+        registry.register(
+            "tributary_bloom_filter_skips",
+            "Of those, the files the bloom filter ruled out (a file read saved)",
+            bloom_skips.clone(),
+        );
+        let bloom_skip_ratio = Family::<TableLabel, FloatGauge>::default();
+        registry.register(
+            "tributary_bloom_filter_skip_ratio",
+            "Skips over tests since the job started",
+            bloom_skip_ratio.clone(),
+        );
+        let record_seconds = Family::<TableLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(1e-7, 4.0, 12))
+        });
+        registry.register(
+            "tributary_record_processing_seconds",
+            "Time per record of handing a batch to its sink (the batch's write time over its \
+             rows, observed once per batch)",
+            record_seconds.clone(),
+        );
+        let ha_switches = Family::<TableDirection, Counter>::default();
+        registry.register(
+            "tributary_ha_switches",
+            "Switches of an HA sink pair, by direction (failover, failback)",
+            ha_switches.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
+                delete_files,
+                bloom_tests,
+                bloom_skips,
+                bloom_skip_ratio,
+                record_seconds,
+                ha_switches,
                 registry,
                 events,
                 snapshot_rows,
@@ -155,6 +218,59 @@ impl Metrics {
                 };
                 self.inner.snapshot_rows.get_or_create(&t).inc_by(n);
             }
+        }
+    }
+
+    /// A batch of `rows` took `seconds` to hand to its sink.
+    pub(crate) fn batch_written(&self, table: &TableId, rows: usize, seconds: f64) {
+        if rows > 0 {
+            self.inner
+                .record_seconds
+                .get_or_create(&label(table))
+                .observe(seconds / rows as f64);
+        }
+    }
+
+    /// What a table's sink counted since the last call (`SinkCounters::since`).
+    pub(crate) fn sink_counters(&self, table: &TableId, d: &tributary_core::SinkCounters) {
+        let name = table.to_string();
+        for (kind, n) in [
+            ("position", d.position_delete_files),
+            ("equality", d.equality_delete_files),
+        ] {
+            let l = TableKind {
+                table: name.clone(),
+                kind: kind.to_string(),
+            };
+            self.inner.delete_files.get_or_create(&l).inc_by(n);
+        }
+        for (direction, n) in [("failover", d.failovers), ("failback", d.failbacks)] {
+            if n > 0 {
+                let l = TableDirection {
+                    table: name.clone(),
+                    direction: direction.to_string(),
+                };
+                self.inner.ha_switches.get_or_create(&l).inc_by(n);
+            }
+        }
+        let l = label(table);
+        let tests = self
+            .inner
+            .bloom_tests
+            .get_or_create(&l)
+            .inc_by(d.bloom_tests)
+            + d.bloom_tests;
+        let skips = self
+            .inner
+            .bloom_skips
+            .get_or_create(&l)
+            .inc_by(d.bloom_skips)
+            + d.bloom_skips;
+        if tests > 0 {
+            self.inner
+                .bloom_skip_ratio
+                .get_or_create(&l)
+                .set(skips as f64 / tests as f64);
         }
     }
 

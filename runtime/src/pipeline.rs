@@ -90,6 +90,22 @@ pub struct PipelineOptions {
     /// run starts again from its commits, instead of hanging for ever.
     #[serde(default, with = "tributary_core::duration::option")]
     pub sink_timeout: Option<std::time::Duration>,
+    /// How often an initial read logs its progress when stderr is not a
+    /// terminal (default 10 s; on a terminal a progress bar shows it).
+    #[serde(default, with = "tributary_core::duration::option")]
+    pub progress_interval: Option<std::time::Duration>,
+    /// Start the run again (from the last commit, with the restart backoff)
+    /// when the source has handed out nothing — no change, no heartbeat —
+    /// for this long (default: never). Set it above the source's
+    /// `heartbeat_interval` and its longest snapshot chunk.
+    #[serde(default, with = "tributary_core::duration::option")]
+    pub restart_on_heartbeat_age: Option<std::time::Duration>,
+    /// Start the run again when a table written this run lags more than
+    /// this behind the source (now minus its watermark) and its watermark
+    /// has not moved for as long: a run catching up after downtime (lag
+    /// high but falling) is left alone (default: never).
+    #[serde(default, with = "tributary_core::duration::option")]
+    pub restart_on_lag: Option<std::time::Duration>,
 }
 
 /// `sink_timeout` when unset.
@@ -190,6 +206,15 @@ impl Pipeline {
             });
         }
         Ok(states)
+    }
+
+    /// `tributary check`: what the source finds, then what the sink finds
+    /// on the tables the source selects (none when it cannot list them).
+    pub async fn check(&self) -> Vec<tributary_core::CheckFinding> {
+        let mut out = self.source.check().await;
+        let tables = self.source.list_tables().await.unwrap_or_default();
+        out.extend(self.sink.check(&tables).await);
+        out
     }
 
     /// `tributary resnapshot`: empties the targets of `tables` (claimed
@@ -347,7 +372,10 @@ impl Pipeline {
             self.status
                 .update(table, |s| s.paused = Some(cause.clone()));
         }
+        let progress = self.snapshot_progress(&states, checkpoint.as_ref()).await;
         let mut run = Run {
+            source: self.source.as_ref(),
+            progress,
             sink: self.sink.as_ref(),
             status: &self.status,
             metrics: &self.metrics,
@@ -365,20 +393,71 @@ impl Pipeline {
             on_table_error: self.options.on_table_error,
             sink_timeout: self.options.sink_timeout.unwrap_or(SINK_TIMEOUT),
             paused: resume.paused.clone(),
+            counters: BTreeMap::new(),
         };
+        let silence = self.options.restart_on_heartbeat_age;
+        let mut stall = LagWatch::default();
         loop {
+            let quiet_until = silence.map(|age| tokio::time::Instant::now() + age);
             let record = tokio::select! {
                 r = source.next() => r?,
                 () = stop.as_mut() => {
                     info!(rows = run.rows, "stopped; changes after the last commit are read again on restart");
                     return Ok(());
                 }
+                () = sleep_until(quiet_until) => {
+                    return Err(Error::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "the source handed out nothing (no change, no heartbeat) for {} \
+                             (restart_on_heartbeat_age)",
+                            humantime::format_duration(silence.unwrap_or_default())
+                        ),
+                    ));
+                }
             };
-            if !run.apply(record).await? {
+            // A stuck commit stalls the watermark too: watched meanwhile.
+            let applied = match self.options.restart_on_lag {
+                None => run.apply(record).await?,
+                Some(max) => tokio::select! {
+                    r = run.apply(record) => r?,
+                    e = stall.stalled(&self.status, max) => return Err(e),
+                },
+            };
+            if !applied {
                 info!(rows = run.rows, round = run.round, "source finished");
                 return Ok(());
             }
         }
+    }
+
+    /// The progress view of this run's initial reads: the tables without a
+    /// committed target are read in full (against the server's estimate of
+    /// their rows); a read resumed part-way has no estimate.
+    async fn snapshot_progress(
+        &self,
+        states: &[TableState],
+        resume: Option<&Checkpoint>,
+    ) -> crate::progress::SnapshotProgressView {
+        let fresh: Vec<TableId> = states
+            .iter()
+            .filter(|s| s.state.checkpoint().is_none_or(Checkpoint::is_resnapshot))
+            .map(|s| s.source.clone())
+            .collect();
+        let partial = resume.is_some_and(|cp| self.source.snapshot_in_progress(cp));
+        let expected = match partial || fresh.is_empty() {
+            true => None,
+            false => self.source.estimate_rows(&fresh).await,
+        };
+        let tables = if partial { states.len() } else { fresh.len() };
+        crate::progress::SnapshotProgressView::new(
+            tables,
+            expected,
+            self.options
+                .progress_interval
+                .unwrap_or(crate::progress::PROGRESS_INTERVAL),
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        )
     }
 
     /// Takes the next owner epoch (one above any table's) and claims every
@@ -542,6 +621,77 @@ fn resume_point(states: &[TableState]) -> Resume {
 /// (besides the run's first commit round).
 const IDLE_POSITION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// Resolves at `at`, or never.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `restart_on_lag`: the oldest watermark of the tables written to, and
+/// since when it has stood still.
+#[derive(Default)]
+struct LagWatch {
+    oldest: Option<(i64, std::time::Instant)>,
+    checked: Option<std::time::Instant>,
+}
+
+impl LagWatch {
+    /// Resolves to the error that starts the run again once the oldest
+    /// watermark lags more than `max` and has not moved for `max`; looks
+    /// at most once a second.
+    async fn stalled(&mut self, status: &PipelineStatus, max: std::time::Duration) -> Error {
+        let second = std::time::Duration::from_secs(1);
+        loop {
+            if self.checked.is_none_or(|at| at.elapsed() >= second) {
+                self.checked = Some(std::time::Instant::now());
+                if let Err(e) = self.check(status, max) {
+                    return e;
+                }
+            }
+            tokio::time::sleep(second).await;
+        }
+    }
+
+    fn check(&mut self, status: &PipelineStatus, max: std::time::Duration) -> Result<()> {
+        // Tables never written to (idle ones) move only at idle commits.
+        let oldest = status
+            .snapshot()
+            .values()
+            .filter(|s| s.rows_written > 0 && s.paused.is_none())
+            .filter_map(|s| s.watermark_micros)
+            .min();
+        let Some(w) = oldest else {
+            return Ok(());
+        };
+        let now = std::time::Instant::now();
+        let since = match self.oldest {
+            Some((old, since)) if old == w => since,
+            _ => {
+                self.oldest = Some((w, now));
+                now
+            }
+        };
+        let now_micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        let lag = std::time::Duration::from_micros(now_micros.saturating_sub(w).max(0) as u64);
+        if lag > max && now.duration_since(since) > max {
+            return Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "the targets lag {} behind the source and have not moved for {} \
+                     (restart_on_lag)",
+                    humantime::format_duration(std::time::Duration::from_secs(lag.as_secs())),
+                    humantime::format_duration(max)
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// This run's owner epoch and description, stamped on every commit.
 struct Owner {
     epoch: u64,
@@ -550,6 +700,8 @@ struct Owner {
 
 /// One run's open sinks and counters.
 struct Run<'a> {
+    source: &'a dyn SourceFactory,
+    progress: crate::progress::SnapshotProgressView,
     sink: &'a dyn SinkFactory,
     status: &'a PipelineStatus,
     metrics: &'a Metrics,
@@ -566,6 +718,8 @@ struct Run<'a> {
     sink_timeout: std::time::Duration,
     /// Paused tables and their causes: their records are skipped.
     paused: BTreeMap<TableId, String>,
+    /// Each open sink's counters when last added to the metrics.
+    counters: BTreeMap<TableId, tributary_core::SinkCounters>,
 }
 
 impl Run<'_> {
@@ -586,6 +740,9 @@ impl Run<'_> {
                 }
             }
             Some(SourceRecord::Checkpoint(cp)) => {
+                if !self.source.snapshot_in_progress(&cp) {
+                    self.progress.finished();
+                }
                 if self.sinks.values().any(|w| w.commit_due()) || self.idle_due() {
                     self.commit_round(cp).await?;
                 }
@@ -601,14 +758,22 @@ impl Run<'_> {
         self.status
             .update(table, |s| s.rows_written += batch.len() as u64);
         self.metrics.batch(batch);
+        let reads = (0..batch.len())
+            .filter(|&r| batch.op(r) == tributary_core::Op::Read)
+            .count();
+        self.progress.rows(table, reads as u64);
         let limit = self.sink_timeout;
         let sink = self.sink_of(batch.schema()).await?;
+        let started = std::time::Instant::now();
         tributary_core::within(
             limit,
             format!("writing to {table}'s sink"),
             sink.write(batch),
         )
-        .await
+        .await?;
+        self.metrics
+            .batch_written(table, batch.len(), started.elapsed().as_secs_f64());
+        Ok(())
     }
 
     async fn schema_change(&mut self, change: &SchemaChange) -> Result<()> {
@@ -702,6 +867,10 @@ impl Run<'_> {
             .await
             .map_err(|e| e.with_context("table", &id));
             self.metrics.commit(&id, started.elapsed().as_secs_f64());
+            let counters = sink.counters();
+            let last = self.counters.entry(id.clone()).or_default();
+            self.metrics.sink_counters(&id, &counters.since(last));
+            *last = counters;
             let ok = self.isolate(&id, committed).await?;
             // Paused by this round: the later tables' commits list it.
             self.record_paused(&mut checkpoint)?;

@@ -169,7 +169,7 @@ impl ClickHouseSink {
             stats: SinkStats::default(),
             fitted_from: None,
         };
-        sink.check_cluster().await?;
+        check_cluster(&sink.config, &sink.clients[0]).await?;
         sink.create_tables().await?;
         sink.add_missing_columns(schema).await?;
         sink.schema = Arc::new(sink.fit_to_table(schema).await?);
@@ -193,30 +193,6 @@ impl ClickHouseSink {
 
     fn distributed_name(&self) -> String {
         format!("{}_all", self.table)
-    }
-
-    /// In cluster modes, `system.clusters` must list as many shards as urls.
-    async fn check_cluster(&self) -> Result<()> {
-        let Some(cluster) = self.config.cluster.as_ref() else {
-            return Ok(());
-        };
-        let sql = format!(
-            "SELECT count(DISTINCT shard_num) FROM system.clusters WHERE cluster = {}",
-            literal(cluster)
-        );
-        let shards: u64 = call(
-            "reading system.clusters",
-            self.clients[0].query(&sql).fetch_one(),
-        )
-        .await?;
-        if shards as usize != self.config.urls.len() {
-            return Err(Error::invalid_config(format!(
-                "sink.clickhouse: cluster {cluster:?} has {shards} shards in system.clusters but \
-                 urls lists {}: list one HTTP url per shard, in shard order",
-                self.config.urls.len()
-            )));
-        }
-        Ok(())
     }
 
     async fn execute_everywhere(&self, sql: &str) -> Result<()> {
@@ -923,6 +899,38 @@ fn encoders<'a>(
     )
 }
 
+/// In cluster modes, `system.clusters` must list as many shards as urls.
+/// Returns the shard count (0 without a cluster).
+async fn check_cluster(config: &ClickHouseSinkConfig, client: &clickhouse::Client) -> Result<u64> {
+    let Some(cluster) = config.cluster.as_ref() else {
+        return Ok(0);
+    };
+    let sql = format!(
+        "SELECT count(DISTINCT shard_num) FROM system.clusters WHERE cluster = {}",
+        literal(cluster)
+    );
+    let shards: u64 = call("reading system.clusters", client.query(&sql).fetch_one()).await?;
+    if shards as usize != config.urls.len() {
+        return Err(Error::invalid_config(format!(
+            "sink.clickhouse: cluster {cluster:?} has {shards} shards in system.clusters but \
+             urls lists {}: list one HTTP url per shard, in shard order (or define the \
+             cluster in remote_servers)",
+            config.urls.len()
+        )));
+    }
+    Ok(shards)
+}
+
+/// `url` without user information, for messages.
+fn redacted(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://{host}{}", &rest[authority.len()..]),
+        None => url.to_string(),
+    }
+}
+
 async fn server_version(client: &clickhouse::Client) -> Result<ServerVersion> {
     let version = client.query("SELECT version()").fetch_one();
     let text: String = call("reading the server version", version).await?;
@@ -1073,5 +1081,59 @@ impl tributary_core::SinkFactory for ClickHouseSinkFactory {
         Ok(Box::new(
             ClickHouseSink::open(self.config.clone(), schema).await?,
         ))
+    }
+
+    /// Every server's version (and the credentials), the cluster's shards
+    /// against `urls`, and each target's checkpoint.
+    async fn check(&self, tables: &[tributary_core::TableId]) -> Vec<tributary_core::CheckFinding> {
+        use tributary_core::{CheckFinding, CheckStatus};
+        const C: &str = "sink.clickhouse";
+        let mut out = Vec::new();
+        for url in &self.config.urls {
+            // The database may not exist yet: the first start creates it.
+            let client = self.config.client(url).with_database("default");
+            out.push(CheckFinding::from_result(
+                C,
+                format!("server {}", redacted(url)),
+                &server_version(&client).await,
+                |v| format!("ClickHouse {}.{}", v.major, v.minor),
+            ));
+        }
+        if out.iter().any(|f| f.status == CheckStatus::Failed) {
+            return out;
+        }
+        let first = self
+            .config
+            .client(&self.config.urls[0])
+            .with_database("default");
+        if let Some(cluster) = &self.config.cluster {
+            out.push(CheckFinding::from_result(
+                C,
+                format!("cluster {cluster}"),
+                &check_cluster(&self.config, &first).await,
+                |n| format!("{n} shards, one url each ({:?} mode)", self.config.mode),
+            ));
+        }
+        for table in tables {
+            let state = self.state(table).await;
+            out.push(CheckFinding::from_result(
+                C,
+                format!("table {}", self.target_name(table)),
+                &state,
+                |s| match s {
+                    tributary_core::TargetState::Missing => {
+                        "not created yet: the first start creates it".into()
+                    }
+                    tributary_core::TargetState::CreatedWithoutCheckpoint => {
+                        "created, nothing committed yet".into()
+                    }
+                    tributary_core::TargetState::Committed(cp) => cp
+                        .position
+                        .as_ref()
+                        .map_or("committed".into(), |p| format!("committed at {p}")),
+                },
+            ));
+        }
+        out
     }
 }

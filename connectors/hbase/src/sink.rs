@@ -470,4 +470,46 @@ impl tributary_core::SinkFactory for HBaseSinkFactory {
             HBaseSink::open(self.config.clone(), schema).await?,
         ))
     }
+
+    /// The gateway and the checkpoint table, then each target table (the
+    /// sink never creates tables, so a missing one is a failure here).
+    async fn check(&self, tables: &[tributary_core::TableId]) -> Vec<tributary_core::CheckFinding> {
+        use tributary_core::{CheckFinding, CheckStatus};
+        const C: &str = "sink.hbase";
+        let gateway = Arc::new(Mutex::new(Gateway::new(endpoint(&self.config))));
+        let checkpoints = self.config.checkpoint_table.clone();
+        let probe = on_gateway(&gateway, move |g| g.exists(&checkpoints, b"health")).await;
+        let mut out = vec![CheckFinding::from_result(
+            C,
+            format!("gateway {}", self.config.address),
+            &probe,
+            |_| {
+                format!(
+                    "serves the checkpoint table {}",
+                    self.config.checkpoint_table
+                )
+            },
+        )];
+        if probe.is_err() {
+            return out;
+        }
+        for table in tables {
+            let name = self.table(table);
+            let t = name.clone();
+            let exists = on_gateway(&gateway, move |g| g.exists(&t, b"tributary-check")).await;
+            out.push(match exists {
+                Ok(_) => CheckFinding::new(C, CheckStatus::Ok, format!("table {name}"), "exists"),
+                Err(e) => CheckFinding::new(
+                    C,
+                    CheckStatus::Failed,
+                    format!("table {name}"),
+                    format!(
+                        "{e}; fix: create it in the HBase shell (create '{name}', '{}')",
+                        self.config.column_family
+                    ),
+                ),
+            });
+        }
+        out
+    }
 }

@@ -206,6 +206,24 @@ fn union(a: &HBase, b: &HBase) -> Model {
     m
 }
 
+/// Opens a sink on a server that just started: its gateway accepts
+/// connections before HBase serves the checkpoint table through it (a cold
+/// gateway's first lookups can outlast the 2 s call deadline under load), so
+/// retry the open until a deadline.
+async fn open_once_served(config: HBaseSinkConfig, schema: &Arc<TableSchema>) -> HBaseSink {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        match HBaseSink::open(config.clone(), schema).await {
+            Ok(sink) => return sink,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("HBase not serving yet ({e}); retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("HBase at {} never served: {e}", config.address),
+        }
+    }
+}
+
 #[tokio::test]
 async fn behind_ha_a_killed_primary_loses_nothing_and_writes_return_after_it_recovers() {
     let dir = dev_dir().join("tmp").join(unique_name("hbase_ha"));
@@ -223,12 +241,8 @@ async fn behind_ha_a_killed_primary_loses_nothing_and_writes_return_after_it_rec
         ..HBaseSinkConfig::new(addr)
     };
     let mut ha = HaSink::new(
-        HBaseSink::open(config(primary.address()), &schema)
-            .await
-            .unwrap(),
-        HBaseSink::open(config(standby.address()), &schema)
-            .await
-            .unwrap(),
+        open_once_served(config(primary.address()), &schema).await,
+        open_once_served(config(standby.address()), &schema).await,
         HaConfig {
             failure_threshold: 2,
             health_interval: Duration::ZERO,

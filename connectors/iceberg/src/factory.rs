@@ -8,7 +8,7 @@ use tributary_catalog::{
     Catalog, CatalogTable, RowDelta, TableOperation, commit_operation, commit_row_delta,
 };
 use tributary_core::{
-    Checkpoint, ErrorKind, MaintainOptions, MaintenanceReport, Result, Sink, SinkFactory, TableId,
+    Checkpoint, ErrorKind, MaintainOptions, Report, Result, Sink, SinkFactory, TableId,
     TableSchema, TargetMaintenance, TargetState,
 };
 
@@ -134,6 +134,189 @@ impl SinkFactory for IcebergSinkFactory {
     fn maintenance(&self) -> Option<&dyn TargetMaintenance> {
         Some(self)
     }
+
+    /// The table's version and metadata file, the writer's checkpoint and
+    /// watermark, what it holds (files by kind, bytes, manifests,
+    /// snapshots), the newest snapshots, and what maintenance finds due (a
+    /// dry run of the configured policy).
+    async fn inspect(&self, table: &TableId) -> Result<Report> {
+        let name = self.config.table_name(table);
+        let t = self
+            .catalog
+            .load_table(&name)
+            .await
+            .map_err(|e| e.with_context("table", &name))?;
+        let policy = self.config.maintenance.for_table(&table.to_string())?;
+        let shape = tributary_maintenance::shape(&t, &policy).await?;
+        let checkpoint = committed_checkpoint(&t)?;
+        let due = tributary_maintenance::maintain_table(&*self.catalog, &name, &policy, true)
+            .await
+            .map(|r| r.actions)
+            .map_err(|e| e.with_context("table", &name))?;
+        let at = |ms: i64| {
+            let t = std::time::UNIX_EPOCH
+                + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+            humantime::format_rfc3339_millis(t).to_string()
+        };
+        let mut snapshots: Vec<_> = t.metadata.snapshots().collect();
+        snapshots.sort_by_key(|s| std::cmp::Reverse((s.sequence_number(), s.timestamp_ms())));
+        let newest: Vec<serde_json::Value> = snapshots
+            .iter()
+            .take(5)
+            .map(|s| {
+                let p = &s.summary().additional_properties;
+                serde_json::json!({
+                    "snapshot_id": s.snapshot_id(),
+                    "sequence_number": s.sequence_number(),
+                    "time": at(s.timestamp_ms()),
+                    "operation": s.summary().operation.as_str(),
+                    "added_records": p.get("added-records"),
+                    "deleted_records": p.get("deleted-records"),
+                    "by_tributary": p.contains_key("tributary.checkpoint"),
+                })
+            })
+            .collect();
+        let watermark = checkpoint
+            .as_ref()
+            .and_then(|c| c.watermark_micros)
+            .map(|w| at(w.div_euclid(1000)));
+        let position = checkpoint
+            .as_ref()
+            .and_then(|c| c.position.as_ref())
+            .map(ToString::to_string);
+        let json = serde_json::json!({
+            "table": name.to_string(),
+            "source": table.to_string(),
+            "version": t.version,
+            "metadata_location": t.metadata_location,
+            "location": t.metadata.location(),
+            "position": position,
+            "round": checkpoint.as_ref().and_then(Checkpoint::round),
+            "watermark": watermark,
+            "shape": shape,
+            "newest_snapshots": newest,
+            "maintenance_due": due,
+        });
+        let mut text = vec![
+            format!(
+                "{name} (from {table}), version {} at {}",
+                t.version, t.metadata_location
+            ),
+            format!(
+                "  committed: position {}, watermark {}",
+                position.as_deref().unwrap_or("-"),
+                watermark.as_deref().unwrap_or("-")
+            ),
+            format!(
+                "  files: {} data ({} small), {} position-delete, {} equality-delete; {} data \
+                 bytes, {} delete bytes; {} manifests, {} snapshots",
+                shape.data_files,
+                shape.small_files,
+                shape.position_delete_files,
+                shape.equality_delete_files,
+                shape.data_bytes,
+                shape.delete_bytes,
+                shape.manifests,
+                shape.snapshots
+            ),
+            "  newest snapshots:".to_string(),
+        ];
+        for s in &newest {
+            text.push(format!(
+                "    {} seq {} {} {} (+{} -{} records)",
+                s["snapshot_id"],
+                s["sequence_number"],
+                s["time"].as_str().unwrap_or(""),
+                s["operation"].as_str().unwrap_or(""),
+                s["added_records"].as_str().unwrap_or("0"),
+                s["deleted_records"].as_str().unwrap_or("0"),
+            ));
+        }
+        text.push(match due.is_empty() {
+            true => "  health: no maintenance due".to_string(),
+            false => format!("  health: maintenance due: {}", due.join(", ")),
+        });
+        Ok(Report {
+            text: text.join("\n"),
+            json,
+        })
+    }
+
+    /// Each target through the catalog (which also shows the catalog and
+    /// its store are reachable), and the catalog's compare-and-swap on the
+    /// first existing one (a probe that changes nothing).
+    async fn check(&self, tables: &[TableId]) -> Vec<tributary_core::CheckFinding> {
+        use tributary_core::{CheckFinding, CheckStatus};
+        const C: &str = "sink.iceberg";
+        let mut out = Vec::new();
+        let mut first = None;
+        for table in tables {
+            let name = self.config.table_name(table);
+            let what = format!("table {name}");
+            match self.catalog.load_table(&name).await {
+                Ok(t) => {
+                    let summary = t
+                        .metadata
+                        .current_snapshot()
+                        .map(|s| s.summary().additional_properties.clone());
+                    let total = |k: &str| {
+                        summary
+                            .as_ref()
+                            .and_then(|p| p.get(k).cloned())
+                            .unwrap_or_else(|| "0".into())
+                    };
+                    let committed = match committed_checkpoint(&t) {
+                        Ok(Some(cp)) => cp
+                            .position
+                            .map_or("committed".into(), |p| format!("committed at {p}")),
+                        Ok(None) => "nothing committed yet".into(),
+                        Err(e) => format!("unreadable checkpoint: {e}"),
+                    };
+                    out.push(CheckFinding::new(
+                        C,
+                        CheckStatus::Ok,
+                        what,
+                        format!(
+                            "version {}, {} snapshots, {} data files, {} delete files; {committed}",
+                            t.version,
+                            t.metadata.snapshots().count(),
+                            total("total-data-files"),
+                            total("total-delete-files"),
+                        ),
+                    ));
+                    first.get_or_insert(t);
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => out.push(CheckFinding::new(
+                    C,
+                    CheckStatus::Ok,
+                    what,
+                    "not created yet: the first start creates it",
+                )),
+                Err(e) => out.push(CheckFinding::new(
+                    C,
+                    CheckStatus::Failed,
+                    what,
+                    e.to_string(),
+                )),
+            }
+        }
+        out.push(match first {
+            Some(t) => CheckFinding::from_result(
+                C,
+                "compare-and-swap",
+                &self.catalog.verify_compare_and_swap(&t).await,
+                |()| format!("enforced (probed on {})", t.name),
+            ),
+            None => CheckFinding::new(
+                C,
+                CheckStatus::Warning,
+                "compare-and-swap",
+                "no target table exists yet to probe it on: the first start checks it before \
+                 its first commit",
+            ),
+        });
+        out
+    }
 }
 
 #[async_trait]
@@ -143,11 +326,7 @@ impl TargetMaintenance for IcebergSinkFactory {
         m.enabled.then_some(m.interval)
     }
 
-    async fn maintain(
-        &self,
-        table: &TableId,
-        options: &MaintainOptions,
-    ) -> Result<MaintenanceReport> {
+    async fn maintain(&self, table: &TableId, options: &MaintainOptions) -> Result<Report> {
         let mut config = self.config.maintenance.for_table(&table.to_string())?;
         config.orphans |= options.orphans;
         if let Some(age) = options.orphan_min_age {
@@ -158,7 +337,7 @@ impl TargetMaintenance for IcebergSinkFactory {
         // A table `sync` has not created yet has nothing to maintain.
         if let Err(e) = self.catalog.load_table(&name).await {
             if e.kind() == ErrorKind::NotFound {
-                return Ok(MaintenanceReport {
+                return Ok(Report {
                     text: format!("{name}: not created yet"),
                     json: serde_json::json!({"table": name.to_string(), "missing": true}),
                 });
@@ -169,7 +348,7 @@ impl TargetMaintenance for IcebergSinkFactory {
             tributary_maintenance::maintain_table(&*self.catalog, &name, &config, options.dry_run)
                 .await
                 .map_err(|e| e.with_context("table", &name))?;
-        Ok(MaintenanceReport {
+        Ok(Report {
             text: report.to_string(),
             json: serde_json::to_value(&report)?,
         })

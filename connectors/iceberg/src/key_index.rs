@@ -124,17 +124,26 @@ impl Layout {
     }
 
     /// Indices of the files whose range and filter admit `key`.
-    fn candidates<'a>(
-        &'a self,
-        files: &'a [FileKeys],
-        key: &'a [u8],
-    ) -> impl Iterator<Item = usize> + 'a {
+    /// The files that may hold `key`: its range, then its bloom filter
+    /// (counted in `stats`: tests of files whose range holds the key, and
+    /// the ones the filter ruled out).
+    fn candidates(&self, files: &[FileKeys], key: &[u8], stats: &mut IndexStats) -> Vec<usize> {
         let at = self.run.partition_point(|&i| files[i].range().0 <= key);
         let in_run = at.checked_sub(1).map(|j| self.run[j]);
-        in_run
-            .into_iter()
-            .chain(self.overlapping.iter().copied())
-            .filter(move |&i| files[i].may_contain(key))
+        let mut out = Vec::new();
+        for i in in_run.into_iter().chain(self.overlapping.iter().copied()) {
+            let (min, max) = files[i].range();
+            if !(min <= key && key <= max) {
+                continue;
+            }
+            stats.bloom_tests += 1;
+            if files[i].may_contain(key) {
+                out.push(i);
+            } else {
+                stats.bloom_skips += 1;
+            }
+        }
+        out
     }
 }
 
@@ -148,6 +157,10 @@ pub struct IndexStats {
     pub key_columns_read: usize,
     /// Sidecars loaded on open.
     pub sidecars_read: usize,
+    /// Lookups' files whose key range held the key, and of those the ones
+    /// the bloom filter ruled out.
+    pub bloom_tests: u64,
+    pub bloom_skips: u64,
 }
 
 pub struct KeyIndex {
@@ -288,7 +301,9 @@ impl KeyIndex {
     /// no file is read): the test equality-delete mode relies on.
     pub fn may_exist(&mut self, key: &[u8]) -> bool {
         let layout = self.layout.get_or_insert_with(|| Layout::of(&self.files));
-        layout.candidates(&self.files, key).next().is_some()
+        !layout
+            .candidates(&self.files, key, &mut self.stats)
+            .is_empty()
     }
 
     pub fn key_columns(&self) -> &[usize] {
@@ -308,7 +323,8 @@ impl KeyIndex {
     pub async fn lookup(&mut self, key: &[u8]) -> Result<Option<RowLocation>> {
         let layout = self.layout.get_or_insert_with(|| Layout::of(&self.files));
         let candidates: Vec<Arc<str>> = layout
-            .candidates(&self.files, key)
+            .candidates(&self.files, key, &mut self.stats)
+            .into_iter()
             .map(|i| self.files[i].path().clone())
             .collect();
         for path in candidates {
@@ -367,19 +383,28 @@ mod tests {
         let layout = Layout::of(&files);
         assert_eq!((layout.run.len(), layout.overlapping.len()), (100, 2));
         let key = 437u32.to_be_bytes();
+        let mut stats = IndexStats::default();
         let found: Vec<&str> = layout
-            .candidates(&files, &key)
+            .candidates(&files, &key, &mut stats)
+            .into_iter()
             .map(|i| &**files[i].path())
             .map(|p| if p.starts_with("run") { "run" } else { "wide" })
             .collect();
         assert!(found.contains(&"run") && found.len() <= 3, "{found:?}");
+        // The bloom filters were tested on the three files whose range
+        // holds the key; those that ruled it out were counted as skips.
+        assert_eq!(stats.bloom_tests, 3);
+        assert_eq!(stats.bloom_skips, 3 - found.len() as u64);
         let hit = layout
-            .candidates(&files, &key)
+            .candidates(&files, &key, &mut stats)
+            .into_iter()
             .find(|&i| files[i].path().starts_with("run"));
         assert_eq!(&**files[hit.unwrap()].path(), "run-43");
         // Before the first file and after the last.
         assert_eq!(
-            layout.candidates(&files, &5000u32.to_be_bytes()).count(),
+            layout
+                .candidates(&files, &5000u32.to_be_bytes(), &mut stats)
+                .len(),
             0,
             "outside every range"
         );

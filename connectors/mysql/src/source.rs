@@ -581,4 +581,135 @@ impl tributary_core::SourceFactory for MySqlSourceFactory {
             MySqlSource::start(self.config.clone(), resume).await?,
         ))
     }
+
+    /// `information_schema.TABLES.TABLE_ROWS`: InnoDB's estimate (it can be
+    /// off by tens of percent; good enough for an ETA).
+    async fn estimate_rows(&self, tables: &[TableId]) -> Option<u64> {
+        let mut conn = connect(&self.config).await.ok()?;
+        let mut total = 0u64;
+        for t in tables {
+            let rows: Option<Option<u64>> = conn
+                .exec_first(
+                    "SELECT TABLE_ROWS FROM information_schema.TABLES \
+                     WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                    (&t.database, &t.table),
+                )
+                .await
+                .ok()?;
+            total += rows.flatten().unwrap_or(0);
+        }
+        Some(total)
+    }
+
+    /// The server (version, binlog settings, replication grants), the
+    /// tables the include list selects, and SELECT on each of them.
+    async fn check(&self) -> Vec<tributary_core::CheckFinding> {
+        use tributary_core::{CheckFinding, CheckStatus};
+        const C: &str = "source.mysql";
+        let at = format!("{}:{}", self.config.host, self.config.port);
+        let report = match crate::check::check_server(&self.config).await {
+            Ok(r) => r,
+            Err(e) => {
+                return vec![CheckFinding::new(
+                    C,
+                    CheckStatus::Failed,
+                    "server",
+                    format!("{at}: {e}"),
+                )];
+            }
+        };
+        let mut out = vec![CheckFinding::new(
+            C,
+            CheckStatus::Ok,
+            "server",
+            format!(
+                "{} {} at {at}",
+                match report.flavor {
+                    crate::conn::Flavor::MariaDb => "MariaDB",
+                    crate::conn::Flavor::MySql => "MySQL",
+                },
+                report.version
+            ),
+        )];
+        for p in &report.problems {
+            // Grants through roles do not show in SHOW GRANTS lines.
+            let status = if p.what.starts_with("privilege ") {
+                CheckStatus::Warning
+            } else {
+                CheckStatus::Failed
+            };
+            out.push(CheckFinding::new(
+                C,
+                status,
+                &p.what,
+                format!("{}; fix: {}", p.found, p.fix),
+            ));
+        }
+        let tables = match MySqlSource::list_tables(&self.config).await {
+            Ok(t) => t,
+            Err(e) => {
+                out.push(CheckFinding::new(
+                    C,
+                    CheckStatus::Failed,
+                    "tables",
+                    e.to_string(),
+                ));
+                return out;
+            }
+        };
+        if tables.is_empty() {
+            out.push(CheckFinding::new(
+                C,
+                CheckStatus::Failed,
+                "tables",
+                "the include list selects no table on this server: check the database and \
+                 table names in tables.include (patterns are db.table, `*` matches any name)",
+            ));
+            return out;
+        }
+        let names: Vec<String> = tables.iter().take(5).map(ToString::to_string).collect();
+        let more = tables.len().saturating_sub(names.len());
+        out.push(CheckFinding::new(
+            C,
+            CheckStatus::Ok,
+            "tables",
+            format!(
+                "{} selected: {}{}",
+                tables.len(),
+                names.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            ),
+        ));
+        match connect(&self.config).await {
+            Ok(mut conn) => {
+                for t in &tables {
+                    let q = |s: &str| s.replace('`', "``");
+                    let sql = format!(
+                        "SELECT * FROM `{}`.`{}` LIMIT 0",
+                        q(&t.database),
+                        q(&t.table)
+                    );
+                    if let Err(e) = conn.query_drop(&sql).await {
+                        out.push(CheckFinding::new(
+                            C,
+                            CheckStatus::Failed,
+                            format!("SELECT on {t}"),
+                            format!("{e}; fix: GRANT SELECT ON `{}`.* TO <user>", t.database),
+                        ));
+                    }
+                }
+            }
+            Err(e) => out.push(CheckFinding::new(
+                C,
+                CheckStatus::Failed,
+                "server",
+                e.to_string(),
+            )),
+        }
+        out
+    }
 }

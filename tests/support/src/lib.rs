@@ -382,6 +382,48 @@ impl DevServices {
             .collect()
     }
 
+    /// Loads `url` in headless Chromium (`dev/services up chromium`) and
+    /// returns the DOM after the page ran (`--dump-dom`); also saves a
+    /// screenshot to `screenshot`. Flags as this machine needs them: no
+    /// sandbox as root, no background networking (refused here), a fresh
+    /// profile (removed after).
+    pub fn chromium_render(&self, url: &str, screenshot: &Path) -> String {
+        let chromium = self
+            .var("chromium", "TRIBUTARY_CHROMIUM")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let profile = std::env::temp_dir().join(unique_name("chromium-profile"));
+        let run = |extra: &[String]| {
+            let out = Command::new(chromium)
+                .args([
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--window-size=1280,800",
+                ])
+                .arg(format!("--user-data-dir={}", profile.display()))
+                .args(extra)
+                .arg(url)
+                .output()
+                .expect("start chromium");
+            assert!(
+                out.status.success(),
+                "chromium failed ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).to_string()
+        };
+        let dom = run(&["--dump-dom".to_string()]);
+        run(&[format!("--screenshot={}", screenshot.display())]);
+        let _ = std::fs::remove_dir_all(&profile);
+        dom
+    }
+
     /// Runs a Python script with the venv's interpreter; returns stdout, or
     /// panics with stderr.
     pub fn run_python(&self, script: &str, args: &[&str]) -> String {

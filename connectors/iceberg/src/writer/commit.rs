@@ -140,6 +140,12 @@ impl UpsertWriter {
     ) {
         for d in &delta.delete_files {
             self.index.applied_delete_file(d.file_path());
+            match d.content_type() {
+                iceberg::spec::DataContentType::EqualityDeletes => {
+                    self.delete_files_committed.1 += 1;
+                }
+                _ => self.delete_files_committed.0 += 1,
+            }
         }
         let superseded: Vec<(Arc<str>, i64)> = self
             .superseded_rows()

@@ -85,6 +85,8 @@ pub struct UpsertWriter {
     /// and deletes planned at that snapshot would skip the check that their
     /// files are still live (and delete nothing).
     index_at: Option<i64>,
+    /// Delete files committed since the writer opened, by kind.
+    delete_files_committed: (u64, u64),
 }
 
 impl UpsertWriter {
@@ -151,6 +153,7 @@ impl UpsertWriter {
             planned_found: Vec::new(),
             truncate_pending: false,
             index_at: None,
+            delete_files_committed: (0, 0),
         };
         writer.load_index().await?;
         Ok(writer)
@@ -252,6 +255,17 @@ impl Sink for UpsertWriter {
 
     async fn committed(&self) -> Result<Option<Checkpoint>> {
         Ok(self.committed.clone())
+    }
+
+    fn counters(&self) -> tributary_core::SinkCounters {
+        let index = self.index.stats;
+        tributary_core::SinkCounters {
+            position_delete_files: self.delete_files_committed.0,
+            equality_delete_files: self.delete_files_committed.1,
+            bloom_tests: index.bloom_tests,
+            bloom_skips: index.bloom_skips,
+            ..Default::default()
+        }
     }
 
     async fn health_check(&self) -> Result<()> {
