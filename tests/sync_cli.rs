@@ -1012,6 +1012,64 @@ async fn a_silent_source_past_restart_on_heartbeat_age_starts_the_run_again() {
     f.drop().await;
 }
 
+/// On a terminal the initial read draws a progress bar (rows, rows/s)
+/// instead of log lines: `sync` under a pseudo-terminal (util-linux
+/// `script`), the bar read back from what the terminal received.
+#[tokio::test]
+async fn on_a_terminal_the_snapshot_draws_a_progress_bar() {
+    let f = Fixture::new("sync_tty").await;
+    let (db, warehouse) = (f.db.clone(), f.warehouse());
+    // Log lines would come every 0.2 s; a terminal gets the bar instead.
+    let sink = format!(
+        "{}\n[pipeline]\nprogress_interval = 0.2\n",
+        iceberg_sink(&db, &warehouse)
+    );
+    let config = f.pipeline(&sink);
+    let screen = f.dir.join("terminal.txt");
+    let command = format!(
+        "{} sync --config {}",
+        env!("CARGO_BIN_EXE_tributary"),
+        config.display()
+    );
+    let mut script = Command::new("script")
+        .args(["--quiet", "--return", "--flush", "--command", &command])
+        .arg(&screen)
+        .env("SYNC_TEST_PASSWORD", PASSWORD)
+        .env("SYNC_TEST_S3_SECRET", S3_SECRET)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("script (util-linux)");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let seen = loop {
+        let text = std::fs::read_to_string(&screen).unwrap_or_default();
+        if text.contains("snapshot done") {
+            break text;
+        }
+        if Instant::now() > deadline || script.try_wait().unwrap().is_some() {
+            let _ = script.kill();
+            panic!("no \"snapshot done\" on the terminal:\n{text}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The pseudo-terminal closes with `script`: the job gets SIGHUP.
+    let _ = script.kill();
+    let _ = script.wait();
+    let bar = seen
+        .split("snapshot ")
+        .find(|part| part.contains(" rows, ") && part.contains("/s"))
+        .unwrap_or_else(|| panic!("no progress bar on the terminal:\n{seen}"));
+    assert!(
+        !bar.starts_with("progress:"),
+        "a bar, not log lines:\n{seen}"
+    );
+    assert!(!seen.contains("snapshot progress:"), "{seen}");
+    assert!(!seen.contains(PASSWORD));
+    let dir = f.dir.clone();
+    f.drop().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// `GET path` on 127.0.0.1:`port`: status code and body.
 async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

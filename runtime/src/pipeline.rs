@@ -447,7 +447,8 @@ impl Pipeline {
         let partial = resume.is_some_and(|cp| self.source.snapshot_in_progress(cp));
         let expected = match partial || fresh.is_empty() {
             true => None,
-            false => self.source.estimate_rows(&fresh).await,
+            // An estimate of 0 (statistics not gathered yet) is none.
+            false => self.source.estimate_rows(&fresh).await.filter(|&n| n > 0),
         };
         let tables = if partial { states.len() } else { fresh.len() };
         crate::progress::SnapshotProgressView::new(
