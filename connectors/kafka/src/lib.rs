@@ -5,5 +5,7 @@
 //! consumer (a source) build on it.
 
 pub mod envelope;
+pub mod sink;
 
 pub use envelope::{DecimalMode, EnvelopeConfig, SourceInfo, encode_key, encode_value};
+pub use sink::{KafkaSink, KafkaSinkConfig, committed_checkpoint};

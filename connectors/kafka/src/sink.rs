@@ -1,0 +1,456 @@
+//! The relay's producer: a sink writing each table's changes to its topic
+//! `<prefix>.<db>.<table>` as Debezium envelopes keyed by primary key.
+//!
+//! - librdkafka's `murmur2_random` partitioner (a key lands where a Java
+//!   producer puts it), `enable.idempotence=true`, `acks=all` (its defaults
+//!   are CRC32 and off, and retries could then reorder a key's changes).
+//! - A delete is followed by a tombstone (configurable); an update that
+//!   changes the key is a delete (+ tombstone) of the old key and a create
+//!   of the new one, as Debezium writes it.
+//! - A commit waits for every delivery report of what was written, then
+//!   records the checkpoint in the compacted topic
+//!   `<prefix>.tributary-checkpoints` (key: the table). So a position is
+//!   only ever recorded after everything before it is in Kafka; a producer
+//!   killed before that replays from the previous checkpoint (duplicates,
+//!   never a gap — consumers absorb them by key and source position).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde::Deserialize;
+use tributary_core::{
+    ChangeBatch, Checkpoint, Error, ErrorKind, Image, Op, Prepared, Result, SchemaChange, Sink,
+    SourcePosition, TableSchema,
+};
+
+use crate::envelope::{DecimalMode, EnvelopeConfig, SourceInfo, encode_key, encode_value};
+
+/// `[sink.kafka]`-to-be: where and how the relay writes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    /// `host:port,…` of the brokers.
+    pub brokers: String,
+    /// Topic prefix (Debezium's `topic.prefix`): topics are
+    /// `<prefix>.<db>.<table>`.
+    pub prefix: String,
+    /// Kafka's JsonConverter `schemas.enable` (default true).
+    #[serde(default = "yes")]
+    pub schemas_enable: bool,
+    #[serde(default)]
+    pub decimal_mode: DecimalMode,
+    /// A tombstone after each delete (default true), for compacted topics.
+    #[serde(default = "yes")]
+    pub tombstones: bool,
+    /// Partitions of the topics it creates (default 1).
+    #[serde(default = "one")]
+    pub partitions: i32,
+    /// Deadline of a delivery (librdkafka `message.timeout.ms`; default 30 s).
+    #[serde(default = "thirty_seconds", with = "tributary_core::duration")]
+    pub delivery_timeout: Duration,
+    /// More librdkafka producer properties.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn one() -> i32 {
+    1
+}
+
+fn thirty_seconds() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl KafkaSinkConfig {
+    pub fn new(brokers: impl Into<String>, prefix: impl Into<String>) -> KafkaSinkConfig {
+        KafkaSinkConfig {
+            brokers: brokers.into(),
+            prefix: prefix.into(),
+            schemas_enable: true,
+            decimal_mode: DecimalMode::default(),
+            tombstones: true,
+            partitions: 1,
+            delivery_timeout: thirty_seconds(),
+            properties: BTreeMap::new(),
+        }
+    }
+
+    /// The topic of `schema`'s table.
+    pub fn topic(&self, schema: &TableSchema) -> String {
+        format!(
+            "{}.{}.{}",
+            self.prefix, schema.table.database, schema.table.table
+        )
+    }
+
+    /// The compacted topic holding each table's committed checkpoint.
+    pub fn checkpoint_topic(&self) -> String {
+        format!("{}.tributary-checkpoints", self.prefix)
+    }
+
+    fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+fn kafka_err(what: &str, e: rdkafka::error::KafkaError) -> Error {
+    Error::new(ErrorKind::Connection, format!("Kafka: {what}: {e}"))
+}
+
+/// Creates `topic` unless it exists.
+async fn ensure_topic(
+    config: &KafkaSinkConfig,
+    topic: &str,
+    partitions: i32,
+    compact: bool,
+) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = config
+        .client()
+        .create()
+        .map_err(|e| kafka_err("admin client", e))?;
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    if compact {
+        new = new.set("cleanup.policy", "compact");
+    }
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics([&new], &options)
+        .await
+        .map_err(|e| kafka_err(&format!("creating {topic}"), e))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, code)) => {
+                return Err(Error::new(
+                    ErrorKind::Connection,
+                    format!("Kafka: creating topic {t}: {code}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The checkpoint committed for `table` (`db.table`): the last value of its
+/// key in the checkpoint topic, read from the beginning (it is compacted).
+pub async fn committed_checkpoint(
+    config: &KafkaSinkConfig,
+    table: &str,
+) -> Result<Option<Checkpoint>> {
+    let (config, table) = (config.clone(), table.to_string());
+    tokio::task::spawn_blocking(move || read_checkpoint(&config, &table))
+        .await
+        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("checkpoint read: {e}")))?
+}
+
+fn read_checkpoint(config: &KafkaSinkConfig, table: &str) -> Result<Option<Checkpoint>> {
+    let topic = config.checkpoint_topic();
+    let consumer: BaseConsumer = config
+        .client()
+        .set("group.id", "tributary-checkpoint-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| kafka_err("consumer", e))?;
+    let timeout = Duration::from_secs(30);
+    let metadata = consumer
+        .fetch_metadata(Some(&topic), timeout)
+        .map_err(|e| kafka_err("metadata", e))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut ends = BTreeMap::new();
+    let mut list = TopicPartitionList::new();
+    for p in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(&topic, p, timeout)
+            .map_err(|e| kafka_err("watermarks", e))?;
+        if high > low {
+            ends.insert(p, high);
+            list.add_partition_offset(&topic, p, Offset::Beginning)
+                .map_err(|e| kafka_err("assign", e))?;
+        }
+    }
+    if ends.is_empty() {
+        return Ok(None);
+    }
+    consumer.assign(&list).map_err(|e| kafka_err("assign", e))?;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut found = None;
+    while !ends.is_empty() {
+        if std::time::Instant::now() > deadline {
+            return Err(Error::new(
+                ErrorKind::Timeout,
+                format!("Kafka: reading {topic} took longer than {timeout:?}"),
+            ));
+        }
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m.map_err(|e| kafka_err("reading checkpoints", e))?;
+        if m.key() == Some(table.as_bytes()) {
+            found = match m.payload() {
+                Some(p) => Some(serde_json::from_slice(p)?),
+                None => None,
+            };
+        }
+        if ends
+            .get(&m.partition())
+            .is_some_and(|&e| m.offset() + 1 >= e)
+        {
+            ends.remove(&m.partition());
+        }
+    }
+    Ok(found)
+}
+
+pub struct KafkaSink {
+    config: KafkaSinkConfig,
+    envelope: EnvelopeConfig,
+    schema: Arc<TableSchema>,
+    topic: String,
+    producer: FutureProducer,
+    /// Deliveries not yet confirmed.
+    pending: Vec<DeliveryFuture>,
+    committed: Option<Checkpoint>,
+}
+
+impl KafkaSink {
+    /// Connects, creates the table's topic and the checkpoint topic if
+    /// needed, and reads the committed checkpoint.
+    pub async fn open(config: KafkaSinkConfig, schema: &TableSchema) -> Result<KafkaSink> {
+        if schema.primary_key.is_empty() {
+            return Err(Error::invalid_config(format!(
+                "{} has no primary key: relay topics are keyed by it",
+                schema.table
+            )));
+        }
+        let topic = config.topic(schema);
+        ensure_topic(&config, &topic, config.partitions, false).await?;
+        ensure_topic(&config, &config.checkpoint_topic(), 1, true).await?;
+        let producer: FutureProducer = config
+            .client()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "5")
+            .set(
+                "message.timeout.ms",
+                config.delivery_timeout.as_millis().to_string(),
+            )
+            .create()
+            .map_err(|e| kafka_err("producer", e))?;
+        let committed = committed_checkpoint(&config, &schema.table.to_string()).await?;
+        Ok(KafkaSink {
+            envelope: EnvelopeConfig {
+                prefix: config.prefix.clone(),
+                schemas_enable: config.schemas_enable,
+                decimal_mode: config.decimal_mode,
+            },
+            config,
+            schema: Arc::new(schema.clone()),
+            topic,
+            producer,
+            pending: Vec::new(),
+            committed,
+        })
+    }
+
+    fn send(&mut self, key: &serde_json::Value, value: Option<&serde_json::Value>) -> Result<()> {
+        let key = serde_json::to_vec(key)?;
+        let value = value.map(serde_json::to_vec).transpose()?;
+        let mut record = FutureRecord::to(&self.topic).key(&key);
+        if let Some(v) = &value {
+            record = record.payload(v);
+        }
+        let delivery = self
+            .producer
+            .send_result(record)
+            .map_err(|(e, _)| kafka_err(&format!("producing to {}", self.topic), e))?;
+        self.pending.push(delivery);
+        Ok(())
+    }
+
+    /// Waits for every delivery report so far; any failure fails the commit
+    /// (transient: the run replays from the last checkpoint).
+    async fn confirm_deliveries(&mut self) -> Result<()> {
+        for d in std::mem::take(&mut self.pending) {
+            match d.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(kafka_err("delivery", e)),
+                Err(_) => {
+                    return Err(Error::new(
+                        ErrorKind::Connection,
+                        "Kafka: a delivery report was lost (producer gone)",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The envelope's `source` block of `batch`'s row `row`.
+fn source_info(batch: &ChangeBatch, row: usize, ordinal: u32) -> SourceInfo {
+    let meta = batch.txn_of(row);
+    let (file_pos, gtid) = match &meta.position {
+        Some(SourcePosition::FilePos(p)) => (Some(p), None),
+        Some(SourcePosition::MySqlGtid {
+            gtid_set, file_pos, ..
+        }) => (file_pos.as_ref(), Some(gtid_set.to_string())),
+        Some(SourcePosition::MariaDbGtid {
+            gtid_list,
+            file_pos,
+            ..
+        }) => (file_pos.as_ref(), Some(gtid_list.to_string())),
+        None => (None, None),
+    };
+    SourceInfo {
+        server_id: 0,
+        gtid,
+        file: file_pos.map(|p| p.file.clone()).unwrap_or_default(),
+        pos: file_pos.map_or(0, |p| p.pos),
+        row: ordinal,
+        ts_ms: meta.commit_ts_micros.div_euclid(1000),
+        snapshot: batch.op(row) == Op::Read,
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[async_trait]
+impl Sink for KafkaSink {
+    async fn write(&mut self, batch: &ChangeBatch) -> Result<()> {
+        let schema = self.schema.clone();
+        let key_of = |row: &[tributary_core::Value]| {
+            schema
+                .primary_key
+                .iter()
+                .map(|&i| row[i].clone())
+                .collect::<Vec<_>>()
+        };
+        let now = now_ms();
+        for row in 0..batch.len() {
+            // Already in Kafka up to the committed position: not sent again.
+            if batch.is_committed_in(row, self.committed.as_ref()) {
+                continue;
+            }
+            let op = batch.op(row);
+            let (before, after) = (batch.row(Image::Before, row), batch.row(Image::After, row));
+            let source = source_info(batch, row, row as u32);
+            let key_changed = op == Op::Update
+                && before
+                    .as_ref()
+                    .zip(after.as_ref())
+                    .is_some_and(|(b, a)| key_of(b) != key_of(a));
+            let env = self.envelope.clone();
+            if op == Op::Delete || key_changed {
+                let b = before.as_deref().ok_or_else(|| {
+                    Error::invalid_data(format!(
+                        "{}: a delete without its before image",
+                        schema.table
+                    ))
+                })?;
+                let key = encode_key(&env, &schema, b)?;
+                let value = encode_value(&env, &schema, Op::Delete, Some(b), None, &source, now)?;
+                self.send(&key, Some(&value))?;
+                if self.config.tombstones {
+                    self.send(&key, None)?;
+                }
+            }
+            if op == Op::Delete {
+                continue;
+            }
+            let a = after.as_deref().ok_or_else(|| {
+                Error::invalid_data(format!(
+                    "{}: a {op:?} without its after image",
+                    schema.table
+                ))
+            })?;
+            let key = encode_key(&env, &schema, a)?;
+            let (op, before) = if key_changed {
+                (Op::Insert, None)
+            } else {
+                (op, before.as_deref())
+            };
+            let value = encode_value(&env, &schema, op, before, Some(a), &source, now)?;
+            self.send(&key, Some(&value))?;
+        }
+        Ok(())
+    }
+
+    /// Schema changes go to the schema-change topic in a later step; the
+    /// envelopes carry each row's current schema meanwhile.
+    async fn apply_schema_change(&mut self, change: &SchemaChange) -> Result<()> {
+        if let Some(after) = &change.after {
+            self.schema = Arc::new(after.clone());
+        }
+        Ok(())
+    }
+
+    async fn prepare(&mut self, checkpoint: &Checkpoint) -> Result<Prepared> {
+        self.confirm_deliveries().await?;
+        let key = self.schema.table.to_string();
+        let value = serde_json::to_vec(checkpoint)?;
+        let topic = self.config.checkpoint_topic();
+        let record = FutureRecord::to(&topic).key(&key).payload(&value);
+        self.producer
+            .send(record, self.config.delivery_timeout)
+            .await
+            .map_err(|(e, _)| kafka_err("recording the checkpoint", e))?;
+        self.committed = Some(checkpoint.clone());
+        Ok(Prepared {
+            checkpoint: checkpoint.clone(),
+            payload: serde_json::Value::Null,
+        })
+    }
+
+    /// Everything was made visible by `prepare` (Kafka has no invisible
+    /// writes without transactions, which the relay does not rely on).
+    async fn commit_prepared(&mut self, _prepared: Vec<Prepared>) -> Result<()> {
+        Ok(())
+    }
+
+    fn discard_uncommitted(&mut self) {
+        self.pending.clear();
+    }
+
+    async fn committed(&self) -> Result<Option<Checkpoint>> {
+        Ok(self.committed.clone())
+    }
+
+    async fn health_check(&self) -> Result<()> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            rdkafka::producer::Producer::client(&producer)
+                .fetch_metadata(None, Duration::from_secs(5))
+                .map(drop)
+                .map_err(|e| kafka_err("metadata", e))
+        })
+        .await
+        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("health check: {e}")))?
+    }
+}
