@@ -29,6 +29,7 @@ impl Registry {
         use tributary_clickhouse::{ClickHouseSinkConfig, ClickHouseSinkFactory};
         use tributary_hbase::{HBaseSinkConfig, HBaseSinkFactory};
         use tributary_iceberg::{IcebergSinkConfig, IcebergSinkFactory};
+        use tributary_kafka::{KafkaSinkConfig, KafkaSinkFactory};
         use tributary_mysql::{MySqlSourceConfig, MySqlSourceFactory};
         Registry::empty()
             .with_source("mysql", |c: MySqlSourceConfig| {
@@ -42,6 +43,9 @@ impl Registry {
             })
             .with_sink("hbase", |c: HBaseSinkConfig| {
                 Ok(Arc::new(HBaseSinkFactory::new(c)?))
+            })
+            .with_sink("kafka", |c: KafkaSinkConfig| {
+                Ok(Arc::new(KafkaSinkFactory::new(c)?))
             })
     }
 

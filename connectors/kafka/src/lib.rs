@@ -8,4 +8,4 @@ pub mod envelope;
 pub mod sink;
 
 pub use envelope::{DecimalMode, EnvelopeConfig, SourceInfo, encode_key, encode_value};
-pub use sink::{KafkaSink, KafkaSinkConfig, committed_checkpoint};
+pub use sink::{KafkaSink, KafkaSinkConfig, KafkaSinkFactory, committed_checkpoint};

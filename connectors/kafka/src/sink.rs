@@ -454,3 +454,126 @@ impl Sink for KafkaSink {
         .map_err(|e| Error::new(ErrorKind::Unexpected, format!("health check: {e}")))?
     }
 }
+
+/// `[sink.kafka]` as a pipeline's sink kind: one `KafkaSink` per source
+/// table. A table's state is its checkpoint in the checkpoint topic; a topic
+/// holding messages without one (a producer killed before its first commit)
+/// counts as missing: the table is read again and its messages sent again
+/// (duplicates a consumer absorbs by key, never a gap).
+pub struct KafkaSinkFactory {
+    config: KafkaSinkConfig,
+}
+
+impl KafkaSinkFactory {
+    pub fn new(config: KafkaSinkConfig) -> Result<KafkaSinkFactory> {
+        config.validate()?;
+        Ok(KafkaSinkFactory { config })
+    }
+}
+
+impl KafkaSinkConfig {
+    /// Refuses what cannot work, naming the key.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |m: &str| Err(Error::invalid_config(format!("sink.kafka.{m}")));
+        if self.brokers.trim().is_empty() {
+            return fail("brokers is empty: list host:port of at least one broker");
+        }
+        if self.prefix.is_empty()
+            || self
+                .prefix
+                .contains(|c: char| !(c.is_ascii_alphanumeric() || "._-".contains(c)))
+        {
+            return fail(
+                "prefix must be non-empty ASCII letters, digits, '.', '_' or '-' (it starts every topic name)",
+            );
+        }
+        if self.partitions < 1 {
+            return fail("partitions must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl tributary_core::SinkFactory for KafkaSinkFactory {
+    fn target_name(&self, table: &tributary_core::TableId) -> String {
+        format!("{}.{}.{}", self.config.prefix, table.database, table.table)
+    }
+
+    async fn state(&self, table: &tributary_core::TableId) -> Result<tributary_core::TargetState> {
+        Ok(
+            match committed_checkpoint(&self.config, &table.to_string()).await? {
+                Some(cp) => tributary_core::TargetState::Committed(cp),
+                None => tributary_core::TargetState::Missing,
+            },
+        )
+    }
+
+    async fn reset(&self, _table: &tributary_core::TableId) -> Result<()> {
+        Ok(())
+    }
+
+    async fn open(&self, schema: &TableSchema) -> Result<Box<dyn Sink>> {
+        Ok(Box::new(
+            KafkaSink::open(self.config.clone(), schema).await?,
+        ))
+    }
+
+    /// The brokers, and each table's topic (created at the first start if
+    /// missing) with its partitions.
+    async fn check(&self, tables: &[tributary_core::TableId]) -> Vec<tributary_core::CheckFinding> {
+        use tributary_core::{CheckFinding, CheckStatus};
+        const C: &str = "sink.kafka";
+        let config = self.config.clone();
+        let topics: Vec<String> = tables.iter().map(|t| self.target_name(t)).collect();
+        let found = tokio::task::spawn_blocking(move || -> Result<Vec<(String, usize)>> {
+            let consumer: BaseConsumer = config
+                .client()
+                .create()
+                .map_err(|e| kafka_err("client", e))?;
+            let metadata = consumer
+                .fetch_metadata(None, Duration::from_secs(10))
+                .map_err(|e| kafka_err("metadata", e))?;
+            Ok(metadata
+                .topics()
+                .iter()
+                .map(|t| (t.name().to_string(), t.partitions().len()))
+                .collect())
+        })
+        .await
+        .unwrap_or_else(|e| Err(Error::new(ErrorKind::Unexpected, e.to_string())));
+        let existing = match found {
+            Ok(t) => t,
+            Err(e) => {
+                return vec![CheckFinding::new(
+                    C,
+                    CheckStatus::Failed,
+                    format!("brokers {}", self.config.brokers),
+                    e.to_string(),
+                )];
+            }
+        };
+        let mut out = vec![CheckFinding::new(
+            C,
+            CheckStatus::Ok,
+            format!("brokers {}", self.config.brokers),
+            format!("reachable, {} topics", existing.len()),
+        )];
+        for topic in topics {
+            let detail = match existing.iter().find(|(n, _)| *n == topic) {
+                Some((_, p)) => format!("exists, {p} partitions"),
+                None => format!(
+                    "not created yet: the first start creates it with {} partitions",
+                    self.config.partitions
+                ),
+            };
+            out.push(CheckFinding::new(
+                C,
+                CheckStatus::Ok,
+                format!("topic {topic}"),
+                detail,
+            ));
+        }
+        out
+    }
+}
