@@ -205,9 +205,11 @@ enum Reader<'a> {
     Kafka(String, String),
 }
 
-/// A relay topic replayed from the beginning into the rows it describes
-/// (None: no such topic yet).
-fn kafka_rows(brokers: &str, topic: &str) -> Option<Rows> {
+/// Every message of `topic` from the beginning, per partition in offset
+/// order, as (key, value) JSON (None: no such topic yet).
+type Messages = Vec<(serde_json::Value, Option<serde_json::Value>)>;
+
+fn kafka_messages(brokers: &str, topic: &str) -> Option<Messages> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{Message, Offset, TopicPartitionList};
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
@@ -236,11 +238,10 @@ fn kafka_rows(brokers: &str, topic: &str) -> Option<Rows> {
                 .unwrap();
         }
     }
-    let mut rows = Rows::new();
-    if ends.is_empty() {
-        return Some(rows);
+    let mut per_partition: BTreeMap<i32, Messages> = BTreeMap::new();
+    if !ends.is_empty() {
+        consumer.assign(&list).unwrap();
     }
-    consumer.assign(&list).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !ends.is_empty() {
         assert!(Instant::now() < deadline, "{topic} not read in time");
@@ -248,34 +249,40 @@ fn kafka_rows(brokers: &str, topic: &str) -> Option<Rows> {
             continue;
         };
         let m = m.unwrap();
-        let key: serde_json::Value = serde_json::from_slice(m.key().unwrap()).unwrap();
-        let id = key["id"].as_i64().unwrap() as i32;
-        match m
-            .payload()
-            .map(|p| serde_json::from_slice::<serde_json::Value>(p).unwrap())
-        {
-            None => {
-                rows.remove(&id);
-            }
-            Some(v) if v["op"] == "d" => {
-                rows.remove(&id);
-            }
-            Some(v) => {
-                let a = &v["after"];
-                rows.insert(
-                    id,
-                    (
-                        a["v"].as_i64().map(|x| x as i32),
-                        a["s"].as_str().map(str::to_string),
-                    ),
-                );
-            }
-        }
+        let key = serde_json::from_slice(m.key().unwrap()).unwrap();
+        let value = m.payload().map(|p| serde_json::from_slice(p).unwrap());
+        per_partition
+            .entry(m.partition())
+            .or_default()
+            .push((key, value));
         if ends
             .get(&m.partition())
             .is_some_and(|&e| m.offset() + 1 >= e)
         {
             ends.remove(&m.partition());
+        }
+    }
+    Some(per_partition.into_values().flatten().collect())
+}
+
+/// A relay topic replayed into the rows it describes: per key (one
+/// partition each, so in order), the last change wins.
+fn kafka_rows(brokers: &str, topic: &str) -> Option<Rows> {
+    let mut rows = Rows::new();
+    for (key, value) in kafka_messages(brokers, topic)? {
+        let id = key["id"].as_i64().unwrap() as i32;
+        match value {
+            Some(v) if v["op"] != "d" => {
+                let a = &v["after"];
+                let row = (
+                    a["v"].as_i64().map(|x| x as i32),
+                    a["s"].as_str().map(str::to_string),
+                );
+                rows.insert(id, row);
+            }
+            _ => {
+                rows.remove(&id);
+            }
         }
     }
     Some(rows)
@@ -1879,7 +1886,7 @@ async fn sync_to_kafka_survives_sigkill_and_the_topics_replay_to_the_source() {
     let brokers = DevServices::load().apache_kafka();
     let prefix = unique_name("relay");
     let sink = format!(
-        "\n[sink.kafka]\nbrokers = \"{brokers}\"\nprefix = \"{prefix}\"\npartitions = 3\nschemas_enable = false\n"
+        "\n[sink.kafka]\nbrokers = \"{brokers}\"\nprefix = \"{prefix}\"\npartitions = 3\nschemas_enable = false\ncommit_interval = 0.3\n"
     );
     let config = f.pipeline(&sink);
     let sink_config = tributary_kafka::KafkaSinkConfig::new(&brokers, &prefix);
@@ -1891,6 +1898,50 @@ async fn sync_to_kafka_survives_sigkill_and_the_topics_replay_to_the_source() {
     };
     let reader = Reader::Kafka(brokers.clone(), prefix.clone());
     kill_mid_snapshot_and_resume(&mut f, &config, &reader, (47, 53), snapshot_committed).await;
+    // DDL while streaming reaches the schema-change topic `<prefix>`.
+    let log = f.dir.join("sync2.log");
+    let mut sync = SyncProcess::start(&config, &log);
+    f.conn
+        .query_drop(format!("ALTER TABLE {db}.a ADD COLUMN extra INT"))
+        .await
+        .unwrap();
+    // A row of a after it (the source learns a's new shape from its
+    // rows), then writes to b (write_randomly's INSERTs name three columns).
+    f.conn
+        .query_drop(format!(
+            "INSERT INTO {db}.a VALUES (100001, 1, 'after-ddl', 7)"
+        ))
+        .await
+        .unwrap();
+    let b = f.tables()[1].clone();
+    write_randomly(f.url.clone(), [b.clone(), b], 50, 59).await;
+    wait_until_equal(&mut f.conn, &reader, &db, &mut sync).await;
+    // Delivered with a's next commit round.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (key, value) = loop {
+        let changes = kafka_messages(&brokers, &prefix).unwrap_or_default();
+        let alter = changes.into_iter().find_map(|(k, v)| {
+            let v = v?;
+            let ddl = v["ddl"].as_str()?;
+            ddl.contains("ADD COLUMN extra").then_some((k, v))
+        });
+        if let Some(found) = alter {
+            break found;
+        }
+        sync.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "no ALTER on {prefix}:\n{}",
+            sync.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let alter = (&key, &value);
+    assert_eq!(alter.0["databaseName"], db.as_str());
+    assert_eq!(alter.1["tableChanges"][0]["type"], "ALTER");
+    let columns = &alter.1["tableChanges"][0]["table"]["columns"];
+    assert_eq!(columns[3]["name"], "extra", "{columns}");
+    assert!(sync.terminate().success());
     let (ok, out) = tributary(&["check", config.to_str().unwrap()]);
     assert!(ok.success(), "{out}");
     assert!(

@@ -57,6 +57,12 @@ pub struct KafkaSinkConfig {
     /// Deadline of a delivery (librdkafka `message.timeout.ms`; default 30 s).
     #[serde(default = "thirty_seconds", with = "tributary_core::duration")]
     pub delivery_timeout: Duration,
+    /// How often a commit (delivery wait + checkpoint) is due (default 1 s);
+    /// also once `commit_messages` messages are unconfirmed.
+    #[serde(default = "one_second", with = "tributary_core::duration")]
+    pub commit_interval: Duration,
+    #[serde(default = "ten_thousand")]
+    pub commit_messages: usize,
     /// More librdkafka producer properties.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
@@ -68,6 +74,14 @@ fn yes() -> bool {
 
 fn one() -> i32 {
     1
+}
+
+fn one_second() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn ten_thousand() -> usize {
+    10_000
 }
 
 fn thirty_seconds() -> Duration {
@@ -84,6 +98,8 @@ impl KafkaSinkConfig {
             tombstones: true,
             partitions: 1,
             delivery_timeout: thirty_seconds(),
+            commit_interval: one_second(),
+            commit_messages: ten_thousand(),
             properties: BTreeMap::new(),
         }
     }
@@ -232,6 +248,7 @@ pub struct KafkaSink {
     /// Deliveries not yet confirmed.
     pending: Vec<DeliveryFuture>,
     committed: Option<Checkpoint>,
+    last_commit: std::time::Instant,
 }
 
 impl KafkaSink {
@@ -247,6 +264,8 @@ impl KafkaSink {
         let topic = config.topic(schema);
         ensure_topic(&config, &topic, config.partitions, false).await?;
         ensure_topic(&config, &config.checkpoint_topic(), 1, true).await?;
+        // The schema-change topic: one partition keeps a database's DDL in order.
+        ensure_topic(&config, &config.prefix, 1, false).await?;
         let producer: FutureProducer = config
             .client()
             .set("enable.idempotence", "true")
@@ -272,6 +291,7 @@ impl KafkaSink {
             producer,
             pending: Vec::new(),
             committed,
+            last_commit: std::time::Instant::now(),
         })
     }
 
@@ -333,6 +353,58 @@ fn source_info(batch: &ChangeBatch, row: usize, ordinal: u32) -> SourceInfo {
         ts_ms: meta.commit_ts_micros.div_euclid(1000),
         snapshot: batch.op(row) == Op::Read,
     }
+}
+
+/// A schema change as Debezium's schema-change topic carries it.
+fn schema_change_value(change: &SchemaChange, now_ms: i64) -> serde_json::Value {
+    use tributary_core::SchemaChangeKind as K;
+    let kind = match change.kind {
+        K::Create => "CREATE",
+        K::Drop => "DROP",
+        K::Alter | K::Truncate | K::Rename { .. } => "ALTER",
+    };
+    let table = change.after.as_ref().or(change.before.as_ref()).map(|t| {
+        let columns: Vec<serde_json::Value> = t
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                serde_json::json!({
+                    "name": c.name,
+                    "typeName": c.source_type.clone().unwrap_or_else(|| format!("{:?}", c.data_type)),
+                    "position": i + 1,
+                    "optional": c.nullable,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "primaryKeyColumnNames": t.primary_key_names(),
+            "columns": columns,
+        })
+    });
+    let (file, pos) = match &change.position {
+        Some(SourcePosition::FilePos(p)) => (p.file.clone(), p.pos),
+        _ => (String::new(), 0),
+    };
+    serde_json::json!({
+        "source": {
+            "connector": "mysql",
+            "db": change.table.database,
+            "table": change.table.table,
+            "file": file,
+            "pos": pos,
+            "ts_ms": change.commit_ts_micros.div_euclid(1000),
+        },
+        "ts_ms": now_ms,
+        "databaseName": change.table.database,
+        "schemaName": null,
+        "ddl": change.ddl,
+        "tableChanges": [{
+            "type": kind,
+            "id": format!("\"{}\".\"{}\"", change.table.database, change.table.table),
+            "table": table,
+        }],
+    })
 }
 
 fn now_ms() -> i64 {
@@ -402,9 +474,22 @@ impl Sink for KafkaSink {
         Ok(())
     }
 
-    /// Schema changes go to the schema-change topic in a later step; the
-    /// envelopes carry each row's current schema meanwhile.
+    /// The change goes to the schema-change topic `<prefix>` (Debezium's:
+    /// key `databaseName`, value `ddl` and `tableChanges`), delivered with
+    /// the round; later rows are encoded with the new schema.
     async fn apply_schema_change(&mut self, change: &SchemaChange) -> Result<()> {
+        let key = serde_json::json!({"databaseName": change.table.database});
+        let value = schema_change_value(change, now_ms());
+        let (topic, key, value) = (
+            self.config.prefix.clone(),
+            serde_json::to_vec(&key)?,
+            serde_json::to_vec(&value)?,
+        );
+        let delivery = self
+            .producer
+            .send_result(FutureRecord::to(&topic).key(&key).payload(&value))
+            .map_err(|(e, _)| kafka_err(&format!("producing to {topic}"), e))?;
+        self.pending.push(delivery);
         if let Some(after) = &change.after {
             self.schema = Arc::new(after.clone());
         }
@@ -422,6 +507,7 @@ impl Sink for KafkaSink {
             .await
             .map_err(|(e, _)| kafka_err("recording the checkpoint", e))?;
         self.committed = Some(checkpoint.clone());
+        self.last_commit = std::time::Instant::now();
         Ok(Prepared {
             checkpoint: checkpoint.clone(),
             payload: serde_json::Value::Null,
@@ -432,6 +518,11 @@ impl Sink for KafkaSink {
     /// writes without transactions, which the relay does not rely on).
     async fn commit_prepared(&mut self, _prepared: Vec<Prepared>) -> Result<()> {
         Ok(())
+    }
+
+    fn commit_due(&self) -> bool {
+        self.last_commit.elapsed() >= self.config.commit_interval
+            || self.pending.len() >= self.config.commit_messages
     }
 
     fn discard_uncommitted(&mut self) {
@@ -489,6 +580,9 @@ impl KafkaSinkConfig {
         }
         if self.partitions < 1 {
             return fail("partitions must be at least 1");
+        }
+        if self.commit_interval.is_zero() || self.commit_messages == 0 {
+            return fail("commit_interval and commit_messages must be greater than zero");
         }
         Ok(())
     }
