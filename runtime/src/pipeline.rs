@@ -630,18 +630,22 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// `restart_on_lag`: the oldest watermark of the tables written to, and
-/// since when it has stood still.
+/// `restart_on_lag`: the oldest watermark and the newest committed round
+/// of the tables written to, and since when neither has moved.
+/// (oldest watermark, newest committed round) of the tables written to.
+type Progress = (Option<i64>, Option<u64>);
+
 #[derive(Default)]
 struct LagWatch {
-    oldest: Option<(i64, std::time::Instant)>,
+    progress: Option<(Progress, std::time::Instant)>,
     checked: Option<std::time::Instant>,
 }
 
 impl LagWatch {
-    /// Resolves to the error that starts the run again once the oldest
-    /// watermark lags more than `max` and has not moved for `max`; looks
-    /// at most once a second.
+    /// Resolves to the error that starts the run again once the tables
+    /// stand still for `max` while lagging more than `max` (or, before any
+    /// watermark — right after a snapshot — once no round committed for
+    /// `max`); looks at most once a second.
     async fn stalled(&mut self, status: &PipelineStatus, max: std::time::Duration) -> Error {
         let second = std::time::Duration::from_secs(1);
         loop {
@@ -657,34 +661,41 @@ impl LagWatch {
 
     fn check(&mut self, status: &PipelineStatus, max: std::time::Duration) -> Result<()> {
         // Tables never written to (idle ones) move only at idle commits.
-        let oldest = status
-            .snapshot()
+        let tables = status.snapshot();
+        let written: Vec<_> = tables
             .values()
             .filter(|s| s.rows_written > 0 && s.paused.is_none())
-            .filter_map(|s| s.watermark_micros)
-            .min();
-        let Some(w) = oldest else {
+            .collect();
+        if written.is_empty() {
             return Ok(());
-        };
+        }
+        let oldest = written.iter().filter_map(|s| s.watermark_micros).min();
+        let round = written.iter().filter_map(|s| s.committed_round).max();
         let now = std::time::Instant::now();
-        let since = match self.oldest {
-            Some((old, since)) if old == w => since,
+        let since = match self.progress {
+            Some((seen, since)) if seen == (oldest, round) => since,
             _ => {
-                self.oldest = Some((w, now));
+                self.progress = Some(((oldest, round), now));
                 now
             }
         };
+        let still = now.duration_since(since);
         let now_micros = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as i64);
-        let lag = std::time::Duration::from_micros(now_micros.saturating_sub(w).max(0) as u64);
-        if lag > max && now.duration_since(since) > max {
+        let lag = oldest
+            .map(|w| std::time::Duration::from_micros(now_micros.saturating_sub(w).max(0) as u64));
+        if still > max && lag.is_none_or(|lag| lag > max) {
+            let behind = lag.map_or("no watermark yet".to_string(), |lag| {
+                format!(
+                    "{} behind the source",
+                    humantime::format_duration(std::time::Duration::from_secs(lag.as_secs()))
+                )
+            });
             return Err(Error::new(
                 ErrorKind::Timeout,
                 format!(
-                    "the targets lag {} behind the source and have not moved for {} \
-                     (restart_on_lag)",
-                    humantime::format_duration(std::time::Duration::from_secs(lag.as_secs())),
+                    "the targets ({behind}) have not moved for {} (restart_on_lag)",
                     humantime::format_duration(max)
                 ),
             ));
