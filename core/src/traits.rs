@@ -340,4 +340,10 @@ pub trait SourceFactory: Send + Sync {
     async fn check(&self) -> Vec<CheckFinding> {
         Vec::new()
     }
+
+    /// Messages this source set aside as unreadable (the relay's
+    /// dead-letter topic) since it was built, for `/metrics`.
+    fn dead_letters(&self) -> u64 {
+        0
+    }
 }

@@ -55,6 +55,7 @@ struct Inner {
     commit_seconds: Family<TableLabel, Histogram>,
     rounds: Counter,
     restarts: Counter,
+    dead_letters: Counter,
     watermark: Family<TableLabel, FloatGauge>,
     lag: Family<TableLabel, FloatGauge>,
     paused: Family<TableLabel, Gauge>,
@@ -100,6 +101,12 @@ impl Default for Metrics {
             "tributary_restarts",
             "Runs started again from the last commit after a transient failure",
             restarts.clone(),
+        );
+        let dead_letters = Counter::default();
+        registry.register(
+            "tributary_dead_letters",
+            "Messages the source could not read, set aside in its dead-letter topic",
+            dead_letters.clone(),
         );
         let watermark = Family::<TableLabel, FloatGauge>::default();
         registry.register(
@@ -172,6 +179,7 @@ impl Default for Metrics {
                 commit_seconds,
                 rounds,
                 restarts,
+                dead_letters,
                 watermark,
                 lag,
                 paused,
@@ -287,6 +295,14 @@ impl Metrics {
 
     pub(crate) fn restart(&self) {
         self.inner.restarts.inc();
+    }
+
+    /// Follows the source's running count of set-aside messages.
+    pub(crate) fn dead_letters(&self, total: u64) {
+        let counted = self.inner.dead_letters.get();
+        if total > counted {
+            self.inner.dead_letters.inc_by(total - counted);
+        }
     }
 
     /// The text exposition (OpenMetrics), with the gauges set from `status`.

@@ -752,6 +752,7 @@ impl Run<'_> {
                 }
             }
             Some(SourceRecord::Checkpoint(cp)) => {
+                self.metrics.dead_letters(self.source.dead_letters());
                 if !self.source.snapshot_in_progress(&cp) {
                     self.progress.finished();
                 }
@@ -898,7 +899,8 @@ impl Run<'_> {
         self.metrics.round();
         match &checkpoint.position {
             Some(p) => info!(round = self.round, position = %p, rows = self.rows, "committed"),
-            None => warn!(round = self.round, "committed without a source position"),
+            // The relay's position is its offsets, in the properties.
+            None => info!(round = self.round, rows = self.rows, "committed"),
         }
         Ok(())
     }

@@ -29,11 +29,16 @@ impl Registry {
         use tributary_clickhouse::{ClickHouseSinkConfig, ClickHouseSinkFactory};
         use tributary_hbase::{HBaseSinkConfig, HBaseSinkFactory};
         use tributary_iceberg::{IcebergSinkConfig, IcebergSinkFactory};
-        use tributary_kafka::{KafkaSinkConfig, KafkaSinkFactory};
+        use tributary_kafka::{
+            KafkaSinkConfig, KafkaSinkFactory, KafkaSourceConfig, KafkaSourceFactory,
+        };
         use tributary_mysql::{MySqlSourceConfig, MySqlSourceFactory};
         Registry::empty()
             .with_source("mysql", |c: MySqlSourceConfig| {
                 Ok(Arc::new(MySqlSourceFactory::new(c)?))
+            })
+            .with_source("kafka", |c: KafkaSourceConfig| {
+                Ok(Arc::new(KafkaSourceFactory::new(c)?))
             })
             .with_sink("iceberg", |c: IcebergSinkConfig| {
                 Ok(Arc::new(IcebergSinkFactory::new(c)?))

@@ -36,10 +36,13 @@
 
 use base64::Engine;
 use serde_json::{Map, Value as Json, json};
-use tributary_core::{Column, ColumnType, Error, Op, Result, TableSchema, Value};
+use tributary_core::{
+    BinlogFilePos, Column, ColumnType, Decimal, Error, Op, Result, SourcePosition, TableSchema,
+    Value,
+};
 
 /// `decimal.handling.mode`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DecimalMode {
     /// Exact text (`"12.50"`); the default here.
@@ -371,6 +374,188 @@ pub fn encode_value(
         ],
     });
     Ok(wrap(config, schema_json, payload))
+}
+
+/// One change message read back: what `encode_value` wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedChange {
+    pub op: Op,
+    pub before: Option<Vec<Value>>,
+    pub after: Option<Vec<Value>>,
+    /// The source position of the row's transaction (from `source`'s
+    /// `gtid`, `file` and `pos`).
+    pub position: Option<SourcePosition>,
+    /// `source.ts_ms`, in microseconds.
+    pub commit_ts_micros: i64,
+}
+
+/// Reads a change message of `schema`'s table written with
+/// `schemas_enable` and `mode`. Every problem names the column and the value.
+pub fn decode_value(
+    schema: &TableSchema,
+    schemas_enable: bool,
+    mode: DecimalMode,
+    value: &[u8],
+) -> Result<DecodedChange> {
+    let json: Json =
+        serde_json::from_slice(value).map_err(|e| Error::invalid_data(format!("not JSON: {e}")))?;
+    let payload = if schemas_enable {
+        json.get("payload")
+            .ok_or_else(|| Error::invalid_data("no \"payload\" (written without schemas?)"))?
+    } else {
+        &json
+    };
+    let op = match payload.get("op").and_then(Json::as_str) {
+        Some("r") => Op::Read,
+        Some("c") => Op::Insert,
+        Some("u") => Op::Update,
+        Some("d") => Op::Delete,
+        other => return Err(Error::invalid_data(format!("unknown op {other:?}"))),
+    };
+    let image = |name: &str| -> Result<Option<Vec<Value>>> {
+        match payload.get(name) {
+            None | Some(Json::Null) => Ok(None),
+            Some(Json::Object(fields)) => schema
+                .columns
+                .iter()
+                .map(|c| {
+                    let j = fields.get(&c.name).ok_or_else(|| {
+                        Error::invalid_data(format!("{name} has no column {}", c.name))
+                    })?;
+                    decode_column(c, j, mode)
+                        .map_err(|e| e.with_context("column", format!("{name}.{}", c.name)))
+                })
+                .collect::<Result<Vec<_>>>()
+                .map(Some),
+            Some(other) => Err(Error::invalid_data(format!("{name} is {other}"))),
+        }
+    };
+    let (before, after) = (image("before")?, image("after")?);
+    let source = payload
+        .get("source")
+        .ok_or_else(|| Error::invalid_data("no \"source\" block"))?;
+    Ok(DecodedChange {
+        op,
+        before,
+        after,
+        position: source_position(source)?,
+        commit_ts_micros: source
+            .get("ts_ms")
+            .and_then(Json::as_i64)
+            .unwrap_or(0)
+            .saturating_mul(1000),
+    })
+}
+
+/// The position the producer wrote into `source`: GTIDs (a MariaDB list
+/// or a MySQL set) with the file position, or the file position alone.
+fn source_position(source: &Json) -> Result<Option<SourcePosition>> {
+    let file = source.get("file").and_then(Json::as_str).unwrap_or("");
+    let file_pos = (!file.is_empty())
+        .then(|| BinlogFilePos::new(file, source.get("pos").and_then(Json::as_u64).unwrap_or(0)));
+    let gtid = source.get("gtid").and_then(Json::as_str);
+    Ok(match gtid {
+        Some(g) if !g.is_empty() => match g.parse() {
+            Ok(gtid_list) => Some(SourcePosition::MariaDbGtid {
+                gtid_list,
+                file_pos,
+            }),
+            Err(_) => Some(SourcePosition::MySqlGtid {
+                gtid_set: g.parse()?,
+                file_pos,
+            }),
+        },
+        _ => file_pos.map(SourcePosition::FilePos),
+    })
+}
+
+fn unbase64(s: &str) -> Result<Vec<u8>> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|e| Error::invalid_data(format!("not base64: {e}")))
+}
+
+/// Big-endian two's complement of any length (Connect's `Decimal`) as i256.
+fn from_twos_complement(bytes: &[u8]) -> Result<arrow_buffer::i256> {
+    if bytes.is_empty() || bytes.len() > 32 {
+        return Err(Error::invalid_data(format!(
+            "a decimal of {} bytes",
+            bytes.len()
+        )));
+    }
+    let fill = if bytes[0] & 0x80 != 0 { 0xff } else { 0x00 };
+    let mut be = [fill; 32];
+    be[32 - bytes.len()..].copy_from_slice(bytes);
+    Ok(arrow_buffer::i256::from_be_bytes(be))
+}
+
+/// A column's JSON payload as the value `column_value` encoded.
+fn decode_column(c: &Column, j: &Json, mode: DecimalMode) -> Result<Value> {
+    use ColumnType as T;
+    if j.is_null() {
+        return Ok(Value::Null);
+    }
+    let bad = || Error::invalid_data(format!("{j} does not fit {:?}", c.data_type));
+    let int = || j.as_i64().ok_or_else(bad);
+    let uint = || j.as_u64().ok_or_else(bad);
+    let text = || j.as_str().ok_or_else(bad);
+    Ok(match &c.data_type {
+        T::Bool => Value::Bool(j.as_bool().ok_or_else(bad)?),
+        T::Bit { width: 1 } => Value::Bit(u64::from(j.as_bool().ok_or_else(bad)?)),
+        T::Bit { .. } => {
+            let bytes = unbase64(text()?)?;
+            if bytes.len() > 8 {
+                return Err(bad());
+            }
+            let mut le = [0u8; 8];
+            le[..bytes.len()].copy_from_slice(&bytes);
+            Value::Bit(u64::from_le_bytes(le))
+        }
+        T::Int8 => Value::Int8(i8::try_from(int()?).map_err(|_| bad())?),
+        T::Int16 => Value::Int16(i16::try_from(int()?).map_err(|_| bad())?),
+        T::Int24 | T::Int32 => Value::Int32(i32::try_from(int()?).map_err(|_| bad())?),
+        T::Int64 => Value::Int64(int()?),
+        T::UInt8 => Value::UInt8(u8::try_from(uint()?).map_err(|_| bad())?),
+        T::UInt16 => Value::UInt16(u16::try_from(uint()?).map_err(|_| bad())?),
+        T::UInt24 | T::UInt32 => Value::UInt32(u32::try_from(uint()?).map_err(|_| bad())?),
+        T::UInt64 => {
+            let v = from_twos_complement(&unbase64(text()?)?)?;
+            Value::UInt64(
+                v.to_i128()
+                    .and_then(|v| u64::try_from(v).ok())
+                    .ok_or_else(bad)?,
+            )
+        }
+        T::Float => Value::Float(j.as_f64().ok_or_else(bad)? as f32),
+        T::Double => Value::Double(j.as_f64().ok_or_else(bad)?),
+        T::Decimal { scale, .. } => {
+            let d = match mode {
+                DecimalMode::String => text()?.parse::<Decimal>()?,
+                DecimalMode::Double => j.as_f64().ok_or_else(bad)?.to_string().parse()?,
+                DecimalMode::Precise => {
+                    Decimal::new(from_twos_complement(&unbase64(text()?)?)?, *scale)
+                }
+            };
+            Value::Decimal(d.rescale(*scale).ok_or_else(bad)?)
+        }
+        T::String { .. } => Value::String(text()?.to_string()),
+        T::Bytes { .. } => Value::Bytes(unbase64(text()?)?),
+        T::Date => Value::Date(i32::try_from(int()?).map_err(|_| bad())?),
+        T::Time { .. } => Value::Time(int()?),
+        T::DateTime { fsp } if *fsp <= 3 => {
+            Value::DateTime(int()?.checked_mul(1000).ok_or_else(bad)?)
+        }
+        T::DateTime { .. } => Value::DateTime(int()?),
+        T::Timestamp { .. } => Value::Timestamp(
+            chrono::DateTime::parse_from_rfc3339(text()?)
+                .map_err(|_| bad())?
+                .timestamp_micros(),
+        ),
+        T::Year => Value::Year(u16::try_from(uint()?).map_err(|_| bad())?),
+        T::Enum { .. } => Value::Enum(text()?.to_string()),
+        T::Set { .. } => Value::Set(text()?.to_string()),
+        T::Json => Value::Json(text()?.to_string()),
+    })
 }
 
 #[cfg(test)]

@@ -1,11 +1,18 @@
-//! The Kafka relay (issue #17). So far: [`envelope`], change events as
-//! the Debezium MySQL connector writes them — the message key (the primary
-//! key as JSON) and value (`before`, `after`, `source`, `op`, `ts_ms`), with
-//! or without the Kafka Connect JSON schemas. The producer (a sink) and the
-//! consumer (a source) build on it.
+//! The Kafka relay (issue #17): [`envelope`], change events as the Debezium
+//! MySQL connector writes them; [`sink`], the producer writing each table's
+//! changes to its topic; [`source`], the consumer reading them back into
+//! any sink with its offsets in that sink's checkpoint; [`schemas`], the
+//! registry of the exact table schemas both share.
 
+mod client;
 pub mod envelope;
+pub mod schemas;
 pub mod sink;
+pub mod source;
 
 pub use envelope::{DecimalMode, EnvelopeConfig, SourceInfo, encode_key, encode_value};
-pub use sink::{KafkaSink, KafkaSinkConfig, KafkaSinkFactory, committed_checkpoint};
+pub use envelope::{DecodedChange, decode_value};
+pub use sink::{
+    KafkaSink, KafkaSinkConfig, KafkaSinkFactory, committed_checkpoint, produced_offsets,
+};
+pub use source::{KafkaSourceConfig, KafkaSourceFactory};

@@ -19,23 +19,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use std::collections::HashSet;
+
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{Message, Offset, TopicPartitionList};
-use serde::Deserialize;
 use tributary_core::{
     ChangeBatch, Checkpoint, Error, ErrorKind, Image, Op, Prepared, Result, SchemaChange, Sink,
-    SourcePosition, TableSchema,
+    SourcePosition, TableId, TableSchema,
 };
 
+use crate::client::{client_config, ensure_topic, kafka_err, read_to_end, watermarks};
 use crate::envelope::{DecimalMode, EnvelopeConfig, SourceInfo, encode_key, encode_value};
+use crate::schemas::{RegisteredSchema, SCHEMA_HEADER, schema_id, schema_topic};
 
 /// `[sink.kafka]`-to-be: where and how the relay writes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSinkConfig {
     /// `host:port,…` of the brokers.
@@ -63,6 +64,11 @@ pub struct KafkaSinkConfig {
     pub commit_interval: Duration,
     #[serde(default = "ten_thousand")]
     pub commit_messages: usize,
+    /// How often a heartbeat goes to `__debezium-heartbeat.<prefix>`
+    /// (Debezium's `heartbeat.interval.ms`; default 10 s, checked at
+    /// commits), so consumers of idle tables see the source is alive.
+    #[serde(default = "ten_seconds", with = "tributary_core::duration")]
+    pub heartbeat_interval: Duration,
     /// More librdkafka producer properties.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
@@ -84,6 +90,10 @@ fn ten_thousand() -> usize {
     10_000
 }
 
+fn ten_seconds() -> Duration {
+    Duration::from_secs(10)
+}
+
 fn thirty_seconds() -> Duration {
     Duration::from_secs(30)
 }
@@ -100,6 +110,7 @@ impl KafkaSinkConfig {
             delivery_timeout: thirty_seconds(),
             commit_interval: one_second(),
             commit_messages: ten_thousand(),
+            heartbeat_interval: ten_seconds(),
             properties: BTreeMap::new(),
         }
     }
@@ -118,51 +129,13 @@ impl KafkaSinkConfig {
     }
 
     fn client(&self) -> ClientConfig {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.brokers);
-        for (k, v) in &self.properties {
-            c.set(k, v);
-        }
-        c
+        client_config(&self.brokers, &self.properties)
     }
-}
 
-fn kafka_err(what: &str, e: rdkafka::error::KafkaError) -> Error {
-    Error::new(ErrorKind::Connection, format!("Kafka: {what}: {e}"))
-}
-
-/// Creates `topic` unless it exists.
-async fn ensure_topic(
-    config: &KafkaSinkConfig,
-    topic: &str,
-    partitions: i32,
-    compact: bool,
-) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = config
-        .client()
-        .create()
-        .map_err(|e| kafka_err("admin client", e))?;
-    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-    if compact {
-        new = new.set("cleanup.policy", "compact");
+    /// Debezium's heartbeat topic.
+    pub fn heartbeat_topic(&self) -> String {
+        format!("__debezium-heartbeat.{}", self.prefix)
     }
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = admin
-        .create_topics([&new], &options)
-        .await
-        .map_err(|e| kafka_err(&format!("creating {topic}"), e))?;
-    for r in results {
-        match r {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, code)) => {
-                return Err(Error::new(
-                    ErrorKind::Connection,
-                    format!("Kafka: creating topic {t}: {code}"),
-                ));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The checkpoint committed for `table` (`db.table`): the last value of its
@@ -171,72 +144,50 @@ pub async fn committed_checkpoint(
     config: &KafkaSinkConfig,
     table: &str,
 ) -> Result<Option<Checkpoint>> {
-    let (config, table) = (config.clone(), table.to_string());
-    tokio::task::spawn_blocking(move || read_checkpoint(&config, &table))
-        .await
-        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("checkpoint read: {e}")))?
+    let (client, topic, table) = (
+        config.client(),
+        config.checkpoint_topic(),
+        table.to_string(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let mut found = None;
+        read_to_end(&client, &topic, |m| {
+            if m.key() == Some(table.as_bytes()) {
+                found = m.payload().map(serde_json::from_slice).transpose()?;
+            }
+            Ok(())
+        })?;
+        Ok(found)
+    })
+    .await
+    .map_err(|e| Error::new(ErrorKind::Unexpected, format!("checkpoint read: {e}")))?
 }
 
-fn read_checkpoint(config: &KafkaSinkConfig, table: &str) -> Result<Option<Checkpoint>> {
-    let topic = config.checkpoint_topic();
-    let consumer: BaseConsumer = config
-        .client()
-        .set("group.id", "tributary-checkpoint-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(|e| kafka_err("consumer", e))?;
-    let timeout = Duration::from_secs(30);
-    let metadata = consumer
-        .fetch_metadata(Some(&topic), timeout)
-        .map_err(|e| kafka_err("metadata", e))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    let mut ends = BTreeMap::new();
-    let mut list = TopicPartitionList::new();
-    for p in partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(&topic, p, timeout)
-            .map_err(|e| kafka_err("watermarks", e))?;
-        if high > low {
-            ends.insert(p, high);
-            list.add_partition_offset(&topic, p, Offset::Beginning)
-                .map_err(|e| kafka_err("assign", e))?;
-        }
-    }
-    if ends.is_empty() {
-        return Ok(None);
-    }
-    consumer.assign(&list).map_err(|e| kafka_err("assign", e))?;
-    let deadline = std::time::Instant::now() + timeout;
-    let mut found = None;
-    while !ends.is_empty() {
-        if std::time::Instant::now() > deadline {
-            return Err(Error::new(
-                ErrorKind::Timeout,
-                format!("Kafka: reading {topic} took longer than {timeout:?}"),
-            ));
-        }
-        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let m = m.map_err(|e| kafka_err("reading checkpoints", e))?;
-        if m.key() == Some(table.as_bytes()) {
-            found = match m.payload() {
-                Some(p) => Some(serde_json::from_slice(p)?),
-                None => None,
-            };
-        }
-        if ends
-            .get(&m.partition())
-            .is_some_and(|&e| m.offset() + 1 >= e)
-        {
-            ends.remove(&m.partition());
-        }
-    }
-    Ok(found)
+/// Checkpoint property (of the table's own scope): the next offset of each
+/// partition of the table's topic once everything this checkpoint covers
+/// was delivered, as JSON `{"0": 42, …}`. A consumer that has read up to
+/// them has every change up to the checkpoint's watermark.
+pub const PRODUCED_PROPERTY: &str = "kafka.produced";
+
+/// The produced offsets a checkpoint records for `table`.
+pub fn produced_offsets(cp: &Checkpoint, table: &TableId) -> BTreeMap<i32, i64> {
+    cp.properties
+        .get(&Checkpoint::table_key(table, PRODUCED_PROPERTY))
+        .and_then(|v| serde_json::from_str(v).ok())
+        .unwrap_or_default()
+}
+
+fn with_produced(
+    cp: &Checkpoint,
+    table: &TableId,
+    produced: &BTreeMap<i32, i64>,
+) -> Result<Checkpoint> {
+    let mut cp = cp.clone();
+    cp.properties.insert(
+        Checkpoint::table_key(table, PRODUCED_PROPERTY),
+        serde_json::to_string(produced)?,
+    );
+    Ok(cp)
 }
 
 pub struct KafkaSink {
@@ -247,12 +198,18 @@ pub struct KafkaSink {
     producer: FutureProducer,
     /// Deliveries not yet confirmed.
     pending: Vec<DeliveryFuture>,
+    /// Next offset per partition of everything confirmed (carried in the
+    /// checkpoint, so it survives restarts).
+    produced: BTreeMap<i32, i64>,
+    /// Schema ids this sink recorded in the registry.
+    registered: HashSet<String>,
     committed: Option<Checkpoint>,
     last_commit: std::time::Instant,
+    last_heartbeat: Option<std::time::Instant>,
 }
 
 impl KafkaSink {
-    /// Connects, creates the table's topic and the checkpoint topic if
+    /// Connects, creates the table's topic and the relay's own topics if
     /// needed, and reads the committed checkpoint.
     pub async fn open(config: KafkaSinkConfig, schema: &TableSchema) -> Result<KafkaSink> {
         if schema.primary_key.is_empty() {
@@ -262,12 +219,15 @@ impl KafkaSink {
             )));
         }
         let topic = config.topic(schema);
-        ensure_topic(&config, &topic, config.partitions, false).await?;
-        ensure_topic(&config, &config.checkpoint_topic(), 1, true).await?;
+        let client = config.client();
+        ensure_topic(&client, &topic, config.partitions, false).await?;
+        ensure_topic(&client, &config.checkpoint_topic(), 1, true).await?;
+        ensure_topic(&client, &schema_topic(&config.prefix), 1, true).await?;
+        ensure_topic(&client, &config.heartbeat_topic(), 1, false).await?;
         // The schema-change topic: one partition keeps a database's DDL in order.
-        ensure_topic(&config, &config.prefix, 1, false).await?;
-        let producer: FutureProducer = config
-            .client()
+        ensure_topic(&client, &config.prefix, 1, false).await?;
+        let producer: FutureProducer = client
+            .clone()
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("partitioner", "murmur2_random")
@@ -279,6 +239,10 @@ impl KafkaSink {
             .create()
             .map_err(|e| kafka_err("producer", e))?;
         let committed = committed_checkpoint(&config, &schema.table.to_string()).await?;
+        let produced = committed
+            .as_ref()
+            .map(|cp| produced_offsets(cp, &schema.table))
+            .unwrap_or_default();
         Ok(KafkaSink {
             envelope: EnvelopeConfig {
                 prefix: config.prefix.clone(),
@@ -290,15 +254,52 @@ impl KafkaSink {
             topic,
             producer,
             pending: Vec::new(),
+            produced,
+            registered: HashSet::new(),
             committed,
             last_commit: std::time::Instant::now(),
+            last_heartbeat: None,
         })
     }
 
-    fn send(&mut self, key: &serde_json::Value, value: Option<&serde_json::Value>) -> Result<()> {
+    /// Records `schema` in the registry (once per sink and schema) and waits
+    /// for it: the rows naming it are sent only after.
+    async fn register(&mut self, schema: &TableSchema) -> Result<String> {
+        let id = schema_id(schema);
+        if self.registered.contains(&id) {
+            return Ok(id);
+        }
+        let entry = RegisteredSchema {
+            schema: schema.clone(),
+            schemas_enable: self.config.schemas_enable,
+            decimal_mode: self.config.decimal_mode,
+        };
+        let value = serde_json::to_vec(&entry)?;
+        let topic = schema_topic(&self.config.prefix);
+        self.producer
+            .send(
+                FutureRecord::to(&topic).key(&id).payload(&value),
+                self.config.delivery_timeout,
+            )
+            .await
+            .map_err(|(e, _)| kafka_err("recording the schema", e))?;
+        self.registered.insert(id.clone());
+        Ok(id)
+    }
+
+    fn send(
+        &mut self,
+        schema_id: &str,
+        key: &serde_json::Value,
+        value: Option<&serde_json::Value>,
+    ) -> Result<()> {
         let key = serde_json::to_vec(key)?;
         let value = value.map(serde_json::to_vec).transpose()?;
-        let mut record = FutureRecord::to(&self.topic).key(&key);
+        let headers = OwnedHeaders::new().insert(Header {
+            key: SCHEMA_HEADER,
+            value: Some(schema_id),
+        });
+        let mut record = FutureRecord::to(&self.topic).key(&key).headers(headers);
         if let Some(v) = &value {
             record = record.payload(v);
         }
@@ -315,7 +316,10 @@ impl KafkaSink {
     async fn confirm_deliveries(&mut self) -> Result<()> {
         for d in std::mem::take(&mut self.pending) {
             match d.await {
-                Ok(Ok(_)) => {}
+                Ok(Ok(d)) => {
+                    let next = self.produced.entry(d.partition).or_default();
+                    *next = (*next).max(d.offset + 1);
+                }
                 Ok(Err((e, _))) => return Err(kafka_err("delivery", e)),
                 Err(_) => {
                     return Err(Error::new(
@@ -327,6 +331,49 @@ impl KafkaSink {
         }
         Ok(())
     }
+
+    /// A Debezium heartbeat (key `serverName`, value `ts_ms`), at most every
+    /// `heartbeat_interval`.
+    async fn heartbeat(&mut self) -> Result<()> {
+        if self
+            .last_heartbeat
+            .is_some_and(|t| t.elapsed() < self.config.heartbeat_interval)
+        {
+            return Ok(());
+        }
+        let (key, value) = heartbeat_message(&self.envelope, now_ms());
+        let (key, value) = (serde_json::to_vec(&key)?, serde_json::to_vec(&value)?);
+        let topic = self.config.heartbeat_topic();
+        self.producer
+            .send(
+                FutureRecord::to(&topic).key(&key).payload(&value),
+                self.config.delivery_timeout,
+            )
+            .await
+            .map_err(|(e, _)| kafka_err("sending a heartbeat", e))?;
+        self.last_heartbeat = Some(std::time::Instant::now());
+        Ok(())
+    }
+}
+
+/// Debezium's heartbeat message: key `{"serverName"}`, value `{"ts_ms"}`.
+fn heartbeat_message(env: &EnvelopeConfig, ts_ms: i64) -> (serde_json::Value, serde_json::Value) {
+    use serde_json::json;
+    let key = json!({"serverName": env.prefix});
+    let value = json!({"ts_ms": ts_ms});
+    if !env.schemas_enable {
+        return (key, value);
+    }
+    let struct_of = |name: &str, field: &str, kind: &str| {
+        json!({"type": "struct", "name": name, "optional": false,
+               "fields": [{"type": kind, "optional": false, "field": field}]})
+    };
+    (
+        json!({"schema": struct_of("io.debezium.connector.common.ServerNameKey", "serverName", "string"),
+               "payload": key}),
+        json!({"schema": struct_of("io.debezium.connector.common.Heartbeat", "ts_ms", "int64"),
+               "payload": value}),
+    )
 }
 
 /// The envelope's `source` block of `batch`'s row `row`.
@@ -416,7 +463,8 @@ fn now_ms() -> i64 {
 #[async_trait]
 impl Sink for KafkaSink {
     async fn write(&mut self, batch: &ChangeBatch) -> Result<()> {
-        let schema = self.schema.clone();
+        let schema = batch.schema().clone();
+        let id = self.register(&schema).await?;
         let key_of = |row: &[tributary_core::Value]| {
             schema
                 .primary_key
@@ -448,9 +496,9 @@ impl Sink for KafkaSink {
                 })?;
                 let key = encode_key(&env, &schema, b)?;
                 let value = encode_value(&env, &schema, Op::Delete, Some(b), None, &source, now)?;
-                self.send(&key, Some(&value))?;
+                self.send(&id, &key, Some(&value))?;
                 if self.config.tombstones {
-                    self.send(&key, None)?;
+                    self.send(&id, &key, None)?;
                 }
             }
             if op == Op::Delete {
@@ -469,7 +517,7 @@ impl Sink for KafkaSink {
                 (op, before.as_deref())
             };
             let value = encode_value(&env, &schema, op, before, Some(a), &source, now)?;
-            self.send(&key, Some(&value))?;
+            self.send(&id, &key, Some(&value))?;
         }
         Ok(())
     }
@@ -499,6 +547,7 @@ impl Sink for KafkaSink {
     async fn prepare(&mut self, checkpoint: &Checkpoint) -> Result<Prepared> {
         self.confirm_deliveries().await?;
         let key = self.schema.table.to_string();
+        let checkpoint = &with_produced(checkpoint, &self.schema.table, &self.produced)?;
         let value = serde_json::to_vec(checkpoint)?;
         let topic = self.config.checkpoint_topic();
         let record = FutureRecord::to(&topic).key(&key).payload(&value);
@@ -508,6 +557,7 @@ impl Sink for KafkaSink {
             .map_err(|(e, _)| kafka_err("recording the checkpoint", e))?;
         self.committed = Some(checkpoint.clone());
         self.last_commit = std::time::Instant::now();
+        self.heartbeat().await?;
         Ok(Prepared {
             checkpoint: checkpoint.clone(),
             payload: serde_json::Value::Null,
@@ -605,6 +655,38 @@ impl tributary_core::SinkFactory for KafkaSinkFactory {
 
     async fn reset(&self, _table: &tributary_core::TableId) -> Result<()> {
         Ok(())
+    }
+
+    /// An idle table's checkpoint moves on (so consumers' watermarks do):
+    /// nothing of it is in flight, so its topic's ends are what it produced.
+    async fn commit_position(&self, table: &TableId, checkpoint: &Checkpoint) -> Result<bool> {
+        let (client, topic) = (self.config.client(), self.target_name(table));
+        let ends = tokio::task::spawn_blocking(move || -> Result<BTreeMap<i32, i64>> {
+            let consumer: BaseConsumer = client.create().map_err(|e| kafka_err("client", e))?;
+            Ok(watermarks(&consumer, &topic)?
+                .into_iter()
+                .map(|(p, _, high)| (p, high))
+                .collect())
+        })
+        .await
+        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("watermarks: {e}")))??;
+        let checkpoint = with_produced(checkpoint, table, &ends)?;
+        let producer: FutureProducer = self
+            .config
+            .client()
+            .set("acks", "all")
+            .create()
+            .map_err(|e| kafka_err("producer", e))?;
+        let (key, value) = (table.to_string(), serde_json::to_vec(&checkpoint)?);
+        let topic = self.config.checkpoint_topic();
+        producer
+            .send(
+                FutureRecord::to(&topic).key(&key).payload(&value),
+                self.config.delivery_timeout,
+            )
+            .await
+            .map_err(|(e, _)| kafka_err("recording the checkpoint", e))?;
+        Ok(true)
     }
 
     async fn open(&self, schema: &TableSchema) -> Result<Box<dyn Sink>> {

@@ -4,8 +4,13 @@
 //! against the documented type mappings.
 
 use serde_json::{Value as Json, json};
-use tributary_core::{Column, ColumnType, Decimal, Op, TableId, TableSchema, Value};
-use tributary_kafka::{DecimalMode, EnvelopeConfig, SourceInfo, encode_key, encode_value};
+use tributary_core::{
+    BinlogFilePos, Column, ColumnType, Decimal, ErrorKind, Op, SourcePosition, TableId,
+    TableSchema, Value,
+};
+use tributary_kafka::{
+    DecimalMode, EnvelopeConfig, SourceInfo, decode_value, encode_key, encode_value,
+};
 
 /// The payload of Debezium's documented create event (MySQL tutorial).
 fn documented_create() -> Json {
@@ -155,10 +160,13 @@ fn a_create_event_has_the_documented_fields_and_shapes() {
     assert_eq!(full["payload"]["before"]["email"], "annek@noanswer.org");
 }
 
-#[test]
-fn every_column_type_is_encoded_as_the_debezium_mapping_documents() {
+/// Every column type: a value, the Connect type and name Debezium
+/// documents for it, and the payload it becomes.
+type TypeCase = (ColumnType, Value, &'static str, Option<&'static str>, Json);
+
+fn type_cases() -> Vec<TypeCase> {
     use ColumnType as T;
-    let cases: Vec<(T, Value, &str, Option<&str>, Json)> = vec![
+    vec![
         (T::Bool, Value::Bool(true), "boolean", None, json!(true)),
         (
             T::Bit { width: 1 },
@@ -302,14 +310,25 @@ fn every_column_type_is_encoded_as_the_debezium_mapping_documents() {
             Some("io.debezium.data.Json"),
             json!("{\"k\":1}"),
         ),
-    ];
-    let mut columns = vec![Column::new("id", T::Int32, false)];
-    let mut row = vec![Value::Int32(1)];
-    for (i, (t, v, ..)) in cases.iter().enumerate() {
+    ]
+}
+
+/// A table with one nullable column `c{i}` per case after the key `id`.
+fn all_types_schema(cases: &[TypeCase]) -> TableSchema {
+    let mut columns = vec![Column::new("id", ColumnType::Int32, false)];
+    for (i, (t, ..)) in cases.iter().enumerate() {
         columns.push(Column::new(format!("c{i}"), t.clone(), true));
-        row.push(v.clone());
     }
-    let schema = TableSchema::new(TableId::new("d", "all_types"), columns, &["id"], 1).unwrap();
+    TableSchema::new(TableId::new("d", "all_types"), columns, &["id"], 1).unwrap()
+}
+
+#[test]
+fn every_column_type_is_encoded_as_the_debezium_mapping_documents() {
+    let cases = type_cases();
+    let schema = all_types_schema(&cases);
+    let row: Vec<Value> = std::iter::once(Value::Int32(1))
+        .chain(cases.iter().map(|c| c.1.clone()))
+        .collect();
     let out = encode_value(
         &config(true),
         &schema,
@@ -367,4 +386,131 @@ fn every_column_type_is_encoded_as_the_debezium_mapping_documents() {
     );
     // 123456 = 0x01e240.
     assert_eq!(out["payload"]["after"]["c13"], "AeJA");
+}
+
+#[test]
+fn every_column_type_decodes_back_to_the_row_in_every_mode() {
+    let cases = type_cases();
+    let schema = all_types_schema(&cases);
+    // Values the envelope carries exactly: a DATETIME(0) travels in whole
+    // milliseconds, and a double decimal must fit a double's digits.
+    let after: Vec<Value> = std::iter::once(Value::Int32(1))
+        .chain(cases.iter().map(|(t, v, ..)| match (t, v) {
+            (ColumnType::DateTime { fsp: 0 }, _) => Value::DateTime(1_000_123_000),
+            _ => v.clone(),
+        }))
+        .collect();
+    let nulls: Vec<Value> = std::iter::once(Value::Int32(1))
+        .chain(cases.iter().map(|_| Value::Null))
+        .collect();
+    let source = SourceInfo {
+        server_id: 1,
+        gtid: Some("0-1-5".into()),
+        file: "mysql-bin.000003".into(),
+        pos: 364,
+        row: 0,
+        ts_ms: 1_486_500_577_000,
+        snapshot: false,
+    };
+    let position = SourcePosition::MariaDbGtid {
+        gtid_list: "0-1-5".parse().unwrap(),
+        file_pos: Some(BinlogFilePos::new("mysql-bin.000003", 364)),
+    };
+    for mode in [
+        DecimalMode::String,
+        DecimalMode::Precise,
+        DecimalMode::Double,
+    ] {
+        for schemas in [false, true] {
+            let config = EnvelopeConfig {
+                decimal_mode: mode,
+                ..config(schemas)
+            };
+            for (op, before, image) in [
+                (Op::Insert, None, Some(&after)),
+                (Op::Update, Some(&nulls), Some(&after)),
+                (Op::Delete, Some(&after), None),
+            ] {
+                let json = encode_value(
+                    &config,
+                    &schema,
+                    op,
+                    before.map(|r| r.as_slice()),
+                    image.map(|r| r.as_slice()),
+                    &source,
+                    0,
+                )
+                .unwrap();
+                let bytes = serde_json::to_vec(&json).unwrap();
+                let decoded = decode_value(&schema, schemas, mode, &bytes)
+                    .unwrap_or_else(|e| panic!("{mode:?} schemas={schemas} {op:?}: {e}"));
+                let context = format!("{mode:?} schemas={schemas} {op:?}");
+                assert_eq!(decoded.op, op, "{context}");
+                assert_eq!(decoded.before.as_ref(), before, "{context}");
+                assert_eq!(decoded.after.as_ref(), image, "{context}");
+                assert_eq!(decoded.position.as_ref(), Some(&position), "{context}");
+                assert_eq!(decoded.commit_ts_micros, 1_486_500_577_000_000);
+            }
+        }
+    }
+    // A file position alone (no GTIDs) comes back as one.
+    let plain = SourceInfo {
+        gtid: None,
+        ..source.clone()
+    };
+    let json = encode_value(
+        &config(false),
+        &schema,
+        Op::Read,
+        None,
+        Some(&after),
+        &plain,
+        0,
+    )
+    .unwrap();
+    let decoded = decode_value(
+        &schema,
+        false,
+        DecimalMode::String,
+        json.to_string().as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(
+        decoded.position,
+        Some(SourcePosition::FilePos(BinlogFilePos::new(
+            "mysql-bin.000003",
+            364
+        )))
+    );
+}
+
+#[test]
+fn an_undecodable_message_is_invalid_data_naming_what_is_wrong() {
+    let schema = customers();
+    let good = json!({
+        "before": null,
+        "after": {"id": 1, "first_name": "a", "last_name": "b", "email": "c"},
+        "source": {"file": "f.000001", "pos": 4},
+        "op": "c",
+    });
+    let decode = |v: &[u8], schemas: bool| decode_value(&schema, schemas, DecimalMode::String, v);
+    assert!(decode(good.to_string().as_bytes(), false).is_ok());
+    let mut cases: Vec<(Vec<u8>, bool, &str)> = vec![
+        (b"{not json".to_vec(), false, "not JSON"),
+        (good.to_string().into_bytes(), true, "payload"),
+    ];
+    let mut unknown_op = good.clone();
+    unknown_op["op"] = json!("x");
+    cases.push((unknown_op.to_string().into_bytes(), false, "unknown op"));
+    let mut wrong_type = good.clone();
+    wrong_type["after"]["id"] = json!("one");
+    cases.push((wrong_type.to_string().into_bytes(), false, "after.id"));
+    let mut missing = good.clone();
+    missing["after"].as_object_mut().unwrap().remove("email");
+    cases.push((missing.to_string().into_bytes(), false, "email"));
+    for (bytes, schemas, needle) in cases {
+        let e = decode(&bytes, schemas).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidData, "{e}");
+        assert!(e.to_string().contains(needle), "{e} should name {needle}");
+    }
 }

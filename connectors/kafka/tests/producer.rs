@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tributary_core::{ChangeBatch, Checkpoint, Sink};
-use tributary_kafka::{KafkaSink, KafkaSinkConfig, committed_checkpoint};
+use tributary_kafka::{KafkaSink, KafkaSinkConfig, committed_checkpoint, produced_offsets};
 use tributary_testkit::kv_workload::{KvModel, Rng, kv_position, kv_schema, random_kv_events};
 use tributary_testkit::{DevServices, unique_name};
 
@@ -93,11 +93,16 @@ async fn changes_land_keyed_ordered_and_once_and_the_checkpoint_follows_the_deli
     // Reopened, the sink finds its checkpoint, and a replay of the last
     // round sends nothing again.
     drop(sink);
+    // Its checkpoint is the source's, plus the offsets it produced up to:
+    // each partition's end, which the relay consumer's watermark follows.
     let mut again = KafkaSink::open(config.clone(), &schema).await.unwrap();
-    assert_eq!(again.committed().await.unwrap(), Some(cp.clone()));
+    let committed = again.committed().await.unwrap().unwrap();
+    assert_eq!(committed.position, cp.position);
+    let ends: BTreeMap<i32, i64> = before.iter().map(|(p, m)| (*p, m.len() as i64)).collect();
+    assert_eq!(produced_offsets(&committed, &schema.table), ends);
     assert_eq!(
         committed_checkpoint(&config, "shop.kv").await.unwrap(),
-        Some(cp.clone())
+        Some(committed.clone())
     );
     again.write(&batch).await.unwrap();
     again.commit(&cp).await.unwrap();

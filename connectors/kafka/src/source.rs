@@ -1,0 +1,742 @@
+//! The relay's consumer: a source reading the topics `<prefix>.<db>.<table>`
+//! back into change batches for any sink.
+//!
+//! - The table, not the consumer group, is the source of truth: each
+//!   checkpoint carries, per table, the next offset of every partition of
+//!   its topic (`table:<db>.<table>:kafka.offsets`) and the schema id of its
+//!   last row; a sink commits that with the rows, and a start seeks there.
+//!   Nothing is committed to the group.
+//! - Rows are decoded with the exact schema the producer recorded in the
+//!   registry (`schemas.rs`); a new schema id of a table becomes a
+//!   `SchemaChange` before its rows.
+//! - The watermark: the producer's checkpoint of a table records the ends
+//!   of its topic after everything up to that checkpoint was delivered; once
+//!   this consumer has read past those ends, the table is complete up to
+//!   that checkpoint's watermark. The checkpoint's watermark is the lowest
+//!   of the selected tables'.
+//! - A message that cannot be decoded goes to the dead-letter topic with the
+//!   error in its headers (`on_bad_message = "dead_letter"`, the default)
+//!   and the offset moves on, or stops the job naming it (`"stop"`).
+//! - Committed offsets the topic no longer has (retention deleted them, or
+//!   the topic was recreated) are refused as `PositionLost`: the table
+//!   would miss changes. `[pipeline] on_position_lost = "resnapshot"`
+//!   empties the targets and reads the topics from their beginning.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde::Deserialize;
+use tracing::{info, warn};
+use tributary_core::{
+    ChangeBatchBuilder, ChangeEvent, CheckFinding, CheckStatus, Checkpoint, Error, ErrorKind,
+    Result, SchemaChange, SchemaChangeKind, Source, SourceFactory, SourceRecord, TableFilter,
+    TableFilterConfig, TableId,
+};
+
+use crate::client::{client_config, ensure_topic, kafka_err, watermarks};
+use crate::envelope::decode_value;
+use crate::schemas::{RegisteredSchema, SCHEMA_HEADER, SchemaRegistry};
+use crate::sink::produced_offsets;
+
+/// What a message that cannot be read does (`on_bad_message`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBadMessage {
+    /// Set aside in the dead-letter topic, with the error in its headers.
+    #[default]
+    DeadLetter,
+    /// Stop the job, naming the message.
+    Stop,
+}
+
+/// `[source.kafka]`: the relay topics a job reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceConfig {
+    /// `host:port,…` of the brokers.
+    pub brokers: String,
+    /// The producer's topic prefix.
+    pub prefix: String,
+    /// Which relayed tables to read (`db.table` globs); default all.
+    #[serde(default)]
+    pub tables: TableFilterConfig,
+    #[serde(default)]
+    pub on_bad_message: OnBadMessage,
+    /// Default `<prefix>.tributary-dead-letters`.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+    /// Rows of one table handed out in one batch at most (default 10 000).
+    #[serde(default = "ten_thousand")]
+    pub max_batch_rows: usize,
+    /// How often a checkpoint is handed out (default 500 ms); sinks commit
+    /// at checkpoints when their own interval is due.
+    #[serde(default = "half_a_second", with = "tributary_core::duration")]
+    pub checkpoint_interval: Duration,
+    /// More librdkafka consumer properties.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn ten_thousand() -> usize {
+    10_000
+}
+
+fn half_a_second() -> Duration {
+    Duration::from_millis(500)
+}
+
+/// Checkpoint properties (table-scoped): the next offset per partition, as
+/// JSON `{"0": 42, …}`, and the schema id of the table's last row.
+pub const OFFSETS_PROPERTY: &str = "kafka.offsets";
+pub const SCHEMA_PROPERTY: &str = "kafka.schema";
+
+impl KafkaSourceConfig {
+    pub fn new(brokers: impl Into<String>, prefix: impl Into<String>) -> KafkaSourceConfig {
+        KafkaSourceConfig {
+            brokers: brokers.into(),
+            prefix: prefix.into(),
+            tables: TableFilterConfig::default(),
+            on_bad_message: OnBadMessage::default(),
+            dead_letter_topic: None,
+            max_batch_rows: ten_thousand(),
+            checkpoint_interval: half_a_second(),
+            properties: BTreeMap::new(),
+        }
+    }
+
+    pub fn dead_letter_topic(&self) -> String {
+        self.dead_letter_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.tributary-dead-letters", self.prefix))
+    }
+
+    fn topic(&self, table: &TableId) -> String {
+        format!("{}.{}.{}", self.prefix, table.database, table.table)
+    }
+
+    fn client(&self) -> ClientConfig {
+        client_config(&self.brokers, &self.properties)
+    }
+
+    /// Refuses what cannot work, naming the key.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |m: &str| Err(Error::invalid_config(format!("source.kafka.{m}")));
+        if self.brokers.trim().is_empty() {
+            return fail("brokers is empty: list host:port of at least one broker");
+        }
+        if self.prefix.is_empty() {
+            return fail("prefix is empty: give the producer's topic prefix");
+        }
+        if self.max_batch_rows == 0 || self.checkpoint_interval.is_zero() {
+            return fail("max_batch_rows and checkpoint_interval must be greater than zero");
+        }
+        TableFilter::new(&self.tables)?;
+        Ok(())
+    }
+}
+
+/// The offsets a checkpoint records for `table`.
+pub fn committed_offsets(cp: &Checkpoint, table: &TableId) -> BTreeMap<i32, i64> {
+    cp.properties
+        .get(&Checkpoint::table_key(table, OFFSETS_PROPERTY))
+        .and_then(|v| serde_json::from_str(v).ok())
+        .unwrap_or_default()
+}
+
+/// `[source.kafka]` as a pipeline's source kind.
+pub struct KafkaSourceFactory {
+    config: KafkaSourceConfig,
+    filter: TableFilter,
+    dead_letters: Arc<AtomicU64>,
+}
+
+impl KafkaSourceFactory {
+    pub fn new(config: KafkaSourceConfig) -> Result<KafkaSourceFactory> {
+        config.validate()?;
+        Ok(KafkaSourceFactory {
+            filter: TableFilter::new(&config.tables)?,
+            config,
+            dead_letters: Arc::default(),
+        })
+    }
+
+    async fn selected(&self, registry: &SchemaRegistry) -> Vec<Arc<RegisteredSchema>> {
+        registry
+            .newest()
+            .into_iter()
+            .filter(|e| self.filter.matches_id(&e.schema.table))
+            .collect()
+    }
+
+    /// Where each of `table`'s partitions starts: its committed offset, or
+    /// the beginning. Committed offsets the topic no longer has are refused.
+    fn start_offsets(
+        &self,
+        table: &TableId,
+        committed: &BTreeMap<i32, i64>,
+        ends: &[(i32, i64, i64)],
+    ) -> Result<Vec<(i32, Offset)>> {
+        let topic = self.config.topic(table);
+        let lost = |why: String| {
+            Error::new(
+                ErrorKind::PositionLost,
+                format!(
+                    "{topic}: {why}; {table}'s target would miss changes. Set [pipeline] \
+                     on_position_lost = \"resnapshot\" to empty the targets and read the topics \
+                     from their beginning"
+                ),
+            )
+        };
+        for (p, offset) in committed {
+            let Some(&(_, low, high)) = ends.iter().find(|(id, ..)| id == p) else {
+                return Err(lost(format!(
+                    "partition {p} is gone (the topic has {} partitions): it was recreated",
+                    ends.len()
+                )));
+            };
+            if *offset > high {
+                return Err(lost(format!(
+                    "partition {p} ends at offset {high}, before the committed offset {offset}: \
+                     the topic was recreated"
+                )));
+            }
+            if *offset < low {
+                return Err(lost(format!(
+                    "partition {p} starts at offset {low}, after the committed offset {offset}: \
+                     retention deleted messages not yet read"
+                )));
+            }
+        }
+        Ok(ends
+            .iter()
+            .map(|&(p, ..)| {
+                let at = committed
+                    .get(&p)
+                    .map_or(Offset::Beginning, |&o| Offset::Offset(o));
+                (p, at)
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl SourceFactory for KafkaSourceFactory {
+    /// The relayed tables (those with a schema in the registry) the filter
+    /// selects.
+    async fn list_tables(&self) -> Result<Vec<TableId>> {
+        let registry = SchemaRegistry::load(&self.config.client(), &self.config.prefix).await?;
+        Ok(self
+            .selected(&registry)
+            .await
+            .into_iter()
+            .map(|e| e.schema.table.clone())
+            .collect())
+    }
+
+    /// Those tables are read from their topics' beginning.
+    fn requeue(&self, checkpoint: &mut Checkpoint, tables: &[TableId]) -> Result<()> {
+        for t in tables {
+            for name in [OFFSETS_PROPERTY, SCHEMA_PROPERTY] {
+                checkpoint
+                    .properties
+                    .remove(&Checkpoint::table_key(t, name));
+            }
+        }
+        Ok(())
+    }
+
+    async fn open(&self, resume: Option<&Checkpoint>) -> Result<Box<dyn Source>> {
+        let client = self.config.client();
+        let registry = SchemaRegistry::load(&client, &self.config.prefix).await?;
+        let selected = self.selected(&registry).await;
+        let checkpoint_topic = format!("{}.tributary-checkpoints", self.config.prefix);
+        let mut topics = vec![checkpoint_topic.clone()];
+        topics.extend(selected.iter().map(|e| self.config.topic(&e.schema.table)));
+        let ends = {
+            let (client, topics) = (client.clone(), topics.clone());
+            tokio::task::spawn_blocking(move || -> Result<Vec<Vec<(i32, i64, i64)>>> {
+                let c: BaseConsumer = client.create().map_err(|e| kafka_err("client", e))?;
+                topics.iter().map(|t| watermarks(&c, t)).collect()
+            })
+            .await
+            .map_err(|e| Error::new(ErrorKind::Unexpected, format!("watermarks: {e}")))??
+        };
+        let mut assignment = TopicPartitionList::new();
+        for (p, ..) in &ends[0] {
+            assignment
+                .add_partition_offset(&checkpoint_topic, *p, Offset::Beginning)
+                .map_err(|e| kafka_err("assign", e))?;
+        }
+        let mut tables = HashMap::new();
+        let mut next_offsets = BTreeMap::new();
+        let mut current = BTreeMap::new();
+        for (entry, ends) in selected.iter().zip(&ends[1..]) {
+            let table = &entry.schema.table;
+            let topic = self.config.topic(table);
+            let committed = resume.map(|cp| committed_offsets(cp, table));
+            let committed = committed.unwrap_or_default();
+            for (p, at) in self.start_offsets(table, &committed, ends)? {
+                assignment
+                    .add_partition_offset(&topic, p, at)
+                    .map_err(|e| kafka_err("assign", e))?;
+            }
+            let schema = resume
+                .and_then(|cp| {
+                    cp.properties
+                        .get(&Checkpoint::table_key(table, SCHEMA_PROPERTY))
+                })
+                .and_then(|id| registry.get(id));
+            if let Some(s) = schema {
+                current.insert(table.clone(), s);
+            }
+            info!(table = %table, topic = %topic, offsets = ?committed, "reading the relay");
+            next_offsets.insert(table.clone(), committed);
+            tables.insert(topic, table.clone());
+        }
+        let consumer: StreamConsumer = client
+            .clone()
+            .set(
+                "group.id",
+                format!("tributary-{}-relay-consumer", self.config.prefix),
+            )
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .create()
+            .map_err(|e| kafka_err("consumer", e))?;
+        consumer
+            .assign(&assignment)
+            .map_err(|e| kafka_err("assign", e))?;
+        let dead_letter = match self.config.on_bad_message {
+            OnBadMessage::Stop => None,
+            OnBadMessage::DeadLetter => {
+                let topic = self.config.dead_letter_topic();
+                ensure_topic(&client, &topic, 1, false).await?;
+                let producer: FutureProducer = client
+                    .clone()
+                    .set("enable.idempotence", "true")
+                    .set("acks", "all")
+                    .create()
+                    .map_err(|e| kafka_err("producer", e))?;
+                Some((producer, topic))
+            }
+        };
+        Ok(Box::new(RelayConsumer {
+            consumer: Arc::new(consumer),
+            client,
+            prefix: self.config.prefix.clone(),
+            registry,
+            checkpoint_topic,
+            tables,
+            next_offsets,
+            current,
+            builders: BTreeMap::new(),
+            out: VecDeque::new(),
+            progress: ProducerProgress::default(),
+            dead_letter,
+            dead_letters: self.dead_letters.clone(),
+            max_batch_rows: self.config.max_batch_rows,
+            checkpoint_interval: self.config.checkpoint_interval,
+        }))
+    }
+
+    /// Messages set aside in the dead-letter topic by every run so far.
+    fn dead_letters(&self) -> u64 {
+        self.dead_letters.load(Ordering::Relaxed)
+    }
+
+    /// The brokers and the registry's tables the filter selects.
+    async fn check(&self) -> Vec<CheckFinding> {
+        const C: &str = "source.kafka";
+        let what = format!(
+            "brokers {}, prefix {}",
+            self.config.brokers, self.config.prefix
+        );
+        let registry = SchemaRegistry::load(&self.config.client(), &self.config.prefix).await;
+        let registry = match registry {
+            Ok(r) => r,
+            Err(e) => {
+                return vec![CheckFinding::new(
+                    C,
+                    CheckStatus::Failed,
+                    what,
+                    e.to_string(),
+                )];
+            }
+        };
+        let selected = self.selected(&registry).await;
+        let status = match selected.is_empty() {
+            true => CheckStatus::Warning,
+            false => CheckStatus::Ok,
+        };
+        let names: Vec<String> = selected
+            .iter()
+            .map(|e| e.schema.table.to_string())
+            .collect();
+        let detail = match names.is_empty() {
+            true => format!(
+                "no relayed table matches: none is in {}.tributary-schemas yet (start the \
+                 producer first) or the table filter selects none",
+                self.config.prefix
+            ),
+            false => format!("relayed tables: {}", names.join(", ")),
+        };
+        vec![CheckFinding::new(C, status, what, detail)]
+    }
+}
+
+/// `topic/partition@offset`.
+fn message_origin(m: &BorrowedMessage<'_>) -> String {
+    format!("{}/{}@{}", m.topic(), m.partition(), m.offset())
+}
+
+/// Per partition: the topic's next offset after a producer checkpoint.
+type TopicEnds = BTreeMap<i32, i64>;
+
+/// What the producer's checkpoints say about each table's completeness.
+#[derive(Default)]
+struct ProducerProgress {
+    /// Per table: (the topic's ends after that checkpoint, its watermark),
+    /// oldest first, not yet reached by this consumer.
+    pending: BTreeMap<TableId, VecDeque<(TopicEnds, i64)>>,
+    /// Per table: the watermark of the newest producer checkpoint reached.
+    reached: BTreeMap<TableId, i64>,
+}
+
+impl ProducerProgress {
+    fn record(&mut self, m: &BorrowedMessage<'_>) {
+        let (Some(key), Some(value)) = (m.key(), m.payload()) else {
+            return;
+        };
+        let Some((db, table)) = std::str::from_utf8(key)
+            .ok()
+            .and_then(|k| k.split_once('.'))
+        else {
+            return;
+        };
+        let Ok(cp) = serde_json::from_slice::<Checkpoint>(value) else {
+            return;
+        };
+        let table = TableId::new(db, table);
+        if let Some(wm) = cp.watermark_micros {
+            let ends = produced_offsets(&cp, &table);
+            self.pending.entry(table).or_default().push_back((ends, wm));
+        }
+    }
+
+    /// Moves `table` past every producer checkpoint whose ends it has read.
+    fn advance(&mut self, table: &TableId, read: &BTreeMap<i32, i64>) {
+        let Some(queue) = self.pending.get_mut(table) else {
+            return;
+        };
+        while let Some((ends, wm)) = queue.front() {
+            let done = ends
+                .iter()
+                .all(|(p, end)| *end == 0 || read.get(p).is_some_and(|r| r >= end));
+            if !done {
+                break;
+            }
+            let reached = self.reached.entry(table.clone()).or_insert(*wm);
+            *reached = (*reached).max(*wm);
+            queue.pop_front();
+        }
+    }
+
+    /// The lowest watermark of the tables the producer has checkpointed;
+    /// None while one of them has reached none yet.
+    fn watermark(&self, tables: impl Iterator<Item = TableId>) -> Option<i64> {
+        let mut low: Option<i64> = None;
+        for t in tables {
+            let known = self.pending.get(&t).is_some_and(|q| !q.is_empty());
+            match self.reached.get(&t) {
+                Some(&w) => low = Some(low.map_or(w, |l| l.min(w))),
+                None if known => return None,
+                None => {}
+            }
+        }
+        low
+    }
+}
+
+/// The consumer of one run (a `Source`).
+struct RelayConsumer {
+    /// Shared so that a message borrowed from it does not borrow `self`.
+    consumer: Arc<StreamConsumer>,
+    client: ClientConfig,
+    prefix: String,
+    registry: SchemaRegistry,
+    checkpoint_topic: String,
+    /// Data topic → its table.
+    tables: HashMap<String, TableId>,
+    /// Per table: the next offset of each partition (read up to here).
+    next_offsets: BTreeMap<TableId, BTreeMap<i32, i64>>,
+    /// Per table: the schema of the last row handed out.
+    current: BTreeMap<TableId, Arc<RegisteredSchema>>,
+    builders: BTreeMap<TableId, ChangeBatchBuilder>,
+    out: VecDeque<SourceRecord>,
+    progress: ProducerProgress,
+    dead_letter: Option<(FutureProducer, String)>,
+    dead_letters: Arc<AtomicU64>,
+    max_batch_rows: usize,
+    checkpoint_interval: Duration,
+}
+
+#[async_trait]
+impl Source for RelayConsumer {
+    async fn next(&mut self) -> Result<Option<SourceRecord>> {
+        loop {
+            if let Some(r) = self.out.pop_front() {
+                return Ok(Some(r));
+            }
+            self.fill().await?;
+        }
+    }
+}
+
+impl RelayConsumer {
+    /// Reads for up to one checkpoint interval (less once messages stop
+    /// coming), then hands out the batches and a checkpoint covering them.
+    async fn fill(&mut self) -> Result<()> {
+        let deadline = Instant::now() + self.checkpoint_interval;
+        let mut read = 0usize;
+        let consumer = self.consumer.clone();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let wait = if read == 0 {
+                left
+            } else {
+                left.min(Duration::from_millis(20))
+            };
+            if wait.is_zero() {
+                break;
+            }
+            let message = match tokio::time::timeout(wait, consumer.recv()).await {
+                Err(_) => break,
+                Ok(m) => m.map_err(|e| kafka_err("consuming", e))?,
+            };
+            self.handle(&message).await?;
+            read += 1;
+            if read >= self.max_batch_rows {
+                break;
+            }
+        }
+        self.flush_all()?;
+        let tables: Vec<TableId> = self.next_offsets.keys().cloned().collect();
+        for t in &tables {
+            self.progress.advance(t, &self.next_offsets[t]);
+        }
+        let mut cp = Checkpoint {
+            position: None,
+            watermark_micros: self.progress.watermark(tables.into_iter()),
+            properties: BTreeMap::new(),
+        };
+        for (t, offsets) in &self.next_offsets {
+            if !offsets.is_empty() {
+                cp.properties.insert(
+                    Checkpoint::table_key(t, OFFSETS_PROPERTY),
+                    serde_json::to_string(offsets)?,
+                );
+            }
+            if let Some(s) = self.current.get(t) {
+                cp.properties.insert(
+                    Checkpoint::table_key(t, SCHEMA_PROPERTY),
+                    crate::schemas::schema_id(&s.schema),
+                );
+            }
+        }
+        self.out.push_back(SourceRecord::Checkpoint(cp));
+        Ok(())
+    }
+
+    async fn handle(&mut self, m: &BorrowedMessage<'_>) -> Result<()> {
+        if m.topic() == self.checkpoint_topic {
+            self.progress.record(m);
+            return Ok(());
+        }
+        let Some(table) = self.tables.get(m.topic()).cloned() else {
+            return Ok(());
+        };
+        match self.take(&table, m).await {
+            // The message itself is wrong: set aside (or stop).
+            Err(e) if matches!(e.kind(), ErrorKind::InvalidData | ErrorKind::SchemaMismatch) => {
+                self.set_aside(m, e).await?
+            }
+            // Kafka or the registry failed: the message may be fine.
+            Err(e) => return Err(e.with_context("message", message_origin(m))),
+            Ok(()) => {}
+        }
+        self.next_offsets
+            .entry(table)
+            .or_default()
+            .insert(m.partition(), m.offset() + 1);
+        Ok(())
+    }
+
+    /// Decodes one message of `table` into its builder; a tombstone is
+    /// nothing (it only lets compaction drop the key).
+    async fn take(&mut self, table: &TableId, m: &BorrowedMessage<'_>) -> Result<()> {
+        let Some(payload) = m.payload() else {
+            return Ok(());
+        };
+        let id = m
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == SCHEMA_HEADER))
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .ok_or_else(|| {
+                Error::invalid_data(format!(
+                    "no {SCHEMA_HEADER} header: not written by Tributary's relay producer \
+                     (topics of other producers are not read)"
+                ))
+            })?;
+        let entry = match self.registry.get(&id) {
+            Some(e) => e,
+            None => {
+                // Recorded before the message was sent: read the registry again.
+                self.registry = SchemaRegistry::load(&self.client, &self.prefix).await?;
+                self.registry.get(&id).ok_or_else(|| {
+                    Error::invalid_data(format!("schema {id} is not in the registry"))
+                })?
+            }
+        };
+        if entry.schema.table != *table {
+            return Err(Error::invalid_data(format!(
+                "schema {id} is {}'s, in {table}'s topic",
+                entry.schema.table
+            )));
+        }
+        let change = decode_value(
+            &entry.schema,
+            entry.schemas_enable,
+            entry.decimal_mode,
+            payload,
+        )?;
+        let (want_before, want_after) = change.op.images();
+        if want_before != change.before.is_some() || want_after != change.after.is_some() {
+            return Err(Error::invalid_data(format!(
+                "a {:?} with before {} and after {}",
+                change.op,
+                change.before.is_some(),
+                change.after.is_some()
+            )));
+        }
+        self.follow_schema(table, &entry, &change)?;
+        let event = ChangeEvent {
+            table: table.clone(),
+            op: change.op,
+            before: change.before,
+            after: change.after,
+            position: change.position,
+            commit_ts_micros: change.commit_ts_micros,
+            schema_version: entry.schema.version,
+        };
+        let builder = self
+            .builders
+            .entry(table.clone())
+            .or_insert_with(|| ChangeBatchBuilder::new(Arc::new(entry.schema.clone())));
+        builder.push_event(&event)?;
+        if builder.len() >= self.max_batch_rows {
+            self.flush(table)?;
+        }
+        Ok(())
+    }
+
+    /// A row of another schema than the table's last: the rows so far go
+    /// out, then the change from the old schema to this one.
+    fn follow_schema(
+        &mut self,
+        table: &TableId,
+        entry: &Arc<RegisteredSchema>,
+        change: &crate::envelope::DecodedChange,
+    ) -> Result<()> {
+        let same = self
+            .current
+            .get(table)
+            .is_some_and(|c| c.schema == entry.schema);
+        if same {
+            return Ok(());
+        }
+        self.flush(table)?;
+        if let Some(old) = self.current.get(table) {
+            let mut sc = SchemaChange::between(
+                SchemaChangeKind::Alter,
+                Some(old.schema.clone()),
+                Some(entry.schema.clone()),
+            );
+            sc.position = change.position.clone();
+            sc.commit_ts_micros = change.commit_ts_micros;
+            self.out.push_back(SourceRecord::SchemaChange(sc));
+        }
+        self.current.insert(table.clone(), entry.clone());
+        Ok(())
+    }
+
+    fn flush(&mut self, table: &TableId) -> Result<()> {
+        if let Some(mut b) = self.builders.remove(table)
+            && !b.is_empty()
+        {
+            self.out.push_back(SourceRecord::Changes(b.finish()?));
+        }
+        Ok(())
+    }
+
+    fn flush_all(&mut self) -> Result<()> {
+        let tables: Vec<TableId> = self.builders.keys().cloned().collect();
+        tables.iter().try_for_each(|t| self.flush(t))
+    }
+
+    /// A message that cannot be read: into the dead-letter topic (its key,
+    /// value and headers, with the error and where it came from), or the
+    /// end of the run.
+    async fn set_aside(&mut self, m: &BorrowedMessage<'_>, error: Error) -> Result<()> {
+        let origin = message_origin(m);
+        let Some((producer, topic)) = &self.dead_letter else {
+            return Err(error
+                .with_context("message", &origin)
+                .map_text(|t| format!("{t} (set [source.kafka] on_bad_message = \"dead_letter\" to set such messages aside)")));
+        };
+        warn!(message = %origin, error = %error, dead_letter_topic = %topic, "a message that cannot be read was set aside");
+        let mut headers = OwnedHeaders::new();
+        if let Some(h) = m.headers() {
+            for h in h.iter() {
+                headers = headers.insert(h);
+            }
+        }
+        let (error_text, partition, offset) = (
+            error.to_string(),
+            m.partition().to_string(),
+            m.offset().to_string(),
+        );
+        for (key, value) in [
+            ("tributary.error", error_text.as_str()),
+            ("tributary.topic", m.topic()),
+            ("tributary.partition", partition.as_str()),
+            ("tributary.offset", offset.as_str()),
+        ] {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
+        if let Some(k) = m.key() {
+            record = record.key(k);
+        }
+        if let Some(p) = m.payload() {
+            record = record.payload(p);
+        }
+        producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| kafka_err("writing to the dead-letter topic", e))?;
+        self.dead_letters.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
