@@ -298,6 +298,13 @@ impl Pipeline {
                         .collect();
                     self.resnapshot(&tables).await?;
                 }
+                // A source that names its own fix (the relay's) keeps it.
+                Err(e)
+                    if e.kind() == ErrorKind::PositionLost
+                        && e.to_string().contains("on_position_lost") =>
+                {
+                    return Err(e);
+                }
                 Err(e) if e.kind() == ErrorKind::PositionLost => {
                     return Err(e.map_text(|t| {
                         format!(
@@ -338,9 +345,16 @@ impl Pipeline {
         let owner = self.claim_tables(&states).await?;
         let resume = resume_point(&states);
         let (checkpoint, round) = (self.recover_lost_tables(&resume).await?, resume.last_round);
-        match checkpoint.as_ref().and_then(|c| c.position.as_ref()) {
-            Some(p) => info!(position = %p, round, "resuming"),
-            None => info!("starting: no committed position"),
+        // A relay consumer's checkpoint has no source position: its
+        // tables' offsets are in the table-scoped properties.
+        match checkpoint.as_ref() {
+            Some(Checkpoint {
+                position: Some(p), ..
+            }) => info!(position = %p, round, "resuming"),
+            Some(c) if !c.properties.is_empty() => {
+                info!(round, "resuming from the tables' own committed state")
+            }
+            _ => info!("starting: no committed position"),
         }
         let mut source = self.source.open(checkpoint.as_ref()).await?;
         // Dropped (cancelled) when the run ends.

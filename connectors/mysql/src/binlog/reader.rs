@@ -350,7 +350,23 @@ impl BinlogReader {
     }
 
     async fn stream_error(&self, e: mysql_async::Error) -> Error {
+        // MariaDB refuses a second replica with our server_id (4052); MySQL
+        // says so in a 1236, which must not read as a lost position.
+        let same_id = matches!(&e, mysql_async::Error::Server(s)
+            if s.code == 4052 || (s.code == 1236 && s.message.contains("same server_uuid/server_id")));
         let err = map_err("binlog stream failed", e);
+        if same_id {
+            return Error::new(
+                ErrorKind::Connection,
+                format!(
+                    "another replica is reading the binlog with server_id {}: a second job, an \
+                     old process not yet gone, or a real replica. Give each job its own \
+                     [source.mysql] server_id; retrying",
+                    self.config.server_id
+                ),
+            )
+            .with_source(err);
+        }
         if err.kind() != ErrorKind::PositionLost {
             return err;
         }
