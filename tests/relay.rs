@@ -245,16 +245,7 @@ async fn relayed_into_iceberg_with_the_consumer_sigkilled_the_tables_equal_the_s
     );
 
     // DDL passes through: a's next rows carry the new column.
-    f.conn
-        .query_drop(format!("ALTER TABLE {db}.a ADD COLUMN extra INT"))
-        .await
-        .unwrap();
-    f.conn
-        .query_drop(format!(
-            "INSERT INTO {db}.a VALUES (100001, 1, 'after-ddl', 7)"
-        ))
-        .await
-        .unwrap();
+    add_extra_column(&mut f.conn, &db).await;
     wait_until_tables_equal(&mut f.conn, &reader, &db, &["a"], &mut consumer).await;
     // pyiceberg reads the same rows, and the new column's value.
     let a = catalog.load_table(&TableName::new(&db, "a")).await.unwrap();
@@ -269,6 +260,25 @@ async fn relayed_into_iceberg_with_the_consumer_sigkilled_the_tables_equal_the_s
         .collect();
     assert!(read == expected, "pyiceberg differs from SELECT * in a");
     assert_eq!(rows[&100001]["extra"], 7, "{:?}", rows[&100001]);
+
+    // A TRUNCATE passes through: a marker on each of the 4 partitions,
+    // applied once every one is reached; the rows written after it stay.
+    f.conn
+        .query_drop(format!("TRUNCATE TABLE {db}.a"))
+        .await
+        .unwrap();
+    let after: Vec<String> = (0..40)
+        .map(|i| format!("({i}, {i}, 'after-truncate')"))
+        .collect();
+    for sql in [
+        format!("INSERT INTO {db}.a (id, v, s) VALUES {}", after.join(",")),
+        format!("UPDATE {db}.a SET v = v + 100 WHERE id % 3 = 0"),
+        format!("DELETE FROM {db}.a WHERE id % 5 = 0"),
+    ] {
+        f.conn.query_drop(sql).await.unwrap();
+    }
+    wait_until_tables_equal(&mut f.conn, &reader, &db, &["a"], &mut consumer).await;
+    assert_eq!(source_rows(&mut f.conn, &tables[0]).await.len(), 32);
 
     // The producer's heartbeats reach their topic, and the watermark
     // passes through the relay: a is complete up to a time after the last

@@ -368,6 +368,51 @@ async fn a_second_process_on_the_same_pipeline_fences_the_first_and_no_key_is_du
     f.drop().await;
 }
 
+/// Two jobs with the same `server_id` (a copied pipeline file): MariaDB
+/// refuses the second replica. The second job says which setting to fix
+/// and keeps retrying instead of exiting; once the first stops, it takes
+/// the binlog and its tables catch up.
+#[tokio::test]
+async fn a_second_job_on_the_same_server_id_names_the_fix_and_retries_until_it_is_free() {
+    let mut first_db = Fixture::new("sync_sid").await;
+    let mut f = Fixture::new("sync_sid").await;
+    let first_config = first_db.pipeline(&iceberg_sink(&first_db.db, &first_db.warehouse()));
+    let config = f.pipeline(&iceberg_sink(&f.db, &f.warehouse()));
+    let catalog = HadoopCatalog::new_local(f.warehouse()).unwrap();
+    let first_catalog = HadoopCatalog::new_local(first_db.warehouse()).unwrap();
+    let mut first = SyncProcess::start(&first_config, &first_db.dir.join("first.log"));
+    let first_db_name = first_db.db.clone();
+    wait_until_equal(
+        &mut first_db.conn,
+        &Reader::Iceberg(&first_catalog),
+        &first_db_name,
+        &mut first,
+    )
+    .await;
+    let mut second = SyncProcess::start(&config, &f.dir.join("second.log"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !second
+        .log()
+        .contains("another replica is reading the binlog with server_id 7101")
+    {
+        second.assert_running();
+        first.assert_running();
+        assert!(Instant::now() < deadline, "{}", second.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(second.log().contains("[source.mysql] server_id"));
+    assert!(first.terminate().success());
+    write_randomly(f.url.clone(), f.tables(), 100, 67).await;
+    let db = f.db.clone();
+    wait_until_equal(&mut f.conn, &Reader::Iceberg(&catalog), &db, &mut second).await;
+    assert!(second.terminate().success());
+    for fixture in [first_db, f] {
+        let dir = fixture.dir.clone();
+        fixture.drop().await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
 /// The source connection goes dead without closing (a black-holed
 /// network): the binlog stream notices the missing heartbeats within its
 /// deadline, the job starts again from its last commit over a new
@@ -1543,18 +1588,8 @@ async fn sync_to_kafka_survives_sigkill_and_the_topics_replay_to_the_source() {
     // DDL while streaming reaches the schema-change topic `<prefix>`.
     let log = f.dir.join("sync2.log");
     let mut sync = SyncProcess::start(&config, &log);
-    f.conn
-        .query_drop(format!("ALTER TABLE {db}.a ADD COLUMN extra INT"))
-        .await
-        .unwrap();
-    // A row of a after it (the source learns a's new shape from its
-    // rows), then writes to b (write_randomly's INSERTs name three columns).
-    f.conn
-        .query_drop(format!(
-            "INSERT INTO {db}.a VALUES (100001, 1, 'after-ddl', 7)"
-        ))
-        .await
-        .unwrap();
+    add_extra_column(&mut f.conn, &db).await;
+    // Then writes to b only: write_randomly's INSERTs name three columns.
     let b = f.tables()[1].clone();
     write_randomly(f.url.clone(), [b.clone(), b], 50, 59).await;
     wait_until_equal(&mut f.conn, &reader, &db, &mut sync).await;

@@ -563,6 +563,8 @@ mod tests {
             "mariadb-to-iceberg.toml",
             "mariadb-to-clickhouse.toml",
             "mariadb-to-hbase.toml",
+            "mariadb-to-kafka.toml",
+            "kafka-to-iceberg.toml",
         ] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("../examples")

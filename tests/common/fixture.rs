@@ -376,3 +376,15 @@ pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let code = head.split_whitespace().nth(1)?.parse().ok()?;
     Some((code, body.to_string()))
 }
+
+/// `ALTER TABLE <db>.a ADD COLUMN extra INT`, then a row of a with it
+/// (100001, 1, 'after-ddl', 7): a source learns a table's new shape from
+/// its next row.
+pub async fn add_extra_column(conn: &mut Conn, db: &str) {
+    for sql in [
+        format!("ALTER TABLE {db}.a ADD COLUMN extra INT"),
+        format!("INSERT INTO {db}.a VALUES (100001, 1, 'after-ddl', 7)"),
+    ] {
+        conn.query_drop(sql).await.unwrap();
+    }
+}

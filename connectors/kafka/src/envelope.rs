@@ -376,6 +376,35 @@ pub fn encode_value(
     Ok(wrap(config, schema_json, payload))
 }
 
+/// A table's truncation as a message of its topic (the relay sends one to
+/// every partition): Debezium's truncate event shape, `op` `t` with no
+/// row images.
+pub fn encode_truncate(
+    config: &EnvelopeConfig,
+    schema: &TableSchema,
+    source: &SourceInfo,
+    now_ms: i64,
+) -> Result<Json> {
+    let mut value = encode_value(config, schema, Op::Delete, None, None, source, now_ms)?;
+    let payload = match config.schemas_enable {
+        true => &mut value["payload"],
+        false => &mut value,
+    };
+    payload["op"] = json!("t");
+    Ok(value)
+}
+
+/// What a message of a table's topic says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DecodedMessage {
+    Change(DecodedChange),
+    /// The table was truncated at `position` (`encode_truncate`).
+    Truncate {
+        position: Option<SourcePosition>,
+        commit_ts_micros: i64,
+    },
+}
+
 /// One change message read back: what `encode_value` wrote.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecodedChange {
@@ -397,6 +426,19 @@ pub fn decode_value(
     mode: DecimalMode,
     value: &[u8],
 ) -> Result<DecodedChange> {
+    match decode_message(schema, schemas_enable, mode, value)? {
+        DecodedMessage::Change(c) => Ok(c),
+        DecodedMessage::Truncate { .. } => Err(Error::invalid_data("a truncate, not a row change")),
+    }
+}
+
+/// Reads any message of `schema`'s table: a row change or a truncate.
+pub fn decode_message(
+    schema: &TableSchema,
+    schemas_enable: bool,
+    mode: DecimalMode,
+    value: &[u8],
+) -> Result<DecodedMessage> {
     let json: Json =
         serde_json::from_slice(value).map_err(|e| Error::invalid_data(format!("not JSON: {e}")))?;
     let payload = if schemas_enable {
@@ -410,6 +452,15 @@ pub fn decode_value(
         Some("c") => Op::Insert,
         Some("u") => Op::Update,
         Some("d") => Op::Delete,
+        Some("t") => {
+            let source = payload
+                .get("source")
+                .ok_or_else(|| Error::invalid_data("no \"source\" block"))?;
+            return Ok(DecodedMessage::Truncate {
+                position: source_position(source)?,
+                commit_ts_micros: source_ts_micros(source),
+            });
+        }
         other => return Err(Error::invalid_data(format!("unknown op {other:?}"))),
     };
     let image = |name: &str| -> Result<Option<Vec<Value>>> {
@@ -434,17 +485,22 @@ pub fn decode_value(
     let source = payload
         .get("source")
         .ok_or_else(|| Error::invalid_data("no \"source\" block"))?;
-    Ok(DecodedChange {
+    Ok(DecodedMessage::Change(DecodedChange {
         op,
         before,
         after,
         position: source_position(source)?,
-        commit_ts_micros: source
-            .get("ts_ms")
-            .and_then(Json::as_i64)
-            .unwrap_or(0)
-            .saturating_mul(1000),
-    })
+        commit_ts_micros: source_ts_micros(source),
+    }))
+}
+
+/// `source.ts_ms`, in microseconds.
+fn source_ts_micros(source: &Json) -> i64 {
+    source
+        .get("ts_ms")
+        .and_then(Json::as_i64)
+        .unwrap_or(0)
+        .saturating_mul(1000)
 }
 
 /// The position the producer wrote into `source`: GTIDs (a MariaDB list

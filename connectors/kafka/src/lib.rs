@@ -11,7 +11,7 @@ pub mod sink;
 pub mod source;
 
 pub use envelope::{DecimalMode, EnvelopeConfig, SourceInfo, encode_key, encode_value};
-pub use envelope::{DecodedChange, decode_value};
+pub use envelope::{DecodedChange, DecodedMessage, decode_message, decode_value, encode_truncate};
 pub use sink::{
     KafkaSink, KafkaSinkConfig, KafkaSinkFactory, committed_checkpoint, produced_offsets,
 };

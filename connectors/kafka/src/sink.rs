@@ -32,7 +32,9 @@ use tributary_core::{
 };
 
 use crate::client::{client_config, ensure_topic, kafka_err, read_to_end, watermarks};
-use crate::envelope::{DecimalMode, EnvelopeConfig, SourceInfo, encode_key, encode_value};
+use crate::envelope::{
+    DecimalMode, EnvelopeConfig, SourceInfo, encode_key, encode_truncate, encode_value,
+};
 use crate::schemas::{RegisteredSchema, SCHEMA_HEADER, schema_id, schema_topic};
 
 /// `[sink.kafka]`-to-be: where and how the relay writes.
@@ -276,15 +278,22 @@ impl KafkaSink {
         };
         let value = serde_json::to_vec(&entry)?;
         let topic = schema_topic(&self.config.prefix);
+        self.send_and_wait(&topic, id.as_bytes(), &value, "recording the schema")
+            .await?;
+        self.registered.insert(id.clone());
+        Ok(id)
+    }
+
+    /// Sends one message and waits for its delivery report.
+    async fn send_and_wait(&self, topic: &str, key: &[u8], value: &[u8], what: &str) -> Result<()> {
         self.producer
             .send(
-                FutureRecord::to(&topic).key(&id).payload(&value),
+                FutureRecord::to(topic).key(key).payload(value),
                 self.config.delivery_timeout,
             )
             .await
-            .map_err(|(e, _)| kafka_err("recording the schema", e))?;
-        self.registered.insert(id.clone());
-        Ok(id)
+            .map(|_| ())
+            .map_err(|(e, _)| kafka_err(what, e))
     }
 
     fn send(
@@ -308,6 +317,53 @@ impl KafkaSink {
             .send_result(record)
             .map_err(|(e, _)| kafka_err(&format!("producing to {}", self.topic), e))?;
         self.pending.push(delivery);
+        Ok(())
+    }
+
+    /// A truncate marker on every partition of the table's topic, after
+    /// the rows before it there: a consumer applies it once it has read up
+    /// to the marker on all of them. Not sent again for a truncate the
+    /// committed position already holds (a replay), which would wipe the
+    /// rows after it that are not sent again.
+    async fn send_truncate(&mut self, change: &SchemaChange) -> Result<()> {
+        if tributary_core::is_committed(change.position.as_ref(), self.committed.as_ref()) {
+            return Ok(());
+        }
+        let id = self.register(&self.schema.clone()).await?;
+        let partitions = {
+            let (client, topic) = (self.config.client(), self.topic.clone());
+            tokio::task::spawn_blocking(move || -> Result<Vec<i32>> {
+                let c: BaseConsumer = client.create().map_err(|e| kafka_err("client", e))?;
+                Ok(watermarks(&c, &topic)?
+                    .into_iter()
+                    .map(|(p, ..)| p)
+                    .collect())
+            })
+            .await
+            .map_err(|e| Error::new(ErrorKind::Unexpected, format!("partitions: {e}")))??
+        };
+        let source = position_source(change.position.as_ref(), change.commit_ts_micros);
+        let value = serde_json::to_vec(&encode_truncate(
+            &self.envelope,
+            &self.schema,
+            &source,
+            now_ms(),
+        )?)?;
+        for p in partitions {
+            let headers = OwnedHeaders::new().insert(Header {
+                key: SCHEMA_HEADER,
+                value: Some(&id),
+            });
+            let record = FutureRecord::<(), _>::to(&self.topic)
+                .partition(p)
+                .payload(&value)
+                .headers(headers);
+            let delivery = self
+                .producer
+                .send_result(record)
+                .map_err(|(e, _)| kafka_err(&format!("producing to {}", self.topic), e))?;
+            self.pending.push(delivery);
+        }
         Ok(())
     }
 
@@ -344,13 +400,8 @@ impl KafkaSink {
         let (key, value) = heartbeat_message(&self.envelope, now_ms());
         let (key, value) = (serde_json::to_vec(&key)?, serde_json::to_vec(&value)?);
         let topic = self.config.heartbeat_topic();
-        self.producer
-            .send(
-                FutureRecord::to(&topic).key(&key).payload(&value),
-                self.config.delivery_timeout,
-            )
-            .await
-            .map_err(|(e, _)| kafka_err("sending a heartbeat", e))?;
+        self.send_and_wait(&topic, &key, &value, "sending a heartbeat")
+            .await?;
         self.last_heartbeat = Some(std::time::Instant::now());
         Ok(())
     }
@@ -379,7 +430,17 @@ fn heartbeat_message(env: &EnvelopeConfig, ts_ms: i64) -> (serde_json::Value, se
 /// The envelope's `source` block of `batch`'s row `row`.
 fn source_info(batch: &ChangeBatch, row: usize, ordinal: u32) -> SourceInfo {
     let meta = batch.txn_of(row);
-    let (file_pos, gtid) = match &meta.position {
+    SourceInfo {
+        row: ordinal,
+        snapshot: batch.op(row) == Op::Read,
+        ..position_source(meta.position.as_ref(), meta.commit_ts_micros)
+    }
+}
+
+/// The `source` block's position fields and time for a change at
+/// `position`.
+fn position_source(position: Option<&SourcePosition>, commit_ts_micros: i64) -> SourceInfo {
+    let (file_pos, gtid) = match position {
         Some(SourcePosition::FilePos(p)) => (Some(p), None),
         Some(SourcePosition::MySqlGtid {
             gtid_set, file_pos, ..
@@ -396,9 +457,9 @@ fn source_info(batch: &ChangeBatch, row: usize, ordinal: u32) -> SourceInfo {
         gtid,
         file: file_pos.map(|p| p.file.clone()).unwrap_or_default(),
         pos: file_pos.map_or(0, |p| p.pos),
-        row: ordinal,
-        ts_ms: meta.commit_ts_micros.div_euclid(1000),
-        snapshot: batch.op(row) == Op::Read,
+        row: 0,
+        ts_ms: commit_ts_micros.div_euclid(1000),
+        snapshot: false,
     }
 }
 
@@ -526,6 +587,9 @@ impl Sink for KafkaSink {
     /// key `databaseName`, value `ddl` and `tableChanges`), delivered with
     /// the round; later rows are encoded with the new schema.
     async fn apply_schema_change(&mut self, change: &SchemaChange) -> Result<()> {
+        if change.kind == tributary_core::SchemaChangeKind::Truncate {
+            self.send_truncate(change).await?;
+        }
         let key = serde_json::json!({"databaseName": change.table.database});
         let value = schema_change_value(change, now_ms());
         let (topic, key, value) = (
@@ -550,11 +614,8 @@ impl Sink for KafkaSink {
         let checkpoint = &with_produced(checkpoint, &self.schema.table, &self.produced)?;
         let value = serde_json::to_vec(checkpoint)?;
         let topic = self.config.checkpoint_topic();
-        let record = FutureRecord::to(&topic).key(&key).payload(&value);
-        self.producer
-            .send(record, self.config.delivery_timeout)
-            .await
-            .map_err(|(e, _)| kafka_err("recording the checkpoint", e))?;
+        self.send_and_wait(&topic, key.as_bytes(), &value, "recording the checkpoint")
+            .await?;
         self.committed = Some(checkpoint.clone());
         self.last_commit = std::time::Instant::now();
         self.heartbeat().await?;

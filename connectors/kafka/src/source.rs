@@ -42,7 +42,7 @@ use tributary_core::{
 };
 
 use crate::client::{client_config, ensure_topic, kafka_err, watermarks};
-use crate::envelope::decode_value;
+use crate::envelope::{DecodedMessage, decode_message};
 use crate::schemas::{RegisteredSchema, SCHEMA_HEADER, SchemaRegistry};
 use crate::sink::produced_offsets;
 
@@ -278,6 +278,7 @@ impl SourceFactory for KafkaSourceFactory {
         let mut tables = HashMap::new();
         let mut next_offsets = BTreeMap::new();
         let mut current = BTreeMap::new();
+        let mut partitions = BTreeMap::new();
         for (entry, ends) in selected.iter().zip(&ends[1..]) {
             let table = &entry.schema.table;
             let topic = self.config.topic(table);
@@ -297,6 +298,7 @@ impl SourceFactory for KafkaSourceFactory {
             if let Some(s) = schema {
                 current.insert(table.clone(), s);
             }
+            partitions.insert(table.clone(), ends.iter().map(|&(p, ..)| p).collect());
             info!(table = %table, topic = %topic, offsets = ?committed, "reading the relay");
             next_offsets.insert(table.clone(), committed);
             tables.insert(topic, table.clone());
@@ -336,6 +338,8 @@ impl SourceFactory for KafkaSourceFactory {
             checkpoint_topic,
             tables,
             next_offsets,
+            partitions,
+            truncating: BTreeMap::new(),
             current,
             builders: BTreeMap::new(),
             out: VecDeque::new(),
@@ -465,6 +469,14 @@ impl ProducerProgress {
     }
 }
 
+/// A truncate read on some partitions of a table's topic: the marker's
+/// offset per partition, and where the source truncated.
+struct PendingTruncate {
+    markers: BTreeMap<i32, i64>,
+    position: Option<tributary_core::SourcePosition>,
+    commit_ts_micros: i64,
+}
+
 /// The consumer of one run (a `Source`).
 struct RelayConsumer {
     /// Shared so that a message borrowed from it does not borrow `self`.
@@ -477,6 +489,11 @@ struct RelayConsumer {
     tables: HashMap<String, TableId>,
     /// Per table: the next offset of each partition (read up to here).
     next_offsets: BTreeMap<TableId, BTreeMap<i32, i64>>,
+    /// Per table: its topic's partitions.
+    partitions: BTreeMap<TableId, Vec<i32>>,
+    /// Per table: a truncate whose markers were read on some partitions
+    /// (those wait there) but not yet on all.
+    truncating: BTreeMap<TableId, PendingTruncate>,
     /// Per table: the schema of the last row handed out.
     current: BTreeMap<TableId, Arc<RegisteredSchema>>,
     builders: BTreeMap<TableId, ChangeBatchBuilder>,
@@ -563,6 +580,11 @@ impl RelayConsumer {
         let Some(table) = self.tables.get(m.topic()).cloned() else {
             return Ok(());
         };
+        if self.waits_at_truncate(&table, m.partition()) {
+            // Past the marker this partition waits at: read again once the
+            // truncate is applied.
+            return Ok(());
+        }
         match self.take(&table, m).await {
             // The message itself is wrong: set aside (or stop).
             Err(e) if matches!(e.kind(), ErrorKind::InvalidData | ErrorKind::SchemaMismatch) => {
@@ -571,6 +593,10 @@ impl RelayConsumer {
             // Kafka or the registry failed: the message may be fine.
             Err(e) => return Err(e.with_context("message", message_origin(m))),
             Ok(()) => {}
+        }
+        if self.waits_at_truncate(&table, m.partition()) {
+            // The marker: its offset is committed only once it is applied.
+            return Ok(());
         }
         self.next_offsets
             .entry(table)
@@ -612,12 +638,25 @@ impl RelayConsumer {
                 entry.schema.table
             )));
         }
-        let change = decode_value(
+        let change = match decode_message(
             &entry.schema,
             entry.schemas_enable,
             entry.decimal_mode,
             payload,
-        )?;
+        )? {
+            DecodedMessage::Change(c) => c,
+            DecodedMessage::Truncate {
+                position,
+                commit_ts_micros,
+            } => {
+                let pending = PendingTruncate {
+                    markers: BTreeMap::new(),
+                    position,
+                    commit_ts_micros,
+                };
+                return self.truncate_marker(table, &entry, m, pending);
+            }
+        };
         let (want_before, want_after) = change.op.images();
         if want_before != change.before.is_some() || want_after != change.after.is_some() {
             return Err(Error::invalid_data(format!(
@@ -646,6 +685,69 @@ impl RelayConsumer {
             self.flush(table)?;
         }
         Ok(())
+    }
+
+    fn waits_at_truncate(&self, table: &TableId, partition: i32) -> bool {
+        self.truncating
+            .get(table)
+            .is_some_and(|t| t.markers.contains_key(&partition))
+    }
+
+    /// A truncate marker on one partition: that partition waits (paused)
+    /// until every partition of the topic reached its marker — then the
+    /// rows read before the markers go out, then the truncate, and every
+    /// partition goes on after its marker. Rows after the marker on one
+    /// partition are never applied before rows before it on another.
+    fn truncate_marker(
+        &mut self,
+        table: &TableId,
+        entry: &Arc<RegisteredSchema>,
+        m: &BorrowedMessage<'_>,
+        marker: PendingTruncate,
+    ) -> Result<()> {
+        let topic = m.topic().to_string();
+        let pending = self.truncating.entry(table.clone()).or_insert(marker);
+        pending.markers.insert(m.partition(), m.offset());
+        let all = &self.partitions[table];
+        let mut here = TopicPartitionList::new();
+        if !all.iter().all(|p| pending.markers.contains_key(p)) {
+            here.add_partition(&topic, m.partition());
+            return self
+                .consumer
+                .pause(&here)
+                .map_err(|e| kafka_err("pausing at a truncate", e));
+        }
+        let done = self.truncating.remove(table).expect("pending");
+        self.flush(table)?;
+        let schema = self
+            .current
+            .get(table)
+            .map_or_else(|| entry.schema.clone(), |c| c.schema.clone());
+        let mut change = SchemaChange::between(
+            SchemaChangeKind::Truncate,
+            Some(schema.clone()),
+            Some(schema),
+        );
+        change.position = done.position;
+        change.commit_ts_micros = done.commit_ts_micros;
+        info!(table = %table, "the producer's truncate reached on every partition: applying it");
+        self.out.push_back(SourceRecord::SchemaChange(change));
+        let next = self.next_offsets.entry(table.clone()).or_default();
+        for (&p, &offset) in &done.markers {
+            next.insert(p, offset + 1);
+            here.add_partition(&topic, p);
+            self.consumer
+                .seek(
+                    &topic,
+                    p,
+                    Offset::Offset(offset + 1),
+                    Duration::from_secs(10),
+                )
+                .map_err(|e| kafka_err("seeking past a truncate", e))?;
+        }
+        self.consumer
+            .resume(&here)
+            .map_err(|e| kafka_err("resuming after a truncate", e))
     }
 
     /// A row of another schema than the table's last: the rows so far go

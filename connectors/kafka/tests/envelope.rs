@@ -9,7 +9,8 @@ use tributary_core::{
     TableSchema, Value,
 };
 use tributary_kafka::{
-    DecimalMode, EnvelopeConfig, SourceInfo, decode_value, encode_key, encode_value,
+    DecimalMode, DecodedMessage, EnvelopeConfig, SourceInfo, decode_message, decode_value,
+    encode_key, encode_truncate, encode_value,
 };
 
 /// The payload of Debezium's documented create event (MySQL tutorial).
@@ -482,6 +483,25 @@ fn every_column_type_decodes_back_to_the_row_in_every_mode() {
             364
         )))
     );
+    // A truncate: Debezium's `op` `t` without row images, read back as one
+    // (and refused where a row change is expected).
+    for schemas in [false, true] {
+        let json = encode_truncate(&config(schemas), &schema, &source, 0).unwrap();
+        let payload = if schemas { &json["payload"] } else { &json };
+        assert_eq!(payload["op"], "t");
+        assert!(payload["before"].is_null() && payload["after"].is_null());
+        let bytes = json.to_string().into_bytes();
+        let decoded = decode_message(&schema, schemas, DecimalMode::String, &bytes).unwrap();
+        assert_eq!(
+            decoded,
+            DecodedMessage::Truncate {
+                position: Some(position.clone()),
+                commit_ts_micros: 1_486_500_577_000_000
+            }
+        );
+        let e = decode_value(&schema, schemas, DecimalMode::String, &bytes).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidData);
+    }
 }
 
 #[test]
