@@ -436,3 +436,47 @@ async fn recreate_topic(brokers: &str, topic: &str) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The broker (one of the test's own) SIGKILLed mid-stream and restarted
+/// after an outage of a few seconds: both jobs ride it out — the
+/// producer's deliveries wait or its run replays from its checkpoint, the
+/// consumer reconnects or restarts from the table's offsets — and the
+/// Iceberg tables end equal to the source.
+#[tokio::test]
+async fn a_broker_sigkilled_mid_stream_and_restarted_loses_nothing() {
+    let mut f = Fixture::new("relay_brk").await;
+    let (db, tables) = (f.db.clone(), f.tables());
+    let mut broker = tributary_testkit::KafkaBroker::start(&f.dir.join("broker"));
+    let brokers = broker.bootstrap_servers();
+    let prefix = unique_name("relay");
+    let producing = f.pipeline(&relay_sink(&brokers, &prefix, 2, false));
+    let mut producer = SyncProcess::start(&producing, &f.dir.join("producer.log"));
+    wait_relayed(&brokers, &prefix, &f, &mut producer).await;
+    let warehouse = f.warehouse();
+    let source = kafka_source(&brokers, &prefix);
+    let consuming = consumer_pipeline(&f, "consumer.toml", &source, &warehouse);
+    let catalog = HadoopCatalog::new_local(&warehouse).unwrap();
+    let mut consumer = SyncProcess::start(&consuming, &f.dir.join("consumer.log"));
+    let writes = tokio::spawn(write_in_bursts(f.url.clone(), tables.clone(), 40, 700));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while committed_offsets(&catalog, &db, "a").await.is_none() {
+        consumer.assert_running();
+        assert!(Instant::now() < deadline, "{}", consumer.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    broker.kill();
+    // The outage: writes go on at the source meanwhile.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    producer.assert_running();
+    consumer.assert_running();
+    broker.restart();
+    writes.await.unwrap();
+    wait_until_equal(&mut f.conn, &Reader::Iceberg(&catalog), &db, &mut consumer).await;
+    producer.assert_running();
+    assert!(consumer.terminate().success(), "{}", consumer.log());
+    assert!(producer.terminate().success(), "{}", producer.log());
+    drop(broker);
+    let dir = f.dir.clone();
+    f.drop().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -334,6 +334,94 @@ async fn the_writer_follows_a_rewrite_it_did_not_conflict_with() {
     );
 }
 
+/// Compaction and expiry (keeping only the newest snapshot) between a
+/// writer's start and its first commit: the files its index lists are
+/// deleted. Its
+/// next write of a key in them must not fail as bad data (that stopped a
+/// relay job behind a broker restart): either it goes through, or it is a
+/// commit conflict — transient, so the run starts again from its last
+/// commit — and a writer opened again then ends equal to the model.
+#[tokio::test]
+async fn files_deleted_under_the_writer_are_a_commit_conflict_not_bad_data() {
+    let fx = Fixture::new();
+    let mut writer = fx.writer(DeleteMode::Position).await;
+    let schema = fx.schema.clone();
+    let ev = |op, before: Option<(i32, i32)>, after: Option<(i32, i32)>, offset: u64| ChangeEvent {
+        table: schema.table.clone(),
+        op,
+        before: before.map(|(k, v)| kv_row(k, &(Some(v), None))),
+        after: after.map(|(k, v)| kv_row(k, &(Some(v), None))),
+        position: tributary_testkit::kv_workload::kv_position(offset),
+        commit_ts_micros: 0,
+        schema_version: schema.version,
+    };
+    let mut model = KvModel::new();
+    for i in 0..4u64 {
+        let rows: Vec<ChangeEvent> = (0..5)
+            .map(|j| {
+                ev(
+                    Op::Insert,
+                    None,
+                    Some(((i * 5 + j) as i32, 0)),
+                    100 * i + j + 1,
+                )
+            })
+            .collect();
+        (0..5).for_each(|j| {
+            model.insert((i * 5 + j) as i32, (Some(0), None));
+        });
+        write(&mut writer, &schema, &rows).await;
+    }
+    // Opened again (a run restarted): its index knows the files, but no
+    // key → position map of them is cached yet.
+    drop(writer);
+    let mut writer = fx.writer(DeleteMode::Position).await;
+    let only_the_newest = MaintenanceConfig {
+        retain_last: Some(1),
+        snapshot_min_age: Duration::ZERO,
+        keep_snapshots: 1,
+        snapshots: 1,
+        ..aggressive()
+    };
+    let r = maintain_table(fx.catalog.as_ref(), &fx.name, &only_the_newest, false)
+        .await
+        .unwrap();
+    assert_eq!(r.compacted_groups.len(), 1, "{r}");
+    let t = fx.table().await;
+    assert_eq!(t.metadata.snapshots().count(), 1, "{r}");
+    // Updates of keys in every old file, which no longer exist.
+    let updates: Vec<ChangeEvent> = (0..4)
+        .map(|i| {
+            ev(
+                Op::Update,
+                Some((i * 5, 0)),
+                Some((i * 5, 9)),
+                1000 + i as u64,
+            )
+        })
+        .collect();
+    for i in 0..4 {
+        model.insert(i * 5, (Some(9), None));
+    }
+    let batch = ChangeBatch::from_events(schema.clone(), &updates).unwrap();
+    let cp = Checkpoint {
+        position: updates.last().unwrap().position.clone(),
+        ..Default::default()
+    };
+    let outcome = match writer.write_batch(&batch).await {
+        Ok(()) => writer.commit_checkpoint(&cp).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = outcome {
+        assert!(e.kind().is_transient(), "{e}");
+        drop(writer);
+        let mut again = fx.writer(DeleteMode::Position).await;
+        again.write_batch(&batch).await.unwrap();
+        again.commit_checkpoint(&cp).await.unwrap();
+    }
+    assert_eq!(read_rust(&fx.table().await).await, model);
+}
+
 /// A schema change commits on the newest table version, which may hold a
 /// compaction the writer's index has not seen: an update after it must
 /// still delete the row where it now lives (the deletes are planned at the

@@ -20,7 +20,7 @@ use iceberg::io::FileIO;
 use tributary_catalog::KeyEncoder;
 pub use tributary_catalog::files::{FileKeys, sidecar_path};
 use tributary_catalog::{read_parquet, read_position_deletes};
-use tributary_core::Result;
+use tributary_core::{Error, ErrorKind, Result};
 
 /// Bytes of key → position maps cached by every key index of the process
 /// (all tables of a job share it), and the bound on them.
@@ -227,7 +227,12 @@ impl KeyIndex {
             if !self.delete_files.insert(d.clone()) {
                 continue;
             }
-            for (path, pos) in read_position_deletes(&self.file_io, d, None).await? {
+            let read = read_position_deletes(&self.file_io, d, None).await;
+            let read = match read {
+                Ok(r) => r,
+                Err(e) => return Err(self.if_gone(d, e).await),
+            };
+            for (path, pos) in read {
                 if live.contains(path.as_str()) {
                     self.deleted.entry(Arc::from(path)).or_default().insert(pos);
                 }
@@ -276,6 +281,23 @@ impl KeyIndex {
         self.encoder.encode(&cols)
     }
 
+    /// A file this index lists that no longer exists was rewritten by
+    /// maintenance and deleted by expiry since the index last followed the
+    /// table: the view is stale, not the data bad. A commit conflict (the
+    /// run starts again from its last commit, over the current files).
+    async fn if_gone(&self, path: &str, e: Error) -> Error {
+        match self.file_io.exists(path).await {
+            Ok(false) => Error::new(
+                ErrorKind::CommitConflict,
+                format!(
+                    "{path} is gone: a rewrite replaced it and expiry deleted it since this \
+                     writer last read the table ({e})"
+                ),
+            ),
+            _ => e,
+        }
+    }
+
     /// The key → position map of a data file (read once, then cached).
     async fn probe(&mut self, path: &Arc<str>) -> Result<ProbeMap> {
         if let Some(p) = self.probes.get(path) {
@@ -285,7 +307,10 @@ impl KeyIndex {
         let mut map = HashMap::new();
         let mut pos = 0i64;
         // Only the key columns' chunks are fetched (range reads).
-        let batches = read_parquet(&self.file_io, path, Some(&self.key_columns), None).await?;
+        let batches = match read_parquet(&self.file_io, path, Some(&self.key_columns), None).await {
+            Ok(b) => b,
+            Err(e) => return Err(self.if_gone(path, e).await),
+        };
         for b in batches {
             for row in self.encoder.encode(b.columns())?.iter() {
                 map.insert(row.as_ref().to_vec(), pos);
