@@ -306,9 +306,7 @@ async fn relayed_into_iceberg_with_the_consumer_sigkilled_the_tables_equal_the_s
     }
     assert!(consumer.terminate().success(), "{}", consumer.log());
     assert!(producer.terminate().success(), "{}", producer.log());
-    let dir = f.dir.clone();
     f.drop().await;
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[tokio::test]
@@ -410,9 +408,7 @@ async fn a_poison_message_is_dead_lettered_or_stops_the_job_and_a_recreated_topi
         out.contains(&format!("relayed tables: {db}.a, {db}.b")),
         "{out}"
     );
-    let dir = f.dir.clone();
     f.drop().await;
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// Deletes `topic` and creates it again empty, with one partition.
@@ -476,7 +472,5 @@ async fn a_broker_sigkilled_mid_stream_and_restarted_loses_nothing() {
     assert!(consumer.terminate().success(), "{}", consumer.log());
     assert!(producer.terminate().success(), "{}", producer.log());
     drop(broker);
-    let dir = f.dir.clone();
     f.drop().await;
-    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -407,9 +407,7 @@ async fn a_second_job_on_the_same_server_id_names_the_fix_and_retries_until_it_i
     wait_until_equal(&mut f.conn, &Reader::Iceberg(&catalog), &db, &mut second).await;
     assert!(second.terminate().success());
     for fixture in [first_db, f] {
-        let dir = fixture.dir.clone();
         fixture.drop().await;
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }
 
@@ -859,9 +857,7 @@ async fn on_a_terminal_the_snapshot_draws_a_progress_bar() {
     );
     assert!(!seen.contains("snapshot progress:"), "{seen}");
     assert!(!seen.contains(PASSWORD));
-    let dir = f.dir.clone();
     f.drop().await;
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// The job's HTTP listener: `/metrics` parses with Prometheus' own parser
@@ -1556,9 +1552,7 @@ async fn check_connects_and_reports_every_finding_naming_the_fix() {
         "{out}"
     );
     assert!(out.contains("2 check(s) failed"), "{out}");
-    let dir = f.dir.clone();
     f.drop().await;
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// MariaDB → Kafka relay topics through `tributary sync`, SIGKILLed once

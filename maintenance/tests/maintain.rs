@@ -95,6 +95,44 @@ async fn read_current(catalog: &HadoopCatalog, name: &TableName) -> KvModel {
     panic!("ten scans in a row lost their race with maintenance");
 }
 
+/// A change of the kv table with `v` set and `s` NULL.
+fn kv_event(
+    schema: &TableSchema,
+    op: Op,
+    before: Option<(i32, i32)>,
+    after: Option<(i32, i32)>,
+    offset: u64,
+) -> ChangeEvent {
+    ChangeEvent {
+        table: schema.table.clone(),
+        op,
+        before: before.map(|(k, v)| kv_row(k, &(Some(v), None))),
+        after: after.map(|(k, v)| kv_row(k, &(Some(v), None))),
+        position: tributary_testkit::kv_workload::kv_position(offset),
+        commit_ts_micros: 0,
+        schema_version: schema.version,
+    }
+}
+
+/// Keys 0..20 (v = 0) in four commits of five: four small files.
+async fn four_commits_of_five_rows(
+    writer: &mut UpsertWriter,
+    schema: &Arc<TableSchema>,
+) -> KvModel {
+    let mut model = KvModel::new();
+    for i in 0..4u64 {
+        let rows: Vec<ChangeEvent> = (0..5)
+            .map(|j| {
+                let key = (i * 5 + j) as i32;
+                model.insert(key, (Some(0), None));
+                kv_event(schema, Op::Insert, None, Some((key, 0)), 100 * i + j + 1)
+            })
+            .collect();
+        write(writer, schema, &rows).await;
+    }
+    model
+}
+
 /// Compaction on every run, expiry down to the newest 3 snapshots.
 fn aggressive() -> MaintenanceConfig {
     MaintenanceConfig {
@@ -280,32 +318,8 @@ async fn the_writer_follows_a_rewrite_it_did_not_conflict_with() {
     let fx = Fixture::new();
     let mut writer = fx.writer(DeleteMode::Position).await;
     let schema = fx.schema.clone();
-    let ev = |op, before: Option<(i32, i32)>, after: Option<(i32, i32)>, offset: u64| ChangeEvent {
-        table: schema.table.clone(),
-        op,
-        before: before.map(|(k, v)| kv_row(k, &(Some(v), None))),
-        after: after.map(|(k, v)| kv_row(k, &(Some(v), None))),
-        position: tributary_testkit::kv_workload::kv_position(offset),
-        commit_ts_micros: 0,
-        schema_version: schema.version,
-    };
-    let mut model = KvModel::new();
-    for i in 0..4u64 {
-        let rows: Vec<ChangeEvent> = (0..5)
-            .map(|j| {
-                ev(
-                    Op::Insert,
-                    None,
-                    Some(((i * 5 + j) as i32, 0)),
-                    100 * i + j + 1,
-                )
-            })
-            .collect();
-        for j in 0..5 {
-            model.insert((i * 5 + j) as i32, (Some(0), None));
-        }
-        write(&mut writer, &schema, &rows).await;
-    }
+    let ev = |op, before, after, offset| kv_event(&schema, op, before, after, offset);
+    let mut model = four_commits_of_five_rows(&mut writer, &schema).await;
     // Compaction rewrites the four files into one.
     let r = maintain_table(fx.catalog.as_ref(), &fx.name, &aggressive(), false)
         .await
@@ -346,32 +360,8 @@ async fn files_deleted_under_the_writer_are_a_commit_conflict_not_bad_data() {
     let fx = Fixture::new();
     let mut writer = fx.writer(DeleteMode::Position).await;
     let schema = fx.schema.clone();
-    let ev = |op, before: Option<(i32, i32)>, after: Option<(i32, i32)>, offset: u64| ChangeEvent {
-        table: schema.table.clone(),
-        op,
-        before: before.map(|(k, v)| kv_row(k, &(Some(v), None))),
-        after: after.map(|(k, v)| kv_row(k, &(Some(v), None))),
-        position: tributary_testkit::kv_workload::kv_position(offset),
-        commit_ts_micros: 0,
-        schema_version: schema.version,
-    };
-    let mut model = KvModel::new();
-    for i in 0..4u64 {
-        let rows: Vec<ChangeEvent> = (0..5)
-            .map(|j| {
-                ev(
-                    Op::Insert,
-                    None,
-                    Some(((i * 5 + j) as i32, 0)),
-                    100 * i + j + 1,
-                )
-            })
-            .collect();
-        (0..5).for_each(|j| {
-            model.insert((i * 5 + j) as i32, (Some(0), None));
-        });
-        write(&mut writer, &schema, &rows).await;
-    }
+    let ev = |op, before, after, offset| kv_event(&schema, op, before, after, offset);
+    let mut model = four_commits_of_five_rows(&mut writer, &schema).await;
     // Opened again (a run restarted): its index knows the files, but no
     // key → position map of them is cached yet.
     drop(writer);

@@ -177,6 +177,7 @@ impl Fixture {
         [format!("{}.a", self.db), format!("{}.b", self.db)]
     }
 
+    /// Drops the database and the user, and removes the work directory.
     pub async fn drop(mut self) {
         for sql in [
             format!("DROP DATABASE {}", self.db),
@@ -184,6 +185,7 @@ impl Fixture {
         ] {
             self.conn.query_drop(sql).await.unwrap();
         }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
