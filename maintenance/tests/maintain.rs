@@ -509,7 +509,15 @@ async fn maintenance_loops_beside_a_streaming_writer_and_loses_nothing() {
             let (catalog, name, stop) = (fx.catalog.clone(), name.clone(), stop.clone());
             tokio::spawn(async move {
                 let (mut rounds, mut compactions) = (0usize, 0usize);
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) || rounds < 100 {
+                // At least 100 rounds and 10 compactions while the writer
+                // streams (it goes on until then, up to 2000 commits): under
+                // load a 5 ms writer wins most races, so the count of
+                // landed compactions is waited for, not expected in time.
+                let more = |rounds: usize, compactions: usize| {
+                    (rounds < 100 || compactions < 10) && rounds < 5000
+                };
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) || more(rounds, compactions)
+                {
                     // A run that lost its race to the writer (files rewritten
                     // under it, or every commit attempt beaten) applied
                     // nothing; the next run plans again.
