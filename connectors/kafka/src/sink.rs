@@ -304,13 +304,31 @@ impl KafkaSink {
     ) -> Result<()> {
         let key = serde_json::to_vec(key)?;
         let value = value.map(serde_json::to_vec).transpose()?;
+        self.enqueue(schema_id, Some(&key), value.as_deref(), None)
+    }
+
+    /// Queues one message of the table's topic, with the schema header;
+    /// its delivery is confirmed before the next checkpoint.
+    fn enqueue(
+        &mut self,
+        schema_id: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        partition: Option<i32>,
+    ) -> Result<()> {
         let headers = OwnedHeaders::new().insert(Header {
             key: SCHEMA_HEADER,
             value: Some(schema_id),
         });
-        let mut record = FutureRecord::to(&self.topic).key(&key).headers(headers);
-        if let Some(v) = &value {
+        let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic).headers(headers);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(v) = value {
             record = record.payload(v);
+        }
+        if let Some(p) = partition {
+            record = record.partition(p);
         }
         let delivery = self
             .producer
@@ -350,19 +368,7 @@ impl KafkaSink {
             now_ms(),
         )?)?;
         for p in partitions {
-            let headers = OwnedHeaders::new().insert(Header {
-                key: SCHEMA_HEADER,
-                value: Some(&id),
-            });
-            let record = FutureRecord::<(), _>::to(&self.topic)
-                .partition(p)
-                .payload(&value)
-                .headers(headers);
-            let delivery = self
-                .producer
-                .send_result(record)
-                .map_err(|(e, _)| kafka_err(&format!("producing to {}", self.topic), e))?;
-            self.pending.push(delivery);
+            self.enqueue(&id, None, Some(&value), Some(p))?;
         }
         Ok(())
     }
