@@ -36,7 +36,7 @@ pub use ops::producer::{
 };
 pub use ops::rewrite::{RewriteFiles, RowMap, commit_rewrite};
 pub use ops::rewrite_manifests::RewriteManifests;
-pub use ops::row_delta::{RowDelta, commit_row_delta};
+pub use ops::row_delta::{Rebase, RowDelta, commit_row_delta};
 pub use ops::schema::{SetCurrentSchema, commit_schema};
 pub use ops::{TableOperation, commit_operation, commit_retry_policy};
 pub use storage::StoredFile;

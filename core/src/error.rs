@@ -33,6 +33,10 @@ pub enum ErrorKind {
     /// Another process took over the target (a newer owner epoch committed
     /// to it): this one must stop writing.
     Fenced,
+    /// The partitions a worker of a consumer group reads moved (a
+    /// rebalance), or another worker committed one of them: start again at
+    /// once from the targets' commits.
+    Reassigned,
     /// Local or remote I/O failed.
     Io,
     /// A deadline passed.
@@ -55,6 +59,7 @@ impl ErrorKind {
             ErrorKind::CommitConflict => "commit conflict",
             ErrorKind::ValidationFailed => "validation failed",
             ErrorKind::Fenced => "fenced",
+            ErrorKind::Reassigned => "reassigned",
             ErrorKind::Io => "io",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Unexpected => "unexpected",
@@ -65,7 +70,10 @@ impl ErrorKind {
     pub fn is_transient(self) -> bool {
         matches!(
             self,
-            ErrorKind::Connection | ErrorKind::Timeout | ErrorKind::CommitConflict
+            ErrorKind::Connection
+                | ErrorKind::Timeout
+                | ErrorKind::CommitConflict
+                | ErrorKind::Reassigned
         )
     }
 }

@@ -17,6 +17,7 @@ pub mod duration;
 pub mod error;
 pub mod event;
 pub mod filter;
+pub mod partitions;
 pub mod position;
 pub mod retry;
 pub mod schema;
@@ -30,6 +31,7 @@ pub use batch::{
 pub use error::{Error, ErrorKind, Result};
 pub use event::{ChangeEvent, Op, Row, SchemaChange, SchemaChangeKind};
 pub use filter::{TableFilter, TableFilterConfig};
+pub use partitions::PartitionClaim;
 pub use position::{
     BinlogFilePos, Checkpoint, EPOCH_PROPERTY, MariaDbGtid, MariaDbGtidList, MySqlGtidSet,
     OWNER_PROPERTY, PAUSED_PROPERTY, RESNAPSHOT_PROPERTY, ROUND_PROPERTY, SourcePosition,

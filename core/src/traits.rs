@@ -202,6 +202,13 @@ pub trait SinkFactory: Send + Sync {
         ))
     }
 
+    /// Whether commits merge a consumer-group worker's `PartitionClaim`
+    /// into the target's committed offsets, refusing ranges another worker
+    /// committed (see `tributary_core::partitions`).
+    fn merges_partition_claims(&self) -> bool {
+        false
+    }
+
     /// Upkeep of this kind's targets (compaction, expiry…), if it has any.
     fn maintenance(&self) -> Option<&dyn TargetMaintenance> {
         None
@@ -339,6 +346,13 @@ pub trait SourceFactory: Send + Sync {
     /// privileges as a reader needs them, every finding at once.
     async fn check(&self) -> Vec<CheckFinding> {
         Vec::new()
+    }
+
+    /// Whether several processes read this source's tables at once, each a
+    /// share of the partitions (the relay's consumer group): their commits
+    /// are kept apart by `PartitionClaim`s, so the runner fences no one.
+    fn shared_by_workers(&self) -> bool {
+        false
     }
 
     /// Messages this source set aside as unreadable (the relay's

@@ -81,12 +81,18 @@ fn build(value: toml::Value, registry: &Registry) -> Result<Pipeline> {
              and optionally [pipeline]"
         )));
     }
-    Ok(Pipeline::new(
+    let (source, sink) = (
         registry.source(&source_kind, source)?,
         registry.sink(&sink_kind, sink)?,
-    )
-    .with_kinds(&source_kind, &sink_kind)
-    .with_options(options))
+    );
+    if source.shared_by_workers() && !sink.merges_partition_claims() {
+        return Err(Error::invalid_config(format!(
+            "source.{source_kind}.group: workers of a consumer group commit to shared tables,              which [sink.{sink_kind}] cannot keep exactly-once; use [sink.iceberg], or leave              `group` out and run one consumer"
+        )));
+    }
+    Ok(Pipeline::new(source, sink)
+        .with_kinds(&source_kind, &sink_kind)
+        .with_options(options))
 }
 
 /// `tributary validate`: every error of a pipeline file at once (as far as

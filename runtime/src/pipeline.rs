@@ -313,6 +313,12 @@ impl Pipeline {
                         )
                     }));
                 }
+                // A consumer-group rebalance: nothing failed, start again
+                // from the targets' commits at once.
+                Err(e) if e.kind() == ErrorKind::Reassigned => {
+                    info!(reason = %e, "partitions reassigned: starting again from the last commits");
+                    self.metrics.restart();
+                }
                 Err(e) if e.kind().is_transient() => {
                     if started.elapsed() >= std::time::Duration::from_secs(60) {
                         delay = std::time::Duration::from_secs(1);
@@ -484,9 +490,15 @@ impl Pipeline {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "unknown host".into());
+        let name = format!("tributary sync on {host}, pid {}", std::process::id());
+        if self.source.shared_by_workers() {
+            // Workers of one consumer group write the same tables: their
+            // commits are kept apart by partition claims, not by fencing.
+            return Ok(Owner { epoch: None, name });
+        }
         let owner = Owner {
-            epoch,
-            name: format!("tributary sync on {host}, pid {}", std::process::id()),
+            epoch: Some(epoch),
+            name,
         };
         let mut claimed = 0;
         for s in states.iter().filter(|s| s.state.checkpoint().is_some()) {
@@ -720,7 +732,8 @@ impl LagWatch {
 
 /// This run's owner epoch and description, stamped on every commit.
 struct Owner {
-    epoch: u64,
+    /// None for a worker of a consumer group (see `claim_tables`).
+    epoch: Option<u64>,
     name: String,
 }
 
@@ -866,11 +879,13 @@ impl Run<'_> {
     async fn commit_round(&mut self, mut checkpoint: Checkpoint) -> Result<()> {
         self.round += 1;
         for (key, value) in [
-            (ROUND_PROPERTY, self.round.to_string()),
-            (EPOCH_PROPERTY, self.owner.epoch.to_string()),
-            (OWNER_PROPERTY, self.owner.name.clone()),
+            (ROUND_PROPERTY, Some(self.round.to_string())),
+            (EPOCH_PROPERTY, self.owner.epoch.map(|e| e.to_string())),
+            (OWNER_PROPERTY, Some(self.owner.name.clone())),
         ] {
-            checkpoint.properties.insert(key.to_string(), value);
+            if let Some(value) = value {
+                checkpoint.properties.insert(key.to_string(), value);
+            }
         }
         // A paused table has no sink to be fenced on: its healing is seen here.
         for table in self.paused.keys() {

@@ -56,7 +56,9 @@ pub async fn commit_operation(
     // attempt either conflicts with it or it never lands).
     let made: std::sync::Mutex<Vec<(Snapshot, bool)>> = std::sync::Mutex::new(Vec::new());
     let made = &made;
-    let retried = |e: &Error| e.kind().is_transient();
+    // A refused partition claim is final for this commit (the caller reads
+    // again from the table), though the job goes on.
+    let retried = |e: &Error| e.kind().is_transient() && e.kind() != ErrorKind::Reassigned;
     retry(&policy, retried, |attempt| async move {
         let base = match attempt {
             1 => table.clone(),
@@ -86,7 +88,10 @@ pub async fn commit_operation(
             // The caller's version may be stale, and its files expired by
             // maintenance meanwhile: a failure to build on it is a lost race
             // when a newer version exists (the retry builds on that).
-            Err(e) if attempt == 1 && e.kind() != ErrorKind::ValidationFailed => {
+            Err(e)
+                if attempt == 1
+                    && !matches!(e.kind(), ErrorKind::ValidationFailed | ErrorKind::Reassigned) =>
+            {
                 let newest = catalog.load_table(&table.name).await?;
                 if newest.metadata_location == base.metadata_location {
                     return Err(e);

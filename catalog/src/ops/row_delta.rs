@@ -2,6 +2,7 @@
 //! in one snapshot (the upsert writer's commit).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use iceberg::spec::{
@@ -46,6 +47,24 @@ pub struct RowDelta {
     /// `ValidationFailed` when another writer added rows since (their keys
     /// are not in its deletes). Plain appends leave it off.
     pub exclusive: bool,
+    /// Summary properties computed from the snapshot the commit is built on
+    /// (a consumer-group worker's partition claim merged into the base's
+    /// checkpoint); an error refuses the commit. Not encoded: set at commit.
+    pub rebase: Option<Rebase>,
+}
+
+/// Computes summary properties from the table version a commit is built
+/// on (see
+/// `RowDelta::rebase`).
+#[derive(Clone)]
+pub struct Rebase(pub Arc<RebaseFn>);
+
+pub type RebaseFn = dyn Fn(&CatalogTable) -> Result<HashMap<String, String>> + Send + Sync;
+
+impl std::fmt::Debug for Rebase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Rebase(..)")
+    }
 }
 
 impl RowDelta {
@@ -115,6 +134,7 @@ impl RowDelta {
                 .get("exclusive")
                 .and_then(|v| v.as_bool())
                 .unwrap_or(false),
+            rebase: None,
         })
     }
 
@@ -133,6 +153,9 @@ impl RowDelta {
             .extend(other.referenced_data_files);
         self.fence_epoch = self.fence_epoch.max(other.fence_epoch);
         self.exclusive |= other.exclusive;
+        if other.rebase.is_some() {
+            self.rebase = other.rebase;
+        }
         self.planned_at_snapshot = match (self.planned_at_snapshot, other.planned_at_snapshot) {
             (a, b) if a == b => a,
             // Different planning snapshots: always validate.
@@ -280,7 +303,11 @@ async fn row_delta_metadata(table: &CatalogTable, delta: &RowDelta) -> Result<Ta
         .current_snapshot()
         .map(|s| &s.summary().additional_properties);
     let added = FileCounts::of(delta.data_files.iter().chain(&delta.delete_files));
-    let summary = summary(delta.operation(), parent, &added, &gone, &delta.properties);
+    let mut properties = delta.properties.clone();
+    if let Some(rebase) = &delta.rebase {
+        properties.extend((rebase.0)(table)?);
+    }
+    let summary = summary(delta.operation(), parent, &added, &gone, &properties);
     finish_snapshot(table, snapshot_id, sequence, manifests, carried, summary).await
 }
 

@@ -13,7 +13,7 @@ use tributary_core::{
 };
 
 use crate::config::IcebergSinkConfig;
-use crate::writer::{UpsertWriter, committed_checkpoint, stamp};
+use crate::writer::{UpsertWriter, committed_checkpoint, stamp, stamp_claimed};
 
 pub struct IcebergSinkFactory {
     config: IcebergSinkConfig,
@@ -105,13 +105,28 @@ impl SinkFactory for IcebergSinkFactory {
     async fn commit_position(&self, table: &TableId, checkpoint: &Checkpoint) -> Result<bool> {
         let name = self.config.table_name(table);
         let t = self.catalog.load_table(&name).await?;
-        if let Some(done) = committed_checkpoint(&t)?
+        let done = committed_checkpoint(&t)?;
+        let claim = tributary_core::PartitionClaim::of(checkpoint, table)?;
+        // Rounds are a single runner's; workers of a group each count theirs.
+        if claim.is_none()
+            && let Some(done) = &done
             && done.round() >= checkpoint.round()
         {
             return Ok(true);
         }
+        // A claim starts where this run started it; a partition already
+        // committed to where it ends is fine too (no rows are written).
+        let mut expected = std::collections::BTreeMap::new();
+        if let (Some(claim), Some(done)) = (&claim, &done) {
+            let committed = tributary_core::partitions::committed_offsets(done, table);
+            for (p, next) in &claim.next {
+                if committed.get(p) == Some(next) {
+                    expected.insert(*p, *next);
+                }
+            }
+        }
         let mut delta = RowDelta::default();
-        stamp(&mut delta, checkpoint)?;
+        stamp_claimed(&mut delta, checkpoint, table, &expected)?;
         commit_row_delta(&*self.catalog, &t, &delta)
             .await
             .map_err(|e| e.with_context("table", &name))?;
@@ -129,6 +144,10 @@ impl SinkFactory for IcebergSinkFactory {
             .await
             .map_err(|e| e.with_context("table", &name))?;
         Ok(())
+    }
+
+    fn merges_partition_claims(&self) -> bool {
+        true
     }
 
     fn maintenance(&self) -> Option<&dyn TargetMaintenance> {

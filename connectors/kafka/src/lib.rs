@@ -2,10 +2,12 @@
 //! MySQL connector writes them; [`sink`], the producer writing each table's
 //! changes to its topic; [`source`], the consumer reading them back into
 //! any sink with its offsets in that sink's checkpoint; [`schemas`], the
-//! registry of the exact table schemas both share.
+//! registry of the exact table schemas both share; [`group`], a worker's
+//! membership of the consumer group that shares the topics (scale-out).
 
 mod client;
 pub mod envelope;
+pub mod group;
 pub mod schemas;
 pub mod sink;
 pub mod source;

@@ -29,20 +29,22 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::Deserialize;
 use tracing::{info, warn};
+use tributary_core::partitions::CLAIM_PROPERTY;
 use tributary_core::{
     ChangeBatchBuilder, ChangeEvent, CheckFinding, CheckStatus, Checkpoint, Error, ErrorKind,
-    Result, SchemaChange, SchemaChangeKind, Source, SourceFactory, SourceRecord, TableFilter,
-    TableFilterConfig, TableId,
+    PartitionClaim, Result, SchemaChange, SchemaChangeKind, Source, SourceFactory, SourceRecord,
+    TableFilter, TableFilterConfig, TableId,
 };
 
 use crate::client::{client_config, ensure_topic, kafka_err, watermarks};
 use crate::envelope::{DecodedMessage, decode_message};
+use crate::group::{GroupContext, GroupMember, RelayStream};
 use crate::schemas::{RegisteredSchema, SCHEMA_HEADER, SchemaRegistry};
 use crate::sink::produced_offsets;
 
@@ -80,6 +82,11 @@ pub struct KafkaSourceConfig {
     /// at checkpoints when their own interval is due.
     #[serde(default = "half_a_second", with = "tributary_core::duration")]
     pub checkpoint_interval: Duration,
+    /// Scale-out: the name of a consumer group that every worker reading
+    /// these tables joins; each reads a share of the partitions. Unset: this
+    /// process reads every partition itself.
+    #[serde(default)]
+    pub group: Option<String>,
     /// More librdkafka consumer properties.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
@@ -95,7 +102,7 @@ fn half_a_second() -> Duration {
 
 /// Checkpoint properties (table-scoped): the next offset per partition, as
 /// JSON `{"0": 42, …}`, and the schema id of the table's last row.
-pub const OFFSETS_PROPERTY: &str = "kafka.offsets";
+pub use tributary_core::partitions::OFFSETS_PROPERTY;
 pub const SCHEMA_PROPERTY: &str = "kafka.schema";
 
 impl KafkaSourceConfig {
@@ -108,6 +115,7 @@ impl KafkaSourceConfig {
             dead_letter_topic: None,
             max_batch_rows: ten_thousand(),
             checkpoint_interval: half_a_second(),
+            group: None,
             properties: BTreeMap::new(),
         }
     }
@@ -138,6 +146,9 @@ impl KafkaSourceConfig {
         if self.max_batch_rows == 0 || self.checkpoint_interval.is_zero() {
             return fail("max_batch_rows and checkpoint_interval must be greater than zero");
         }
+        if self.group.as_deref().is_some_and(|g| g.trim().is_empty()) {
+            return fail("group is empty: name the consumer group of the workers, or leave it out");
+        }
         TableFilter::new(&self.tables)?;
         Ok(())
     }
@@ -145,10 +156,7 @@ impl KafkaSourceConfig {
 
 /// The offsets a checkpoint records for `table`.
 pub fn committed_offsets(cp: &Checkpoint, table: &TableId) -> BTreeMap<i32, i64> {
-    cp.properties
-        .get(&Checkpoint::table_key(table, OFFSETS_PROPERTY))
-        .and_then(|v| serde_json::from_str(v).ok())
-        .unwrap_or_default()
+    tributary_core::partitions::committed_offsets(cp, table)
 }
 
 /// `[source.kafka]` as a pipeline's source kind.
@@ -156,6 +164,8 @@ pub struct KafkaSourceFactory {
     config: KafkaSourceConfig,
     filter: TableFilter,
     dead_letters: Arc<AtomicU64>,
+    /// This process's member of `group`, kept across runs.
+    member: tokio::sync::Mutex<Option<GroupMember>>,
 }
 
 impl KafkaSourceFactory {
@@ -165,7 +175,23 @@ impl KafkaSourceFactory {
             filter: TableFilter::new(&config.tables)?,
             config,
             dead_letters: Arc::default(),
+            member: tokio::sync::Mutex::default(),
         })
+    }
+
+    /// The member of the configured group, subscribed to `topics` (joined
+    /// at the first run; subscribed again when the tables changed).
+    async fn member(&self, group: &str, topics: Vec<String>) -> Result<Arc<RelayStream>> {
+        let mut member = self.member.lock().await;
+        if let Some(m) = member.as_ref().filter(|m| m.topics == topics) {
+            return Ok(m.consumer.clone());
+        }
+        *member = None;
+        let group = format!("tributary-{}-{group}", self.config.prefix);
+        let joined = GroupMember::join(&self.config.client(), &group, topics)?;
+        let consumer = joined.consumer.clone();
+        *member = Some(joined);
+        Ok(consumer)
     }
 
     async fn selected(&self, registry: &SchemaRegistry) -> Vec<Arc<RegisteredSchema>> {
@@ -275,10 +301,14 @@ impl SourceFactory for KafkaSourceFactory {
                 .add_partition_offset(&checkpoint_topic, *p, Offset::Beginning)
                 .map_err(|e| kafka_err("assign", e))?;
         }
+        let progress_partitions = assignment.clone();
         let mut tables = HashMap::new();
         let mut next_offsets = BTreeMap::new();
         let mut current = BTreeMap::new();
         let mut partitions = BTreeMap::new();
+        // Per (topic, partition): where it starts, its committed offset and
+        // its first offset (for a worker of a group, which reads a share).
+        let mut starts = HashMap::new();
         for (entry, ends) in selected.iter().zip(&ends[1..]) {
             let table = &entry.schema.table;
             let topic = self.config.topic(table);
@@ -288,6 +318,8 @@ impl SourceFactory for KafkaSourceFactory {
                 assignment
                     .add_partition_offset(&topic, p, at)
                     .map_err(|e| kafka_err("assign", e))?;
+                let low = ends.iter().find(|e| e.0 == p).map_or(0, |e| e.1);
+                starts.insert((topic.clone(), p), (at, committed.get(&p).copied(), low));
             }
             let schema = resume
                 .and_then(|cp| {
@@ -303,19 +335,35 @@ impl SourceFactory for KafkaSourceFactory {
             next_offsets.insert(table.clone(), committed);
             tables.insert(topic, table.clone());
         }
-        let consumer: StreamConsumer = client
-            .clone()
-            .set(
-                "group.id",
-                format!("tributary-{}-relay-consumer", self.config.prefix),
-            )
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .create()
-            .map_err(|e| kafka_err("consumer", e))?;
-        consumer
-            .assign(&assignment)
-            .map_err(|e| kafka_err("assign", e))?;
+        let (consumer, share) = match &self.config.group {
+            None => {
+                let consumer: RelayStream = client
+                    .clone()
+                    .set(
+                        "group.id",
+                        format!("tributary-{}-relay-consumer", self.config.prefix),
+                    )
+                    .set("enable.auto.commit", "false")
+                    .set("enable.auto.offset.store", "false")
+                    .create_with_context(GroupContext::default())
+                    .map_err(|e| kafka_err("consumer", e))?;
+                consumer
+                    .assign(&assignment)
+                    .map_err(|e| kafka_err("assign", e))?;
+                (Arc::new(consumer), None)
+            }
+            Some(group) => {
+                let topics = selected
+                    .iter()
+                    .map(|e| self.config.topic(&e.schema.table))
+                    .collect();
+                let consumer = self.member(group, topics).await?;
+                let share =
+                    GroupShare::take(&consumer, &client, &progress_partitions, &tables, &starts)?;
+                next_offsets = share.next.clone();
+                (consumer, Some(share))
+            }
+        };
         let dead_letter = match self.config.on_bad_message {
             OnBadMessage::Stop => None,
             OnBadMessage::DeadLetter => {
@@ -331,7 +379,8 @@ impl SourceFactory for KafkaSourceFactory {
             }
         };
         Ok(Box::new(RelayConsumer {
-            consumer: Arc::new(consumer),
+            consumer,
+            share,
             client,
             prefix: self.config.prefix.clone(),
             registry,
@@ -349,6 +398,10 @@ impl SourceFactory for KafkaSourceFactory {
             max_batch_rows: self.config.max_batch_rows,
             checkpoint_interval: self.config.checkpoint_interval,
         }))
+    }
+
+    fn shared_by_workers(&self) -> bool {
+        self.config.group.is_some()
     }
 
     /// Messages set aside in the dead-letter topic by every run so far.
@@ -412,6 +465,8 @@ struct ProducerProgress {
     pending: BTreeMap<TableId, VecDeque<(TopicEnds, i64)>>,
     /// Per table: the watermark of the newest producer checkpoint reached.
     reached: BTreeMap<TableId, i64>,
+    /// The same per partition (a worker of a group).
+    reached_by_partition: BTreeMap<TableId, BTreeMap<i32, i64>>,
 }
 
 impl ProducerProgress {
@@ -453,6 +508,39 @@ impl ProducerProgress {
         }
     }
 
+    /// Per partition of `table` read up to `read`: the watermark of the
+    /// newest producer checkpoint whose end it has reached (a worker of a
+    /// group, which reads some partitions). Checkpoints every one of them
+    /// passed are dropped.
+    fn partition_watermarks(
+        &mut self,
+        table: &TableId,
+        read: &BTreeMap<i32, i64>,
+    ) -> BTreeMap<i32, i64> {
+        let reached = self.reached_by_partition.entry(table.clone()).or_default();
+        let Some(queue) = self.pending.get_mut(table) else {
+            return reached.clone();
+        };
+        let passed =
+            |ends: &TopicEnds, p: i32, r: i64| ends.get(&p).is_none_or(|e| *e == 0 || r >= *e);
+        for (&p, &r) in read {
+            for (ends, wm) in queue.iter() {
+                if !passed(ends, p, r) {
+                    break;
+                }
+                let w = reached.entry(p).or_insert(*wm);
+                *w = (*w).max(*wm);
+            }
+        }
+        while let Some((ends, _)) = queue.front() {
+            if !read.iter().all(|(&p, &r)| passed(ends, p, r)) {
+                break;
+            }
+            queue.pop_front();
+        }
+        reached.clone()
+    }
+
     /// The lowest watermark of the tables the producer has checkpointed;
     /// None while one of them has reached none yet.
     fn watermark(&self, tables: impl Iterator<Item = TableId>) -> Option<i64> {
@@ -477,10 +565,153 @@ struct PendingTruncate {
     commit_ts_micros: i64,
 }
 
+/// What a worker of a group reads in one run: its share of the partitions,
+/// from the offsets its tables held when the run started.
+struct GroupShare {
+    /// The member's rebalance count at the start: any change ends the run.
+    generation: u64,
+    /// Per selected table: the partitions of this worker (maybe none).
+    owned: BTreeMap<TableId, Vec<i32>>,
+    /// Per table: the committed offsets its partitions started at.
+    from: BTreeMap<TableId, BTreeMap<i32, i64>>,
+    /// Per table: the next offset of each partition of this worker.
+    next: BTreeMap<TableId, BTreeMap<i32, i64>>,
+    /// Reads the producer's checkpoints (the group shares only table topics).
+    progress: BaseConsumer,
+}
+
+impl GroupShare {
+    /// Seeks the partitions the group gave this member to their tables'
+    /// committed offsets (they wait paused until then) and resumes them.
+    fn take(
+        consumer: &RelayStream,
+        client: &ClientConfig,
+        progress_partitions: &TopicPartitionList,
+        tables: &HashMap<String, TableId>,
+        starts: &HashMap<(String, i32), (Offset, Option<i64>, i64)>,
+    ) -> Result<GroupShare> {
+        let generation = consumer.context().generation();
+        let assigned = consumer
+            .assignment()
+            .map_err(|e| kafka_err("reading the assignment", e))?;
+        let mut share = GroupShare {
+            generation,
+            owned: tables.values().map(|t| (t.clone(), Vec::new())).collect(),
+            from: tables
+                .values()
+                .map(|t| (t.clone(), BTreeMap::new()))
+                .collect(),
+            next: tables
+                .values()
+                .map(|t| (t.clone(), BTreeMap::new()))
+                .collect(),
+            progress: progress_reader(client, progress_partitions)?,
+        };
+        let mut seek = TopicPartitionList::new();
+        for e in assigned.elements() {
+            let (topic, p) = (e.topic().to_string(), e.partition());
+            let (Some(table), Some(&(at, committed, low))) =
+                (tables.get(&topic), starts.get(&(topic.clone(), p)))
+            else {
+                continue;
+            };
+            seek.add_partition_offset(&topic, p, at)
+                .map_err(|e| kafka_err("seek", e))?;
+            share.owned.get_mut(table).expect("every table").push(p);
+            if let Some(c) = committed {
+                share.from.get_mut(table).expect("every table").insert(p, c);
+            }
+            let next = committed.unwrap_or(low);
+            share
+                .next
+                .get_mut(table)
+                .expect("every table")
+                .insert(p, next);
+        }
+        if seek.count() > 0 {
+            let sought = consumer
+                .seek_partitions(seek.clone(), Duration::from_secs(10))
+                .map_err(|e| kafka_err("seeking the assigned partitions", e))?;
+            for e in sought.elements() {
+                if let Err(err) = e.error() {
+                    return Err(kafka_err("seeking an assigned partition", err)
+                        .with_context("partition", format!("{}/{}", e.topic(), e.partition())));
+                }
+            }
+            consumer
+                .resume(&seek)
+                .map_err(|e| kafka_err("resuming the assigned partitions", e))?;
+        }
+        let owned: Vec<String> = share
+            .owned
+            .iter()
+            .filter(|(_, ps)| !ps.is_empty())
+            .map(|(t, ps)| format!("{t} {ps:?}"))
+            .collect();
+        info!(generation, partitions = %owned.join(", "), "this worker's share of the group");
+        Ok(share)
+    }
+
+    /// Ends the run when the group moved partitions since it started.
+    fn check(&self, consumer: &RelayStream) -> Result<()> {
+        if consumer.context().generation() == self.generation {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::Reassigned,
+            "the consumer group moved partitions to or from this worker",
+        ))
+    }
+
+    /// The checkpoint of this worker: a claim per table instead of offsets.
+    fn claims(
+        &self,
+        cp: &mut Checkpoint,
+        next: &BTreeMap<TableId, BTreeMap<i32, i64>>,
+        partitions: &BTreeMap<TableId, Vec<i32>>,
+        progress: &mut ProducerProgress,
+    ) -> Result<()> {
+        for (t, owned) in &self.owned {
+            let next: BTreeMap<i32, i64> = owned
+                .iter()
+                .filter_map(|p| Some((*p, *next.get(t)?.get(p)?)))
+                .collect();
+            let claim = PartitionClaim {
+                from: self.from[t].clone(),
+                watermarks: progress.partition_watermarks(t, &next),
+                next,
+                partitions: partitions.get(t).map_or(0, Vec::len),
+            };
+            cp.properties.insert(
+                Checkpoint::table_key(t, CLAIM_PROPERTY),
+                serde_json::to_string(&claim)?,
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A consumer of the producer's checkpoint topic (`partitions`, from
+/// their beginning).
+fn progress_reader(client: &ClientConfig, partitions: &TopicPartitionList) -> Result<BaseConsumer> {
+    let consumer: BaseConsumer = client
+        .clone()
+        .set("group.id", "tributary-checkpoint-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| kafka_err("consumer", e))?;
+    consumer
+        .assign(partitions)
+        .map_err(|e| kafka_err("assign", e))?;
+    Ok(consumer)
+}
+
 /// The consumer of one run (a `Source`).
 struct RelayConsumer {
     /// Shared so that a message borrowed from it does not borrow `self`.
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<RelayStream>,
+    /// A worker of a group: its share (None: every partition is read).
+    share: Option<GroupShare>,
     client: ClientConfig,
     prefix: String,
     registry: SchemaRegistry,
@@ -538,13 +769,42 @@ impl RelayConsumer {
                 Err(_) => break,
                 Ok(m) => m.map_err(|e| kafka_err("consuming", e))?,
             };
+            // A rebalance is served inside `recv`: a message after it may
+            // be of a partition not yet sought to its table's offset.
+            if let Some(share) = &self.share {
+                share.check(&consumer)?;
+            }
             self.handle(&message).await?;
             read += 1;
             if read >= self.max_batch_rows {
                 break;
             }
         }
+        if let Some(share) = &self.share {
+            share.check(&consumer)?;
+            while let Some(m) = share.progress.poll(Duration::ZERO) {
+                let m = m.map_err(|e| kafka_err("reading the producer's checkpoints", e))?;
+                self.progress.record(&m);
+            }
+        }
         self.flush_all()?;
+        if let Some(share) = &self.share {
+            let mut cp = Checkpoint::default();
+            share.claims(
+                &mut cp,
+                &self.next_offsets,
+                &self.partitions,
+                &mut self.progress,
+            )?;
+            for (t, s) in &self.current {
+                cp.properties.insert(
+                    Checkpoint::table_key(t, SCHEMA_PROPERTY),
+                    crate::schemas::schema_id(&s.schema),
+                );
+            }
+            self.out.push_back(SourceRecord::Checkpoint(cp));
+            return Ok(());
+        }
         let tables: Vec<TableId> = self.next_offsets.keys().cloned().collect();
         for t in &tables {
             self.progress.advance(t, &self.next_offsets[t]);
@@ -705,6 +965,15 @@ impl RelayConsumer {
         m: &BorrowedMessage<'_>,
         marker: PendingTruncate,
     ) -> Result<()> {
+        if self.share.is_some() {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "{table} was truncated at the source ({}): a worker of a consumer group sees                      only its share of the partitions and cannot apply a truncate alone. Stop the                      group's workers and run one without [source.kafka] group past this point",
+                    message_origin(m)
+                ),
+            ));
+        }
         let topic = m.topic().to_string();
         let pending = self.truncating.entry(table.clone()).or_insert(marker);
         pending.markers.insert(m.partition(), m.offset());

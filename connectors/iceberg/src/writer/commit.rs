@@ -4,18 +4,59 @@
 //! removed files they point at; the key index moves on only after the
 //! commit is durable.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tributary_catalog::{RowDelta, commit_row_delta};
-use tributary_core::{Checkpoint, ErrorKind, Prepared, Result};
+use tributary_catalog::{CatalogTable, Rebase, RowDelta, commit_row_delta};
+use tributary_core::{Checkpoint, ErrorKind, PartitionClaim, Prepared, Result, TableId};
 
-use super::{CHECKPOINT_PROPERTY, UpsertWriter};
+use super::{CHECKPOINT_PROPERTY, UpsertWriter, committed_checkpoint};
 
 /// Puts `checkpoint` in the delta's summary, with its owner epoch and
-/// owner as plain properties the commit is fenced by.
+/// owner as plain properties the commit is fenced by. A checkpoint of a
+/// consumer-group worker (a `PartitionClaim` for `table`) is merged into
+/// the checkpoint of the version the commit lands on instead, and refused
+/// if another worker committed one of its partitions meanwhile; `expected`
+/// is where its ranges start (its own last commit in this run).
+pub(crate) fn stamp_claimed(
+    delta: &mut RowDelta,
+    checkpoint: &Checkpoint,
+    table: &TableId,
+    expected: &BTreeMap<i32, i64>,
+) -> Result<Option<PartitionClaim>> {
+    stamp(delta, checkpoint)?;
+    let Some(claim) = PartitionClaim::of(checkpoint, table)? else {
+        return Ok(None);
+    };
+    // Other workers write the other partitions' keys: rows they add are
+    // not ours to delete; the claim keeps partitions apart instead.
+    delta.exclusive = false;
+    let (ours, table, expected, c) = (
+        checkpoint.clone(),
+        table.clone(),
+        expected.clone(),
+        claim.clone(),
+    );
+    delta.rebase = Some(Rebase(Arc::new(move |base: &CatalogTable| {
+        let committed = committed_checkpoint(base)?;
+        let merged = c.merge(&ours, committed.as_ref(), &table, &expected)?;
+        stamped(&merged)
+    })));
+    Ok(Some(claim))
+}
+
+/// `stamp_claimed` of a checkpoint known to hold no claim.
 pub(crate) fn stamp(delta: &mut RowDelta, checkpoint: &Checkpoint) -> Result<()> {
-    delta.properties.insert(
+    delta.properties.extend(stamped(checkpoint)?);
+    delta.fence_epoch = checkpoint.epoch();
+    Ok(())
+}
+
+/// The summary properties of `checkpoint`.
+fn stamped(checkpoint: &Checkpoint) -> Result<HashMap<String, String>> {
+    let mut properties = HashMap::new();
+    properties.insert(
         CHECKPOINT_PROPERTY.to_string(),
         serde_json::to_string(checkpoint)?,
     );
@@ -24,20 +65,19 @@ pub(crate) fn stamp(delta: &mut RowDelta, checkpoint: &Checkpoint) -> Result<()>
         tributary_core::OWNER_PROPERTY,
     ] {
         if let Some(v) = checkpoint.properties.get(key) {
-            delta.properties.insert(key.to_string(), v.clone());
+            properties.insert(key.to_string(), v.clone());
         }
     }
     // Completeness for schedulers that read only the catalog: every source
     // change committed before this time is in the table (see
     // `Checkpoint::watermark_micros`).
     if let Some(w) = checkpoint.watermark_micros {
-        delta.properties.insert(
+        properties.insert(
             WATERMARK_PROPERTY.to_string(),
             w.div_euclid(1000).to_string(),
         );
     }
-    delta.fence_epoch = checkpoint.epoch();
-    Ok(())
+    Ok(properties)
 }
 
 /// Snapshot summary property: the table's completeness watermark in
@@ -100,10 +140,17 @@ impl UpsertWriter {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            stamp(&mut delta, &checkpoint)?;
+            let claim = stamp_claimed(&mut delta, &checkpoint, &self.source.table, &self.claimed)?;
             let known = self.table.metadata.current_snapshot_id();
             match commit_row_delta(self.catalog.as_ref(), &self.table, &delta).await {
                 Ok(table) => {
+                    let checkpoint = match claim {
+                        Some(claim) => {
+                            claim.committed_to(&mut self.claimed);
+                            committed_checkpoint(&table)?.unwrap_or(checkpoint.clone())
+                        }
+                        None => checkpoint.clone(),
+                    };
                     // Another writer's snapshot (a compaction) landed before
                     // ours: the index must follow its removed and added files.
                     let foreign = table

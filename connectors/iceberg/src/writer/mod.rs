@@ -42,7 +42,7 @@ use tributary_core::{
 };
 
 pub use self::commit::WATERMARK_PROPERTY;
-pub(crate) use self::commit::stamp;
+pub(crate) use self::commit::{stamp, stamp_claimed};
 pub use self::config::{DeleteMode, UpsertConfig};
 use self::reduction::Reduction;
 use self::spill::Spill;
@@ -87,6 +87,9 @@ pub struct UpsertWriter {
     index_at: Option<i64>,
     /// Delete files committed since the writer opened, by kind.
     delete_files_committed: (u64, u64),
+    /// A consumer-group worker's: where its next range of each partition
+    /// starts (its last commit's ends; see `PartitionClaim`).
+    claimed: std::collections::BTreeMap<i32, i64>,
 }
 
 impl UpsertWriter {
@@ -154,6 +157,7 @@ impl UpsertWriter {
             truncate_pending: false,
             index_at: None,
             delete_files_committed: (0, 0),
+            claimed: Default::default(),
         };
         writer.load_index().await?;
         Ok(writer)
