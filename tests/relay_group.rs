@@ -110,7 +110,8 @@ async fn three_workers_of_a_group_one_killed_and_one_added_commit_every_row_once
              tables = {{ include = [\"{db}.*\"] }}\n\
              properties = {{ \"session.timeout.ms\" = \"6000\", \"heartbeat.interval.ms\" = \"500\" }}\n{sink}",
             group = unique_name("workers"),
-            sink = iceberg_sink(&db, &warehouse),
+            // Idle partitions record their watermark every second.
+            sink = iceberg_sink(&db, &warehouse) + "idle_commit_interval = 1\n",
         ),
     )
     .unwrap();
@@ -145,6 +146,43 @@ async fn three_workers_of_a_group_one_killed_and_one_added_commit_every_row_once
     writes.await.unwrap();
     let reader = Reader::Iceberg(&catalog);
     wait_until_equal(&mut f.conn, &reader, &db, &mut workers[0]).await;
+
+    // The watermark passes through the group: each table's snapshot says
+    // it is complete up to a time after the last write, though its
+    // partitions are idle now and each worker commits only its own.
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    for table in ["a", "b"] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let t = catalog
+                .load_table(&TableName::new(&db, table))
+                .await
+                .unwrap();
+            let watermark = t
+                .metadata
+                .current_snapshot()
+                .and_then(|s| {
+                    s.summary()
+                        .additional_properties
+                        .get("tributary.watermark-ms")
+                        .cloned()
+                })
+                .and_then(|w| w.parse::<i64>().ok());
+            if watermark.is_some_and(|w| w >= until) {
+                break;
+            }
+            workers[0].assert_running();
+            assert!(
+                Instant::now() < deadline,
+                "{table} not complete up to {until} (watermark {watermark:?}):\n{}",
+                workers[0].log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 
     // The survivors and the added worker each read a share at the end;
     // stopped, their background maintenance leaves the files alone.

@@ -202,6 +202,13 @@ pub trait SinkFactory: Send + Sync {
         ))
     }
 
+    /// How often a table with no change records its position (the runner
+    /// commits it with `commit_position`); None: the runner's default, 5
+    /// minutes. Its watermark moves on no faster.
+    fn idle_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Whether commits merge a consumer-group worker's `PartitionClaim`
     /// into the target's committed offsets, refusing ranges another worker
     /// committed (see `tributary_core::partitions`).

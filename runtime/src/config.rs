@@ -85,14 +85,27 @@ fn build(value: toml::Value, registry: &Registry) -> Result<Pipeline> {
         registry.source(&source_kind, source)?,
         registry.sink(&sink_kind, sink)?,
     );
-    if source.shared_by_workers() && !sink.merges_partition_claims() {
-        return Err(Error::invalid_config(format!(
-            "source.{source_kind}.group: workers of a consumer group commit to shared tables,              which [sink.{sink_kind}] cannot keep exactly-once; use [sink.iceberg], or leave              `group` out and run one consumer"
-        )));
-    }
+    fit(&*source, &source_kind, &*sink, &sink_kind)?;
     Ok(Pipeline::new(source, sink)
         .with_kinds(&source_kind, &sink_kind)
         .with_options(options))
+}
+
+/// Refuses a source and a sink that cannot work together.
+fn fit(
+    source: &dyn tributary_core::SourceFactory,
+    source_kind: &str,
+    sink: &dyn tributary_core::SinkFactory,
+    sink_kind: &str,
+) -> Result<()> {
+    if source.shared_by_workers() && !sink.merges_partition_claims() {
+        return Err(Error::invalid_config(format!(
+            "source.{source_kind}.group: workers of a consumer group commit to shared tables, \
+             which [sink.{sink_kind}] cannot keep exactly-once; use [sink.iceberg], or leave \
+             `group` out and run one consumer"
+        )));
+    }
+    Ok(())
 }
 
 /// `tributary validate`: every error of a pipeline file at once (as far as
@@ -155,6 +168,10 @@ pub fn validate_pipeline(text: &str, registry: &Registry) -> Vec<Error> {
              and optionally [pipeline]"
         )));
     }
+    let both = match (&source, &sink) {
+        (Some((a, x)), Some((b, y))) => Some((a.clone(), x.clone(), b.clone(), y.clone())),
+        _ => None,
+    };
     if let Some((kind, v)) = source {
         let prefix = format!("source.{kind}");
         errors.extend(section_errors(v, &prefix, |v| {
@@ -166,6 +183,16 @@ pub fn validate_pipeline(text: &str, registry: &Registry) -> Vec<Error> {
         errors.extend(section_errors(v, &prefix, |v| {
             registry.sink(&kind, v).map(|_| ())
         }));
+    }
+    if errors.is_empty()
+        && let Some((source_kind, source, sink_kind, sink)) = both
+        && let (Ok(source), Ok(sink)) = (
+            registry.source(&source_kind, source),
+            registry.sink(&sink_kind, sink),
+        )
+        && let Err(e) = fit(&*source, &source_kind, &*sink, &sink_kind)
+    {
+        errors.push(e);
     }
     if let Some(v) = options {
         errors.extend(section_errors(v, "pipeline", |v| {
@@ -561,6 +588,23 @@ mod tests {
             "{e}"
         );
         assert!(parse(&format!("{SOURCE}[sink.hbase]\naddress = \"h:9090\"\n")).is_ok());
+    }
+
+    #[test]
+    fn a_consumer_group_needs_a_sink_that_merges_partition_claims() {
+        let group = "[source.kafka]\nbrokers = \"k:9092\"\nprefix = \"p\"\ngroup = \"g\"\n";
+        let clickhouse = "[sink.clickhouse]\nurls = [\"http://h:8123\"]\n";
+        let e = error(&format!("{group}{clickhouse}"));
+        assert!(
+            e.contains("source.kafka.group") && e.contains("[sink.iceberg]"),
+            "{e}"
+        );
+        let found = validate_pipeline(&format!("{group}{clickhouse}"), &Registry::builtin());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].to_string().contains("source.kafka.group"));
+        assert!(parse(&format!("{group}{SINK}")).is_ok());
+        let found = validate_pipeline(&format!("{group}{SINK}"), &Registry::builtin());
+        assert!(found.is_empty(), "{found:?}");
     }
 
     #[test]

@@ -916,11 +916,18 @@ impl Run<'_> {
             let ok = self.isolate(&id, committed).await?;
             // Paused by this round: the later tables' commits list it.
             self.record_paused(&mut checkpoint)?;
+            // A worker of a group commits a claim: the table's watermark is
+            // the merged one the sink committed.
+            let mut watermark = checkpoint.watermark_micros;
+            if ok && self.source.shared_by_workers() {
+                let sink = self.sinks.get(&id).expect("committed above");
+                watermark = sink.committed().await?.and_then(|c| c.watermark_micros);
+            }
             if ok {
                 self.status.update(&id, |s| {
                     s.committed_round = Some(self.round);
                     s.committed_position = checkpoint.position.clone();
-                    s.watermark_micros = checkpoint.watermark_micros.or(s.watermark_micros);
+                    s.watermark_micros = watermark.or(s.watermark_micros);
                 });
             }
         }
@@ -1020,9 +1027,9 @@ impl Run<'_> {
     /// with no open sink: a pipeline with nothing to write still moves on).
     fn idle_due(&self) -> bool {
         self.idle.iter().any(|t| !self.sinks.contains_key(t))
-            && self
-                .idle_recorded
-                .is_none_or(|at| at.elapsed() >= IDLE_POSITION_INTERVAL)
+            && self.idle_recorded.is_none_or(|at| {
+                at.elapsed() >= self.sink.idle_interval().unwrap_or(IDLE_POSITION_INTERVAL)
+            })
     }
 
     /// Records `checkpoint` on each table idle since the run began (at the

@@ -150,6 +150,12 @@ impl SinkFactory for IcebergSinkFactory {
         true
     }
 
+    /// The writers' `idle_commit_interval`, so that idle tables and open
+    /// idle writers move their watermarks on alike.
+    fn idle_interval(&self) -> Option<std::time::Duration> {
+        self.config.idle_commit_interval
+    }
+
     fn maintenance(&self) -> Option<&dyn TargetMaintenance> {
         Some(self)
     }

@@ -969,7 +969,9 @@ impl RelayConsumer {
             return Err(Error::new(
                 ErrorKind::Unsupported,
                 format!(
-                    "{table} was truncated at the source ({}): a worker of a consumer group sees                      only its share of the partitions and cannot apply a truncate alone. Stop the                      group's workers and run one without [source.kafka] group past this point",
+                    "{table} was truncated at the source ({}): a worker of a consumer group sees \
+                     only its share of the partitions and cannot apply a truncate alone. Stop the \
+                     group's workers and run one without [source.kafka] group past this point",
                     message_origin(m)
                 ),
             ));

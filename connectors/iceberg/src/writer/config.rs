@@ -111,7 +111,10 @@ pub(super) fn check_partition_columns(
         };
         if mode == DeleteMode::Equality && !source.primary_key.contains(&i) {
             return Err(Error::invalid_config(format!(
-                "{what}: equality delete mode needs every partition column to be a key column,                  and {c:?} is not in the primary key of {}: an update of {c} would move the row                  to another partition, where the equality delete of its old row does not apply.                  Partition by key columns only, or use delete_mode = \"position\"",
+                "{what}: equality delete mode needs every partition column to be a key column, \
+                 and {c:?} is not in the primary key of {}: an update of {c} would move the row \
+                 to another partition, where the equality delete of its old row does not apply. \
+                 Partition by key columns only, or use delete_mode = \"position\"",
                 source.table
             )));
         }

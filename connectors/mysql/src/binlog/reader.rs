@@ -598,7 +598,11 @@ impl BinlogReader {
             return Err(Error::new(
                 ErrorKind::InvalidConfig,
                 format!(
-                    "{table} (at {}) has no primary key, no unique index on NOT NULL columns                      and no key_columns entry, so its rows cannot be upserted; the stream stops                      before writing any of them. Fix: add a primary key, or name its key in                      key_columns, or set keyless = \"changelog\" to keep its changes as an                      append-only table, or leave it out with tables.exclude; then restart",
+                    "{table} (at {}) has no primary key, no unique index on NOT NULL columns \
+                     and no key_columns entry, so its rows cannot be upserted; the stream stops \
+                     before writing any of them. Fix: add a primary key, or name its key in \
+                     key_columns, or set keyless = \"changelog\" to keep its changes as an \
+                     append-only table, or leave it out with tables.exclude; then restart",
                     self.event_at(ev)
                 ),
             ));
