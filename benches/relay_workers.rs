@@ -110,6 +110,16 @@ async fn run(
         c.kill().ok();
         c.wait().ok();
     }
+    // Where the time went: runs restarted by rebalances, commits.
+    let (mut restarts, mut commits) = (0, 0);
+    for i in 0..workers {
+        let log = std::fs::read_to_string(dir.join(format!("worker{i}.log"))).unwrap_or_default();
+        restarts += log.matches("partitions reassigned").count();
+        commits += log.matches(" committed").count();
+    }
+    println!(
+        "  {workers} worker(s): {restarts} runs restarted by rebalances, {commits} commit rounds"
+    );
     std::fs::remove_dir_all(&dir).ok();
     let first = first.expect("committed");
     ((done - start).as_secs_f64(), (done - first).as_secs_f64())
@@ -120,7 +130,7 @@ fn spawn(config: &Path, log: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_tributary"))
         .args(["sync", "--config"])
         .arg(config)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

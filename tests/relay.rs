@@ -186,7 +186,7 @@ async fn write_in_bursts(url: String, tables: [String; 2], bursts: u64, seed: u6
 async fn relayed_into_iceberg_with_the_consumer_sigkilled_the_tables_equal_the_source() {
     let mut f = Fixture::new("relay").await;
     let (db, tables) = (f.db.clone(), f.tables());
-    let brokers = DevServices::load().apache_kafka();
+    let brokers = relay_brokers();
     let prefix = unique_name("relay");
     let producing = f.pipeline(&relay_sink(&brokers, &prefix, 4, true));
     let mut producer = SyncProcess::start(&producing, &f.dir.join("producer.log"));
@@ -313,7 +313,7 @@ async fn relayed_into_iceberg_with_the_consumer_sigkilled_the_tables_equal_the_s
 async fn a_poison_message_is_dead_lettered_or_stops_the_job_and_a_recreated_topic_is_refused() {
     let mut f = Fixture::new("relay_bad").await;
     let (db, tables) = (f.db.clone(), f.tables());
-    let brokers = DevServices::load().apache_kafka();
+    let brokers = relay_brokers();
     let prefix = unique_name("relay");
     let producing = f.pipeline(&relay_sink(&brokers, &prefix, 1, false));
     let mut producer = SyncProcess::start(&producing, &f.dir.join("producer.log"));
@@ -472,5 +472,78 @@ async fn a_broker_sigkilled_mid_stream_and_restarted_loses_nothing() {
     assert!(consumer.terminate().success(), "{}", consumer.log());
     assert!(producer.terminate().success(), "{}", producer.log());
     drop(broker);
+    f.drop().await;
+}
+
+/// The relay consumer into ClickHouse: its offsets go in the sink's own
+/// checkpoint row (`_tributary_checkpoints`), and a SIGKILLed consumer
+/// resumes there; the `_live` views end equal to `SELECT *`.
+#[tokio::test]
+async fn relayed_into_clickhouse_with_the_consumer_sigkilled_the_tables_equal_the_source() {
+    let ch = DevServices::load().clickhouse();
+    let mut f = Fixture::new("relay_ch").await;
+    let (db, tables) = (f.db.clone(), f.tables());
+    let brokers = relay_brokers();
+    let prefix = unique_name("relay");
+    let producing = f.pipeline(&relay_sink(&brokers, &prefix, 4, true));
+    let mut producer = SyncProcess::start(&producing, &f.dir.join("producer.log"));
+    wait_relayed(&brokers, &prefix, &f, &mut producer).await;
+    let urls: Vec<String> = ch.urls.iter().map(|u| format!("\"{u}\"")).collect();
+    let consuming = f.dir.join("consumer.toml");
+    std::fs::write(
+        &consuming,
+        format!(
+            "[source.kafka]\n{}\ntables = {{ include = [\"{db}.*\"] }}\ncheckpoint_interval = 0.2\n\n\
+             [sink.clickhouse]\nurls = [{}]\ncluster = \"{}\"\nmode = \"local\"\n\
+             database = \"{db}\"\nflush_interval = 0.3\n",
+            kafka_source(&brokers, &prefix),
+            urls.join(", "),
+            ch.cluster
+        ),
+    )
+    .unwrap();
+    let client = clickhouse::Client::default()
+        .with_url(&ch.urls[0])
+        .with_validation(false);
+    let checkpoint_of_a =
+        format!("SELECT checkpoint FROM {db}._tributary_checkpoints FINAL WHERE table = 'a'");
+    let offsets_of_a = async || -> Option<String> {
+        let rows: Vec<String> = client
+            .query(&checkpoint_of_a)
+            .fetch_all()
+            .await
+            .unwrap_or_default();
+        rows.into_iter().find(|c| c.contains("kafka.offsets"))
+    };
+
+    let writes = tokio::spawn(write_in_bursts(f.url.clone(), tables.clone(), 30, 700));
+    let log = f.dir.join("consumer.log");
+    let mut consumer = SyncProcess::start(&consuming, &log);
+    for pause in [150, 420] {
+        let before = offsets_of_a().await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while offsets_of_a().await == before {
+            consumer.assert_running();
+            assert!(
+                Instant::now() < deadline,
+                "no checkpoint of a in 60 s:\n{}",
+                consumer.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        consumer.kill();
+        consumer = SyncProcess::start(&consuming, &log);
+    }
+    writes.await.unwrap();
+    let reader = Reader::ClickHouse(ch.urls[0].clone());
+    wait_until_equal(&mut f.conn, &reader, &db, &mut consumer).await;
+    assert!(
+        consumer.log().contains("resuming"),
+        "the restarted consumer resumed from the checkpoint row:\n{}",
+        consumer.log()
+    );
+    assert!(consumer.terminate().success(), "{}", consumer.log());
+    assert!(producer.terminate().success(), "{}", producer.log());
     f.drop().await;
 }

@@ -390,3 +390,12 @@ pub async fn add_extra_column(conn: &mut Conn, db: &str) {
         conn.query_drop(sql).await.unwrap();
     }
 }
+
+/// The broker the relay tests run on: Apache Kafka from `dev/services`, or
+/// tansu with `TRIBUTARY_RELAY_BROKER=tansu` (a parity run).
+pub fn relay_brokers() -> String {
+    match std::env::var("TRIBUTARY_RELAY_BROKER").as_deref() {
+        Ok("tansu") => DevServices::load().kafka(),
+        _ => DevServices::load().apache_kafka(),
+    }
+}
