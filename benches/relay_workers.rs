@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tributary_catalog::{HadoopCatalog, TableName};
-use tributary_core::{ChangeBatch, ChangeEvent, Checkpoint, Op, Sink, Value};
+use tributary_core::{ChangeBatch, ChangeEvent, Checkpoint, Sink};
 use tributary_kafka::{KafkaSink, KafkaSinkConfig};
-use tributary_testkit::kv_workload::{kv_position, kv_schema};
+use tributary_testkit::kv_workload::{kv_insert, kv_schema};
 use tributary_testkit::{DevServices, dev_dir, unique_name};
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -150,22 +150,7 @@ async fn main() {
     config.schemas_enable = false;
     let mut sink = KafkaSink::open(config.clone(), &schema).await.unwrap();
     for chunk in (0..rows).collect::<Vec<_>>().chunks(10_000) {
-        let events: Vec<ChangeEvent> = chunk
-            .iter()
-            .map(|&i| ChangeEvent {
-                table: schema.table.clone(),
-                op: Op::Insert,
-                before: None,
-                after: Some(vec![
-                    Value::Int32(i as i32),
-                    Value::Int32((i % 1000) as i32),
-                    Value::String(format!("row-{i}")),
-                ]),
-                position: kv_position(100 * (i as u64 + 1)),
-                commit_ts_micros: i as i64,
-                schema_version: 1,
-            })
-            .collect();
+        let events: Vec<ChangeEvent> = chunk.iter().map(|&i| kv_insert(&schema, i)).collect();
         sink.write(&ChangeBatch::from_events(schema.clone(), &events).unwrap())
             .await
             .unwrap();

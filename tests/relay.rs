@@ -49,28 +49,6 @@ fn kafka_source(brokers: &str, prefix: &str) -> String {
     format!("brokers = \"{brokers}\"\nprefix = \"{prefix}\"")
 }
 
-/// Waits until the producer has committed a round of each table (so both
-/// are in the relay's schema registry).
-async fn wait_relayed(brokers: &str, prefix: &str, f: &Fixture, producer: &mut SyncProcess) {
-    let config = tributary_kafka::KafkaSinkConfig::new(brokers, prefix);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for table in f.tables() {
-        while tributary_kafka::committed_checkpoint(&config, &table)
-            .await
-            .unwrap()
-            .is_none()
-        {
-            producer.assert_running();
-            assert!(
-                Instant::now() < deadline,
-                "{table} not relayed in 60 s:\n{}",
-                producer.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
 /// The offsets of `table`'s last Iceberg commit (None: none yet).
 async fn committed_offsets(catalog: &HadoopCatalog, db: &str, table: &str) -> Option<String> {
     let t = catalog.load_table(&TableName::new(db, table)).await.ok()?;

@@ -91,23 +91,7 @@ async fn three_workers_one_killed_one_added(brokers: String) {
          commit_interval = 0.3\nheartbeat_interval = 0.5\n"
     ));
     let mut producer = SyncProcess::start(&producing, &f.dir.join("producer.log"));
-    let config = tributary_kafka::KafkaSinkConfig::new(&brokers, &prefix);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for table in &tables {
-        while tributary_kafka::committed_checkpoint(&config, table)
-            .await
-            .unwrap()
-            .is_none()
-        {
-            producer.assert_running();
-            assert!(
-                Instant::now() < deadline,
-                "{table} not relayed:\n{}",
-                producer.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    wait_relayed(&brokers, &prefix, &f, &mut producer).await;
 
     // Workers leave the group 6 s after they stop heartbeating (the
     // broker's minimum), so a SIGKILLed one's partitions move on soon.

@@ -399,3 +399,25 @@ pub fn relay_brokers() -> String {
         _ => DevServices::load().apache_kafka(),
     }
 }
+
+/// Waits until the producer has committed a round of each table (so both
+/// are in the relay's schema registry).
+pub async fn wait_relayed(brokers: &str, prefix: &str, f: &Fixture, producer: &mut SyncProcess) {
+    let config = tributary_kafka::KafkaSinkConfig::new(brokers, prefix);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for table in f.tables() {
+        while tributary_kafka::committed_checkpoint(&config, &table)
+            .await
+            .unwrap()
+            .is_none()
+        {
+            producer.assert_running();
+            assert!(
+                Instant::now() < deadline,
+                "{table} not relayed in 60 s:\n{}",
+                producer.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

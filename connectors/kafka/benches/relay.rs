@@ -19,14 +19,12 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use tributary_core::{
-    ChangeBatch, ChangeEvent, Checkpoint, Op, Sink, SourceFactory, SourceRecord, Value,
-};
+use tributary_core::{ChangeBatch, ChangeEvent, Checkpoint, Op, Sink, SourceFactory, SourceRecord};
 use tributary_kafka::{
     EnvelopeConfig, KafkaSink, KafkaSinkConfig, KafkaSourceConfig, KafkaSourceFactory, SourceInfo,
     decode_value, encode_key, encode_value,
 };
-use tributary_testkit::kv_workload::{kv_position, kv_schema};
+use tributary_testkit::kv_workload::{kv_insert, kv_schema};
 use tributary_testkit::{DevServices, unique_name};
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -34,22 +32,6 @@ fn env_or(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn insert(schema: &tributary_core::TableSchema, i: usize) -> ChangeEvent {
-    ChangeEvent {
-        table: schema.table.clone(),
-        op: Op::Insert,
-        before: None,
-        after: Some(vec![
-            Value::Int32(i as i32),
-            Value::Int32((i % 1000) as i32),
-            Value::String(format!("row-{i}")),
-        ]),
-        position: kv_position(100 * (i as u64 + 1)),
-        commit_ts_micros: i as i64,
-        schema_version: 1,
-    }
 }
 
 fn rate(rows: usize, elapsed: Duration) -> f64 {
@@ -66,7 +48,7 @@ async fn main() {
     let mut config = KafkaSinkConfig::new(&brokers, &prefix);
     config.partitions = partitions;
     config.schemas_enable = false;
-    let events: Vec<ChangeEvent> = (0..rows).map(|i| insert(&schema, i)).collect();
+    let events: Vec<ChangeEvent> = (0..rows).map(|i| kv_insert(&schema, i)).collect();
     let batches: Vec<ChangeBatch> = events
         .chunks(10_000)
         .map(|c| ChangeBatch::from_events(schema.clone(), c).unwrap())

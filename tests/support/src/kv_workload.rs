@@ -46,6 +46,24 @@ pub fn kv_row(id: i32, v: &KvValue) -> Vec<Value> {
     ]
 }
 
+/// The insert of row `i` (`v` = i % 1000, `s` = "row-i") at offset
+/// 100·(i+1): bulk rows for benchmarks.
+pub fn kv_insert(schema: &TableSchema, i: usize) -> tributary_core::ChangeEvent {
+    tributary_core::ChangeEvent {
+        table: schema.table.clone(),
+        op: tributary_core::Op::Insert,
+        before: None,
+        after: Some(vec![
+            Value::Int32(i as i32),
+            Value::Int32((i % 1000) as i32),
+            Value::String(format!("row-{i}")),
+        ]),
+        position: kv_position(100 * (i as u64 + 1)),
+        commit_ts_micros: i as i64,
+        schema_version: 1,
+    }
+}
+
 /// The position of the transaction at `offset` (one binlog file).
 pub fn kv_position(offset: u64) -> Option<SourcePosition> {
     Some(SourcePosition::FilePos(BinlogFilePos::new(
