@@ -336,7 +336,10 @@ fn status_line(pipeline: &Pipeline, s: &TableState) -> String {
             "emptied by `tributary resnapshot`: read in full at the next start".to_string()
         }
         TargetState::Committed(cp) => {
-            let position = cp.position.as_ref().map_or("-".into(), ToString::to_string);
+            let position = pipeline
+                .source()
+                .describe_position(cp, &s.source)
+                .unwrap_or_else(|| "-".into());
             let round = cp
                 .properties
                 .get(ROUND_PROPERTY)
@@ -366,7 +369,7 @@ fn status_json(pipeline: &Pipeline, s: &TableState, paused: Option<&String>) -> 
             } else {
                 "streaming"
             },
-            cp.position.as_ref().map(ToString::to_string),
+            pipeline.source().describe_position(cp, &s.source),
             cp.round(),
             cp.watermark_micros.map(|w| w.div_euclid(1000)),
         ),

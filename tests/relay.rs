@@ -282,6 +282,13 @@ async fn relayed_into_iceberg_with_the_consumer_sigkilled_the_tables_equal_the_s
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // `status` shows where each table's reading stands: its offsets.
+    let (ok, out) = tributary(&["status", "--config", consuming.to_str().unwrap()]);
+    assert!(ok.success(), "{out}");
+    assert!(
+        out.contains(&format!("{db}.a -> ")) && out.contains("offsets 0@"),
+        "{out}"
+    );
     assert!(consumer.terminate().success(), "{}", consumer.log());
     assert!(producer.terminate().success(), "{}", producer.log());
     f.drop().await;

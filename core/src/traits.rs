@@ -335,6 +335,12 @@ pub trait SourceFactory: Send + Sync {
     /// when this source cannot (e.g. snapshots are turned off).
     fn requeue(&self, checkpoint: &mut Checkpoint, tables: &[TableId]) -> Result<()>;
 
+    /// Where `checkpoint` says `table`'s reading stands, for people
+    /// (`tributary status`): the source position by default.
+    fn describe_position(&self, checkpoint: &Checkpoint, _table: &TableId) -> Option<String> {
+        checkpoint.position.as_ref().map(ToString::to_string)
+    }
+
     /// Whether `checkpoint` was taken while an initial read was in progress.
     fn snapshot_in_progress(&self, _checkpoint: &Checkpoint) -> bool {
         false

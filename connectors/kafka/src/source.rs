@@ -404,6 +404,16 @@ impl SourceFactory for KafkaSourceFactory {
         self.config.group.is_some()
     }
 
+    /// The committed offset per partition: `offsets 0@42 1@40`.
+    fn describe_position(&self, checkpoint: &Checkpoint, table: &TableId) -> Option<String> {
+        let offsets = committed_offsets(checkpoint, table);
+        if offsets.is_empty() {
+            return None;
+        }
+        let each: Vec<String> = offsets.iter().map(|(p, o)| format!("{p}@{o}")).collect();
+        Some(format!("offsets {}", each.join(" ")))
+    }
+
     /// Messages set aside in the dead-letter topic by every run so far.
     fn dead_letters(&self) -> u64 {
         self.dead_letters.load(Ordering::Relaxed)
