@@ -37,8 +37,7 @@
 use base64::Engine;
 use serde_json::{Map, Value as Json, json};
 use tributary_core::{
-    BinlogFilePos, Column, ColumnType, Decimal, Error, Op, Result, SourcePosition, TableSchema,
-    Value,
+    Column, ColumnType, Decimal, Error, Op, Result, SourcePosition, TableSchema, Value,
 };
 
 /// `decimal.handling.mode`.
@@ -433,96 +432,297 @@ pub fn decode_value(
 }
 
 /// Reads any message of `schema`'s table: a row change or a truncate.
+///
+/// The message is deserialized straight into its parts (`wire`), not into
+/// a JSON tree: only each column's own value becomes a JSON scalar, then
+/// `decode_column` turns it into our type.
 pub fn decode_message(
     schema: &TableSchema,
     schemas_enable: bool,
     mode: DecimalMode,
     value: &[u8],
 ) -> Result<DecodedMessage> {
-    let json: Json =
-        serde_json::from_slice(value).map_err(|e| Error::invalid_data(format!("not JSON: {e}")))?;
-    let payload = if schemas_enable {
-        json.get("payload")
-            .ok_or_else(|| Error::invalid_data("no \"payload\" (written without schemas?)"))?
-    } else {
-        &json
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(value);
+    let seed = wire::MessageSeed {
+        columns: &schema.columns,
+        schemas_enable,
     };
-    let op = match payload.get("op").and_then(Json::as_str) {
+    let message = seed
+        .deserialize(&mut de)
+        .and_then(|m| de.end().map(|()| m))
+        .map_err(|e| Error::invalid_data(format!("not JSON of a change: {e}")))?;
+    let Some(payload) = message else {
+        return Err(Error::invalid_data(
+            "no \"payload\" (written without schemas?)",
+        ));
+    };
+    let op = match payload.op.as_deref() {
         Some("r") => Op::Read,
         Some("c") => Op::Insert,
         Some("u") => Op::Update,
         Some("d") => Op::Delete,
         Some("t") => {
             let source = payload
-                .get("source")
+                .source
                 .ok_or_else(|| Error::invalid_data("no \"source\" block"))?;
             return Ok(DecodedMessage::Truncate {
-                position: source_position(source)?,
-                commit_ts_micros: source_ts_micros(source),
+                position: source.position()?,
+                commit_ts_micros: source.ts_micros(),
             });
         }
         other => return Err(Error::invalid_data(format!("unknown op {other:?}"))),
     };
-    let image = |name: &str| -> Result<Option<Vec<Value>>> {
-        match payload.get(name) {
-            None | Some(Json::Null) => Ok(None),
-            Some(Json::Object(fields)) => schema
-                .columns
-                .iter()
-                .map(|c| {
-                    let j = fields.get(&c.name).ok_or_else(|| {
-                        Error::invalid_data(format!("{name} has no column {}", c.name))
-                    })?;
-                    decode_column(c, j, mode)
-                        .map_err(|e| e.with_context("column", format!("{name}.{}", c.name)))
-                })
-                .collect::<Result<Vec<_>>>()
-                .map(Some),
-            Some(other) => Err(Error::invalid_data(format!("{name} is {other}"))),
-        }
+    let image = |name: &str, image: Option<wire::Image>| -> Result<Option<Vec<Value>>> {
+        let Some(image) = image else {
+            return Ok(None);
+        };
+        let wire::Image::Columns(values) = image else {
+            return Err(Error::invalid_data(format!("{name} is not an object")));
+        };
+        schema
+            .columns
+            .iter()
+            .zip(values)
+            .map(|(c, j)| {
+                let j = j.ok_or_else(|| {
+                    Error::invalid_data(format!("{name} has no column {}", c.name))
+                })?;
+                decode_column(c, &j, mode)
+                    .map_err(|e| e.with_context("column", format!("{name}.{}", c.name)))
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
     };
-    let (before, after) = (image("before")?, image("after")?);
+    let (before, after) = (
+        image("before", payload.before)?,
+        image("after", payload.after)?,
+    );
     let source = payload
-        .get("source")
+        .source
         .ok_or_else(|| Error::invalid_data("no \"source\" block"))?;
     Ok(DecodedMessage::Change(DecodedChange {
         op,
         before,
         after,
-        position: source_position(source)?,
-        commit_ts_micros: source_ts_micros(source),
+        position: source.position()?,
+        commit_ts_micros: source.ts_micros(),
     }))
 }
 
-/// `source.ts_ms`, in microseconds.
-fn source_ts_micros(source: &Json) -> i64 {
-    source
-        .get("ts_ms")
-        .and_then(Json::as_i64)
-        .unwrap_or(0)
-        .saturating_mul(1000)
-}
+/// The parts of a change message as they come off the wire.
+mod wire {
+    use std::borrow::Cow;
+    use std::fmt;
 
-/// The position the producer wrote into `source`: GTIDs (a MariaDB list
-/// or a MySQL set) with the file position, or the file position alone.
-fn source_position(source: &Json) -> Result<Option<SourcePosition>> {
-    let file = source.get("file").and_then(Json::as_str).unwrap_or("");
-    let file_pos = (!file.is_empty())
-        .then(|| BinlogFilePos::new(file, source.get("pos").and_then(Json::as_u64).unwrap_or(0)));
-    let gtid = source.get("gtid").and_then(Json::as_str);
-    Ok(match gtid {
-        Some(g) if !g.is_empty() => match g.parse() {
-            Ok(gtid_list) => Some(SourcePosition::MariaDbGtid {
-                gtid_list,
-                file_pos,
-            }),
-            Err(_) => Some(SourcePosition::MySqlGtid {
-                gtid_set: g.parse()?,
-                file_pos,
-            }),
-        },
-        _ => file_pos.map(SourcePosition::FilePos),
-    })
+    use serde::Deserialize;
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+    use serde_json::Value as Json;
+    use tributary_core::{BinlogFilePos, Column, Result, SourcePosition};
+
+    /// The envelope (`schemas.enable`: `{"schema", "payload"}`) or the bare
+    /// payload; None when an envelope has no payload.
+    pub struct MessageSeed<'a> {
+        pub columns: &'a [Column],
+        pub schemas_enable: bool,
+    }
+
+    pub struct Payload<'de> {
+        pub op: Option<Cow<'de, str>>,
+        pub before: Option<Image>,
+        pub after: Option<Image>,
+        pub source: Option<Source<'de>>,
+    }
+
+    /// A row image: each column's JSON value in schema order (None: the
+    /// column is missing), or something that is not an object.
+    pub enum Image {
+        Columns(Vec<Option<Json>>),
+        NotAnObject,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Source<'a> {
+        #[serde(borrow, default)]
+        file: Option<Cow<'a, str>>,
+        #[serde(default)]
+        pos: Option<u64>,
+        #[serde(borrow, default)]
+        gtid: Option<Cow<'a, str>>,
+        #[serde(default)]
+        ts_ms: Option<i64>,
+    }
+
+    impl Source<'_> {
+        /// `source.ts_ms`, in microseconds.
+        pub fn ts_micros(&self) -> i64 {
+            self.ts_ms.unwrap_or(0).saturating_mul(1000)
+        }
+
+        /// The position the producer wrote: GTIDs (a MariaDB list or a
+        /// MySQL set) with the file position, or the file position alone.
+        pub fn position(&self) -> Result<Option<SourcePosition>> {
+            let file = self.file.as_deref().unwrap_or("");
+            let file_pos =
+                (!file.is_empty()).then(|| BinlogFilePos::new(file, self.pos.unwrap_or(0)));
+            Ok(match self.gtid.as_deref() {
+                Some(g) if !g.is_empty() => match g.parse() {
+                    Ok(gtid_list) => Some(SourcePosition::MariaDbGtid {
+                        gtid_list,
+                        file_pos,
+                    }),
+                    Err(_) => Some(SourcePosition::MySqlGtid {
+                        gtid_set: g.parse()?,
+                        file_pos,
+                    }),
+                },
+                _ => file_pos.map(SourcePosition::FilePos),
+            })
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for MessageSeed<'_> {
+        type Value = Option<Payload<'de>>;
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            let payload = PayloadSeed(self.columns);
+            if !self.schemas_enable {
+                return payload.deserialize(d).map(Some);
+            }
+            d.deserialize_map(EnvelopeVisitor(payload))
+        }
+    }
+
+    struct EnvelopeVisitor<'a>(PayloadSeed<'a>);
+
+    impl<'de> Visitor<'de> for EnvelopeVisitor<'_> {
+        type Value = Option<Payload<'de>>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object with \"schema\" and \"payload\"")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut payload = None;
+            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                if key == "payload" {
+                    payload = Some(map.next_value_seed(PayloadSeed(self.0.0))?);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(payload)
+        }
+    }
+
+    #[derive(Clone, Copy)]
+    struct PayloadSeed<'a>(&'a [Column]);
+
+    impl<'de> DeserializeSeed<'de> for PayloadSeed<'_> {
+        type Value = Payload<'de>;
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for PayloadSeed<'_> {
+        type Value = Payload<'de>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a change payload object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut p = Payload {
+                op: None,
+                before: None,
+                after: None,
+                source: None,
+            };
+            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                match &*key {
+                    "op" => p.op = map.next_value()?,
+                    "before" => p.before = map.next_value_seed(ImageSeed(self.0))?,
+                    "after" => p.after = map.next_value_seed(ImageSeed(self.0))?,
+                    "source" => p.source = map.next_value()?,
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(p)
+        }
+    }
+
+    /// `null` → None; an object → its columns by name; anything else →
+    /// `NotAnObject`.
+    struct ImageSeed<'a>(&'a [Column]);
+
+    impl<'de> DeserializeSeed<'de> for ImageSeed<'_> {
+        type Value = Option<Image>;
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for ImageSeed<'_> {
+        type Value = Option<Image>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a row image object or null")
+        }
+
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut values: Vec<Option<Json>> = vec![None; self.0.len()];
+            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                match self.0.iter().position(|c| c.name == *key) {
+                    Some(i) => values[i] = Some(map.next_value()?),
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(Some(Image::Columns(values)))
+        }
+
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(Some(Image::NotAnObject))
+        }
+
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(Some(Image::NotAnObject))
+        }
+
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(Some(Image::NotAnObject))
+        }
+
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(Some(Image::NotAnObject))
+        }
+
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(Some(Image::NotAnObject))
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(Some(Image::NotAnObject))
+        }
+    }
 }
 
 fn unbase64(s: &str) -> Result<Vec<u8>> {

@@ -868,10 +868,14 @@ impl RelayConsumer {
             // The marker: its offset is committed only once it is applied.
             return Ok(());
         }
-        self.next_offsets
-            .entry(table)
-            .or_default()
-            .insert(m.partition(), m.offset() + 1);
+        match self.next_offsets.get_mut(&table) {
+            Some(next) => next.insert(m.partition(), m.offset() + 1),
+            None => {
+                let next = BTreeMap::from([(m.partition(), m.offset() + 1)]);
+                self.next_offsets.insert(table, next);
+                None
+            }
+        };
         Ok(())
     }
 
@@ -885,7 +889,7 @@ impl RelayConsumer {
             .headers()
             .and_then(|h| h.iter().find(|h| h.key == SCHEMA_HEADER))
             .and_then(|h| h.value)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .map(String::from_utf8_lossy)
             .ok_or_else(|| {
                 Error::invalid_data(format!(
                     "no {SCHEMA_HEADER} header: not written by Tributary's relay producer \
@@ -946,10 +950,11 @@ impl RelayConsumer {
             commit_ts_micros: change.commit_ts_micros,
             schema_version: entry.schema.version,
         };
-        let builder = self
-            .builders
-            .entry(table.clone())
-            .or_insert_with(|| ChangeBatchBuilder::new(Arc::new(entry.schema.clone())));
+        if !self.builders.contains_key(table) {
+            let builder = ChangeBatchBuilder::new(Arc::new(entry.schema.clone()));
+            self.builders.insert(table.clone(), builder);
+        }
+        let builder = self.builders.get_mut(table).expect("inserted above");
         builder.push_event(&event)?;
         if builder.len() >= self.max_batch_rows {
             self.flush(table)?;
@@ -1042,7 +1047,7 @@ impl RelayConsumer {
         let same = self
             .current
             .get(table)
-            .is_some_and(|c| c.schema == entry.schema);
+            .is_some_and(|c| Arc::ptr_eq(c, entry) || c.schema == entry.schema);
         if same {
             return Ok(());
         }
