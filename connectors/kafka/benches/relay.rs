@@ -5,8 +5,9 @@
 //!   `FutureProducer` with the same settings sending the same bytes
 //!   already encoded;
 //! - consume: the relay consumer (`[source.kafka]`) turning the topic back
-//!   into change batches, vs an rdkafka `BaseConsumer` reading the same
-//!   messages raw.
+//!   into change batches, vs an rdkafka `BaseConsumer` and an async
+//!   `StreamConsumer` (what the source reads with) reading the same
+//!   messages raw; and how long the source takes to open.
 //!
 //! One worker; `benches/relay_workers.rs` measures 1, 2 and 3 workers of a group.
 //! Run: `dev/services up apache_kafka && cargo bench -p tributary-kafka --bench relay`.
@@ -148,6 +149,7 @@ async fn main() {
     let factory = KafkaSourceFactory::new(source_config).unwrap();
     let start = Instant::now();
     let mut source = factory.open(None).await.unwrap();
+    let opened = start.elapsed();
     let mut seen = 0;
     while seen < rows {
         if let Some(SourceRecord::Changes(b)) = source.next().await.unwrap() {
@@ -158,6 +160,7 @@ async fn main() {
 
     // The raw messages of the sink's topic, read by rdkafka alone.
     let topic = config.topic(&schema);
+    let (stream_brokers, stream_topic) = (brokers.clone(), topic.clone());
     let raw_consume = tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &brokers)
@@ -185,6 +188,32 @@ async fn main() {
     .await
     .unwrap();
 
+    // The same through rdkafka's async StreamConsumer (what the relay
+    // source reads with), raw.
+    let stream_consume = {
+        use rdkafka::consumer::StreamConsumer;
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &stream_brokers)
+            .set("group.id", unique_name("bench_stream"))
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut list = TopicPartitionList::new();
+        for p in 0..partitions {
+            list.add_partition_offset(&stream_topic, p, Offset::Beginning)
+                .unwrap();
+        }
+        let start = Instant::now();
+        consumer.assign(&list).unwrap();
+        let mut n = 0;
+        while n < rows {
+            let m = consumer.recv().await.unwrap();
+            assert!(m.payload().is_some());
+            n += 1;
+        }
+        start.elapsed()
+    };
+
     println!("relay bench: {rows} rows, {partitions} partitions, 1 worker");
     println!(
         "produce  KafkaSink    {:>10.0} rows/s   rdkafka (pre-encoded) {:>10.0} rows/s   ratio {:.2}",
@@ -197,6 +226,15 @@ async fn main() {
         rate(rows, consume),
         rate(rows, raw_consume),
         raw_consume.as_secs_f64() / consume.as_secs_f64()
+    );
+    println!(
+        "consume  rdkafka StreamConsumer (raw, async) {:>10.0} rows/s",
+        rate(rows, stream_consume)
+    );
+    println!(
+        "  of the relay source's time: {:.2} s opening (registry, watermarks, topics), {:.2} s reading",
+        opened.as_secs_f64(),
+        (consume - opened).as_secs_f64()
     );
     println!(
         "on one core: encoding alone {:>10.0} rows/s, decoding alone {:>10.0} rows/s",
