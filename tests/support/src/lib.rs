@@ -44,12 +44,26 @@ pub fn dev_dir() -> PathBuf {
 /// A name no other test (or earlier run) uses: `prefix_<pid>_<time>_<n>`,
 /// valid as a database, table, topic or bucket name (lower case, digits, `_`).
 /// A port nobody listens on now (for servers of a test's own).
+/// A free port for a server a test starts, from 20000–31999: below the
+/// kernel's ephemeral range (32768+), so that while a slow server (a JVM)
+/// starts, no other test's `bind(0)` — a port picked, released and then
+/// bound by another process — lands on it. A collision there once made an
+/// HBase test talk Thrift to another test's HTTP server.
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let pid = std::process::id();
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000
+            + (pid
+                .wrapping_mul(7_919)
+                .wrapping_add(n.wrapping_mul(104_729))
+                % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Waits until `what` accepts connections on `port` (deadline 120 s).
