@@ -162,19 +162,17 @@ async fn write_in_bursts(url: String, tables: [String; 2], bursts: u64, seed: u6
 
 #[tokio::test]
 async fn relayed_into_iceberg_with_the_consumer_sigkilled_the_tables_equal_the_source() {
-    let mut f = Fixture::new("relay").await;
+    let (brokers, prefix) = (relay_brokers(), unique_name("relay"));
+    let (mut f, mut producer) = relayed_fixture(
+        "relay",
+        &brokers,
+        &prefix,
+        &relay_sink(&brokers, &prefix, 4, true),
+    )
+    .await;
     let (db, tables) = (f.db.clone(), f.tables());
-    let brokers = relay_brokers();
-    let prefix = unique_name("relay");
-    let producing = f.pipeline(&relay_sink(&brokers, &prefix, 4, true));
-    let mut producer = SyncProcess::start(&producing, &f.dir.join("producer.log"));
-    wait_relayed(&brokers, &prefix, &f, &mut producer).await;
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = tributary_testkit::free_port();
     let warehouse = f.warehouse();
     let consuming = consumer_pipeline(
         &f,
@@ -296,13 +294,15 @@ async fn relayed_into_iceberg_with_the_consumer_sigkilled_the_tables_equal_the_s
 
 #[tokio::test]
 async fn a_poison_message_is_dead_lettered_or_stops_the_job_and_a_recreated_topic_is_refused() {
-    let mut f = Fixture::new("relay_bad").await;
+    let (brokers, prefix) = (relay_brokers(), unique_name("relay"));
+    let (mut f, mut producer) = relayed_fixture(
+        "relay_bad",
+        &brokers,
+        &prefix,
+        &relay_sink(&brokers, &prefix, 1, false),
+    )
+    .await;
     let (db, tables) = (f.db.clone(), f.tables());
-    let brokers = relay_brokers();
-    let prefix = unique_name("relay");
-    let producing = f.pipeline(&relay_sink(&brokers, &prefix, 1, false));
-    let mut producer = SyncProcess::start(&producing, &f.dir.join("producer.log"));
-    wait_relayed(&brokers, &prefix, &f, &mut producer).await;
 
     // Two poison messages in a's topic: one without the schema header (a
     // foreign producer's), one with a's schema header that is not JSON.
@@ -321,11 +321,7 @@ async fn a_poison_message_is_dead_lettered_or_stops_the_job_and_a_recreated_topi
     let warehouse = f.warehouse();
     let source = kafka_source(&brokers, &prefix);
     let consuming = consumer_pipeline(&f, "consumer.toml", &source, &warehouse);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = tributary_testkit::free_port();
     let text = std::fs::read_to_string(&consuming).unwrap()
         + &format!("\n[pipeline]\nhttp_listen = \"127.0.0.1:{port}\"\n");
     std::fs::write(&consuming, text).unwrap();
@@ -466,13 +462,15 @@ async fn a_broker_sigkilled_mid_stream_and_restarted_loses_nothing() {
 #[tokio::test]
 async fn relayed_into_clickhouse_with_the_consumer_sigkilled_the_tables_equal_the_source() {
     let ch = DevServices::load().clickhouse();
-    let mut f = Fixture::new("relay_ch").await;
+    let (brokers, prefix) = (relay_brokers(), unique_name("relay"));
+    let (mut f, mut producer) = relayed_fixture(
+        "relay_ch",
+        &brokers,
+        &prefix,
+        &relay_sink(&brokers, &prefix, 4, true),
+    )
+    .await;
     let (db, tables) = (f.db.clone(), f.tables());
-    let brokers = relay_brokers();
-    let prefix = unique_name("relay");
-    let producing = f.pipeline(&relay_sink(&brokers, &prefix, 4, true));
-    let mut producer = SyncProcess::start(&producing, &f.dir.join("producer.log"));
-    wait_relayed(&brokers, &prefix, &f, &mut producer).await;
     let urls: Vec<String> = ch.urls.iter().map(|u| format!("\"{u}\"")).collect();
     let consuming = f.dir.join("consumer.toml");
     std::fs::write(

@@ -868,11 +868,7 @@ async fn on_a_terminal_the_snapshot_draws_a_progress_bar() {
 async fn metrics_status_completeness_and_the_page_are_served_without_secrets() {
     let mut f = Fixture::new("sync_http").await;
     let (db, warehouse, tables) = (f.db.clone(), f.warehouse(), f.tables());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = tributary_testkit::free_port();
     let sink = format!(
         "{}\n[pipeline]\nhttp_listen = \"127.0.0.1:{port}\"\nprogress_interval = 0.2\n",
         iceberg_sink(&db, &warehouse).replace(

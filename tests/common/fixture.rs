@@ -421,3 +421,19 @@ pub async fn wait_relayed(brokers: &str, prefix: &str, f: &Fixture, producer: &m
         }
     }
 }
+
+/// A fixture whose tables a producing `tributary sync` relays (`sink`, a
+/// `[sink.kafka]` section of `brokers` and `prefix`), started and waited
+/// for until both tables are in the relay.
+pub async fn relayed_fixture(
+    name: &str,
+    brokers: &str,
+    prefix: &str,
+    sink: &str,
+) -> (Fixture, SyncProcess) {
+    let f = Fixture::new(name).await;
+    let producing = f.pipeline(sink);
+    let mut producer = SyncProcess::start(&producing, &f.dir.join("producer.log"));
+    wait_relayed(brokers, prefix, &f, &mut producer).await;
+    (f, producer)
+}

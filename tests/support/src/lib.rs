@@ -49,7 +49,7 @@ pub fn dev_dir() -> PathBuf {
 /// starts, no other test's `bind(0)` — a port picked, released and then
 /// bound by another process — lands on it. A collision there once made an
 /// HBase test talk Thrift to another test's HTTP server.
-pub(crate) fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let pid = std::process::id();
