@@ -798,45 +798,42 @@ impl RelayConsumer {
             }
         }
         self.flush_all()?;
-        if let Some(share) = &self.share {
-            let mut cp = Checkpoint::default();
-            share.claims(
-                &mut cp,
-                &self.next_offsets,
-                &self.partitions,
-                &mut self.progress,
-            )?;
-            for (t, s) in &self.current {
-                cp.properties.insert(
-                    Checkpoint::table_key(t, SCHEMA_PROPERTY),
-                    crate::schemas::schema_id(&s.schema),
-                );
+        let mut cp = match &self.share {
+            // A worker of a group: a claim per table instead of offsets.
+            Some(share) => {
+                let mut cp = Checkpoint::default();
+                share.claims(
+                    &mut cp,
+                    &self.next_offsets,
+                    &self.partitions,
+                    &mut self.progress,
+                )?;
+                cp
             }
-            self.out.push_back(SourceRecord::Checkpoint(cp));
-            return Ok(());
-        }
-        let tables: Vec<TableId> = self.next_offsets.keys().cloned().collect();
-        for t in &tables {
-            self.progress.advance(t, &self.next_offsets[t]);
-        }
-        let mut cp = Checkpoint {
-            position: None,
-            watermark_micros: self.progress.watermark(tables.into_iter()),
-            properties: BTreeMap::new(),
+            None => {
+                let tables: Vec<TableId> = self.next_offsets.keys().cloned().collect();
+                for t in &tables {
+                    self.progress.advance(t, &self.next_offsets[t]);
+                }
+                let mut cp = Checkpoint {
+                    position: None,
+                    watermark_micros: self.progress.watermark(tables.into_iter()),
+                    properties: BTreeMap::new(),
+                };
+                for (t, offsets) in self.next_offsets.iter().filter(|(_, o)| !o.is_empty()) {
+                    cp.properties.insert(
+                        Checkpoint::table_key(t, OFFSETS_PROPERTY),
+                        serde_json::to_string(offsets)?,
+                    );
+                }
+                cp
+            }
         };
-        for (t, offsets) in &self.next_offsets {
-            if !offsets.is_empty() {
-                cp.properties.insert(
-                    Checkpoint::table_key(t, OFFSETS_PROPERTY),
-                    serde_json::to_string(offsets)?,
-                );
-            }
-            if let Some(s) = self.current.get(t) {
-                cp.properties.insert(
-                    Checkpoint::table_key(t, SCHEMA_PROPERTY),
-                    crate::schemas::schema_id(&s.schema),
-                );
-            }
+        for (t, s) in &self.current {
+            cp.properties.insert(
+                Checkpoint::table_key(t, SCHEMA_PROPERTY),
+                crate::schemas::schema_id(&s.schema),
+            );
         }
         self.out.push_back(SourceRecord::Checkpoint(cp));
         Ok(())
