@@ -322,6 +322,19 @@ pub trait TargetMaintenance: Send + Sync {
 
     /// Runs what is due on `table`'s target.
     async fn maintain(&self, table: &TableId, options: &MaintainOptions) -> Result<Report>;
+
+    /// How often `sync` runs [`Self::maintain_if_needed`] between full runs
+    /// (None: never).
+    fn check_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// A cheap check of `table`'s target that runs what is due only when
+    /// the target needs it now (a reader's cost has grown); None when it
+    /// did nothing.
+    async fn maintain_if_needed(&self, _table: &TableId) -> Result<Option<Report>> {
+        Ok(None)
+    }
 }
 
 /// One configured source kind.

@@ -1,8 +1,8 @@
 //! A long streaming run with default settings: one table, 200 upserts/s
 //! over 20k keys, a commit every second, maintenance with the default
 //! policy every `LONG_RUN_MAINTENANCE` seconds (default: the policy's
-//! interval, 10 s) beside the writer, as
-//! `tributary sync` runs it. Every minute it prints the table's shape
+//! interval, 10 s) and its read-cost check every second between, beside the
+//! writer, as `tributary sync` runs them. Every minute it prints the table's shape
 //! (manifests in the current snapshot, data/delete files, metadata bytes vs
 //! data bytes), pyiceberg's full-scan time and the same rows' scan from one
 //! file written in the same run (the peer), and the writer's commit
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tributary_catalog::{HadoopCatalog, TableName, current_manifests, live_entries};
 use tributary_core::{ChangeBatch, ChangeEvent, Checkpoint, Op};
 use tributary_iceberg::{UpsertConfig, UpsertWriter};
-use tributary_maintenance::{MaintenanceConfig, maintain_table};
+use tributary_maintenance::{MaintenanceConfig, ReadCostCheck, maintain_table};
 use tributary_testkit::kv_workload::{kv_position, kv_row, kv_schema};
 use tributary_testkit::{DevServices, dev_dir, unique_name};
 
@@ -132,12 +132,24 @@ async fn main() {
     let maintenance = {
         let (catalog, name, root) = (catalog.clone(), name.clone(), root.clone());
         tokio::spawn(async move {
+            // As `sync` schedules it: the full policy every `every`, the
+            // read-cost check every `check_interval` between.
             let (started, mut sampled) = (Instant::now(), 0);
+            let check = ReadCostCheck::default();
+            let mut next_full = Instant::now() + every;
             loop {
-                tokio::time::sleep(every).await;
-                match maintain_table(catalog.as_ref(), &name, &policy, false).await {
+                tokio::time::sleep(policy.check_interval.min(every)).await;
+                let run = if Instant::now() >= next_full {
+                    next_full = Instant::now() + every;
+                    maintain_table(catalog.as_ref(), &name, &policy, false)
+                        .await
+                        .map(Some)
+                } else {
+                    check.run(catalog.as_ref(), &name, &policy).await
+                };
+                match run {
                     // The first compaction of each minute is sampled.
-                    Ok(r) if !r.compacted_groups.is_empty() => {
+                    Ok(Some(r)) if !r.compacted_groups.is_empty() => {
                         eprintln!("maintenance: {r}");
                         let minutes = started.elapsed().as_secs_f64() / 60.0;
                         if minutes as u64 >= sampled {
@@ -146,7 +158,8 @@ async fn main() {
                             sample(&catalog, &name, &root, &at, "after-maintenance", "").await;
                         }
                     }
-                    Ok(r) => eprintln!("maintenance: {r}"),
+                    Ok(Some(r)) => eprintln!("maintenance: {r}"),
+                    Ok(None) => {}
                     Err(e) => eprintln!("maintenance lost a race: {e}"),
                 }
             }

@@ -96,6 +96,9 @@ pub struct GroupResult {
     pub files_after: usize,
     pub bytes_after: u64,
     pub rows: u64,
+    /// Position-delete files that named only this group's files, removed
+    /// with them.
+    pub deletes_applied: usize,
 }
 
 /// Rewrites `group` of `table` (planned at its current snapshot) and
@@ -161,15 +164,24 @@ pub async fn rewrite_group(
     }
     let (added, new_files) = out.finish().await?;
     map.new_files = new_files;
+    // Position-delete files naming only this group's files are applied by
+    // it: replaced in the same commit, not left for readers to open until
+    // a later run drops them.
+    let paths: std::collections::HashSet<&str> =
+        group.files.iter().map(|f| f.file.file_path()).collect();
+    let applied = deletes.applied_by(&paths);
     let result = GroupResult {
         files_before: group.files.len(),
         bytes_before: group.bytes,
         files_after: added.len(),
         bytes_after: added.iter().map(|f| f.file_size_in_bytes()).sum(),
         rows: added.iter().map(|f| f.record_count()).sum(),
+        deletes_applied: applied.len(),
     };
+    let mut replaced: Vec<_> = group.files.iter().map(|f| f.file.clone()).collect();
+    replaced.extend(applied);
     let rewrite = RewriteFiles {
-        replaced: group.files.iter().map(|f| f.file.clone()).collect(),
+        replaced,
         added,
         starting_snapshot_id: planned_at,
         rows: Some(Arc::new(map)),

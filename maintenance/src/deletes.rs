@@ -24,6 +24,8 @@ pub struct TableDeletes {
     positions: HashMap<String, Vec<(i64, i64)>>,
     /// Position-delete file → the data files it names.
     pub targets: HashMap<String, HashSet<String>>,
+    /// The position-delete files.
+    pub position_files: Vec<LiveFile>,
     pub equality: Vec<EqualityKeys>,
 }
 
@@ -63,12 +65,14 @@ impl TableDeletes {
         let mut positions: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
         let mut equality = Vec::new();
         let mut targets: HashMap<String, HashSet<String>> = HashMap::new();
+        let mut position_files = Vec::new();
         for f in files {
             let path = f.file.file_path();
             let size = Some(f.file.file_size_in_bytes());
             match f.file.content_type() {
                 DataContentType::Data => {}
                 DataContentType::PositionDeletes => {
+                    position_files.push(f.clone());
                     let named = targets.entry(path.to_string()).or_default();
                     for (data, pos) in read_position_deletes(&table.file_io, path, size).await? {
                         named.insert(data.clone());
@@ -98,6 +102,7 @@ impl TableDeletes {
         Ok(TableDeletes {
             positions,
             targets,
+            position_files,
             equality,
         })
     }
@@ -110,6 +115,20 @@ impl TableDeletes {
             .flatten()
             .filter(|(_, seq)| *seq >= data.sequence)
             .map(|(pos, _)| *pos)
+            .collect()
+    }
+
+    /// The position-delete files that name only data files of `paths`:
+    /// a rewrite of those files applies them all.
+    pub fn applied_by(&self, paths: &HashSet<&str>) -> Vec<iceberg::spec::DataFile> {
+        self.position_files
+            .iter()
+            .filter(|d| {
+                self.targets
+                    .get(d.file.file_path())
+                    .is_some_and(|t| !t.is_empty() && t.iter().all(|p| paths.contains(p.as_str())))
+            })
+            .map(|d| d.file.clone())
             .collect()
     }
 

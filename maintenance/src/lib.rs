@@ -11,6 +11,7 @@
 pub mod cleanup;
 pub mod compact;
 pub mod convert;
+pub mod cost;
 pub mod deletes;
 
 use std::time::{Duration, Instant};
@@ -24,6 +25,7 @@ use tributary_catalog::{
 use tributary_core::{Error, Result};
 
 use crate::compact::{CompactionSettings, GroupResult};
+pub use crate::cost::ReadCost;
 use crate::deletes::TableDeletes;
 
 fn default_true() -> bool {
@@ -44,14 +46,29 @@ pub struct MaintenanceConfig {
     /// reads the current manifests only).
     #[serde(with = "tributary_core::duration")]
     pub interval: Duration,
+    /// How often `sync` estimates each table's read cost between those
+    /// checks (default 1 s; reads the metadata and manifest list only) and
+    /// compacts when it passes `read_amplification`…
+    #[serde(with = "tributary_core::duration")]
+    pub check_interval: Duration,
+    /// …taking at most this share of the time (default 0.1: after a run
+    /// that took t, the next such run waits 9t).
+    pub busy_limit: f64,
     /// Compact once a table has this many small data files (default 8)…
     pub small_files: usize,
     /// …a file being small under `target_file_bytes / fragment_ratio`
     /// (default 8, Amoro's fragment ratio): files past it are not rewritten
     /// again and again as the table grows, only their deletes count.
     pub fragment_ratio: u64,
-    /// …or this many delete files (default 8).
+    /// …or this many delete files (default 8)…
     pub delete_files: usize,
+    /// …or once a reader's full scan is estimated to cost this many times
+    /// the same rows compacted (default 1.5; 0 turns it off; see
+    /// [`ReadCost`]).
+    pub read_amplification: f64,
+    /// What opening one file or manifest costs a reader, in bytes read
+    /// (default 1 MiB; measured with pyiceberg, `benches/read_cost.rs`).
+    pub open_file_cost: u64,
     /// A data file with this fraction of deleted rows is rewritten (0.2).
     pub delete_ratio: f64,
     /// Target size of compacted files (default 128 MiB).
@@ -98,9 +115,13 @@ impl Default for MaintenanceConfig {
         MaintenanceConfig {
             enabled: true,
             interval: Duration::from_secs(10),
+            check_interval: Duration::from_secs(1),
+            busy_limit: 0.1,
             small_files: 8,
             fragment_ratio: 8,
             delete_files: 8,
+            read_amplification: 1.5,
+            open_file_cost: 1 << 20,
             delete_ratio: 0.2,
             target_file_bytes: 128 << 20,
             max_group_bytes: 256 << 20,
@@ -192,9 +213,23 @@ impl MaintenanceConfig {
                 "maintenance: delete_ratio must be between 0 and 1",
             ));
         }
-        if self.target_file_bytes == 0 || self.interval.is_zero() {
+        if self.target_file_bytes == 0 || self.interval.is_zero() || self.check_interval.is_zero() {
             return Err(Error::invalid_config(
-                "maintenance: target_file_bytes and interval must be greater than zero",
+                "maintenance: target_file_bytes, interval and check_interval must be greater than \
+                 zero",
+            ));
+        }
+        if !(self.busy_limit > 0.0 && self.busy_limit <= 1.0) {
+            return Err(Error::invalid_config(
+                "maintenance: busy_limit must be above 0 and at most 1 (a share of the time)",
+            ));
+        }
+        if self.read_amplification < 0.0
+            || (self.read_amplification > 0.0 && self.read_amplification <= 1.0)
+        {
+            return Err(Error::invalid_config(
+                "maintenance: read_amplification must be above 1 (a bound on scan cost against \
+                 the compacted table), or 0 to turn the read-cost trigger off",
             ));
         }
         Ok(())
@@ -317,8 +352,9 @@ pub async fn maintain_table(
         return Ok(report);
     };
     let delete_files = before.position_delete_files + before.equality_delete_files;
+    let read_due = read_cost_due(&ReadCost::of(&table, before.manifests, config), config);
     let compaction_due =
-        before.small_files >= config.small_files || delete_files >= config.delete_files;
+        before.small_files >= config.small_files || delete_files >= config.delete_files || read_due;
     if compaction_due || (config.convert_equality_deletes && before.equality_delete_files > 0) {
         let deletes = TableDeletes::load(&table, &dels)
             .await
@@ -372,7 +408,7 @@ pub async fn maintain_table(
         table = drop_dangling(catalog, &table, &mut report)
             .await
             .map_err(at("dangling deletes", &table))?;
-        table = merge_deletes(catalog, &table, config, &mut report)
+        table = merge_deletes(catalog, &table, config, read_due, &mut report)
             .await
             .map_err(at("delete merge", &table))?;
     }
@@ -418,6 +454,54 @@ pub async fn maintain_table(
         .map_err(at("shape after", &table))?;
     report.millis = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// Whether `cost` passes the policy's read-amplification bound.
+fn read_cost_due(cost: &ReadCost, config: &MaintenanceConfig) -> bool {
+    config.read_amplification > 0.0 && cost.amplification() >= config.read_amplification
+}
+
+/// The table's read-cost estimate now (reads its manifest list).
+pub async fn read_cost(table: &CatalogTable, config: &MaintenanceConfig) -> Result<ReadCost> {
+    let manifests = current_manifests(table).await?.len();
+    Ok(ReadCost::of(table, manifests, config))
+}
+
+/// The cheap check `sync` runs every `check_interval` between full runs,
+/// per table: reads the table's metadata and manifest list only, and runs
+/// what is due (as [`maintain_table`]) when the read cost passes the bound
+/// — keeping those runs under `busy_limit` of the time, and waiting a full
+/// `interval` after one that found nothing to improve.
+#[derive(Debug, Default)]
+pub struct ReadCostCheck {
+    not_before: std::sync::Mutex<std::collections::HashMap<TableName, Instant>>,
+}
+
+impl ReadCostCheck {
+    /// None when nothing was due (or the table's turn has not come).
+    pub async fn run(
+        &self,
+        catalog: &dyn Catalog,
+        name: &TableName,
+        config: &MaintenanceConfig,
+    ) -> Result<Option<TableReport>> {
+        let now = Instant::now();
+        let not_before = || self.not_before.lock().expect("not poisoned");
+        if config.read_amplification <= 0.0 || not_before().get(name).is_some_and(|t| *t > now) {
+            return Ok(None);
+        }
+        let table = catalog.load_table(name).await?;
+        if !read_cost_due(&read_cost(&table, config).await?, config) {
+            return Ok(None);
+        }
+        let report = maintain_table(catalog, name, config, false).await?;
+        let wait = match report.actions.is_empty() {
+            true => config.interval,
+            false => now.elapsed().mul_f64(1.0 / config.busy_limit - 1.0),
+        };
+        not_before().insert(name.clone(), Instant::now() + wait);
+        Ok(Some(report))
+    }
 }
 
 impl MaintenanceConfig {
@@ -485,6 +569,7 @@ async fn merge_deletes(
     catalog: &dyn Catalog,
     table: &CatalogTable,
     config: &MaintenanceConfig,
+    read_due: bool,
     report: &mut TableReport,
 ) -> Result<CatalogTable> {
     let Some((at, data, dels)) = live_split(table).await? else {
@@ -494,7 +579,8 @@ async fn merge_deletes(
         .iter()
         .filter(|d| d.file.content_type() == DataContentType::PositionDeletes)
         .count();
-    if positional < config.delete_files {
+    // A table whose read cost is due merges any two.
+    if positional < config.delete_files && !(read_due && positional > 1) {
         return Ok(table.clone());
     }
     let (next, merged) = convert::merge_position_deletes(catalog, table, at, &data, &dels).await?;

@@ -695,7 +695,12 @@ async fn small_position_delete_files_are_merged() {
     // (A file whose every row is deleted is still rewritten — to nothing.)
     assert!(r.compacted_groups.iter().all(|g| g.rows == 0), "{r}");
     assert_eq!(after.1, 1, "{r}");
-    assert_eq!(r.deletes_merged, before.1 - r.deletes_dropped - 1, "{r}");
+    let applied: usize = r.compacted_groups.iter().map(|g| g.deletes_applied).sum();
+    assert_eq!(
+        r.deletes_merged,
+        before.1 - r.deletes_dropped - applied - 1,
+        "{r}"
+    );
     assert_eq!(read_rust(&t).await, model);
     assert_eq!(
         kv_read_py(std::slice::from_ref(&t.metadata_location)),
@@ -882,4 +887,105 @@ async fn expiry_bounds_the_snapshot_count_but_spares_young_snapshots() {
         kv_read_py(std::slice::from_ref(&t.metadata_location)),
         vec![model]
     );
+}
+
+/// A small table read in milliseconds feels each small file: two commits
+/// leave it far under the count triggers (8 small files, 8 delete files)
+/// yet past the read-cost bound, so `sync`'s cheap check compacts it —
+/// and then waits its turn (`busy_limit`) before doing so again.
+#[tokio::test]
+async fn the_read_cost_check_compacts_a_small_table_the_counts_would_leave() {
+    let f = Fixture::new();
+    let mut writer = f.writer(DeleteMode::Position).await;
+    let mut model = four_commits_of_five_rows(&mut writer, &f.schema).await;
+    // Defaults but the share of time: a run of milliseconds waits seconds.
+    let policy = MaintenanceConfig {
+        busy_limit: 0.001,
+        ..MaintenanceConfig::default()
+    };
+    let check = tributary_maintenance::ReadCostCheck::default();
+    let update = |key: i32, v: i32, offset: u64| {
+        kv_event(
+            &f.schema,
+            Op::Update,
+            Some((key, 0)),
+            Some((key, v)),
+            offset,
+        )
+    };
+    // Read cost off: nothing, whatever the table looks like.
+    let off = MaintenanceConfig {
+        read_amplification: 0.0,
+        ..MaintenanceConfig::default()
+    };
+    assert!(
+        check
+            .run(f.catalog.as_ref(), &f.name, &off)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    write(&mut writer, &f.schema, &[update(3, 7, 1000)]).await;
+    model.insert(3, (Some(7), None));
+    let before = tributary_maintenance::shape(&f.table().await, &policy)
+        .await
+        .unwrap();
+    assert!(
+        before.small_files < policy.small_files && before.position_delete_files == 1,
+        "{before:?}"
+    );
+    let cost = tributary_maintenance::read_cost(&f.table().await, &policy)
+        .await
+        .unwrap();
+    assert!(
+        cost.amplification() >= policy.read_amplification,
+        "{cost:?}"
+    );
+    let report = check
+        .run(f.catalog.as_ref(), &f.name, &policy)
+        .await
+        .unwrap()
+        .expect("the read cost is past the bound");
+    assert_eq!(report.compacted_groups.len(), 1, "{report}");
+    let t = f.table().await;
+    assert_eq!(counts(&t).await, (1, 0, 0), "{report}");
+    let cost = tributary_maintenance::read_cost(&t, &policy).await.unwrap();
+    assert!(cost.amplification() < policy.read_amplification, "{cost:?}");
+    // The rewrite wrote one manifest per content (the emptied ones merged),
+    // and the next commit carries none that holds only deleted entries.
+    assert!(cost.manifests <= 2, "{cost:?}");
+    assert_eq!(read_rust(&t).await, model);
+    assert_eq!(
+        kv_read_py(std::slice::from_ref(&t.metadata_location)),
+        vec![model.clone()]
+    );
+    // Due again at once, but the last run's share of the time says wait
+    // (the default policy otherwise: only `busy_limit` differs).
+    write(&mut writer, &f.schema, &[update(4, 8, 1001)]).await;
+    let t = f.table().await;
+    for m in tributary_catalog::current_manifests(&t).await.unwrap() {
+        assert!(m.has_added_files() || m.has_existing_files(), "{m:?}");
+    }
+    let cost = tributary_maintenance::read_cost(&f.table().await, &policy)
+        .await
+        .unwrap();
+    assert!(
+        cost.amplification() >= policy.read_amplification,
+        "{cost:?}"
+    );
+    assert!(
+        check
+            .run(f.catalog.as_ref(), &f.name, &policy)
+            .await
+            .unwrap()
+            .is_none(),
+        "a second run right after the first keeps to busy_limit"
+    );
+    // A fresh check (another process) has no such memory: it compacts.
+    let again = tributary_maintenance::ReadCostCheck::default()
+        .run(f.catalog.as_ref(), &f.name, &policy)
+        .await
+        .unwrap()
+        .expect("due");
+    assert_eq!(again.compacted_groups.len(), 1, "{again}");
 }

@@ -5,7 +5,7 @@
 //! its snapshots (see the Iceberg writer and the rewrite operation).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 use tributary_core::{MaintainOptions, Report, Result, SinkFactory, SourceFactory, TableId};
@@ -13,7 +13,8 @@ use tributary_core::{MaintainOptions, Report, Result, SinkFactory, SourceFactory
 use crate::status::PipelineStatus;
 
 /// Runs the policy on every table the running pipeline has committed to,
-/// every `interval`, until the task is dropped. Failures are logged and
+/// every `interval`, and the sink's cheap check every `check_interval`
+/// between those, until the task is dropped. Failures are logged and
 /// retried at the next interval: the writers never wait for maintenance.
 pub(crate) async fn background(
     sink: Arc<dyn SinkFactory>,
@@ -21,9 +22,15 @@ pub(crate) async fn background(
     interval: Duration,
 ) {
     let options = MaintainOptions::default();
+    let Some(m) = sink.maintenance() else { return };
+    let tick = m.check_interval().unwrap_or(interval).min(interval);
+    let mut next_full = Instant::now() + interval;
     loop {
-        tokio::time::sleep(interval).await;
-        let Some(m) = sink.maintenance() else { return };
+        tokio::time::sleep(tick).await;
+        let full = Instant::now() >= next_full;
+        if full {
+            next_full = Instant::now() + interval;
+        }
         let tables: Vec<TableId> = status
             .snapshot()
             .into_iter()
@@ -31,8 +38,13 @@ pub(crate) async fn background(
             .map(|(t, _)| t)
             .collect();
         for t in tables {
-            match m.maintain(&t, &options).await {
-                Ok(r) => info!(table = %t, "maintenance: {}", r.text),
+            let done = match full {
+                true => m.maintain(&t, &options).await.map(Some),
+                false => m.maintain_if_needed(&t).await,
+            };
+            match done {
+                Ok(Some(r)) => info!(table = %t, "maintenance: {}", r.text),
+                Ok(None) => {}
                 Err(e) => {
                     warn!(table = %t, error = %e, "maintenance failed; retried next interval")
                 }

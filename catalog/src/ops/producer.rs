@@ -271,6 +271,14 @@ pub(crate) async fn finish_snapshot(
 ) -> Result<TableMetadata> {
     let meta = &base.metadata;
     let policy = MergePolicy::of(meta);
+    // A parent's manifest holding only deleted entries (what a rewrite
+    // leaves of the manifests it emptied) describes the parent's change,
+    // not the table: dropped, as Iceberg Java does — else every compaction
+    // leaves one more manifest for each reader to open.
+    let carried = carried
+        .into_iter()
+        .filter(|m| m.has_added_files() || m.has_existing_files())
+        .collect();
     let manifests = merge_manifests(base, snapshot_id, written, carried, policy).await?;
     let err = |what: &'static str| move |e| iceberg_err(what, e);
     let list_path = format!(

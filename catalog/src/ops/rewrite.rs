@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use iceberg::spec::{
-    DataContentType, DataFile, ManifestContentType, ManifestFile, Operation, Struct, TableMetadata,
+    DataContentType, DataFile, Manifest, ManifestContentType, ManifestFile, ManifestWriter,
+    Operation, Struct, TableMetadata,
 };
 use tributary_core::{Error, ErrorKind, Result};
 
@@ -43,6 +44,41 @@ pub struct RewriteFiles {
     pub referenced_data_files: Vec<String>,
     /// Where each live row of the replaced data files went.
     pub rows: Option<Arc<RowMap>>,
+    /// What earlier attempts of this commit read and wrote.
+    pub attempts: Arc<AttemptCache>,
+}
+
+/// What one attempt of a rewrite commit leaves for the next (after a lost
+/// race): manifests it loaded, the replaced files' positions each newer
+/// delete file deletes, and the rebased delete files written for it. Files
+/// are immutable, so a retry reads and writes only what the winner of the
+/// race added — beside a writer committing every few milliseconds each
+/// attempt otherwise redid all the work and lost again.
+#[derive(Debug, Default)]
+pub struct AttemptCache {
+    manifests: std::sync::Mutex<HashMap<String, Arc<Manifest>>>,
+    hits: std::sync::Mutex<HashMap<String, Arc<Vec<(String, i64)>>>>,
+    rebased: std::sync::Mutex<HashMap<String, Arc<Vec<DataFile>>>>,
+}
+
+impl AttemptCache {
+    async fn manifest(&self, base: &CatalogTable, file: &ManifestFile) -> Result<Arc<Manifest>> {
+        if let Some(m) = self.lock_manifests().get(&file.manifest_path) {
+            return Ok(m.clone());
+        }
+        let loaded = Arc::new(
+            file.load_manifest(&base.file_io)
+                .await
+                .map_err(|e| iceberg_err("loading a manifest", e))?,
+        );
+        self.lock_manifests()
+            .insert(file.manifest_path.clone(), loaded.clone());
+        Ok(loaded)
+    }
+
+    fn lock_manifests(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Manifest>>> {
+        self.manifests.lock().expect("not poisoned")
+    }
 }
 
 /// Old row → new row of a compaction: for each replaced data file, per row
@@ -91,26 +127,24 @@ fn snapshots_after(meta: &TableMetadata, start: i64) -> Result<Vec<i64>> {
 }
 
 /// Position deletes that snapshots after planning added against replaced
-/// data files: `(data file, position)` pairs, with the delete file named.
+/// data files: per delete file, the `(data file, position)` pairs.
 async fn newer_position_deletes(
     base: &CatalogTable,
     rewrite: &RewriteFiles,
     replaced: &HashSet<&str>,
-) -> Result<Vec<(String, String, i64)>> {
+) -> Result<Vec<(String, Arc<Vec<(String, i64)>>)>> {
     let newer: HashSet<i64> = snapshots_after(&base.metadata, rewrite.starting_snapshot_id)?
         .into_iter()
         .collect();
-    let mut hits = Vec::new();
+    let cache = &rewrite.attempts;
+    let mut out = Vec::new();
     for manifest in current_manifests(base).await? {
         if manifest.content != ManifestContentType::Deletes
             || !newer.contains(&manifest.added_snapshot_id)
         {
             continue;
         }
-        let loaded = manifest
-            .load_manifest(&base.file_io)
-            .await
-            .map_err(|e| iceberg_err("loading a manifest", e))?;
+        let loaded = cache.manifest(base, &manifest).await?;
         for entry in loaded.entries() {
             // By snapshot, not status: a merged manifest lists a newer
             // snapshot's files as existing.
@@ -120,37 +154,90 @@ async fn newer_position_deletes(
             if !added_after || df.content_type() != DataContentType::PositionDeletes {
                 continue;
             }
-            let size = Some(df.file_size_in_bytes());
-            for (path, pos) in read_position_deletes(&base.file_io, df.file_path(), size).await? {
-                if replaced.contains(path.as_str()) {
-                    hits.push((df.file_path().to_string(), path, pos));
+            let path = df.file_path().to_string();
+            let known = cache.hits.lock().expect("not poisoned").get(&path).cloned();
+            let hits = match known {
+                Some(hits) => hits,
+                None => {
+                    let size = Some(df.file_size_in_bytes());
+                    let read = read_position_deletes(&base.file_io, &path, size).await?;
+                    let hits: Vec<(String, i64)> = read
+                        .into_iter()
+                        .filter(|(p, _)| replaced.contains(p.as_str()))
+                        .collect();
+                    let hits = Arc::new(hits);
+                    cache
+                        .hits
+                        .lock()
+                        .expect("not poisoned")
+                        .insert(path.clone(), hits.clone());
+                    hits
                 }
+            };
+            if !hits.is_empty() {
+                out.push((path, hits));
             }
         }
     }
-    Ok(hits)
+    Ok(out)
 }
 
-/// Position-delete files moving `hits` onto the rewrite's new files.
+/// Position-delete files moving the hits of each newer delete file onto
+/// the rewrite's new files (written once per delete file, reused by later
+/// attempts).
 async fn rebase(
     base: &CatalogTable,
     rewrite: &RewriteFiles,
-    hits: Vec<(String, String, i64)>,
+    hits: Vec<(String, Arc<Vec<(String, i64)>>)>,
 ) -> Result<Vec<DataFile>> {
     let Some(rows) = &rewrite.rows else {
-        let (delete_file, hit, _) = &hits[0];
+        let (delete_file, hit) = &hits[0];
         return Err(conflict(format!(
             "cannot commit the rewrite: position deletes added after snapshot {} ({delete_file}) \
-             apply to replaced file {hit}; re-plan",
-            rewrite.starting_snapshot_id
+             apply to replaced file {}; re-plan",
+            rewrite.starting_snapshot_id, hit[0].0
         )));
     };
+    let mut files = Vec::new();
+    for (delete_file, hits) in hits {
+        let known = rewrite
+            .attempts
+            .rebased
+            .lock()
+            .expect("not poisoned")
+            .get(&delete_file)
+            .cloned();
+        let written = match known {
+            Some(written) => written,
+            None => {
+                let written = Arc::new(write_rebased(base, rows, &hits).await?);
+                rewrite
+                    .attempts
+                    .rebased
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(delete_file, written.clone());
+                written
+            }
+        };
+        files.extend(written.iter().cloned());
+    }
+    Ok(files)
+}
+
+/// The rebased delete files of one delete file's `hits`: one per new file
+/// that a deleted row moved to.
+async fn write_rebased(
+    base: &CatalogTable,
+    rows: &RowMap,
+    hits: &[(String, i64)],
+) -> Result<Vec<DataFile>> {
     let mut by_file: HashMap<u32, Vec<(String, i64)>> = HashMap::new();
-    for (_, old, pos) in hits {
+    for (old, pos) in hits {
         let moved = rows
             .moved
-            .get(&old)
-            .and_then(|m| m.get(pos as usize).copied());
+            .get(old)
+            .and_then(|m| m.get(*pos as usize).copied());
         // None: the row was already deleted when the rewrite read it.
         if let Some(Some((file, new_pos))) = moved {
             let path = rows.new_files[file as usize].0.clone();
@@ -195,6 +282,22 @@ async fn validate_referenced(base: &CatalogTable, rewrite: &RewriteFiles) -> Res
     }
 }
 
+/// The rewrite's manifest writer for data (`deletes` false) or deletes,
+/// opened on first use.
+fn writer<'a>(
+    writers: &'a mut [Option<ManifestWriter>; 2],
+    base: &CatalogTable,
+    snapshot_id: i64,
+    deletes: bool,
+) -> Result<&'a mut ManifestWriter> {
+    let slot = &mut writers[usize::from(deletes)];
+    if slot.is_none() {
+        let tag = if deletes { "r-deletes" } else { "r-data" };
+        *slot = Some(manifest_writer(base, snapshot_id, deletes, tag)?);
+    }
+    Ok(slot.as_mut().expect("set above"))
+}
+
 async fn rewrite_metadata(base: &CatalogTable, rewrite: &RewriteFiles) -> Result<TableMetadata> {
     let meta = &base.metadata;
     let replaced: HashSet<&str> = rewrite.replaced.iter().map(|f| f.file_path()).collect();
@@ -215,19 +318,29 @@ async fn rewrite_metadata(base: &CatalogTable, rewrite: &RewriteFiles) -> Result
         })?;
     let snapshot_id = new_snapshot_id();
     let sequence = meta.next_sequence_number();
-    let io = &base.file_io;
 
-    // Carry manifests over; rewrite the ones holding replaced files.
-    let (mut written, mut carried): (Vec<ManifestFile>, Vec<ManifestFile>) = (vec![], vec![]);
+    // One manifest per content for this snapshot: the added files (at the
+    // planning snapshot's data sequence number, see module docs), and every
+    // entry of the manifests holding replaced files — replaced ones as
+    // deleted, the rest as existing. Manifests without a replaced file are
+    // carried as they are. (One per rewritten manifest instead left a
+    // reader several manifests of deleted entries to open after each
+    // compaction.)
+    let mut writers: [Option<ManifestWriter>; 2] = [None, None];
+    for (files, deletes) in [(&rewrite.added, false), (&added_deletes, true)] {
+        for f in files.iter() {
+            writer(&mut writers, base, snapshot_id, deletes)?
+                .add_file(f.clone(), start_seq)
+                .map_err(|e| iceberg_err("adding a file", e))?;
+        }
+    }
+    let mut carried = Vec::new();
     let mut found: HashSet<String> = HashSet::new();
     // What leaves the table: data files/records/bytes, and delete files with
     // their position and equality delete counts.
     let mut gone = FileCounts::default();
     for manifest in current_manifests(base).await? {
-        let loaded = manifest
-            .load_manifest(io)
-            .await
-            .map_err(|e| iceberg_err("loading a manifest", e))?;
+        let loaded = rewrite.attempts.manifest(base, &manifest).await?;
         let hit = loaded
             .entries()
             .iter()
@@ -237,7 +350,7 @@ async fn rewrite_metadata(base: &CatalogTable, rewrite: &RewriteFiles) -> Result
             continue;
         }
         let deletes = manifest.content == ManifestContentType::Deletes;
-        let mut w = manifest_writer(base, snapshot_id, deletes, &format!("r{}", written.len()))?;
+        let w = writer(&mut writers, base, snapshot_id, deletes)?;
         for e in loaded.entries().iter().filter(|e| e.is_alive()) {
             let (df, seq, file_seq) = (
                 e.data_file().clone(),
@@ -253,27 +366,15 @@ async fn rewrite_metadata(base: &CatalogTable, rewrite: &RewriteFiles) -> Result
             }
             .map_err(|e| iceberg_err("rewriting a manifest", e))?;
         }
-        written.push(close_manifest(w).await?);
     }
     if let Some(missing) = replaced.iter().find(|p| !found.contains(**p)) {
         return Err(conflict(format!(
             "file {missing} to replace is no longer in the table; re-plan the rewrite"
         )));
     }
-    // Data sequence number of the planning snapshot (see module docs).
-    for (files, deletes, tag) in [
-        (&rewrite.added, false, "r-added"),
-        (&added_deletes, true, "r-deletes"),
-    ] {
-        if files.is_empty() {
-            continue;
-        }
-        let mut w = manifest_writer(base, snapshot_id, deletes, tag)?;
-        for f in files.iter() {
-            w.add_file(f.clone(), start_seq)
-                .map_err(|e| iceberg_err("adding a file", e))?;
-        }
-        written.insert(0, close_manifest(w).await?);
+    let mut written = Vec::new();
+    for w in writers.into_iter().flatten() {
+        written.push(close_manifest(w).await?);
     }
 
     let parent = meta

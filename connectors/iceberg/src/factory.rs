@@ -18,6 +18,7 @@ use crate::writer::{UpsertWriter, committed_checkpoint, stamp, stamp_claimed};
 pub struct IcebergSinkFactory {
     config: IcebergSinkConfig,
     catalog: Arc<dyn Catalog>,
+    read_cost_check: tributary_maintenance::ReadCostCheck,
 }
 
 impl IcebergSinkFactory {
@@ -30,6 +31,7 @@ impl IcebergSinkFactory {
         Ok(IcebergSinkFactory {
             catalog: config.catalog()?,
             config,
+            read_cost_check: Default::default(),
         })
     }
 }
@@ -377,6 +379,29 @@ impl TargetMaintenance for IcebergSinkFactory {
             text: report.to_string(),
             json: serde_json::to_value(&report)?,
         })
+    }
+
+    fn check_interval(&self) -> Option<std::time::Duration> {
+        let m = &self.config.maintenance;
+        (m.enabled && m.read_amplification > 0.0).then_some(m.check_interval)
+    }
+
+    async fn maintain_if_needed(&self, table: &TableId) -> Result<Option<Report>> {
+        let config = self.config.maintenance.for_table(&table.to_string())?;
+        let name = self.config.table_name(table);
+        let report = self
+            .read_cost_check
+            .run(&*self.catalog, &name, &config)
+            .await
+            .map_err(|e| e.with_context("table", &name))?;
+        report
+            .map(|r| {
+                Ok(Report {
+                    text: r.to_string(),
+                    json: serde_json::to_value(&r)?,
+                })
+            })
+            .transpose()
     }
 }
 
