@@ -319,6 +319,56 @@ async fn a_rewrite_with_a_row_map_rebases_newer_position_deletes() {
     assert_eq!(iceberg_java_ids(&done), [2, 4, 5]);
 }
 
+/// A rewrite attempt that loses its race leaves what it read and rebased
+/// for the retry: the retry rebases only the delete committed since, and
+/// no delete is lost.
+#[tokio::test]
+async fn a_retried_rewrite_rebases_each_newer_delete_file_once() {
+    use tributary_catalog::TableOperation;
+    let (catalog, t, a, mut plan) = table_with_planned_rewrite().await;
+    let merged = plan.added[0].file_path().to_string();
+    let b = plan.replaced[1].file_path().to_string();
+    let mut map = tributary_catalog::RowMap::default();
+    map.new_files.push((merged, Struct::empty()));
+    map.moved.insert(
+        a.file_path().to_string(),
+        (0..3).map(|i| Some((0, i))).collect(),
+    );
+    map.moved.insert(b, (3..5).map(|i| Some((0, i))).collect());
+    plan.rows = Some(Arc::new(map));
+    let late = |pos: i64| vec![(a.file_path().to_string(), pos)];
+    let first = position_deletes(&t, "pos-late-1.parquet", late(0)).await;
+    commit_deletes(&catalog, &t, vec![first]).await;
+    // An attempt on that version, beaten by a second delete before its swap.
+    let seen = catalog.load_table(&t.name).await.unwrap();
+    plan.apply(&seen).await.unwrap().expect("a new version");
+    let second = position_deletes(&t, "pos-late-2.parquet", late(2)).await;
+    commit_deletes(&catalog, &t, vec![second]).await;
+    let done = commit_rewrite(&catalog, &t, &plan).await.unwrap();
+    assert_eq!(
+        iceberg_rust_ids(&done, None).await,
+        [2, 4, 5],
+        "no delete lost"
+    );
+    let data = std::path::PathBuf::from(
+        t.metadata
+            .location()
+            .trim_start_matches("file://")
+            .to_string(),
+    )
+    .join("data");
+    let rebased = std::fs::read_dir(data)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .ends_with("-rebased-deletes.parquet")
+        })
+        .count();
+    assert_eq!(rebased, 2, "one rebased file per newer delete file");
+}
+
 #[tokio::test]
 async fn a_rewrite_succeeds_past_a_newer_equality_delete_which_still_applies() {
     let (catalog, t, _, plan) = table_with_planned_rewrite().await;

@@ -2,8 +2,9 @@
 //! over 20k keys, a commit every second, maintenance with the default
 //! policy every `LONG_RUN_MAINTENANCE` seconds (default: the policy's
 //! interval, 10 s) and its read-cost check every second between, beside the
-//! writer, as `tributary sync` runs them. Every minute it prints the table's shape
-//! (manifests in the current snapshot, data/delete files, metadata bytes vs
+//! writer, as `tributary sync` runs them. Every minute it prints the
+//! table's shape right after a commit (the worst instant) and half a second
+//! after the next one (a typical instant): (manifests in the current snapshot, data/delete files, metadata bytes vs
 //! data bytes), pyiceberg's full-scan time and the same rows' scan from one
 //! file written in the same run (the peer), and the writer's commit
 //! latency that minute. The acceptance numbers come from this.
@@ -83,16 +84,19 @@ print(table, one_table, one_file, rows.num_rows)
     )
 }
 
-/// One CSV line: the table's shape and pyiceberg's scan time now.
+/// One CSV line: the table's shape now and pyiceberg's scan time of this
+/// version. The scan runs off the async threads on a copy of the metadata
+/// file (the live table keeps only its last 10), so neither the writer nor
+/// maintenance pauses for it: spawn it.
 async fn sample(
-    catalog: &HadoopCatalog,
-    name: &TableName,
-    root: &std::path::Path,
-    minute: &str,
-    when: &str,
-    commit: &str,
+    catalog: Arc<HadoopCatalog>,
+    name: TableName,
+    root: std::path::PathBuf,
+    minute: String,
+    when: &'static str,
+    commit: String,
 ) {
-    let table = catalog.load_table(name).await.unwrap();
+    let table = catalog.load_table(&name).await.unwrap();
     let manifests = current_manifests(&table).await.unwrap().len();
     let files = live_entries(&table).await.unwrap();
     let data: Vec<_> = files
@@ -101,14 +105,23 @@ async fn sample(
         .collect();
     let data_bytes: u64 = data.iter().map(|f| f.file.file_size_in_bytes()).sum();
     let meta_dir = root.join(format!("{}/{}/metadata", name.namespace, name.table));
-    let scratch = root.join(format!("peer-{when}"));
-    let (py, one_table, one_file, rows) =
-        pyiceberg_times(&table.metadata_location, scratch.to_str().unwrap());
+    let metadata_bytes = dir_bytes(&meta_dir);
+    let scratch = root.join(format!("peer-{when}-{minute}"));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let copy = scratch.join("table.metadata.json");
+    std::fs::copy(table.metadata_location.trim_start_matches("file://"), &copy).unwrap();
+    let (data_files, delete_files) = (data.len(), files.len() - data.len());
+    let peer = scratch.join("peer");
+    // One scan at a time: samples taken together would slow each other.
+    static PYTHON: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let (py, one_table, one_file, rows) = tokio::task::spawn_blocking(move || {
+        let _one = PYTHON.lock().unwrap();
+        pyiceberg_times(copy.to_str().unwrap(), peer.to_str().unwrap())
+    })
+    .await
+    .unwrap();
     println!(
-        "{minute},{when},{manifests},{},{},{},{data_bytes},{py:.3},{one_table:.3},{:.1},{one_file:.3},{rows},{commit}",
-        data.len(),
-        files.len() - data.len(),
-        dir_bytes(&meta_dir),
+        "{minute},{when},{manifests},{data_files},{delete_files},{metadata_bytes},{data_bytes},{py:.3},{one_table:.3},{:.1},{one_file:.3},{rows},{commit}",
         py / one_table,
     );
 }
@@ -155,7 +168,9 @@ async fn main() {
                         if minutes as u64 >= sampled {
                             sampled = minutes as u64 + 1;
                             let at = format!("{minutes:.1}");
-                            sample(&catalog, &name, &root, &at, "after-maintenance", "").await;
+                            let (c, n, r) = (catalog.clone(), name.clone(), root.clone());
+                            let s = sample(c, n, r, at, "after-maintenance", String::new());
+                            tokio::spawn(s);
                         }
                     }
                     Ok(Some(r)) => eprintln!("maintenance: {r}"),
@@ -170,7 +185,8 @@ async fn main() {
     );
     let (start, mut offset, mut key) = (Instant::now(), 0u64, 0u64);
     let mut latencies: Vec<f64> = Vec::new();
-    let mut minute = 1;
+    let (mut minute, mut mid_pending) = (1, false);
+    let mut samples = Vec::new();
     while start.elapsed() < Duration::from_secs(minutes * 60) {
         let second = Instant::now();
         // 200 upserts spread over 20k keys (insert first, then updates).
@@ -208,28 +224,43 @@ async fn main() {
         };
         writer.commit_checkpoint(&cp).await.unwrap();
         latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+        // Half a second after the commit following each minute's sample:
+        // the state a reader meets at a typical instant (the minute sample
+        // is the worst one, right after a commit).
+        if mid_pending {
+            mid_pending = false;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let at = (minute - 1).to_string();
+            let (c, n, r) = (catalog.clone(), name.clone(), root.clone());
+            samples.push(tokio::spawn(sample(
+                c,
+                n,
+                r,
+                at,
+                "mid-second",
+                String::new(),
+            )));
+        }
         if start.elapsed() >= Duration::from_secs(minute * 60) {
+            mid_pending = true;
             latencies.sort_by(f64::total_cmp);
             let commit = format!(
                 "{:.1}/{:.1}",
                 latencies[latencies.len() / 2],
                 latencies.last().unwrap()
             );
-            sample(
-                &catalog,
-                &name,
-                &root,
-                &minute.to_string(),
-                "minute",
-                &commit,
-            )
-            .await;
+            let (c, n, r) = (catalog.clone(), name.clone(), root.clone());
+            let at = minute.to_string();
+            samples.push(tokio::spawn(sample(c, n, r, at, "after-commit", commit)));
             latencies.clear();
             minute += 1;
         }
         if let Some(rest) = Duration::from_secs(1).checked_sub(second.elapsed()) {
             tokio::time::sleep(rest).await;
         }
+    }
+    for s in samples {
+        s.await.unwrap();
     }
     maintenance.abort();
     let _ = std::fs::remove_dir_all(&root);

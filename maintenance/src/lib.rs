@@ -51,8 +51,9 @@ pub struct MaintenanceConfig {
     /// compacts when it passes `read_amplification`…
     #[serde(with = "tributary_core::duration")]
     pub check_interval: Duration,
-    /// …taking at most this share of the time (default 0.1: after a run
-    /// that took t, the next such run waits 9t).
+    /// …taking at most this share of the time, all tables of the job
+    /// together (default 0.1: after a run that took t, the next such run
+    /// waits 9t).
     pub busy_limit: f64,
     /// Compact once a table has this many small data files (default 8)…
     pub small_files: usize,
@@ -334,6 +335,20 @@ pub async fn maintain_table(
     config: &MaintenanceConfig,
     dry_run: bool,
 ) -> Result<TableReport> {
+    maintain_steps(catalog, name, config, dry_run, true).await
+}
+
+/// `maintain_table`, with expiry and orphan removal only when `retention`
+/// (the read-cost runs leave them to the full checks: they do not change
+/// what a scan reads, and at a commit a second expiry would otherwise run
+/// on every run to trim a few snapshots).
+async fn maintain_steps(
+    catalog: &dyn Catalog,
+    name: &TableName,
+    config: &MaintenanceConfig,
+    dry_run: bool,
+    retention: bool,
+) -> Result<TableReport> {
     let started = Instant::now();
     let mut table = catalog.load_table(name).await?;
     let before = shape(&table, config)
@@ -426,7 +441,7 @@ pub async fn maintain_table(
                 .map_err(at("manifest rewrite", &table))?;
         }
     }
-    if expiry_due(&table, config) {
+    if retention && expiry_due(&table, config) {
         report.actions.push("expire snapshots".to_string());
         if !dry_run {
             let (next, r) = cleanup::expire_and_clean(catalog, &table, &config.retention())
@@ -438,7 +453,7 @@ pub async fn maintain_table(
             report.bytes_deleted += r.bytes_deleted;
         }
     }
-    if config.orphans {
+    if retention && config.orphans {
         let r = cleanup::remove_orphans(catalog, &table, config.orphan_min_age, dry_run).await?;
         if !r.removed.is_empty() {
             report
@@ -469,12 +484,19 @@ pub async fn read_cost(table: &CatalogTable, config: &MaintenanceConfig) -> Resu
 
 /// The cheap check `sync` runs every `check_interval` between full runs,
 /// per table: reads the table's metadata and manifest list only, and runs
-/// what is due (as [`maintain_table`]) when the read cost passes the bound
-/// — keeping those runs under `busy_limit` of the time, and waiting a full
-/// `interval` after one that found nothing to improve.
+/// what is due (as [`maintain_table`], but for expiry and orphans, left to
+/// the full runs) when the read cost passes the bound
+/// — keeping those runs, of all tables together, under `busy_limit` of the
+/// time, and a table waiting a full `interval` after a run that found
+/// nothing to improve.
 #[derive(Debug, Default)]
 pub struct ReadCostCheck {
+    /// Per table: its turn after a run that changed nothing.
     not_before: std::sync::Mutex<std::collections::HashMap<TableName, Instant>>,
+    /// The next run of any table (`busy_limit` bounds the share of the
+    /// time of all tables together: a job of a hundred small tables must
+    /// not spend a core compacting them).
+    busy_until: std::sync::Mutex<Option<Instant>>,
 }
 
 impl ReadCostCheck {
@@ -487,19 +509,23 @@ impl ReadCostCheck {
     ) -> Result<Option<TableReport>> {
         let now = Instant::now();
         let not_before = || self.not_before.lock().expect("not poisoned");
-        if config.read_amplification <= 0.0 || not_before().get(name).is_some_and(|t| *t > now) {
+        let busy_until = || self.busy_until.lock().expect("not poisoned");
+        if config.read_amplification <= 0.0
+            || not_before().get(name).is_some_and(|t| *t > now)
+            || busy_until().is_some_and(|t| t > now)
+        {
             return Ok(None);
         }
         let table = catalog.load_table(name).await?;
         if !read_cost_due(&read_cost(&table, config).await?, config) {
             return Ok(None);
         }
-        let report = maintain_table(catalog, name, config, false).await?;
-        let wait = match report.actions.is_empty() {
-            true => config.interval,
-            false => now.elapsed().mul_f64(1.0 / config.busy_limit - 1.0),
-        };
-        not_before().insert(name.clone(), Instant::now() + wait);
+        let report = maintain_steps(catalog, name, config, false, false).await?;
+        let idle = now.elapsed().mul_f64(1.0 / config.busy_limit - 1.0);
+        *busy_until() = Some(Instant::now() + idle);
+        if report.actions.is_empty() {
+            not_before().insert(name.clone(), Instant::now() + config.interval);
+        }
         Ok(Some(report))
     }
 }

@@ -889,6 +889,16 @@ async fn expiry_bounds_the_snapshot_count_but_spares_young_snapshots() {
     );
 }
 
+async fn assert_read_cost_due(f: &Fixture, policy: &MaintenanceConfig) {
+    let cost = tributary_maintenance::read_cost(&f.table().await, policy)
+        .await
+        .unwrap();
+    assert!(
+        cost.amplification() >= policy.read_amplification,
+        "{cost:?}"
+    );
+}
+
 /// A small table read in milliseconds feels each small file: two commits
 /// leave it far under the count triggers (8 small files, 8 delete files)
 /// yet past the read-cost bound, so `sync`'s cheap check compacts it —
@@ -934,13 +944,7 @@ async fn the_read_cost_check_compacts_a_small_table_the_counts_would_leave() {
         before.small_files < policy.small_files && before.position_delete_files == 1,
         "{before:?}"
     );
-    let cost = tributary_maintenance::read_cost(&f.table().await, &policy)
-        .await
-        .unwrap();
-    assert!(
-        cost.amplification() >= policy.read_amplification,
-        "{cost:?}"
-    );
+    assert_read_cost_due(&f, &policy).await;
     let report = check
         .run(f.catalog.as_ref(), &f.name, &policy)
         .await
@@ -966,13 +970,7 @@ async fn the_read_cost_check_compacts_a_small_table_the_counts_would_leave() {
     for m in tributary_catalog::current_manifests(&t).await.unwrap() {
         assert!(m.has_added_files() || m.has_existing_files(), "{m:?}");
     }
-    let cost = tributary_maintenance::read_cost(&f.table().await, &policy)
-        .await
-        .unwrap();
-    assert!(
-        cost.amplification() >= policy.read_amplification,
-        "{cost:?}"
-    );
+    assert_read_cost_due(&f, &policy).await;
     assert!(
         check
             .run(f.catalog.as_ref(), &f.name, &policy)

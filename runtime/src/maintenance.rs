@@ -24,19 +24,26 @@ pub(crate) async fn background(
     let options = MaintainOptions::default();
     let Some(m) = sink.maintenance() else { return };
     let tick = m.check_interval().unwrap_or(interval).min(interval);
-    let mut next_full = Instant::now() + interval;
+    let (mut next_full, mut ticks) = (Instant::now() + interval, 0usize);
     loop {
         tokio::time::sleep(tick).await;
         let full = Instant::now() >= next_full;
         if full {
             next_full = Instant::now() + interval;
         }
-        let tables: Vec<TableId> = status
+        let mut tables: Vec<TableId> = status
             .snapshot()
             .into_iter()
             .filter(|(_, s)| s.committed_round.is_some())
             .map(|(t, _)| t)
             .collect();
+        // The cheap checks share one time budget: each tick starts at the
+        // next table, so the first ones do not take it every time.
+        if !tables.is_empty() {
+            let start = ticks % tables.len();
+            tables.rotate_left(start);
+        }
+        ticks += 1;
         for t in tables {
             let done = match full {
                 true => m.maintain(&t, &options).await.map(Some),

@@ -48,6 +48,9 @@ pub struct RewriteFiles {
     pub attempts: Arc<AttemptCache>,
 }
 
+/// The `(replaced data file, position)` pairs one delete file names.
+type Hits = Arc<Vec<(String, i64)>>;
+
 /// What one attempt of a rewrite commit leaves for the next (after a lost
 /// race): manifests it loaded, the replaced files' positions each newer
 /// delete file deletes, and the rebased delete files written for it. Files
@@ -57,7 +60,7 @@ pub struct RewriteFiles {
 #[derive(Debug, Default)]
 pub struct AttemptCache {
     manifests: std::sync::Mutex<HashMap<String, Arc<Manifest>>>,
-    hits: std::sync::Mutex<HashMap<String, Arc<Vec<(String, i64)>>>>,
+    hits: std::sync::Mutex<HashMap<String, Hits>>,
     rebased: std::sync::Mutex<HashMap<String, Arc<Vec<DataFile>>>>,
 }
 
@@ -132,7 +135,7 @@ async fn newer_position_deletes(
     base: &CatalogTable,
     rewrite: &RewriteFiles,
     replaced: &HashSet<&str>,
-) -> Result<Vec<(String, Arc<Vec<(String, i64)>>)>> {
+) -> Result<Vec<(String, Hits)>> {
     let newer: HashSet<i64> = snapshots_after(&base.metadata, rewrite.starting_snapshot_id)?
         .into_iter()
         .collect();
@@ -188,7 +191,7 @@ async fn newer_position_deletes(
 async fn rebase(
     base: &CatalogTable,
     rewrite: &RewriteFiles,
-    hits: Vec<(String, Arc<Vec<(String, i64)>>)>,
+    hits: Vec<(String, Hits)>,
 ) -> Result<Vec<DataFile>> {
     let Some(rows) = &rewrite.rows else {
         let (delete_file, hit) = &hits[0];

@@ -21,6 +21,17 @@ impl UpsertWriter {
     /// for the index until the commit is durable.
     pub(super) async fn plan_delta(&mut self) -> Result<RowDelta> {
         self.spill().await?;
+        // Position deletes planned on files a compaction has replaced fail
+        // their commit (after writing it) and are planned again: with the
+        // read-cost trigger compacting small tables after nearly every
+        // commit, following the table first is the cheaper path.
+        if self.config.delete_mode == DeleteMode::Position && !self.reduction.is_empty() {
+            let current = self.catalog.load_table(&self.table.name).await?;
+            if current.metadata.current_snapshot_id() != self.index_at {
+                self.table = current;
+                self.load_index().await?;
+            }
+        }
         let (mut deletes, mut found, mut equality) = (Vec::new(), Vec::new(), Vec::new());
         for key in self.reduction.keys() {
             match self.config.delete_mode {
