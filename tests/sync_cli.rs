@@ -1285,7 +1285,11 @@ async fn a_truncate_and_a_widened_key_while_streaming_end_equal_to_the_source() 
 /// through with the job's peak memory bounded by the batch settings
 /// (reader batches of 2000 rows, 8 MiB data files), not by the
 /// transaction: its rows arrive in several batches with no checkpoint
-/// inside, and the writer spills them to files as they come.
+/// inside, and the writer spills them to files as they come. Background
+/// maintenance is off: a compaction sorts its group in memory (bounded by
+/// `max_group_bytes`, not by the batch settings), and the read-cost check
+/// compacts this table's well-compressed files within a second of the
+/// commit — under load before the test reads the peak.
 #[tokio::test]
 async fn a_100k_row_transaction_streams_with_memory_bounded_by_the_batch_settings() {
     let mut f = Fixture::new("sync_big").await;
@@ -1297,7 +1301,7 @@ async fn a_100k_row_transaction_streams_with_memory_bounded_by_the_batch_setting
         .await
         .unwrap();
     let sink = format!(
-        "\n[sink.iceberg]\ncommit_interval = 0.3\ntarget_file_bytes = 8388608\nproperties = {{ warehouse = \"{}\" }}\n",
+        "\n[sink.iceberg]\ncommit_interval = 0.3\ntarget_file_bytes = 8388608\nmaintenance = {{ enabled = false }}\nproperties = {{ warehouse = \"{}\" }}\n",
         warehouse.display()
     );
     let config = f.pipeline(&sink);
