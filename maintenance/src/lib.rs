@@ -520,9 +520,12 @@ impl ReadCostCheck {
         if !read_cost_due(&read_cost(&table, config).await?, config) {
             return Ok(None);
         }
-        let report = maintain_steps(catalog, name, config, false, false).await?;
+        let report = maintain_steps(catalog, name, config, false, false).await;
+        // A failed run (every attempt beaten by the writer) spent the time
+        // too: it waits its share like any other.
         let idle = now.elapsed().mul_f64(1.0 / config.busy_limit - 1.0);
         *busy_until() = Some(Instant::now() + idle);
+        let report = report?;
         if report.actions.is_empty() {
             not_before().insert(name.clone(), Instant::now() + config.interval);
         }

@@ -160,6 +160,7 @@ impl UpsertWriter {
                     self.table = table;
                     let found = std::mem::take(&mut self.planned_found);
                     self.committed_now(found, &delta, &checkpoint);
+                    self.others_commit |= foreign;
                     if foreign || known != self.index_at {
                         self.load_index().await?;
                     } else {
@@ -168,6 +169,7 @@ impl UpsertWriter {
                     return Ok(());
                 }
                 Err(e) if e.kind() == ErrorKind::ValidationFailed && attempt < 5 => {
+                    self.others_commit = true;
                     self.table = self.catalog.load_table(&self.table.name).await?;
                     self.load_index().await?;
                     delta = self.plan_delta().await?;

@@ -22,12 +22,19 @@ impl UpsertWriter {
     pub(super) async fn plan_delta(&mut self) -> Result<RowDelta> {
         self.spill().await?;
         // Position deletes planned on files a compaction has replaced fail
-        // their commit (after writing it) and are planned again: with the
-        // read-cost trigger compacting small tables after nearly every
-        // commit, following the table first is the cheaper path.
-        if self.config.delete_mode == DeleteMode::Position && !self.reduction.is_empty() {
+        // their commit (after writing it) and are planned again: while
+        // another committer is active (the read-cost trigger compacts small
+        // tables after nearly every commit), following the table first is
+        // the cheaper path. A table nobody else commits to pays no extra
+        // metadata read: the flag clears at the first plan that finds
+        // nothing new.
+        if self.others_commit
+            && self.config.delete_mode == DeleteMode::Position
+            && !self.reduction.is_empty()
+        {
             let current = self.catalog.load_table(&self.table.name).await?;
-            if current.metadata.current_snapshot_id() != self.index_at {
+            self.others_commit = current.metadata.current_snapshot_id() != self.index_at;
+            if self.others_commit {
                 self.table = current;
                 self.load_index().await?;
             }

@@ -85,6 +85,9 @@ pub struct UpsertWriter {
     /// and deletes planned at that snapshot would skip the check that their
     /// files are still live (and delete nothing).
     index_at: Option<i64>,
+    /// Another committer (a compaction) changed the table lately: the next
+    /// plan follows the current version first (see `plan_delta`).
+    others_commit: bool,
     /// Delete files committed since the writer opened, by kind.
     delete_files_committed: (u64, u64),
     /// A consumer-group worker's: where its next range of each partition
@@ -156,6 +159,7 @@ impl UpsertWriter {
             planned_found: Vec::new(),
             truncate_pending: false,
             index_at: None,
+            others_commit: false,
             delete_files_committed: (0, 0),
             claimed: Default::default(),
         };
