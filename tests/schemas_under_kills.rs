@@ -440,6 +440,11 @@ fn replay_changelog(rows: &[Row]) -> Result<(Bag, u64), String> {
     Ok((table, changes))
 }
 
+/// How many runs logged where they start (a resume point, or none).
+fn started_runs(log: &str) -> usize {
+    log.matches("resuming").count() + log.matches("starting: no committed position").count()
+}
+
 fn multiset(rows: &[Row]) -> Bag {
     let mut m = BTreeMap::new();
     for r in rows {
@@ -520,6 +525,19 @@ async fn kill_and_compare(target: Target) {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
+        // The run has decided where it starts before it dies (under load a
+        // start can take longer than the work above): every run after the
+        // first must resume, which is asserted at the end.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while started_runs(&sync.log()) < kill + 1 {
+            sync.assert_running();
+            assert!(
+                Instant::now() < deadline,
+                "run {kill} did not start in 30 s:\n{}",
+                sync.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         sync.assert_running();
         sync.kill();
     }
@@ -592,9 +610,14 @@ async fn kill_and_compare(target: Target) {
     assert!(sync.terminate().success(), "{}", sync.log());
     let text = sync.log();
     assert!(!text.contains(PASSWORD), "the password is in the log");
+    assert_eq!(
+        text.matches("starting: no committed position").count(),
+        1,
+        "only the first run starts without a committed position"
+    );
     assert!(
         text.matches("resuming").count() >= KILLS,
-        "every run resumed"
+        "every run after the first resumed"
     );
     for sql in [
         format!("DROP DATABASE {db}"),

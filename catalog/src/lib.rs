@@ -24,8 +24,8 @@ use tributary_core::{Error, ErrorKind};
 
 pub use files::{
     FileKeys, KeyEncoder, ParquetFile, canonical_key_type, position_delete_schema,
-    project_to_schema, read_parquet, read_position_deletes, sidecar_path, write_data_file,
-    write_equality_deletes, write_key_sidecar, write_position_deletes,
+    project_to_arrow, project_to_schema, read_parquet, read_position_deletes, sidecar_path,
+    write_data_file, write_equality_deletes, write_key_sidecar, write_position_deletes,
 };
 pub use hadoop::HadoopCatalog;
 pub use hive::HiveCatalog;

@@ -405,6 +405,133 @@ async fn a_rewrite_succeeds_past_a_newer_equality_delete_which_still_applies() {
     );
 }
 
+/// A table with a = [1, 2, 3] (id 2 deleted by position, in a delete file
+/// naming only a) and b = [4, 5]; and a copy-on-write delta planned there
+/// that deletes id 3 and adds id 6: a written again as [1], the delete file
+/// removed with it.
+async fn table_with_planned_copy_on_write() -> (HadoopCatalog, CatalogTable, DataFile, RowDelta) {
+    let (catalog, table) = catalog_and_table().await;
+    let (a, b) = (
+        write_data_file(&table, &[1, 2, 3]).await,
+        write_data_file(&table, &[4, 5]).await,
+    );
+    let t = append(&catalog, &table, vec![a.clone(), b]).await;
+    let del = position_deletes(&t, "pos-a.parquet", vec![(a.file_path().to_string(), 1)]).await;
+    let t = commit_deletes(&catalog, &t, vec![del.clone()]).await;
+    let delta = RowDelta {
+        data_files: vec![
+            write_data_file(&t, &[1]).await,
+            write_data_file(&t, &[6]).await,
+        ],
+        removed: vec![a.file_path().to_string(), del.file_path().to_string()],
+        planned_at_snapshot: t.metadata.current_snapshot_id(),
+        // As a consumer-group worker's: other writers' commits are no
+        // conflict by themselves (an exclusive delta refuses any).
+        exclusive: false,
+        ..Default::default()
+    };
+    (catalog, t, a, delta)
+}
+
+#[tokio::test]
+async fn a_copy_on_write_delta_replaces_files_in_one_snapshot_that_every_reader_agrees_on() {
+    let (catalog, t, _, delta) = table_with_planned_copy_on_write().await;
+    let done = commit_row_delta(&catalog, &t, &delta).await.unwrap();
+    assert_eq!(iceberg_rust_ids(&done, None).await, [1, 4, 5, 6]);
+    assert_eq!(pyiceberg_read(&done, "True").1, vec![1, 4, 5, 6]);
+    assert_eq!(iceberg_java_ids(&done), [1, 4, 5, 6]);
+    let s = done.metadata.current_snapshot().unwrap().summary();
+    assert_eq!(s.operation, iceberg::spec::Operation::Overwrite);
+    let p = &s.additional_properties;
+    let get = |k: &str| p.get(k).map(String::as_str);
+    assert_eq!(get("deleted-data-files"), Some("1"));
+    assert_eq!(get("removed-delete-files"), Some("1"));
+    assert_eq!(get("total-data-files"), Some("3"));
+    assert_eq!(get("total-delete-files"), Some("0"));
+    assert_eq!(
+        get("total-records"),
+        Some("4"),
+        "live rows, nothing deleted"
+    );
+    let (data, deletes) = tributary_catalog::live_files(&done).await.unwrap();
+    assert_eq!((data.len(), deletes.len()), (3, 0));
+    // One manifest of data: the added files beside b, which the commit
+    // rewrote with a; the carried delete manifest is gone.
+    let manifests = tributary_catalog::current_manifests(&done).await.unwrap();
+    let data_manifests = manifests
+        .iter()
+        .filter(|m| m.content == iceberg::spec::ManifestContentType::Data)
+        .count();
+    assert_eq!(data_manifests, 1);
+}
+
+/// Rows read for a copy-on-write commit were read with the deletes of its
+/// planning snapshot: a delete committed since that applies to a file it
+/// removes (by position, or any equality delete) fails the commit typed,
+/// as does a removed file another commit already replaced; a newer delete
+/// of a file it keeps does not.
+#[tokio::test]
+async fn a_copy_on_write_delta_fails_typed_when_a_newer_delete_applies_to_a_removed_file() {
+    // By position, on a.
+    let (catalog, t, a, delta) = table_with_planned_copy_on_write().await;
+    let late = position_deletes(&t, "late.parquet", vec![(a.file_path().to_string(), 0)]).await;
+    let t2 = commit_deletes(&catalog, &t, vec![late]).await;
+    let err = commit_row_delta(&catalog, &t, &delta).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ValidationFailed, "{err}");
+    assert!(err.to_string().contains("late.parquet"), "{err}");
+    let now = catalog.load_table(&t.name).await.unwrap();
+    assert_eq!(now.version, t2.version, "a refused commit commits nothing");
+
+    // An equality delete (of id 4, in b: it could have hit a's rows too).
+    let (catalog, t, _, delta) = table_with_planned_copy_on_write().await;
+    let key = Arc::new(ArrowSchema::new(vec![
+        Field::new("id", DataType::Int64, false).with_metadata(HashMap::from([(
+            "PARQUET:field_id".to_string(),
+            "1".to_string(),
+        )])),
+    ]));
+    let ids =
+        RecordBatch::try_new(key, vec![Arc::new(Int64Array::from(vec![4])) as ArrayRef]).unwrap();
+    let dir = t.metadata.location().to_string();
+    let eq = write_equality_deletes(
+        &t.file_io,
+        &format!("{dir}/data/eq-late.parquet"),
+        &ids,
+        vec![1],
+        Struct::empty(),
+        0,
+    )
+    .await
+    .unwrap();
+    commit_deletes(&catalog, &t, vec![eq]).await;
+    let err = commit_row_delta(&catalog, &t, &delta).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ValidationFailed, "{err}");
+    assert!(err.to_string().contains("eq-late.parquet"), "{err}");
+
+    // a replaced by a compaction meanwhile.
+    let (catalog, t, a, delta) = table_with_planned_copy_on_write().await;
+    let compacted = write_data_file(&t, &[1, 3]).await;
+    let rewrite = RewriteFiles {
+        replaced: vec![a],
+        added: vec![compacted],
+        starting_snapshot_id: t.metadata.current_snapshot_id().unwrap(),
+        ..Default::default()
+    };
+    commit_rewrite(&catalog, &t, &rewrite).await.unwrap();
+    let err = commit_row_delta(&catalog, &t, &delta).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ValidationFailed, "{err}");
+
+    // A newer delete of b only: the commit lands, and both deletes apply.
+    let (catalog, t, _, delta) = table_with_planned_copy_on_write().await;
+    let (data, _) = tributary_catalog::live_files(&t).await.unwrap();
+    let b = data.iter().find(|f| f.record_count() == 2).unwrap();
+    let late = position_deletes(&t, "late-b.parquet", vec![(b.file_path().to_string(), 0)]).await;
+    commit_deletes(&catalog, &t, vec![late]).await;
+    let done = commit_row_delta(&catalog, &t, &delta).await.unwrap();
+    assert_eq!(iceberg_rust_ids(&done, None).await, [1, 5, 6]);
+    assert_eq!(pyiceberg_read(&done, "True").1, vec![1, 5, 6]);
+}
+
 /// A commit built on a version whose metadata file was already deleted
 /// (more than `previous-versions-max` behind) could otherwise create that
 /// file anew and "win": a version the table left long ago, so the commit

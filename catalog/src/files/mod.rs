@@ -7,7 +7,7 @@ pub mod key_sidecar;
 pub mod read;
 
 pub use key_sidecar::{FileKeys, KeyEncoder, canonical_key_type, sidecar_path, write_key_sidecar};
-pub use read::{project_to_schema, read_parquet, read_position_deletes};
+pub use read::{project_to_arrow, project_to_schema, read_parquet, read_position_deletes};
 
 use std::collections::HashMap;
 use std::sync::Arc;

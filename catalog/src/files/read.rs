@@ -90,6 +90,15 @@ pub fn project_to_schema(
 ) -> Result<RecordBatch> {
     let target = iceberg::arrow::schema_to_arrow_schema(schema)
         .map_err(|e| iceberg_err("the table's Arrow schema", e))?;
+    project_to_arrow(batch, &std::sync::Arc::new(target))
+}
+
+/// `project_to_schema` onto an Arrow schema whose fields carry Iceberg
+/// field ids (`PARQUET:field_id`), such as a writer's data-file schema.
+pub fn project_to_arrow(
+    batch: &RecordBatch,
+    target: &arrow_schema::SchemaRef,
+) -> Result<RecordBatch> {
     let field_id = |f: &arrow_schema::Field| f.metadata().get("PARQUET:field_id").cloned();
     let mut columns = Vec::with_capacity(target.fields().len());
     for f in target.fields() {
@@ -114,7 +123,7 @@ pub fn project_to_schema(
         };
         columns.push(column);
     }
-    RecordBatch::try_new(std::sync::Arc::new(target), columns).map_err(|e| {
+    RecordBatch::try_new(target.clone(), columns).map_err(|e| {
         Error::new(
             ErrorKind::SchemaMismatch,
             format!("a data file's rows in the current schema: {e}"),

@@ -2,17 +2,18 @@
 //! current manifests, manifest writers, summary totals, and the step that
 //! writes the manifest list and makes the new snapshot current.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use iceberg::spec::{
-    DataContentType, DataFile, FormatVersion, MAIN_BRANCH, ManifestFile, ManifestList,
-    ManifestListWriter, ManifestWriter, ManifestWriterBuilder, Operation, Snapshot, Summary,
-    TableMetadata, TableMetadataBuilder,
+    DataContentType, DataFile, FormatVersion, MAIN_BRANCH, ManifestContentType, ManifestFile,
+    ManifestList, ManifestListWriter, ManifestWriter, ManifestWriterBuilder, Operation, Snapshot,
+    Summary, TableMetadata, TableMetadataBuilder,
 };
 use tributary_core::{Error, ErrorKind, Result};
 
 use super::merge::{MergePolicy, merge_manifests};
+use super::rewrite::AttemptCache;
 use crate::{CatalogTable, iceberg_err};
 
 pub(crate) fn new_snapshot_id() -> i64 {
@@ -126,6 +127,113 @@ pub(crate) async fn close_manifest(writer: ManifestWriter) -> Result<ManifestFil
         .write_manifest_file()
         .await
         .map_err(|e| iceberg_err("writing a manifest", e))
+}
+
+/// The manifests a snapshot writes: one per content (data, deletes),
+/// each opened on first use. One each, not one per rewritten manifest:
+/// a reader opens every manifest of the current snapshot.
+pub(crate) struct SnapshotManifests<'a> {
+    base: &'a CatalogTable,
+    snapshot_id: i64,
+    tag: &'static str,
+    writers: [Option<ManifestWriter>; 2],
+}
+
+impl<'a> SnapshotManifests<'a> {
+    pub(crate) fn new(base: &'a CatalogTable, snapshot_id: i64, tag: &'static str) -> Self {
+        SnapshotManifests {
+            base,
+            snapshot_id,
+            tag,
+            writers: [None, None],
+        }
+    }
+
+    /// The writer of data (`deletes` false) or delete entries.
+    pub(crate) fn writer(&mut self, deletes: bool) -> Result<&mut ManifestWriter> {
+        let slot = &mut self.writers[usize::from(deletes)];
+        if slot.is_none() {
+            let tag = format!("{}-{}", self.tag, if deletes { "deletes" } else { "data" });
+            *slot = Some(manifest_writer(self.base, self.snapshot_id, deletes, &tag)?);
+        }
+        Ok(slot.as_mut().expect("set above"))
+    }
+
+    /// Adds `files` as new in this snapshot at data sequence `sequence`.
+    pub(crate) fn add(&mut self, files: &[DataFile], deletes: bool, sequence: i64) -> Result<()> {
+        for f in files {
+            self.writer(deletes)?
+                .add_file(f.clone(), sequence)
+                .map_err(|e| iceberg_err("adding a file to a manifest", e))?;
+        }
+        Ok(())
+    }
+
+    /// Marks `removed` (paths of live data or delete files) deleted in
+    /// this snapshot: every entry of a current manifest holding one of them
+    /// goes into this snapshot's manifest of its content (the removed as
+    /// deleted, the rest as existing, keeping their snapshot ids and
+    /// sequence numbers); the other manifests are returned to be carried
+    /// as they are, with what left the table. A path that is not live
+    /// fails `ValidationFailed` (another commit removed it: re-plan).
+    pub(crate) async fn remove(
+        &mut self,
+        removed: &HashSet<&str>,
+        cache: &AttemptCache,
+    ) -> Result<(Vec<ManifestFile>, FileCounts)> {
+        let (mut carried, mut gone) = (Vec::new(), FileCounts::default());
+        let mut found: HashSet<&str> = HashSet::new();
+        for manifest in current_manifests(self.base).await? {
+            let loaded = cache.manifest(self.base, &manifest).await?;
+            let hit = loaded
+                .entries()
+                .iter()
+                .any(|e| e.is_alive() && removed.contains(e.data_file().file_path()));
+            if !hit {
+                carried.push(manifest);
+                continue;
+            }
+            let deletes = manifest.content == ManifestContentType::Deletes;
+            let snapshot_id = self.snapshot_id;
+            let w = self.writer(deletes)?;
+            for e in loaded.entries().iter().filter(|e| e.is_alive()) {
+                let (df, seq, file_seq) = (
+                    e.data_file().clone(),
+                    e.sequence_number().unwrap_or(0),
+                    e.file_sequence_number,
+                );
+                match removed.get(df.file_path()) {
+                    Some(path) => {
+                        found.insert(path);
+                        gone.add(&df);
+                        w.add_delete_file(df, seq, file_seq)
+                    }
+                    None => w.add_existing_file(
+                        df,
+                        e.snapshot_id().unwrap_or(snapshot_id),
+                        seq,
+                        file_seq,
+                    ),
+                }
+                .map_err(|e| iceberg_err("rewriting a manifest", e))?;
+            }
+        }
+        if let Some(missing) = removed.iter().find(|p| !found.contains(**p)) {
+            return Err(Error::new(
+                ErrorKind::ValidationFailed,
+                format!("file {missing} to replace is no longer in the table; re-plan"),
+            ));
+        }
+        Ok((carried, gone))
+    }
+
+    pub(crate) async fn close(self) -> Result<Vec<ManifestFile>> {
+        let mut written = Vec::new();
+        for w in self.writers.into_iter().flatten() {
+            written.push(close_manifest(w).await?);
+        }
+        Ok(written)
+    }
 }
 
 /// Counts of files and rows added to or removed from a table.

@@ -14,14 +14,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use iceberg::spec::{
-    DataContentType, DataFile, Manifest, ManifestContentType, ManifestFile, ManifestWriter,
-    Operation, Struct, TableMetadata,
+    DataContentType, DataFile, Manifest, ManifestContentType, ManifestFile, Operation, Struct,
+    TableMetadata,
 };
 use tributary_core::{Error, ErrorKind, Result};
 
 use super::producer::{
-    FileCounts, carried_state, close_manifest, current_manifests, finish_snapshot, live_files,
-    manifest_writer, new_snapshot_id, summary,
+    FileCounts, SnapshotManifests, carried_state, current_manifests, finish_snapshot, live_files,
+    new_snapshot_id, summary,
 };
 use super::{TableOperation, commit_operation};
 use crate::files::{read_position_deletes, write_position_deletes};
@@ -49,7 +49,7 @@ pub struct RewriteFiles {
 }
 
 /// The `(replaced data file, position)` pairs one delete file names.
-type Hits = Arc<Vec<(String, i64)>>;
+pub(crate) type Hits = Arc<Vec<(String, i64)>>;
 
 /// What one attempt of a rewrite commit leaves for the next (after a lost
 /// race): manifests it loaded, the replaced files' positions each newer
@@ -65,7 +65,11 @@ pub struct AttemptCache {
 }
 
 impl AttemptCache {
-    async fn manifest(&self, base: &CatalogTable, file: &ManifestFile) -> Result<Arc<Manifest>> {
+    pub(crate) async fn manifest(
+        &self,
+        base: &CatalogTable,
+        file: &ManifestFile,
+    ) -> Result<Arc<Manifest>> {
         if let Some(m) = self.lock_manifests().get(&file.manifest_path) {
             return Ok(m.clone());
         }
@@ -129,18 +133,26 @@ fn snapshots_after(meta: &TableMetadata, start: i64) -> Result<Vec<i64>> {
     )))
 }
 
-/// Position deletes that snapshots after planning added against replaced
-/// data files: per delete file, the `(data file, position)` pairs.
-async fn newer_position_deletes(
+/// Delete files that snapshots after `start` added, still live: the
+/// position-delete files with the `(data file, position)` pairs each names
+/// among `replaced`, and the equality-delete files (paths).
+#[derive(Debug, Default)]
+pub(crate) struct NewerDeletes {
+    pub(crate) position: Vec<(String, Hits)>,
+    pub(crate) equality: Vec<String>,
+}
+
+/// The delete files committed after `start` (see [`NewerDeletes`]).
+pub(crate) async fn newer_deletes(
     base: &CatalogTable,
-    rewrite: &RewriteFiles,
+    start: i64,
     replaced: &HashSet<&str>,
-) -> Result<Vec<(String, Hits)>> {
-    let newer: HashSet<i64> = snapshots_after(&base.metadata, rewrite.starting_snapshot_id)?
+    cache: &AttemptCache,
+) -> Result<NewerDeletes> {
+    let newer: HashSet<i64> = snapshots_after(&base.metadata, start)?
         .into_iter()
         .collect();
-    let cache = &rewrite.attempts;
-    let mut out = Vec::new();
+    let mut out = NewerDeletes::default();
     for manifest in current_manifests(base).await? {
         if manifest.content != ManifestContentType::Deletes
             || !newer.contains(&manifest.added_snapshot_id)
@@ -154,10 +166,14 @@ async fn newer_position_deletes(
             let added_after =
                 entry.is_alive() && entry.snapshot_id().is_some_and(|s| newer.contains(&s));
             let df = entry.data_file();
-            if !added_after || df.content_type() != DataContentType::PositionDeletes {
+            if !added_after {
                 continue;
             }
             let path = df.file_path().to_string();
+            if df.content_type() == DataContentType::EqualityDeletes {
+                out.equality.push(path);
+                continue;
+            }
             let known = cache.hits.lock().expect("not poisoned").get(&path).cloned();
             let hits = match known {
                 Some(hits) => hits,
@@ -178,7 +194,7 @@ async fn newer_position_deletes(
                 }
             };
             if !hits.is_empty() {
-                out.push((path, hits));
+                out.position.push((path, hits));
             }
         }
     }
@@ -285,27 +301,14 @@ async fn validate_referenced(base: &CatalogTable, rewrite: &RewriteFiles) -> Res
     }
 }
 
-/// The rewrite's manifest writer for data (`deletes` false) or deletes,
-/// opened on first use.
-fn writer<'a>(
-    writers: &'a mut [Option<ManifestWriter>; 2],
-    base: &CatalogTable,
-    snapshot_id: i64,
-    deletes: bool,
-) -> Result<&'a mut ManifestWriter> {
-    let slot = &mut writers[usize::from(deletes)];
-    if slot.is_none() {
-        let tag = if deletes { "r-deletes" } else { "r-data" };
-        *slot = Some(manifest_writer(base, snapshot_id, deletes, tag)?);
-    }
-    Ok(slot.as_mut().expect("set above"))
-}
-
 async fn rewrite_metadata(base: &CatalogTable, rewrite: &RewriteFiles) -> Result<TableMetadata> {
     let meta = &base.metadata;
     let replaced: HashSet<&str> = rewrite.replaced.iter().map(|f| f.file_path()).collect();
     validate_referenced(base, rewrite).await?;
-    let hits = newer_position_deletes(base, rewrite, &replaced).await?;
+    let cache = &rewrite.attempts;
+    let hits = newer_deletes(base, rewrite.starting_snapshot_id, &replaced, cache)
+        .await?
+        .position;
     let mut added_deletes = rewrite.added_deletes.clone();
     if !hits.is_empty() {
         added_deletes.extend(rebase(base, rewrite, hits).await?);
@@ -322,63 +325,13 @@ async fn rewrite_metadata(base: &CatalogTable, rewrite: &RewriteFiles) -> Result
     let snapshot_id = new_snapshot_id();
     let sequence = meta.next_sequence_number();
 
-    // One manifest per content for this snapshot: the added files (at the
-    // planning snapshot's data sequence number, see module docs), and every
-    // entry of the manifests holding replaced files — replaced ones as
-    // deleted, the rest as existing. Manifests without a replaced file are
-    // carried as they are. (One per rewritten manifest instead left a
-    // reader several manifests of deleted entries to open after each
-    // compaction.)
-    let mut writers: [Option<ManifestWriter>; 2] = [None, None];
-    for (files, deletes) in [(&rewrite.added, false), (&added_deletes, true)] {
-        for f in files.iter() {
-            writer(&mut writers, base, snapshot_id, deletes)?
-                .add_file(f.clone(), start_seq)
-                .map_err(|e| iceberg_err("adding a file", e))?;
-        }
-    }
-    let mut carried = Vec::new();
-    let mut found: HashSet<String> = HashSet::new();
-    // What leaves the table: data files/records/bytes, and delete files with
-    // their position and equality delete counts.
-    let mut gone = FileCounts::default();
-    for manifest in current_manifests(base).await? {
-        let loaded = rewrite.attempts.manifest(base, &manifest).await?;
-        let hit = loaded
-            .entries()
-            .iter()
-            .any(|e| e.is_alive() && replaced.contains(e.data_file().file_path()));
-        if !hit {
-            carried.push(manifest);
-            continue;
-        }
-        let deletes = manifest.content == ManifestContentType::Deletes;
-        let w = writer(&mut writers, base, snapshot_id, deletes)?;
-        for e in loaded.entries().iter().filter(|e| e.is_alive()) {
-            let (df, seq, file_seq) = (
-                e.data_file().clone(),
-                e.sequence_number().unwrap_or(0),
-                e.file_sequence_number,
-            );
-            if replaced.contains(df.file_path()) {
-                found.insert(df.file_path().to_string());
-                gone.add(&df);
-                w.add_delete_file(df, seq, file_seq)
-            } else {
-                w.add_existing_file(df, e.snapshot_id().unwrap_or(snapshot_id), seq, file_seq)
-            }
-            .map_err(|e| iceberg_err("rewriting a manifest", e))?;
-        }
-    }
-    if let Some(missing) = replaced.iter().find(|p| !found.contains(**p)) {
-        return Err(conflict(format!(
-            "file {missing} to replace is no longer in the table; re-plan the rewrite"
-        )));
-    }
-    let mut written = Vec::new();
-    for w in writers.into_iter().flatten() {
-        written.push(close_manifest(w).await?);
-    }
+    // The added files at the planning snapshot's data sequence number (see
+    // module docs); manifests without a replaced file carried as they are.
+    let mut out = SnapshotManifests::new(base, snapshot_id, "r");
+    out.add(&rewrite.added, false, start_seq)?;
+    out.add(&added_deletes, true, start_seq)?;
+    let (carried, gone) = out.remove(&replaced, cache).await?;
+    let written = out.close().await?;
 
     let parent = meta
         .current_snapshot()

@@ -1,7 +1,7 @@
 //! Row deltas: data files plus position- and equality-delete files added
 //! in one snapshot (the upsert writer's commit).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -11,9 +11,10 @@ use iceberg::spec::{
 use tributary_core::{Error, ErrorKind, Result};
 
 use super::producer::{
-    FileCounts, close_manifest, current_manifests, finish_snapshot, live_files, manifest_writer,
-    new_snapshot_id, summary,
+    FileCounts, SnapshotManifests, close_manifest, current_manifests, finish_snapshot, live_files,
+    manifest_writer, new_snapshot_id, summary,
 };
+use super::rewrite::{AttemptCache, newer_deletes};
 use super::{TableOperation, commit_operation};
 use crate::{Catalog, CatalogTable, iceberg_err};
 
@@ -51,6 +52,14 @@ pub struct RowDelta {
     /// (a consumer-group worker's partition claim merged into the base's
     /// checkpoint); an error refuses the commit. Not encoded: set at commit.
     pub rebase: Option<Rebase>,
+    /// Live files the delta removes (copy-on-write: committed data files
+    /// whose surviving rows it writes again among `data_files`, and the
+    /// position-delete files that named only them). Each must still be
+    /// live; and since those rows were read with the deletes of
+    /// `planned_at_snapshot`, a delete file committed after it that names a
+    /// removed data file, or any newer equality delete, fails the commit
+    /// `ValidationFailed` (re-plan): it would be lost with the file.
+    pub removed: Vec<String>,
 }
 
 /// Computes summary properties from the table version a commit is built
@@ -95,6 +104,7 @@ impl RowDelta {
             "truncate": self.truncate,
             "fence_epoch": self.fence_epoch,
             "exclusive": self.exclusive,
+            "removed": self.removed,
         }))
     }
 
@@ -135,6 +145,10 @@ impl RowDelta {
                 .and_then(|v| v.as_bool())
                 .unwrap_or(false),
             rebase: None,
+            removed: match value.get("removed") {
+                Some(v) => serde_json::from_value(v.clone()).map_err(|_| bad())?,
+                None => Vec::new(),
+            },
         })
     }
 
@@ -151,6 +165,7 @@ impl RowDelta {
         self.properties.extend(other.properties);
         self.referenced_data_files
             .extend(other.referenced_data_files);
+        self.removed.extend(other.removed);
         self.fence_epoch = self.fence_epoch.max(other.fence_epoch);
         self.exclusive |= other.exclusive;
         if other.rebase.is_some() {
@@ -165,7 +180,7 @@ impl RowDelta {
 
     fn operation(&self) -> Operation {
         match (self.data_files.is_empty(), self.delete_files.is_empty()) {
-            _ if self.truncate => Operation::Overwrite,
+            _ if self.truncate || !self.removed.is_empty() => Operation::Overwrite,
             (_, true) => Operation::Append,
             (true, false) => Operation::Delete,
             (false, false) => Operation::Overwrite,
@@ -251,7 +266,10 @@ impl TableOperation for RowDelta {
 async fn row_delta_metadata(table: &CatalogTable, delta: &RowDelta) -> Result<TableMetadata> {
     check_fence(table, delta)?;
     let moved_on = table.metadata.current_snapshot_id() != delta.planned_at_snapshot;
-    let adds = !delta.data_files.is_empty() || !delta.delete_files.is_empty() || delta.truncate;
+    let adds = !delta.data_files.is_empty()
+        || !delta.delete_files.is_empty()
+        || !delta.removed.is_empty()
+        || delta.truncate;
     if delta.exclusive && adds && moved_on {
         check_no_foreign_writes(table, delta.planned_at_snapshot)?;
     }
@@ -271,33 +289,31 @@ async fn row_delta_metadata(table: &CatalogTable, delta: &RowDelta) -> Result<Ta
             ));
         }
     }
+    let cache = AttemptCache::default();
+    if !delta.removed.is_empty() && moved_on {
+        check_no_newer_deletes(table, delta, &cache).await?;
+    }
     let meta = &table.metadata;
     let snapshot_id = new_snapshot_id();
     let sequence = meta.next_sequence_number();
-    let mut manifests = Vec::new();
-    for (files, deletes) in [(&delta.data_files, false), (&delta.delete_files, true)] {
-        if files.is_empty() {
-            continue;
-        }
-        let mut writer = manifest_writer(
-            table,
-            snapshot_id,
-            deletes,
-            &format!("m{}", manifests.len()),
-        )?;
-        for file in files.iter() {
-            writer
-                .add_file(file.clone(), sequence)
-                .map_err(|e| iceberg_err("adding a file to a manifest", e))?;
-        }
-        manifests.push(close_manifest(writer).await?);
-    }
-    let (carried, gone) = if delta.truncate {
+    let mut out = SnapshotManifests::new(table, snapshot_id, "m");
+    out.add(&delta.data_files, false, sequence)?;
+    out.add(&delta.delete_files, true, sequence)?;
+    let (carried, gone, manifests) = if delta.truncate {
+        let written = out.close().await?;
         let (removed, gone) = remove_everything(table, snapshot_id).await?;
-        manifests.extend(removed);
-        (Vec::new(), gone)
+        (Vec::new(), gone, [written, removed].concat())
+    } else if !delta.removed.is_empty() {
+        let removed: HashSet<&str> = delta.removed.iter().map(String::as_str).collect();
+        let (carried, gone) = out.remove(&removed, &cache).await?;
+        (carried, gone, out.close().await?)
     } else {
-        (current_manifests(table).await?, FileCounts::default())
+        let written = out.close().await?;
+        (
+            current_manifests(table).await?,
+            FileCounts::default(),
+            written,
+        )
     };
     let parent = meta
         .current_snapshot()
@@ -309,6 +325,40 @@ async fn row_delta_metadata(table: &CatalogTable, delta: &RowDelta) -> Result<Ta
     }
     let summary = summary(delta.operation(), parent, &added, &gone, &properties);
     finish_snapshot(table, snapshot_id, sequence, manifests, carried, summary).await
+}
+
+/// Fails `ValidationFailed` when a delete committed after the delta was
+/// planned applies to a file it removes: the rows it wrote again were read
+/// without that delete.
+async fn check_no_newer_deletes(
+    table: &CatalogTable,
+    delta: &RowDelta,
+    cache: &AttemptCache,
+) -> Result<()> {
+    let conflict = |what: String| {
+        Error::new(
+            ErrorKind::ValidationFailed,
+            format!(
+                "{what} was committed after this copy-on-write commit was planned and would be \
+                 lost with the rewritten file; re-plan"
+            ),
+        )
+    };
+    let Some(planned_at) = delta.planned_at_snapshot else {
+        return Err(conflict("a commit (planning snapshot unknown)".to_string()));
+    };
+    let removed: HashSet<&str> = delta.removed.iter().map(String::as_str).collect();
+    let newer = newer_deletes(table, planned_at, &removed, cache).await?;
+    if let Some(eq) = newer.equality.first() {
+        return Err(conflict(format!("equality-delete file {eq}")));
+    }
+    if let Some((file, hits)) = newer.position.first() {
+        return Err(conflict(format!(
+            "position-delete file {file} (naming {})",
+            hits[0].0
+        )));
+    }
+    Ok(())
 }
 
 /// Manifests marking every live file of `table` deleted in `snapshot_id`

@@ -49,6 +49,10 @@ pub struct IcebergSinkConfig {
     pub commit_bytes: Option<usize>,
     pub target_file_bytes: Option<usize>,
     pub row_group_rows: Option<usize>,
+    /// Touched data files up to this many bytes in all (per commit) are
+    /// written again without the changed rows instead of getting position
+    /// deletes (default 8 MiB; 0: always merge-on-read).
+    pub copy_on_write_bytes: Option<usize>,
     #[serde(default, with = "tributary_core::duration::option")]
     pub idle_commit_interval: Option<Duration>,
     /// Partition spec per source table (`"db.table" = ["day(ts)", …]`),
@@ -161,6 +165,7 @@ impl IcebergSinkConfig {
                 d.idle_commit_interval,
             )?,
             partition_by: self.partition_fields(&format!("{}.{}", table.database, table.table))?,
+            copy_on_write_bytes: self.copy_on_write_bytes.unwrap_or(d.copy_on_write_bytes),
         })
     }
 

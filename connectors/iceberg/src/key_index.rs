@@ -175,8 +175,10 @@ pub struct KeyIndex {
     /// when the files change.
     layout: Option<Layout>,
     deleted: HashMap<Arc<str>, HashSet<i64>>,
-    /// Position-delete files already applied to `deleted`.
-    delete_files: HashSet<String>,
+    /// Position-delete files already applied to `deleted`, with the live
+    /// data files each names (a copy-on-write commit removes the delete
+    /// files that name only files it rewrote).
+    delete_files: HashMap<String, HashSet<Arc<str>>>,
     probes: ProbeCache,
     pub stats: IndexStats,
 }
@@ -198,7 +200,7 @@ impl KeyIndex {
             files: Vec::new(),
             layout: None,
             deleted: HashMap::new(),
-            delete_files: HashSet::new(),
+            delete_files: HashMap::new(),
             probes: ProbeCache::default(),
             stats: IndexStats::default(),
         })
@@ -223,8 +225,11 @@ impl KeyIndex {
             }
         }
         let known: HashSet<Arc<str>> = self.files.iter().map(|f| f.path().clone()).collect();
+        for targets in self.delete_files.values_mut() {
+            targets.retain(|p| live.contains(&**p));
+        }
         for d in position_delete_files {
-            if !self.delete_files.insert(d.clone()) {
+            if self.delete_files.contains_key(d) {
                 continue;
             }
             let read = read_position_deletes(&self.file_io, d, None).await;
@@ -232,14 +237,18 @@ impl KeyIndex {
                 Ok(r) => r,
                 Err(e) => return Err(self.if_gone(d, e).await),
             };
+            let mut targets = HashSet::new();
             for (path, pos) in read {
                 if live.contains(path.as_str()) {
-                    self.deleted.entry(Arc::from(path)).or_default().insert(pos);
+                    let path: Arc<str> = Arc::from(path);
+                    self.deleted.entry(path.clone()).or_default().insert(pos);
+                    targets.insert(path);
                 }
             }
+            self.delete_files.insert(d.clone(), targets);
         }
         let listed: HashSet<&str> = position_delete_files.iter().map(String::as_str).collect();
-        self.delete_files.retain(|d| listed.contains(d.as_str()));
+        self.delete_files.retain(|d, _| listed.contains(d.as_str()));
         for f in data_files.iter().filter(|f| !known.contains(f.as_str())) {
             let path: Arc<str> = Arc::from(f.as_str());
             let sidecar = self.file_io.new_input(sidecar_path(f));
@@ -375,10 +384,41 @@ impl KeyIndex {
         self.layout = None;
     }
 
-    /// Records a position-delete file this writer committed (its positions
-    /// are marked one by one), so a refresh does not read it again.
-    pub fn applied_delete_file(&mut self, path: &str) {
-        self.delete_files.insert(path.to_string());
+    /// Records a position-delete file this writer committed, naming
+    /// `targets` (its positions are marked one by one), so a refresh does
+    /// not read it again.
+    pub fn applied_delete_file(&mut self, path: &str, targets: HashSet<Arc<str>>) {
+        self.delete_files.insert(path.to_string(), targets);
+    }
+
+    /// The deleted positions of a live data file.
+    pub fn deleted_in(&self, path: &str) -> Option<&HashSet<i64>> {
+        self.deleted.get(path)
+    }
+
+    /// The live position-delete files that name no live data file but
+    /// those in `files`: they leave the table with them.
+    pub fn delete_files_naming_only(&self, files: &HashSet<&str>) -> Vec<String> {
+        self.delete_files
+            .iter()
+            .filter(|(_, targets)| targets.iter().all(|t| files.contains(&**t)))
+            .map(|(d, _)| d.clone())
+            .collect()
+    }
+
+    /// Forgets a data file (a copy-on-write commit replaced it) or a
+    /// position-delete file (removed with the files it named).
+    pub fn remove_file(&mut self, path: &str) {
+        if self.delete_files.remove(path).is_some() {
+            return;
+        }
+        self.files.retain(|f| &**f.path() != path);
+        self.layout = None;
+        self.deleted.remove(path);
+        self.probes.remove(path);
+        for targets in self.delete_files.values_mut() {
+            targets.remove(path);
+        }
     }
 
     /// Records committed position deletes.

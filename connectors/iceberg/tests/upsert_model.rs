@@ -65,12 +65,23 @@ fn read_py(locations: &[String]) -> Vec<Model> {
     kv_read_py(locations)
 }
 
-async fn run_seed(seed: u64, mode: DeleteMode) {
-    let config = UpsertConfig {
+/// The writer settings of a seed: position mode writes small touched files
+/// again (copy-on-write, the default) for odd seeds and position deletes
+/// (merge-on-read) for even ones, so both meet every workload shape.
+fn config_of(seed: u64, mode: DeleteMode) -> UpsertConfig {
+    let d = UpsertConfig::default();
+    UpsertConfig {
         delete_mode: mode,
-        ..UpsertConfig::default()
-    };
-    run_seed_with(seed, config).await
+        copy_on_write_bytes: match seed % 2 {
+            1 => d.copy_on_write_bytes,
+            _ => 0,
+        },
+        ..d
+    }
+}
+
+async fn run_seed(seed: u64, mode: DeleteMode) {
+    run_seed_with(seed, config_of(seed, mode)).await
 }
 
 /// Spills at every event (a 1-byte file target): every commit adds several
@@ -78,9 +89,8 @@ async fn run_seed(seed: u64, mode: DeleteMode) {
 /// row by position in the same commit.
 async fn run_seed_spilling(seed: u64, mode: DeleteMode) {
     let config = UpsertConfig {
-        delete_mode: mode,
         target_file_bytes: 1,
-        ..UpsertConfig::default()
+        ..config_of(seed, mode)
     };
     run_seed_with(seed, config).await
 }
@@ -94,9 +104,8 @@ async fn run_seed_partitioned(seed: u64, mode: DeleteMode) {
         DeleteMode::Equality => vec!["bucket(4, id)"],
     };
     let config = UpsertConfig {
-        delete_mode: mode,
         partition_by: partition_by.iter().map(|p| p.parse().unwrap()).collect(),
-        ..UpsertConfig::default()
+        ..config_of(seed, mode)
     };
     run_seed_with(seed, config).await
 }
@@ -128,6 +137,8 @@ async fn run_seed_with(seed: u64, config: UpsertConfig) {
     let schema = source();
     let (mode, spilling) = (config.delete_mode, config.target_file_bytes == 1);
     let partitioned = !config.partition_by.is_empty();
+    let copy_on_write = mode == DeleteMode::Position && config.copy_on_write_bytes > 0;
+    let mut position_deletes_seen = false;
     let mut writer =
         UpsertWriter::open_config(catalog.clone(), name.clone(), &schema, config.clone())
             .await
@@ -176,6 +187,17 @@ async fn run_seed_with(seed: u64, config: UpsertConfig) {
                 summary["total-equality-deletes"], "0",
                 "position mode writes no equality deletes"
             );
+            position_deletes_seen |= summary["total-position-deletes"] != "0";
+            if copy_on_write && !spilling {
+                // Every touched file is small: written again, never a
+                // delete file; and no row is counted that is not live.
+                assert_eq!(summary["total-position-deletes"], "0", "seed {seed}");
+                assert_eq!(
+                    summary["total-records"],
+                    model.len().to_string(),
+                    "seed {seed}: copy-on-write keeps only live rows"
+                );
+            }
         } else if !spilling {
             assert_eq!(
                 summary["total-position-deletes"], "0",
@@ -183,6 +205,12 @@ async fn run_seed_with(seed: u64, config: UpsertConfig) {
             );
         }
         snapshots.push((t.metadata_location.clone(), model.clone()));
+    }
+    if mode == DeleteMode::Position && !copy_on_write {
+        assert!(
+            position_deletes_seen,
+            "seed {seed}: merge-on-read deletes by position"
+        );
     }
     if partitioned {
         let (data, deletes) = tributary_catalog::live_files(writer.table()).await.unwrap();
@@ -534,8 +562,14 @@ async fn delete_accounting_half_new_keys() {
             HadoopCatalog::new_local(dev_dir().join("tmp").join(unique_name("acct"))).unwrap(),
         );
         let schema = source();
+        // Merge-on-read: the accounting of delete files (the 50k-row file
+        // would otherwise be small enough to be written again).
+        let config = UpsertConfig {
+            copy_on_write_bytes: 0,
+            ..config_of(0, mode)
+        };
         let mut w =
-            UpsertWriter::open_with(catalog, TableName::new("shop", "items"), &schema, mode)
+            UpsertWriter::open_config(catalog, TableName::new("shop", "items"), &schema, config)
                 .await
                 .unwrap();
         let insert = |id: i32, v: i32, op: Op| ChangeEvent {
@@ -598,14 +632,25 @@ async fn delete_accounting_half_new_keys() {
 
 /// A compaction rewrites the file the writer's index points at; the writer's
 /// next commit must not aim position deletes at the vanished file (the row
-/// would survive in the rewritten one): it re-plans against the new files.
+/// would survive in the rewritten one), nor write it again (copy-on-write:
+/// its rows would be there twice): it re-plans against the new files.
 #[tokio::test]
 async fn position_deletes_are_replanned_after_a_concurrent_rewrite() {
+    for copy_on_write_bytes in [0, UpsertConfig::default().copy_on_write_bytes] {
+        replanned_after_a_concurrent_rewrite(copy_on_write_bytes).await;
+    }
+}
+
+async fn replanned_after_a_concurrent_rewrite(copy_on_write_bytes: usize) {
     let catalog = Arc::new(
         HadoopCatalog::new_local(dev_dir().join("tmp").join(unique_name("replan"))).unwrap(),
     );
     let (schema, name) = (source(), TableName::new("shop", "items"));
-    let mut writer = UpsertWriter::open(catalog.clone(), name.clone(), &schema)
+    let config = UpsertConfig {
+        copy_on_write_bytes,
+        ..UpsertConfig::default()
+    };
+    let mut writer = UpsertWriter::open_config(catalog.clone(), name.clone(), &schema, config)
         .await
         .unwrap();
     let ev = |op: Op, before: Option<(i32, i32)>, after: Option<(i32, i32)>| ChangeEvent {
@@ -673,8 +718,108 @@ async fn position_deletes_are_replanned_after_a_concurrent_rewrite() {
     assert_eq!(
         read_rust(writer.table()).await,
         expected,
-        "no duplicate or resurrected keys"
+        "no duplicate or resurrected keys (copy_on_write_bytes {copy_on_write_bytes})"
     );
+}
+
+/// A copy-on-write commit writes a touched file again from the rows it
+/// read when planning: a row another engine deletes between planning and
+/// the commit stays deleted (the commit re-plans on the newer files), and
+/// the old file leaves with the delete file that named only it.
+#[tokio::test]
+async fn a_copy_on_write_commit_replans_past_a_delete_committed_after_planning() {
+    use tributary_core::Sink;
+    let catalog =
+        Arc::new(HadoopCatalog::new_local(dev_dir().join("tmp").join(unique_name("cow"))).unwrap());
+    let (schema, name) = (source(), TableName::new("shop", "items"));
+    let mut writer = UpsertWriter::open(catalog.clone(), name.clone(), &schema)
+        .await
+        .unwrap();
+    let ev = |op: Op, before: Option<(i32, i32)>, after: Option<(i32, i32)>| ChangeEvent {
+        table: schema.table.clone(),
+        op,
+        before: before.map(|(id, v)| row(id, &(Some(v), None))),
+        after: after.map(|(id, v)| row(id, &(Some(v), None))),
+        position: None,
+        commit_ts_micros: 0,
+        schema_version: 1,
+    };
+    let inserts: Vec<ChangeEvent> = (0..10)
+        .map(|i| ev(Op::Insert, None, Some((i, i))))
+        .collect();
+    writer
+        .write_batch(&ChangeBatch::from_events(schema.clone(), &inserts).unwrap())
+        .await
+        .unwrap();
+    writer
+        .commit_checkpoint(&Checkpoint::default())
+        .await
+        .unwrap();
+    let t = catalog.load_table(&name).await.unwrap();
+    let (data, _) = tributary_catalog::live_files(&t).await.unwrap();
+    let file = data[0].file_path().to_string();
+    // Rows are in no particular key order: where key 5 is.
+    let ids = tributary_catalog::read_parquet(&t.file_io, &file, Some(&[0]), None)
+        .await
+        .unwrap();
+    let ids = ids[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow_array::Int32Array>()
+        .unwrap();
+    let row_of_5 = ids.values().iter().position(|&id| id == 5).unwrap() as i64;
+
+    // Key 3 updated: planned (the file written again without its row)…
+    let update = ev(Op::Update, Some((3, 3)), Some((3, 300)));
+    writer
+        .write_batch(&ChangeBatch::from_events(schema.clone(), &[update]).unwrap())
+        .await
+        .unwrap();
+    let prepared = writer.prepare(&Checkpoint::default()).await.unwrap();
+    // …then another engine deletes key 5 by position…
+    let path = format!("{}/data/other-engine.parquet", t.metadata.location());
+    let del = tributary_catalog::write_position_deletes(
+        &t.file_io,
+        &path,
+        vec![(file.clone(), row_of_5)],
+        iceberg::spec::Struct::empty(),
+        0,
+    )
+    .await
+    .unwrap();
+    let delta = tributary_catalog::RowDelta {
+        delete_files: vec![del],
+        ..Default::default()
+    };
+    tributary_catalog::commit_row_delta(catalog.as_ref(), &t, &delta)
+        .await
+        .unwrap();
+    // …before the commit.
+    writer.commit_prepared(vec![prepared]).await.unwrap();
+
+    let mut expected: Model = (0..10)
+        .filter(|&i| i != 5)
+        .map(|i| (i, (Some(i), None)))
+        .collect();
+    expected.insert(3, (Some(300), None));
+    let t = writer.table().clone();
+    assert_eq!(read_rust(&t).await, expected, "key 5 stays deleted");
+    assert_eq!(
+        read_py(std::slice::from_ref(&t.metadata_location)),
+        [expected]
+    );
+    let (data, deletes) = tributary_catalog::live_files(&t).await.unwrap();
+    assert!(
+        deletes.is_empty() && data.iter().all(|f| f.file_path() != file),
+        "the old file and the delete file naming only it left"
+    );
+    let summary = &t
+        .metadata
+        .current_snapshot()
+        .unwrap()
+        .summary()
+        .additional_properties;
+    assert_eq!(summary["total-records"], "9");
 }
 
 fn arrow_select_concat(batches: &[RecordBatch]) -> RecordBatch {
@@ -765,7 +910,8 @@ async fn kill_and_restart(seed: u64, mode: DeleteMode) -> (usize, usize) {
     // Commits killed after the catalog had them (the writer never heard).
     let (mut killed_commit, mut landed_unacknowledged) = (None, 0);
     'restart: loop {
-        let mut writer = UpsertWriter::open_with(catalog.clone(), name.clone(), &schema, mode)
+        let config = config_of(seed, mode);
+        let mut writer = UpsertWriter::open_config(catalog.clone(), name.clone(), &schema, config)
             .await
             .unwrap();
         let committed = tributary_core::Sink::committed(&writer).await.unwrap();

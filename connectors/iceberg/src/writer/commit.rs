@@ -188,14 +188,21 @@ impl UpsertWriter {
         checkpoint: &Checkpoint,
     ) {
         for d in &delta.delete_files {
-            self.index.applied_delete_file(d.file_path());
             match d.content_type() {
                 iceberg::spec::DataContentType::EqualityDeletes => {
                     self.delete_files_committed.1 += 1;
                 }
-                _ => self.delete_files_committed.0 += 1,
+                _ => {
+                    let targets = self
+                        .planned_delete_targets
+                        .remove(d.file_path())
+                        .unwrap_or_default();
+                    self.index.applied_delete_file(d.file_path(), targets);
+                    self.delete_files_committed.0 += 1;
+                }
             }
         }
+        self.planned_delete_targets.clear();
         let superseded: Vec<(Arc<str>, i64)> = self
             .superseded_rows()
             .map(|(path, pos)| (path.clone(), pos))
@@ -203,10 +210,17 @@ impl UpsertWriter {
         for (path, pos) in found.iter().chain(&superseded) {
             self.index.mark_deleted(path, *pos);
         }
-        for spill in self.spills.drain(..) {
+        for path in &delta.removed {
+            self.index.remove_file(path);
+            self.committed_files.remove(path.as_str());
+        }
+        for spill in self.spills.drain(..).chain(self.rewritten.drain(..)) {
             let path = spill.summary.path().clone();
-            self.file_partitions
-                .insert(path, spill.file.partition().clone());
+            let file = super::CommittedFile {
+                partition: spill.file.partition().clone(),
+                bytes: spill.file.file_size_in_bytes(),
+            };
+            self.committed_files.insert(path, file);
             self.index.add_file(spill.summary, spill.keys);
         }
         self.reduction.clear();

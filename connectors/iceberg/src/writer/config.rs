@@ -44,6 +44,13 @@ pub struct UpsertConfig {
     /// Partition spec of a table the writer creates (default: none). An
     /// existing table keeps its spec; a different one here is an error.
     pub partition_by: Vec<PartitionField>,
+    /// Copy-on-write budget, in data-file (Parquet) bytes: committed files
+    /// a commit deletes rows from are written again without those rows
+    /// instead of getting position deletes, smallest first, while their
+    /// sizes add up to at most this (default 8 MiB; 0 = always
+    /// merge-on-read). Position mode only. Keeps small tables as cheap to
+    /// read as compacted ones at every commit (see `copy_on_write`).
+    pub copy_on_write_bytes: usize,
 }
 
 impl Default for UpsertConfig {
@@ -58,6 +65,7 @@ impl Default for UpsertConfig {
             column_policy: ColumnPolicy::Fail,
             idle_commit_interval: Duration::from_secs(300),
             partition_by: Vec::new(),
+            copy_on_write_bytes: 8 << 20,
         }
     }
 }

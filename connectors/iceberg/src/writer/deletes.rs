@@ -4,7 +4,7 @@
 //! admits — plus the spilled rows a later change superseded; delete files go
 //! to the partition of what they delete.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
@@ -39,42 +39,55 @@ impl UpsertWriter {
                 self.load_index().await?;
             }
         }
-        let (mut deletes, mut found, mut equality) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut found, mut equality) = (BTreeMap::<Arc<str>, Vec<i64>>::new(), Vec::new());
         for key in self.reduction.keys() {
             match self.config.delete_mode {
                 DeleteMode::Equality if self.index.may_exist(key) => equality.push(key.as_slice()),
                 DeleteMode::Equality => {}
                 DeleteMode::Position => {
-                    if let Some(loc) = self.index.lookup(key).await? {
-                        deletes.push((loc.0.to_string(), loc.1));
-                        found.push(loc);
+                    if let Some((path, pos)) = self.index.lookup(key).await? {
+                        found.entry(path).or_default().push(pos);
                     }
                 }
             }
         }
+        let equality = match equality.is_empty() {
+            true => Vec::new(),
+            false => self.write_equality_deletes(&equality).await?,
+        };
+        // Small touched files are written again without the rows instead.
+        let removed = self.copy_on_write(&mut found).await?;
         let mut delta = RowDelta {
             // Only committed files can vanish under a rewrite; spills are ours.
-            referenced_data_files: deletes
-                .iter()
-                .map(|(p, _)| p.clone())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect(),
+            referenced_data_files: found.keys().map(|p| p.to_string()).collect(),
             planned_at_snapshot: self.index_at,
             exclusive: true,
-            data_files: self.spills.iter().map(|s| s.file.clone()).collect(),
+            data_files: self
+                .spills
+                .iter()
+                .chain(&self.rewritten)
+                .map(|s| s.file.clone())
+                .collect(),
             truncate: self.truncate_pending,
+            removed,
             ..RowDelta::default()
         };
-        deletes.extend(self.superseded_rows().map(|(p, pos)| (p.to_string(), pos)));
-        delta
-            .delete_files
-            .extend(self.write_position_deletes(deletes).await?);
-        if !equality.is_empty() {
-            delta
-                .delete_files
-                .extend(self.write_equality_deletes(&equality).await?);
+        let found: Vec<(Arc<str>, i64)> = found
+            .into_iter()
+            .flat_map(|(path, positions)| positions.into_iter().map(move |p| (path.clone(), p)))
+            .collect();
+        let deletes = found
+            .iter()
+            .map(|(p, pos)| (p.clone(), *pos))
+            .chain(self.superseded_rows().map(|(p, pos)| (p.clone(), pos)))
+            .collect();
+        self.planned_delete_targets.clear();
+        for (file, targets) in self.write_position_deletes(deletes).await? {
+            self.planned_delete_targets
+                .insert(file.file_path().to_string(), targets);
+            delta.delete_files.push(file);
         }
+        delta.delete_files.extend(equality);
         self.planned_found = found;
         Ok(delta)
     }
@@ -124,8 +137,11 @@ impl UpsertWriter {
     }
 
     /// Writes position deletes, one file per partition of the data files
-    /// they point at.
-    async fn write_position_deletes(&self, deletes: Vec<(String, i64)>) -> Result<Vec<DataFile>> {
+    /// they point at; each file with the data files it names.
+    async fn write_position_deletes(
+        &self,
+        deletes: Vec<(Arc<str>, i64)>,
+    ) -> Result<Vec<(DataFile, HashSet<Arc<str>>)>> {
         // Partitions of the files deletes can name: committed ones, then spills.
         let spilled: HashMap<&str, &Struct> = self
             .spills
@@ -133,18 +149,23 @@ impl UpsertWriter {
             .map(|s| (s.file.file_path(), s.file.partition()))
             .collect();
         let mut by_partition: HashMap<&Struct, Vec<(String, i64)>> = HashMap::new();
+        let mut targets: HashMap<&Struct, HashSet<Arc<str>>> = HashMap::new();
         for (path, pos) in deletes {
             let partition = spilled
-                .get(path.as_str())
+                .get(&*path)
                 .copied()
-                .or_else(|| self.file_partitions.get(path.as_str()))
+                .or_else(|| self.committed_files.get(&*path).map(|f| &f.partition))
                 .ok_or_else(|| {
                     Error::new(
                         ErrorKind::Unexpected,
                         format!("a delete points at {path}, which is not a live data file"),
                     )
                 })?;
-            by_partition.entry(partition).or_default().push((path, pos));
+            by_partition
+                .entry(partition)
+                .or_default()
+                .push((path.to_string(), pos));
+            targets.entry(partition).or_default().insert(path);
         }
         let mut files = Vec::new();
         for (partition, deletes) in by_partition {
@@ -153,7 +174,7 @@ impl UpsertWriter {
             let spec = self.partitioner.spec_id();
             let file =
                 write_position_deletes(file_io, &path, deletes, partition.clone(), spec).await?;
-            files.push(file);
+            files.push((file, targets.remove(partition).unwrap_or_default()));
         }
         Ok(files)
     }

@@ -23,13 +23,14 @@
 
 mod commit;
 mod config;
+mod copy_on_write;
 mod deletes;
 mod reduction;
 mod spill;
 mod table;
 mod truncate;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -52,6 +53,13 @@ use crate::key_index::{IndexStats, KeyIndex};
 use crate::partition::Partitioner;
 use crate::types::{ColumnMap, to_file_batch};
 
+/// A committed live data file, as the writer needs it.
+#[derive(Debug, Clone)]
+struct CommittedFile {
+    partition: Struct,
+    bytes: u64,
+}
+
 /// Snapshot-summary property holding the committed source checkpoint (JSON).
 pub const CHECKPOINT_PROPERTY: &str = "tributary.checkpoint";
 
@@ -64,11 +72,18 @@ pub struct UpsertWriter {
     /// Finds the live row of a key in committed files.
     index: KeyIndex,
     partitioner: Partitioner,
-    /// The partition of every committed live data file (deletes go there).
-    file_partitions: HashMap<Arc<str>, Struct>,
+    /// Every committed live data file's partition (deletes go there) and
+    /// size (the copy-on-write budget).
+    committed_files: HashMap<Arc<str>, CommittedFile>,
+    /// The table has live equality deletes (no copy-on-write then).
+    equality_deletes_live: bool,
     /// Each touched key's final state since the last commit.
     reduction: Reduction,
     spills: Vec<Spill>,
+    /// Committed files the pending commit writes again (copy-on-write).
+    rewritten: Vec<Spill>,
+    /// The data files each position-delete file of the pending commit names.
+    planned_delete_targets: HashMap<String, HashSet<Arc<str>>>,
     changes_since_commit: usize,
     bytes_since_commit: usize,
     last_commit: Instant,
@@ -148,9 +163,12 @@ impl UpsertWriter {
             columns,
             index,
             partitioner,
-            file_partitions: HashMap::new(),
+            committed_files: HashMap::new(),
+            equality_deletes_live: false,
             reduction: Reduction::default(),
             spills: Vec::new(),
+            rewritten: Vec::new(),
+            planned_delete_targets: HashMap::new(),
             changes_since_commit: 0,
             bytes_since_commit: 0,
             last_commit: Instant::now(),

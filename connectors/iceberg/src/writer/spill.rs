@@ -68,7 +68,11 @@ impl UpsertWriter {
 
     /// Writes `batch` (file schema, strict; rows of one partition) as a
     /// Parquet data file.
-    async fn write_data_file(&self, batch: &RecordBatch, partition: Struct) -> Result<DataFile> {
+    pub(super) async fn write_data_file(
+        &self,
+        batch: &RecordBatch,
+        partition: Struct,
+    ) -> Result<DataFile> {
         let path = self.new_file_path("data");
         let spec = self.partitioner.spec_id();
         let file_io = &self.table.file_io;

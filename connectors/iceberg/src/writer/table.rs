@@ -70,10 +70,19 @@ impl UpsertWriter {
         let (data, deletes) = live_files(&self.table)
             .await
             .map_err(|e| e.with_context("table", &self.table.name))?;
-        self.file_partitions = data
+        self.committed_files = data
             .iter()
-            .map(|f| (Arc::from(f.file_path()), f.partition().clone()))
+            .map(|f| {
+                let file = super::CommittedFile {
+                    partition: f.partition().clone(),
+                    bytes: f.file_size_in_bytes(),
+                };
+                (Arc::from(f.file_path()), file)
+            })
             .collect();
+        self.equality_deletes_live = deletes
+            .iter()
+            .any(|d| d.content_type() == DataContentType::EqualityDeletes);
         let data: Vec<String> = data.iter().map(|f| f.file_path().to_string()).collect();
         let positions: Vec<String> = deletes
             .iter()

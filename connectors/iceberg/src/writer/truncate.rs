@@ -21,7 +21,8 @@ impl UpsertWriter {
         }
         self.reduction.clear();
         self.index = key_index(&self.table, &self.columns, &self.source)?;
-        self.file_partitions.clear();
+        self.committed_files.clear();
+        self.rewritten.clear();
         self.planned_found.clear();
         self.truncate_pending = true;
         // The commit is due at the next checkpoint.
