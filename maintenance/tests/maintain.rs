@@ -32,9 +32,13 @@ impl Fixture {
         }
     }
 
+    /// A merge-on-read writer: it leaves the delete files these tests give
+    /// maintenance to work on (copy-on-write, the default for small files,
+    /// would write a touched file again instead).
     async fn writer(&self, mode: DeleteMode) -> UpsertWriter {
         let config = UpsertConfig {
             delete_mode: mode,
+            copy_on_write_bytes: 0,
             ..UpsertConfig::default()
         };
         UpsertWriter::open_config(
@@ -525,10 +529,23 @@ async fn an_update_after_a_schema_change_over_an_unseen_compaction_leaves_no_dup
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maintenance_loops_beside_a_streaming_writer_and_loses_nothing() {
     let fx = Fixture::new();
-    for mode in [DeleteMode::Position, DeleteMode::Equality] {
-        let name = TableName::new("shop", format!("items_{mode:?}").to_lowercase());
+    // Position mode merge-on-read and copy-on-write (each commit writes the
+    // touched files again, racing compaction for the same files), and
+    // equality mode.
+    let cow = UpsertConfig::default().copy_on_write_bytes;
+    for (mode, copy_on_write_bytes) in [
+        (DeleteMode::Position, 0),
+        (DeleteMode::Position, cow),
+        (DeleteMode::Equality, 0),
+    ] {
+        let writes = match copy_on_write_bytes {
+            0 => "",
+            _ => "_cow",
+        };
+        let name = TableName::new("shop", format!("items_{mode:?}{writes}").to_lowercase());
         let config = UpsertConfig {
             delete_mode: mode,
+            copy_on_write_bytes,
             ..UpsertConfig::default()
         };
         let reopen = async || {
@@ -539,14 +556,17 @@ async fn maintenance_loops_beside_a_streaming_writer_and_loses_nothing() {
         let mut writer = reopen().await;
         let mut reopened = 0;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let landed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // A step that hangs fails naming itself (a stuck test is only a
+        // timeout in CI's log).
+        let limit = Duration::from_secs(120);
         let maint = {
-            let (catalog, name, stop) = (fx.catalog.clone(), name.clone(), stop.clone());
+            let (catalog, name) = (fx.catalog.clone(), name.clone());
+            let (stop, landed) = (stop.clone(), landed.clone());
             tokio::spawn(async move {
                 let (mut rounds, mut compactions) = (0usize, 0usize);
                 // At least 100 rounds and 10 compactions while the writer
-                // streams (it goes on until then, up to 2000 commits): under
-                // load a 5 ms writer wins most races, so the count of
-                // landed compactions is waited for, not expected in time.
+                // streams (it goes on until then, up to 2000 commits).
                 let more = |rounds: usize, compactions: usize| {
                     (rounds < 100 || compactions < 10) && rounds < 5000
                 };
@@ -555,7 +575,13 @@ async fn maintenance_loops_beside_a_streaming_writer_and_loses_nothing() {
                     // A run that lost its race to the writer (files rewritten
                     // under it, or every commit attempt beaten) applied
                     // nothing; the next run plans again.
-                    match maintain_table(catalog.as_ref(), &name, &aggressive(), false).await {
+                    let policy = aggressive();
+                    let run = maintain_table(catalog.as_ref(), &name, &policy, false);
+                    let run = match tokio::time::timeout(limit, run).await {
+                        Ok(run) => run,
+                        Err(_) => panic!("maintenance round {rounds} did not finish in 120 s"),
+                    };
+                    match run {
                         Ok(r) => compactions += r.compacted_groups.len(),
                         Err(e) => assert!(
                             matches!(
@@ -566,6 +592,7 @@ async fn maintenance_loops_beside_a_streaming_writer_and_loses_nothing() {
                             "maintenance failed: {e}"
                         ),
                     }
+                    landed.store(compactions, std::sync::atomic::Ordering::Relaxed);
                     rounds += 1;
                     // A run on local files may never wait for anything.
                     tokio::task::yield_now().await;
@@ -574,15 +601,29 @@ async fn maintenance_loops_beside_a_streaming_writer_and_loses_nothing() {
             })
         };
         let (mut rng, mut model, mut offset) = (Rng(11), KvModel::new(), 0u64);
-        let mut commits = 0;
+        let (mut commits, mut seen, mut since) = (0, 0, 0u32);
         while commits < 150 || !maint.is_finished() && commits < 2000 {
             let n = 1 + rng.below(10) as usize;
             let events = random_kv_events(&fx.schema, &mut rng, &mut model, &mut offset, 0..60, n);
-            reopened +=
-                usize::from(write_or_reopen(&mut writer, &reopen, &fx.schema, &events).await);
+            let write = write_or_reopen(&mut writer, &reopen, &fx.schema, &events);
+            match tokio::time::timeout(limit, write).await {
+                Ok(again) => reopened += usize::from(again),
+                Err(_) => panic!("{mode:?}{writes}: commit {commits} did not finish in 120 s"),
+            }
             commits += 1;
-            // The writer's commit interval (here 5 ms, in production seconds).
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            // The writer's commit interval: 5 ms (in production seconds),
+            // longer while no compaction lands. Under load a 5 ms writer
+            // wins nearly every race (CI once ran it 2000 commits per mode
+            // past its 5-minute limit); a slower one lets them through, as
+            // real intervals do.
+            let now = landed.load(std::sync::atomic::Ordering::Relaxed);
+            (seen, since) = if now > seen {
+                (now, 0)
+            } else {
+                (seen, since + 1)
+            };
+            let interval = Duration::from_millis(5 << (since / 25).min(5));
+            tokio::time::sleep(interval).await;
             if commits == 150 {
                 stop.store(true, std::sync::atomic::Ordering::Relaxed);
             }
@@ -620,7 +661,7 @@ async fn maintenance_loops_beside_a_streaming_writer_and_loses_nothing() {
             "{mode:?}: pyiceberg"
         );
         eprintln!(
-            "{mode:?}: {commits} commits beside {rounds} maintenance rounds, {compactions} compactions, {reopened} reopened after a conflict"
+            "{mode:?}{writes}: {commits} commits beside {rounds} maintenance rounds, {compactions} compactions, {reopened} reopened after a conflict"
         );
     }
 }

@@ -7,9 +7,11 @@
 //! later change of a spilled key deletes its spilled row by position in the
 //! same commit. At commit the rest is written as one more data file, the
 //! touched keys' committed rows are deleted (position mode: found through
-//! the key index; equality mode: an equality delete only for keys the bloom
-//! filters say may exist), and everything is committed as one snapshot with
-//! the source checkpoint in its summary.
+//! the key index, and small files holding them written again without them
+//! — copy-on-write — instead of getting position deletes; equality mode: an
+//! equality delete only for keys the bloom filters say may exist), and
+//! everything is committed as one snapshot with the source checkpoint in
+//! its summary.
 //!
 //! Exactly-once: the checkpoint committed with the data is read back on
 //! open; change events at or before its position are skipped, so a source
@@ -19,7 +21,8 @@
 //! The roles live in one file each: `config` (settings), `table` (open,
 //! create, schema evolution, partition checks), `reduction` (the per-key
 //! state machine), `spill` (data files before their commit), `deletes`
-//! (delete planning), `commit` (prepare and commit).
+//! (delete planning), `copy_on_write` (small touched files written again),
+//! `commit` (prepare and commit).
 
 mod commit;
 mod config;
