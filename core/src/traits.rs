@@ -104,6 +104,9 @@ pub struct SinkCounters {
     /// Delete files committed, by kind (Iceberg).
     pub position_delete_files: u64,
     pub equality_delete_files: u64,
+    /// Committed data files written again without their changed rows
+    /// (copy-on-write, Iceberg).
+    pub copy_on_write_files: u64,
     /// Key lookups: committed data files whose key range held the key,
     /// and of those the ones their bloom filter ruled out (a read saved).
     pub bloom_tests: u64,
@@ -121,6 +124,7 @@ impl SinkCounters {
         SinkCounters {
             position_delete_files: d(self.position_delete_files, earlier.position_delete_files),
             equality_delete_files: d(self.equality_delete_files, earlier.equality_delete_files),
+            copy_on_write_files: d(self.copy_on_write_files, earlier.copy_on_write_files),
             bloom_tests: d(self.bloom_tests, earlier.bloom_tests),
             bloom_skips: d(self.bloom_skips, earlier.bloom_skips),
             failovers: d(self.failovers, earlier.failovers),

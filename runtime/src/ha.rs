@@ -334,6 +334,7 @@ impl<S: Sink + Sync> Sink for HaSink<S> {
         tributary_core::SinkCounters {
             position_delete_files: p.position_delete_files + s.position_delete_files,
             equality_delete_files: p.equality_delete_files + s.equality_delete_files,
+            copy_on_write_files: p.copy_on_write_files + s.copy_on_write_files,
             bloom_tests: p.bloom_tests + s.bloom_tests,
             bloom_skips: p.bloom_skips + s.bloom_skips,
             failovers: self.stats.failovers,

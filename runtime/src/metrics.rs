@@ -60,6 +60,7 @@ struct Inner {
     lag: Family<TableLabel, FloatGauge>,
     paused: Family<TableLabel, Gauge>,
     delete_files: Family<TableKind, Counter>,
+    copy_on_write_files: Family<TableLabel, Counter>,
     bloom_tests: Family<TableLabel, Counter>,
     bloom_skips: Family<TableLabel, Counter>,
     bloom_skip_ratio: Family<TableLabel, FloatGauge>,
@@ -132,6 +133,13 @@ impl Default for Metrics {
             "Delete files committed, by table and kind (position, equality)",
             delete_files.clone(),
         );
+        let copy_on_write_files = Family::<TableLabel, Counter>::default();
+        registry.register(
+            "tributary_copy_on_write_files",
+            "Committed data files a commit wrote again without their changed rows (instead of \
+             position deletes)",
+            copy_on_write_files.clone(),
+        );
         let bloom_tests = Family::<TableLabel, Counter>::default();
         registry.register(
             "tributary_bloom_filter_tests",
@@ -168,6 +176,7 @@ impl Default for Metrics {
         Metrics {
             inner: Arc::new(Inner {
                 delete_files,
+                copy_on_write_files,
                 bloom_tests,
                 bloom_skips,
                 bloom_skip_ratio,
@@ -262,6 +271,10 @@ impl Metrics {
             }
         }
         let l = label(table);
+        self.inner
+            .copy_on_write_files
+            .get_or_create(&l)
+            .inc_by(d.copy_on_write_files);
         let tests = self
             .inner
             .bloom_tests

@@ -294,7 +294,7 @@ impl KeyIndex {
     /// maintenance and deleted by expiry since the index last followed the
     /// table: the view is stale, not the data bad. A commit conflict (the
     /// run starts again from its last commit, over the current files).
-    async fn if_gone(&self, path: &str, e: Error) -> Error {
+    pub async fn if_gone(&self, path: &str, e: Error) -> Error {
         match self.file_io.exists(path).await {
             Ok(false) => Error::new(
                 ErrorKind::CommitConflict,

@@ -176,12 +176,7 @@ async fn run_seed_with(seed: u64, config: UpsertConfig) {
         if partitioned {
             check_filtered(&t, &model, &format!("seed {seed} {mode:?}")).await;
         }
-        let summary = &t
-            .metadata
-            .current_snapshot()
-            .unwrap()
-            .summary()
-            .additional_properties;
+        let summary = summary_of(&t);
         if mode == DeleteMode::Position {
             assert_eq!(
                 summary["total-equality-deletes"], "0",
@@ -603,13 +598,7 @@ async fn delete_accounting_half_new_keys() {
             .await
             .unwrap();
         w.commit_checkpoint(&Checkpoint::default()).await.unwrap();
-        let s = &w
-            .table()
-            .metadata
-            .current_snapshot()
-            .unwrap()
-            .summary()
-            .additional_properties;
+        let s = summary_of(w.table());
         let get = |k: &str| s.get(k).map_or(0, |v| v.parse::<usize>().unwrap());
         let (eq, pos) = (get("added-equality-deletes"), get("added-position-deletes"));
         match mode {
@@ -642,37 +631,12 @@ async fn position_deletes_are_replanned_after_a_concurrent_rewrite() {
 }
 
 async fn replanned_after_a_concurrent_rewrite(copy_on_write_bytes: usize) {
-    let catalog = Arc::new(
-        HadoopCatalog::new_local(dev_dir().join("tmp").join(unique_name("replan"))).unwrap(),
-    );
-    let (schema, name) = (source(), TableName::new("shop", "items"));
     let config = UpsertConfig {
         copy_on_write_bytes,
         ..UpsertConfig::default()
     };
-    let mut writer = UpsertWriter::open_config(catalog.clone(), name.clone(), &schema, config)
-        .await
-        .unwrap();
-    let ev = |op: Op, before: Option<(i32, i32)>, after: Option<(i32, i32)>| ChangeEvent {
-        table: schema.table.clone(),
-        op,
-        before: before.map(|(id, v)| row(id, &(Some(v), None))),
-        after: after.map(|(id, v)| row(id, &(Some(v), None))),
-        position: None,
-        commit_ts_micros: 0,
-        schema_version: 1,
-    };
-    let inserts: Vec<ChangeEvent> = (0..10)
-        .map(|i| ev(Op::Insert, None, Some((i, i))))
-        .collect();
-    writer
-        .write_batch(&ChangeBatch::from_events(schema.clone(), &inserts).unwrap())
-        .await
-        .unwrap();
-    writer
-        .commit_checkpoint(&Checkpoint::default())
-        .await
-        .unwrap();
+    let (catalog, mut writer) = ten_rows("replan", config).await;
+    let (schema, name) = (source(), TableName::new("shop", "items"));
 
     // Maintenance rewrites the only data file into a copy (same rows).
     let t = catalog.load_table(&name).await.unwrap();
@@ -729,32 +693,8 @@ async fn replanned_after_a_concurrent_rewrite(copy_on_write_bytes: usize) {
 #[tokio::test]
 async fn a_copy_on_write_commit_replans_past_a_delete_committed_after_planning() {
     use tributary_core::Sink;
-    let catalog =
-        Arc::new(HadoopCatalog::new_local(dev_dir().join("tmp").join(unique_name("cow"))).unwrap());
+    let (catalog, mut writer) = ten_rows("cow", UpsertConfig::default()).await;
     let (schema, name) = (source(), TableName::new("shop", "items"));
-    let mut writer = UpsertWriter::open(catalog.clone(), name.clone(), &schema)
-        .await
-        .unwrap();
-    let ev = |op: Op, before: Option<(i32, i32)>, after: Option<(i32, i32)>| ChangeEvent {
-        table: schema.table.clone(),
-        op,
-        before: before.map(|(id, v)| row(id, &(Some(v), None))),
-        after: after.map(|(id, v)| row(id, &(Some(v), None))),
-        position: None,
-        commit_ts_micros: 0,
-        schema_version: 1,
-    };
-    let inserts: Vec<ChangeEvent> = (0..10)
-        .map(|i| ev(Op::Insert, None, Some((i, i))))
-        .collect();
-    writer
-        .write_batch(&ChangeBatch::from_events(schema.clone(), &inserts).unwrap())
-        .await
-        .unwrap();
-    writer
-        .commit_checkpoint(&Checkpoint::default())
-        .await
-        .unwrap();
     let t = catalog.load_table(&name).await.unwrap();
     let (data, _) = tributary_catalog::live_files(&t).await.unwrap();
     let file = data[0].file_path().to_string();
@@ -813,13 +753,53 @@ async fn a_copy_on_write_commit_replans_past_a_delete_committed_after_planning()
         deletes.is_empty() && data.iter().all(|f| f.file_path() != file),
         "the old file and the delete file naming only it left"
     );
-    let summary = &t
-        .metadata
+    assert_eq!(summary_of(&t)["total-records"], "9");
+}
+
+/// A change of key `id`'s `v` (images as `(id, v)`), at no position.
+fn ev(op: Op, before: Option<(i32, i32)>, after: Option<(i32, i32)>) -> ChangeEvent {
+    ChangeEvent {
+        table: source().table.clone(),
+        op,
+        before: before.map(|(id, v)| row(id, &(Some(v), None))),
+        after: after.map(|(id, v)| row(id, &(Some(v), None))),
+        position: None,
+        commit_ts_micros: 0,
+        schema_version: 1,
+    }
+}
+
+/// A new local table `shop.items` with keys 0..10 (`v` = key) committed by
+/// a writer of `config`, which is returned.
+async fn ten_rows(prefix: &str, config: UpsertConfig) -> (Arc<HadoopCatalog>, UpsertWriter) {
+    let catalog = Arc::new(
+        HadoopCatalog::new_local(dev_dir().join("tmp").join(unique_name(prefix))).unwrap(),
+    );
+    let name = TableName::new("shop", "items");
+    let mut writer = UpsertWriter::open_config(catalog.clone(), name, &source(), config)
+        .await
+        .unwrap();
+    let inserts: Vec<ChangeEvent> = (0..10)
+        .map(|i| ev(Op::Insert, None, Some((i, i))))
+        .collect();
+    writer
+        .write_batch(&ChangeBatch::from_events(source(), &inserts).unwrap())
+        .await
+        .unwrap();
+    writer
+        .commit_checkpoint(&Checkpoint::default())
+        .await
+        .unwrap();
+    (catalog, writer)
+}
+
+/// The current snapshot's summary properties.
+fn summary_of(t: &CatalogTable) -> &std::collections::HashMap<String, String> {
+    &t.metadata
         .current_snapshot()
         .unwrap()
         .summary()
-        .additional_properties;
-    assert_eq!(summary["total-records"], "9");
+        .additional_properties
 }
 
 fn arrow_select_concat(batches: &[RecordBatch]) -> RecordBatch {

@@ -212,7 +212,8 @@ impl UpsertWriter {
         }
         for path in &delta.removed {
             self.index.remove_file(path);
-            self.committed_files.remove(path.as_str());
+            let data = self.committed_files.remove(path.as_str());
+            self.copy_on_write_files += u64::from(data.is_some());
         }
         for spill in self.spills.drain(..).chain(self.rewritten.drain(..)) {
             let path = spill.summary.path().clone();

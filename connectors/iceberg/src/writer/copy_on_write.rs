@@ -94,8 +94,11 @@ impl UpsertWriter {
     /// but for the positions the index knows deleted and `deleted`.
     async fn surviving_rows(&self, path: &Arc<str>, deleted: &[i64]) -> Result<RecordBatch> {
         let size = self.committed_files.get(path).map(|f| f.bytes);
-        let batches =
-            tributary_catalog::read_parquet(&self.table.file_io, path, None, size).await?;
+        let read = tributary_catalog::read_parquet(&self.table.file_io, path, None, size).await;
+        let batches = match read {
+            Ok(b) => b,
+            Err(e) => return Err(self.index.if_gone(path, e).await),
+        };
         let gone: HashSet<i64> = deleted
             .iter()
             .copied()

@@ -18,8 +18,25 @@ use super::config::DeleteMode;
 impl UpsertWriter {
     /// Spills what is buffered and plans and writes the deletes of every
     /// touched key's committed row; the rows found by position are kept
-    /// for the index until the commit is durable.
+    /// for the index until the commit is durable. A committed file found
+    /// gone (a rewrite replaced it and expiry deleted it before this writer
+    /// followed the table) makes the writer follow the table and plan again.
     pub(super) async fn plan_delta(&mut self) -> Result<RowDelta> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.plan_once().await {
+                Err(e) if e.kind() == ErrorKind::CommitConflict && attempt < 3 => {
+                    self.others_commit = true;
+                    self.table = self.catalog.load_table(&self.table.name).await?;
+                    self.load_index().await?;
+                }
+                planned => return planned,
+            }
+        }
+    }
+
+    async fn plan_once(&mut self) -> Result<RowDelta> {
         self.spill().await?;
         // Position deletes planned on files a compaction has replaced fail
         // their commit (after writing it) and are planned again: while

@@ -108,6 +108,8 @@ pub struct UpsertWriter {
     others_commit: bool,
     /// Delete files committed since the writer opened, by kind.
     delete_files_committed: (u64, u64),
+    /// Committed data files written again since the writer opened.
+    copy_on_write_files: u64,
     /// A consumer-group worker's: where its next range of each partition
     /// starts (its last commit's ends; see `PartitionClaim`).
     claimed: std::collections::BTreeMap<i32, i64>,
@@ -182,6 +184,7 @@ impl UpsertWriter {
             index_at: None,
             others_commit: false,
             delete_files_committed: (0, 0),
+            copy_on_write_files: 0,
             claimed: Default::default(),
         };
         writer.load_index().await?;
@@ -291,6 +294,7 @@ impl Sink for UpsertWriter {
         tributary_core::SinkCounters {
             position_delete_files: self.delete_files_committed.0,
             equality_delete_files: self.delete_files_committed.1,
+            copy_on_write_files: self.copy_on_write_files,
             bloom_tests: index.bloom_tests,
             bloom_skips: index.bloom_skips,
             ..Default::default()
