@@ -145,8 +145,12 @@ async fn main() {
     let mut writer = UpsertWriter::open_config(catalog.clone(), name.clone(), &schema, config)
         .await
         .unwrap();
+    // The samples taken after maintenance runs, awaited at the end like
+    // the others (the warehouse is removed then).
+    let maintenance_samples = Arc::new(std::sync::Mutex::new(Vec::new()));
     let maintenance = {
         let (catalog, name, root) = (catalog.clone(), name.clone(), root.clone());
+        let maintenance_samples = maintenance_samples.clone();
         tokio::spawn(async move {
             // As `sync` schedules it: the full policy every `every`, the
             // read-cost check every `check_interval` between.
@@ -173,7 +177,7 @@ async fn main() {
                             let at = format!("{minutes:.1}");
                             let (c, n, r) = (catalog.clone(), name.clone(), root.clone());
                             let s = sample(c, n, r, at, "after-maintenance", String::new());
-                            tokio::spawn(s);
+                            maintenance_samples.lock().unwrap().push(tokio::spawn(s));
                         }
                     }
                     Ok(Some(r)) => eprintln!("maintenance: {r}"),
@@ -262,9 +266,10 @@ async fn main() {
             tokio::time::sleep(rest).await;
         }
     }
-    for s in samples {
+    maintenance.abort();
+    let taken = std::mem::take(&mut *maintenance_samples.lock().unwrap());
+    for s in samples.into_iter().chain(taken) {
         s.await.unwrap();
     }
-    maintenance.abort();
     let _ = std::fs::remove_dir_all(&root);
 }
