@@ -33,9 +33,10 @@ use super::spill::Spill;
 impl UpsertWriter {
     /// Rewrites the committed files among `found` (file → positions this
     /// commit deletes) that fit the budget, smallest first, into one data
-    /// file per partition (`rewritten`); they leave `found`. Returns the paths the commit removes (the rewritten files
-    /// and the position-delete files that named only them). What an earlier
-    /// plan of this commit wrote is dropped first (its files are orphans).
+    /// file per partition (`rewritten`); they leave `found`. Returns the
+    /// paths the commit removes (the rewritten files and the
+    /// position-delete files that named only them). What an earlier plan of
+    /// this commit wrote is dropped first (its files are orphans).
     pub(super) async fn copy_on_write(
         &mut self,
         found: &mut BTreeMap<Arc<str>, Vec<i64>>,
